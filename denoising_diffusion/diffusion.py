@@ -1,0 +1,277 @@
+"""GaussianDiffusion: the forward process, the training loss and the denoiser a network defines.
+
+Ho et al. 2020 ("Denoising Diffusion Probabilistic Models"), with the improvements of Nichol & Dhariwal 2021
+(cosine schedule, learned variances, respacing) and Song et al. 2021 (DDIM). The time convention is in
+schedules.py. Images enter and leave the public API in [0, 1]; inside, data lives in [−1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .denoiser import Callback, Prediction, StepRecord
+from .losses import LossType, discretized_gaussian_log_likelihood, min_snr_weight, normal_kl, per_sample_loss
+from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
+from .samplers import SAMPLERS, SamplerName, VarianceType
+from .schedules import NoiseSchedule, Spacing, spaced_timesteps
+
+
+def extract(table: Tensor, t: Tensor, ndim: int) -> Tensor:
+    """Gather table[t] for a (B,) index tensor and shape it (B, 1, …) to broadcast over ``ndim`` dims."""
+    return append_dims(table.gather(0, t), ndim)
+
+
+class GaussianDiffusion(nn.Module):
+    """A denoising diffusion model around a network ``model(x, t, x_self_cond=None) -> output``.
+
+    Args:
+        model: the network; it must expose ``channels``, ``self_condition`` and ``learned_variance`` (as Unet does);
+            with learned_variance its output has 2·channels: the prediction, then v ∈ [−1, 1] of eq. 15 of
+            Nichol & Dhariwal 2021.
+        image_size: int or (height, width) of the images.
+        timesteps: T, the length of the forward chain.
+        sampling_timesteps: default number of reverse steps in ``sample``; None means T. Below T the default
+            sampler is DDIM, otherwise ancestral DDPM.
+        loss_type: 'l1', 'l2' or 'huber' distance between network output and target.
+        objective: 'pred_noise' (ε), 'pred_x0' or 'pred_v' (Salimans & Ho 2022).
+        beta_schedule: 'linear', 'cosine', 'sigmoid', 'quadratic', or a tensor/sequence of T betas.
+        ddim_sampling_eta: η of DDIM when the sampler is 'ddim' and ``sample`` gets no eta.
+        clip_denoised: clamp x̂_0 to [−1, 1] during sampling (and recompute ε̂ from it).
+        min_snr_loss_weight: weight the loss by min-SNR-γ (Hang et al. 2023).
+        min_snr_gamma: γ of min-SNR.
+        auto_normalize: map [0, 1] input to [−1, 1] and samples back; turn off for data already in [−1, 1].
+        timestep_spacing: 'linspace', 'trailing' or 'leading': which steps a few-step sampler visits.
+        vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
+    """
+
+    def __init__(self, model: nn.Module, *, image_size: int | Sequence[int], timesteps: int = 1000,
+                 sampling_timesteps: int | None = None, loss_type: str = "l2", objective: str = "pred_noise",
+                 beta_schedule: str | Tensor | Sequence[float] = "cosine", ddim_sampling_eta: float = 0.0,
+                 clip_denoised: bool = True, min_snr_loss_weight: bool = False, min_snr_gamma: float = 5.0,
+                 auto_normalize: bool = True, timestep_spacing: str = "linspace", vlb_weight: float = 0.001) -> None:
+        super().__init__()
+        self.model = model
+        self.channels: int = int(getattr(model, "channels", 3))
+        self.self_condition: bool = bool(getattr(model, "self_condition", False))
+        self.learned_variance: bool = bool(getattr(model, "learned_variance", False))
+        self.image_size = _as_size(image_size)
+        check = getattr(model, "check_image_size", None)
+        if check is not None:
+            check(*self.image_size)
+        self.objective = Objective(objective)
+        self.loss_type = LossType(loss_type)
+        self.timestep_spacing = Spacing(timestep_spacing)
+        self.schedule = NoiseSchedule.from_name(beta_schedule, timesteps)
+        self.num_timesteps = self.schedule.num_timesteps
+        self.sampling_timesteps = self.num_timesteps if sampling_timesteps is None else sampling_timesteps
+        spaced_timesteps(self.num_timesteps, self.sampling_timesteps)  # validates the range, with a clear message
+        self.variance_type = VarianceType.LEARNED_RANGE if self.learned_variance else VarianceType.FIXED_SMALL
+        self.ddim_sampling_eta = float(ddim_sampling_eta)
+        self.clip_denoised = bool(clip_denoised)
+        self.min_snr_loss_weight = bool(min_snr_loss_weight)
+        self.min_snr_gamma = float(min_snr_gamma)
+        self.auto_normalize = bool(auto_normalize)
+        self.vlb_weight = float(vlb_weight)
+        for name, table in self.schedule.buffers().items():  # derived from the config: never saved, never EMA'd
+            self.register_buffer(name, table.float(), persistent=False)
+        schedule_config = beta_schedule if isinstance(beta_schedule, str) else self.schedule.betas.tolist()
+        self.config: dict[str, Any] = dict(
+            image_size=list(self.image_size), timesteps=self.num_timesteps, sampling_timesteps=self.sampling_timesteps,
+            loss_type=self.loss_type.value, objective=self.objective.value, beta_schedule=schedule_config,
+            ddim_sampling_eta=self.ddim_sampling_eta, clip_denoised=self.clip_denoised,
+            min_snr_loss_weight=self.min_snr_loss_weight, min_snr_gamma=self.min_snr_gamma,
+            auto_normalize=self.auto_normalize, timestep_spacing=self.timestep_spacing.value,
+            vlb_weight=self.vlb_weight)
+
+    def with_model(self, model: nn.Module) -> GaussianDiffusion:
+        """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
+        return GaussianDiffusion(model, **self.config).to(self.betas.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    # ----- data range -------------------------------------------------------------------------------------------
+
+    def normalize(self, img: Tensor) -> Tensor:
+        """[0, 1] -> [−1, 1] (identity when auto_normalize is off)."""
+        return img * 2 - 1 if self.auto_normalize else img
+
+    def unnormalize(self, x: Tensor) -> Tensor:
+        """[−1, 1] -> [0, 1] (identity when auto_normalize is off)."""
+        return (x + 1) * 0.5 if self.auto_normalize else x
+
+    # ----- forward process --------------------------------------------------------------------------------------
+
+    def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4).
+
+        x_start: (B, C, H, W) in the model's space ([−1, 1]); t: (B,) int64 in [0, T); noise: like x_start.
+        """
+        noise = torch.randn_like(x_start) if noise is None else noise
+        return (extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
+                + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise)
+
+    def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, variance and clipped log-variance of q(x_{t−1} | x_t, x_0) (Ho et al. 2020, eqs. 6–7).
+
+        All (B, C, H, W) (variances broadcast as (B, 1, 1, 1)).
+        """
+        n = x_t.ndim
+        mean = extract(self.posterior_mean_coef1, t, n) * x_start + extract(self.posterior_mean_coef2, t, n) * x_t
+        return mean, extract(self.posterior_variance, t, n), extract(self.posterior_log_variance_clipped, t, n)
+
+    # ----- the network's predictions ----------------------------------------------------------------------------
+
+    def model_predictions(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None,
+                          clip_x_start: bool = False) -> Prediction:
+        """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
+
+        x_t: (B, C, H, W); t: (B,) int64. With ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
+        """
+        out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
+        var_interp = None
+        if self.learned_variance:
+            out, var_interp = out.chunk(2, dim=1)
+        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
+        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma)
+        if clip_x_start:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x_t - alpha * x0) / sigma
+        return Prediction(x0=x0, eps=eps, var_interp=var_interp)
+
+    def denoiser(self, clip_denoised: bool | None = None):
+        """A fresh denoiser callable (x_t, t) -> Prediction for the samplers.
+
+        With a self-conditioned network it feeds each call the previous call's x̂_0 (Chen et al. 2022, "Analog
+        Bits", §3): that history lives in this closure, so make a new denoiser per sampling run.
+        """
+        clip = self.clip_denoised if clip_denoised is None else clip_denoised
+        last_x0: list[Tensor | None] = [None]
+
+        def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+            pred = self.model_predictions(x_t, t, last_x0[0], clip_x_start=clip)
+            if self.self_condition:
+                last_x0[0] = pred.x0
+            return pred
+
+        return denoise
+
+    # ----- training ---------------------------------------------------------------------------------------------
+
+    def p_losses(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Per-sample training loss (B,) at timesteps t (B,) for x_start (B, C, H, W) in [−1, 1].
+
+        L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance, optionally min-SNR weighted;
+        plus λ·T·L_t^vlb for learned variances (Nichol & Dhariwal 2021, eq. 16).
+        """
+        noise = torch.randn_like(x_start) if noise is None else noise
+        x_t = self.q_sample(x_start, t, noise)
+        x_self_cond = None
+        if self.self_condition and torch.rand(()) < 0.5:
+            with torch.no_grad():
+                x_self_cond = self.model_predictions(x_t, t).x0.detach()
+        out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
+        var_interp = None
+        if self.learned_variance:
+            out, var_interp = out.chunk(2, dim=1)
+        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
+        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        loss = per_sample_loss(self.loss_type, out, target_for(self.objective, x_start, noise, alpha, sigma))
+        if self.min_snr_loss_weight:
+            loss = loss * min_snr_weight(self.snr.gather(0, t), self.objective, self.min_snr_gamma)
+        if var_interp is not None:
+            x0 = x0_eps_from_output(self.objective, x_t, out.detach(), alpha, sigma)[0]  # stop-grad on the mean
+            loss = loss + self.vlb_weight * self.num_timesteps * self.vlb_term(x_start, x_t, t, x0, var_interp)
+        return loss
+
+    def vlb_term(self, x_start: Tensor, x_t: Tensor, t: Tensor, pred_x0: Tensor, var_interp: Tensor) -> Tensor:
+        """L_t of the variational bound in bits per dimension, (B,) (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021).
+
+        KL(q(x_{t−1}|x_t, x_0) || p(x_{t−1}|x_t)) for t > 0, and −log p(x_0|x_1) (discretized decoder) at t = 0.
+        """
+        n = x_t.ndim
+        true_mean, _, true_log_var = self.q_posterior(x_start, x_t, t)
+        model_mean = self.q_posterior(pred_x0, x_t, t)[0]
+        frac = (var_interp + 1) / 2
+        model_log_var = frac * extract(self.betas.log(), t, n) + (1 - frac) * true_log_var
+        kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var).flatten(1).mean(1)
+        nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var).flatten(1).mean(1)
+        return torch.where(t == 0, nll, kl) / math.log(2.0)
+
+    def forward(self, img: Tensor) -> Tensor:
+        """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε."""
+        self._check_batch(img)
+        t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)
+        return self.p_losses(self.normalize(img), t).mean()
+
+    def _check_batch(self, img: Tensor) -> None:
+        expected = (self.channels, *self.image_size)
+        if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+            raise ValueError(f"expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
+                             f"(channels, height, width from the model and image_size), got {tuple(img.shape)}")
+
+    # ----- sampling ---------------------------------------------------------------------------------------------
+
+    def sample(self, batch_size: int = 16, *, sampler: str | None = None, steps: int | None = None,
+               eta: float | None = None, generator: torch.Generator | None = None,
+               return_all_timesteps: bool = False, callback: Callback | None = None) -> Tensor:
+        """Generate images in [0, 1].
+
+        Args:
+            batch_size: B.
+            sampler: 'ddpm' or 'ddim'; None: DDIM when sampling_timesteps < timesteps, else DDPM.
+            steps: number of network evaluations; None: sampling_timesteps. Steps are picked by timestep_spacing.
+            eta: DDIM's η (None: ddim_sampling_eta); only for 'ddim'.
+            generator: draws all noise, for reproducible samples.
+            return_all_timesteps: also return the trajectory.
+            callback: receives a StepRecord per step; its tensors are in the model's space ([−1, 1]).
+        Returns:
+            (B, C, H, W), or (B, S + 1, C, H, W) with return_all_timesteps (x_T first, the sample last).
+        """
+        name = SamplerName(sampler) if sampler is not None else (
+            SamplerName.DDIM if self.sampling_timesteps < self.num_timesteps else SamplerName.DDPM)
+        info = SAMPLERS[name]
+        options: dict[str, Any] = {}
+        if info.takes_eta:
+            options["eta"] = self.ddim_sampling_eta if eta is None else float(eta)
+        elif eta is not None:
+            raise ValueError(f"eta applies to the 'ddim' sampler only, not {name.value!r}")
+        if name is SamplerName.DDPM:
+            options["variance"] = self.variance_type
+        timesteps = spaced_timesteps(self.num_timesteps, self.sampling_timesteps if steps is None else steps,
+                                     self.timestep_spacing)
+        dtype = next(self.model.parameters()).dtype
+        x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
+                          dtype=dtype)
+        trajectory = [x_T] if return_all_timesteps else None
+
+        def on_step(record: StepRecord) -> None:
+            if trajectory is not None:
+                trajectory.append(record.x_next)
+            if callback is not None:
+                callback(record)
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                x_0 = info.fn(self.denoiser(), x_T, self.schedule, timesteps, generator=generator,
+                              callback=on_step, **options)
+        finally:
+            self.model.train(was_training)
+        if trajectory is not None:
+            return self.unnormalize(torch.stack(trajectory, dim=1)).clamp(0.0, 1.0)
+        return self.unnormalize(x_0).clamp(0.0, 1.0)
+
+
+def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return size  # type: ignore[return-value]

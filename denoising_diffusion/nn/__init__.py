@@ -1,0 +1,19 @@
+"""Networks for denoising diffusion. They map (x_t, t[, conditioning]) to a tensor and know nothing about noise."""
+
+from __future__ import annotations
+
+from .attention import Attention, LinearAttention
+from .blocks import Downsample, ResnetBlock, Upsample
+from .embeddings import TimestepEmbedding, sinusoidal_embedding
+from .unet import Unet
+
+__all__ = [
+    "Attention",
+    "Downsample",
+    "LinearAttention",
+    "ResnetBlock",
+    "TimestepEmbedding",
+    "Unet",
+    "Upsample",
+    "sinusoidal_embedding",
+]

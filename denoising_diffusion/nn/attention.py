@@ -1,0 +1,66 @@
+"""Self-attention over the pixels of a feature map, each as a residual block: x + to_out(attn(norm(x))).
+
+Full softmax attention (Vaswani et al. 2017) costs O(N²) in the N = H·W positions, so the U-Net uses it only at
+the lowest resolution. The higher resolutions use linear "efficient attention" (Shen et al. 2021;
+Katharopoulos et al. 2020), which costs O(N·d²).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .blocks import group_norm
+
+
+class _SelfAttention2d(nn.Module):
+    """Shared layers: GroupNorm, a 1×1 conv to q, k, v for all heads, and a 1×1 conv back to ``dim`` channels."""
+
+    def __init__(self, dim: int, *, heads: int = 4, dim_head: int = 32, groups: int = 8) -> None:
+        super().__init__()
+        if heads < 1 or dim_head < 1:
+            raise ValueError(f"attention needs heads >= 1 and dim_head >= 1, got heads={heads}, dim_head={dim_head}")
+        self.heads = heads
+        hidden = heads * dim_head
+        self.norm = group_norm(groups, dim)
+        self.to_qkv = nn.Conv2d(dim, 3 * hidden, 1, bias=False)
+        self.to_out = nn.Conv2d(hidden, dim, 1)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (B, dim, H, W) -> q, k, v, each (B, heads, H·W, dim_head)."""
+        qkv = self.to_qkv(self.norm(x))
+        return rearrange(qkv, "b (qkv h d) x y -> qkv b h (x y) d", qkv=3, h=self.heads).unbind(0)
+
+    def merge_heads(self, x: Tensor, out: Tensor) -> Tensor:
+        """Residual output: x (B, dim, H, W) plus to_out of ``out`` (B, heads, H·W, dim_head)."""
+        out = rearrange(out, "b h (x y) d -> b (h d) x y", x=x.shape[-2])
+        return x + self.to_out(out)
+
+
+class Attention(_SelfAttention2d):
+    """Residual multi-head softmax self-attention over all H·W positions (Vaswani et al. 2017, eq. 1).
+
+    Uses :func:`torch.nn.functional.scaled_dot_product_attention` (scale 1/√dim_head).
+    (B, dim, H, W) -> (B, dim, H, W).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x)
+        return self.merge_heads(x, F.scaled_dot_product_attention(q, k, v))
+
+
+class LinearAttention(_SelfAttention2d):
+    """Residual multi-head linear attention, "efficient attention" of Shen et al. 2021 (eq. 5).
+
+    E(Q, K, V) = ρ_q(Q) (ρ_k(K)ᵀ V) with ρ_q a softmax over each query's features and ρ_k a softmax over the
+    positions of each key feature; the (dim_head × dim_head) context replaces the (N × N) attention matrix.
+    (B, dim, H, W) -> (B, dim, H, W).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv(x)  # (B, heads, N, d)
+        q = q.softmax(dim=-1)  # over features
+        k = k.softmax(dim=-2)  # over positions
+        context = k.transpose(-1, -2) @ v  # (B, heads, d, d)
+        return self.merge_heads(x, q @ context)

@@ -1,0 +1,219 @@
+"""The DDPM U-Net (Ho et al. 2020, App. B; Nichol & Dhariwal 2021, §3): maps (x_t, t) to a tensor of x's size.
+
+It knows nothing about noise schedules or objectives: GaussianDiffusion decides whether the output is ε, x_0 or v.
+
+Layout for ``dim_mults = (1, 2, 4, 8)`` (channels dims = [init_dim, dim, 2·dim, 4·dim, 8·dim]):
+
+* init: 7×7 conv, (channels [·2 with self-conditioning]) -> init_dim.
+* down level i (channels dims[i]): ResNet block, ResNet block, attention, then a 2× downsample to dims[i+1]
+  (the last level keeps its resolution and only changes channels with a 3×3 conv). Both ResNet outputs are kept
+  as skip connections.
+* middle (8·dim): ResNet block, full attention, ResNet block.
+* up level i, deepest first: two ResNet blocks, each on [h, skip] concatenated, attention, then a 2× upsample
+  to dims[i] (level 0 keeps its resolution).
+* out: ResNet block on [h, init-conv output], then a 1×1 conv to out_dim.
+
+Full softmax attention runs at the lowest resolution (the deepest level and the middle), linear attention
+above it (see :mod:`.attention`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .attention import Attention, LinearAttention
+from .blocks import Downsample, ResnetBlock, Upsample
+from .embeddings import TimestepEmbedding
+
+
+class Unet(nn.Module):
+    """Time-conditioned U-Net with ResNet blocks and self-attention (Ho et al. 2020; Nichol & Dhariwal 2021).
+
+    Args:
+        dim: base channel width; also the number of sinusoidal time features (time embedding width 4·dim).
+        init_dim: channels after the first conv (default ``dim``).
+        out_dim: output channels (default ``channels``, or ``2·channels`` when ``learned_variance``).
+        dim_mults: channel multiplier of each resolution level; ``len(dim_mults) - 1`` downsamplings.
+        channels: image channels.
+        self_condition: take a previous estimate ``x_self_cond`` as extra input (Chen et al. 2022, "Analog Bits").
+        learned_variance: also output the variance interpolation v (Nichol & Dhariwal 2021, eq. 15).
+        resnet_block_groups: GroupNorm groups; must divide ``init_dim`` and every ``dim * m``.
+        attn_heads, attn_dim_head: heads and width per head of every attention layer.
+        full_attn: per level, whether it uses full softmax attention instead of linear attention
+            (default: only the deepest level). The middle always uses full attention.
+        dropout: dropout probability inside the ResNet blocks.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        init_dim: int | None = None,
+        out_dim: int | None = None,
+        dim_mults: Sequence[int] = (1, 2, 4, 8),
+        channels: int = 3,
+        self_condition: bool = False,
+        learned_variance: bool = False,
+        resnet_block_groups: int = 8,
+        attn_heads: int = 4,
+        attn_dim_head: int = 32,
+        full_attn: Sequence[bool] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        dim_mults = tuple(int(m) for m in dim_mults)
+        init_dim = dim if init_dim is None else init_dim
+        out_dim = (2 * channels if learned_variance else channels) if out_dim is None else out_dim
+        full_attn = (False,) * (len(dim_mults) - 1) + (True,) if full_attn is None else tuple(map(bool, full_attn))
+        _check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, full_attn, dropout)
+        self.config: dict[str, Any] = {
+            "dim": dim, "init_dim": init_dim, "out_dim": out_dim, "dim_mults": list(dim_mults),
+            "channels": channels, "self_condition": self_condition, "learned_variance": learned_variance,
+            "resnet_block_groups": resnet_block_groups, "attn_heads": attn_heads, "attn_dim_head": attn_dim_head,
+            "full_attn": list(full_attn), "dropout": dropout,
+        }  # fmt: skip
+        self.channels = channels
+        self.out_dim = out_dim
+        self.self_condition = self_condition
+        self.learned_variance = learned_variance
+        self.downsample_factor = 2 ** (len(dim_mults) - 1)
+
+        time_dim = 4 * dim
+        dims = [init_dim, *(dim * m for m in dim_mults)]
+        in_out = list(zip(dims[:-1], dims[1:]))
+
+        def resnet(d_in: int, d_out: int) -> ResnetBlock:
+            return ResnetBlock(d_in, d_out, time_dim, groups=resnet_block_groups, dropout=dropout)
+
+        def attention(d: int, full: bool) -> nn.Module:
+            kind = Attention if full else LinearAttention
+            return kind(d, heads=attn_heads, dim_head=attn_dim_head, groups=resnet_block_groups)
+
+        self.init_conv = nn.Conv2d(channels * (2 if self_condition else 1), init_dim, 7, padding=3)
+        self.time_embedding = TimestepEmbedding(dim, time_dim)
+
+        self.downs = nn.ModuleList()
+        for level, ((d_in, d_out), full) in enumerate(zip(in_out, full_attn)):
+            is_last = level == len(in_out) - 1
+            resample = nn.Conv2d(d_in, d_out, 3, padding=1) if is_last else Downsample(d_in, d_out)
+            self.downs.append(nn.ModuleList([resnet(d_in, d_in), resnet(d_in, d_in), attention(d_in, full), resample]))
+
+        mid_dim = dims[-1]
+        self.mid_block_1 = resnet(mid_dim, mid_dim)
+        self.mid_attn = attention(mid_dim, True)
+        self.mid_block_2 = resnet(mid_dim, mid_dim)
+
+        self.ups = nn.ModuleList()
+        for level, ((d_in, d_out), full) in reversed(list(enumerate(zip(in_out, full_attn)))):
+            resample = nn.Conv2d(d_out, d_in, 3, padding=1) if level == 0 else Upsample(d_out, d_in)
+            blocks = [resnet(d_out + d_in, d_out), resnet(d_out + d_in, d_out), attention(d_out, full), resample]
+            self.ups.append(nn.ModuleList(blocks))
+
+        self.final_block = resnet(2 * init_dim, init_dim)
+        self.final_conv = nn.Conv2d(init_dim, out_dim, 1)
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise ValueError unless height and width are positive multiples of ``downsample_factor``."""
+        check_image_size(height, width, self.downsample_factor, len(self.config["dim_mults"]))
+
+    def forward(self, x: Tensor, time: Tensor, x_self_cond: Tensor | None = None) -> Tensor:
+        """Run the U-Net.
+
+        Args:
+            x: (B, channels, H, W) float; H and W multiples of ``downsample_factor``.
+            time: (B,) or scalar; int64 diffusion steps in [0, T) or float (continuous) times, embedded as floats.
+            x_self_cond: (B, channels, H, W) previous estimate, only with ``self_condition`` (None: zeros).
+
+        Returns:
+            (B, out_dim, H, W).
+        """
+        time = self._check_inputs(x, time, x_self_cond)
+        if self.self_condition:
+            x = torch.cat((x, torch.zeros_like(x) if x_self_cond is None else x_self_cond), dim=1)
+        t_emb = self.time_embedding(time)  # (B, 4·dim)
+        x = self.init_conv(x)
+        r = x
+        skips: list[Tensor] = []
+        for block_1, block_2, attn, downsample in self.downs:
+            x = block_1(x, t_emb)
+            skips.append(x)
+            x = attn(block_2(x, t_emb))
+            skips.append(x)
+            x = downsample(x)
+
+        x = self.mid_block_2(self.mid_attn(self.mid_block_1(x, t_emb)), t_emb)
+
+        for block_1, block_2, attn, upsample in self.ups:
+            x = block_1(torch.cat((x, skips.pop()), dim=1), t_emb)
+            x = block_2(torch.cat((x, skips.pop()), dim=1), t_emb)
+            x = upsample(attn(x))
+
+        x = self.final_block(torch.cat((x, r), dim=1), t_emb)
+        return self.final_conv(x)
+
+    def _check_inputs(self, x: Tensor, time: Tensor, x_self_cond: Tensor | None) -> Tensor:
+        """Validate the forward inputs; return ``time`` as a (B,) tensor on x's device."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        self.check_image_size(x.shape[-2], x.shape[-1])
+        if x_self_cond is not None:
+            if not self.self_condition:
+                raise ValueError("x_self_cond was given, but this Unet was built with self_condition=False")
+            if x_self_cond.shape != x.shape:
+                raise ValueError(f"x_self_cond must have x's shape {tuple(x.shape)}, got {tuple(x_self_cond.shape)}")
+        time = torch.as_tensor(time, device=x.device)
+        if time.ndim == 0:
+            time = time.expand(x.shape[0])
+        if time.shape != (x.shape[0],):
+            raise ValueError(f"time must have shape ({x.shape[0]},) or be a scalar, got {tuple(time.shape)}")
+        return time
+
+
+def check_image_size(height: int, width: int, factor: int, levels: int) -> None:
+    """Raise a ValueError, with sizes that would work, unless height and width are positive multiples of factor."""
+    if height > 0 and width > 0 and height % factor == 0 and width % factor == 0:
+        return
+
+    def fits(n: int) -> tuple[int, int]:  # nearest multiples of factor below and above n (at least factor)
+        return max(factor, n // factor * factor), max(factor, -(-n // factor) * factor)
+
+    (h_lo, h_hi), (w_lo, w_hi) = fits(height), fits(width)
+    if height == width:
+        examples = [str(h_lo), str(h_hi)]
+    else:
+        examples = [f"({h_lo}, {w_lo})", f"({h_hi}, {w_hi})"]
+    examples = " or ".join(dict.fromkeys(examples))
+    raise ValueError(
+        f"image size ({height}, {width}) is not divisible by {factor} = 2**({levels} levels - 1); "
+        f"use a height and width that are multiples of {factor}, such as {examples}"
+    )
+
+
+def _check_arguments(
+    dim: int, init_dim: int, out_dim: int, dim_mults: tuple[int, ...], channels: int,
+    groups: int, full_attn: tuple[bool, ...], dropout: float,
+) -> None:  # fmt: skip
+    """Raise ValueError for constructor arguments that cannot build a network."""
+    for name, value in (("dim", dim), ("init_dim", init_dim), ("out_dim", out_dim), ("channels", channels)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if not dim_mults or min(dim_mults) < 1:
+        raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {dim_mults}")
+    if len(full_attn) != len(dim_mults):
+        raise ValueError(f"full_attn needs one flag per level ({len(dim_mults)}), got {len(full_attn)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if groups < 1:
+        raise ValueError(f"resnet_block_groups must be a positive integer, got {groups}")
+    bad = sorted({c for c in (init_dim, *(dim * m for m in dim_mults)) if c % groups != 0})
+    if bad:
+        raise ValueError(
+            f"resnet_block_groups={groups} must divide every channel count of the network (init_dim={init_dim} and "
+            f"dim * m for m in dim_mults={list(dim_mults)}, with dim={dim}), "
+            f"but channel counts {bad} are not multiples of {groups}; "
+            f"choose dim and init_dim as multiples of resnet_block_groups, "
+            f"e.g. dim={max(groups, dim // groups * groups)}"
+        )

@@ -1,0 +1,35 @@
+"""Pieces every sampler shares: the step loop's time pairs, noise draws and the callback record."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ..schedules import CLEAN, NoiseSchedule
+
+
+def time_pairs(timesteps: Sequence[int], schedule: NoiseSchedule) -> Iterator[tuple[int, int, int]]:
+    """Yield (index, t, s) for each reverse step t → s, where s is the next entry or CLEAN (−1) after the last.
+
+    ``timesteps`` must be strictly decreasing indices in [0, T); a clear ValueError says otherwise.
+    """
+    ts = [int(t) for t in timesteps]
+    if not ts:
+        raise ValueError("timesteps is empty: a sampler needs at least one step")
+    if any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= schedule.num_timesteps:
+        raise ValueError(f"timesteps must be strictly decreasing integers in [0, {schedule.num_timesteps - 1}], "
+                         f"got {ts[:5]}{'...' if len(ts) > 5 else ''}")
+    for i, t in enumerate(ts):
+        yield i, t, ts[i + 1] if i + 1 < len(ts) else CLEAN
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise with x's shape, dtype and device, drawn from ``generator`` when given."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def time_batch(x: Tensor, t: int) -> Tensor:
+    """(B,) int64 tensor filled with t, on x's device."""
+    return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)

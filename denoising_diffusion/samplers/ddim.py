@@ -1,0 +1,53 @@
+"""DDIM sampling (Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models", eq. 12 and eq. 16)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Callback, Denoiser, StepRecord
+from ..schedules import NoiseSchedule
+from ._common import randn_like, time_batch, time_pairs
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
+                eta: float = 0.0, generator: torch.Generator | None = None,
+                callback: Callback | None = None) -> Tensor:
+    """DDIM: x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z, with c = η σ_s/σ_t √(1 − α_t²/α_s²) (eqs. 12, 16).
+
+    Symbols: α, σ are the Gaussian-path coefficients of schedules.py (α_t = √ᾱ_t); t → s is one step, s = −1 after
+    the last entry (α = 1, σ = 0), so the final step returns x̂_0 without noise. η = 0 is deterministic (DDIM);
+    η = 1 with every step is ancestral DDPM with the posterior variance β̃_t.
+
+    Args:
+        denoiser: (x_t, t) -> Prediction.
+        x_T: (B, C, H, W) initial noise at timesteps[0].
+        schedule: the NoiseSchedule the denoiser was trained with.
+        timesteps: strictly decreasing time indices to visit (e.g. schedules.spaced_timesteps).
+        eta: η ≥ 0, the stochasticity.
+        generator: source of all noise drawn.
+        callback: receives a StepRecord after every step.
+    Returns:
+        (B, C, H, W) sample, same dtype and device as x_T.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    x = x_T
+    for i, t, s in time_pairs(timesteps, schedule):
+        pred = denoiser(x, time_batch(x, t))
+        alpha_t, sigma_t = schedule.alpha_sigma(t)
+        alpha_s, sigma_s = schedule.alpha_sigma(s)
+        # 1. c = η σ_s/σ_t · √(1 − ᾱ_t/ᾱ_s): the noise injected (DDIM eq. 16).
+        c = eta * sigma_s / sigma_t * math.sqrt(max(1.0 - (alpha_t / alpha_s) ** 2, 0.0))
+        # 2. Deterministic part points along the predicted ε (eq. 12).
+        x_next = alpha_s * pred.x0 + math.sqrt(max(sigma_s ** 2 - c ** 2, 0.0)) * pred.eps
+        if c > 0:
+            x_next = x_next + c * randn_like(x, generator)
+        if callback is not None:
+            callback(StepRecord(index=i, t=t, x_t=x, x_next=x_next, pred_x0=pred.x0))
+        x = x_next
+    return x

@@ -1,0 +1,249 @@
+"""Noise schedules and THE time convention of this package.
+
+Time convention (obeyed by every module; tests in ``tests/test_schedules.py`` pin it):
+
+* Discrete time t ∈ {0, …, T−1}.
+* α_t = 1 − β_t and ᾱ_t = ∏_{s=0}^{t} α_s, so ᾱ_0 = α_0 < 1 (t = 0 is already slightly noisy).
+* x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε  (Ho et al. 2020, eq. 4).
+* A reverse step maps t → t−1. The step from t = 0 returns the prediction of x_0 with no noise added.
+* t = −1 (``CLEAN``) names the clean data itself: ᾱ_{−1} = 1, i.e. ``alphas_cumprod_prev[0]``.
+
+The general Gaussian path used by the samplers (Kingma et al. 2021, "Variational Diffusion Models"):
+x_t = α_t x_0 + σ_t ε with λ_t = log(α_t / σ_t). For this discrete variance-preserving schedule
+α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t). Note the clash of names with the DDPM α_t = 1 − β_t: in code the DDPM
+quantity is always ``alphas`` (plural, per step) and the path coefficient is ``alpha`` (from
+:meth:`NoiseSchedule.alpha_sigma`).
+
+Glossary (names used across the package): ``betas`` β_t, ``alphas`` α_t, ``alphas_cumprod`` ᾱ_t,
+``alphas_cumprod_prev`` ᾱ_{t−1}, ``x_start`` x_0, ``x_t``, ``noise`` ε, ``pred_x_start`` x̂_0, ``v``
+(Salimans & Ho 2022: v = α_t ε − σ_t x_0).
+
+Schedules are computed once in float64 (R2 of STYLE.md). Beta schedules may be added, but are not changed once
+released: a checkpoint stores only the schedule's name and length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+CLEAN = -1
+"""The time index of clean data (ᾱ = 1): the target of the last reverse step."""
+
+
+class BetaSchedule(str, Enum):
+    """Names of the built-in β schedules (strings at the edge, this enum inside)."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+    SIGMOID = "sigmoid"
+    QUADRATIC = "quadratic"
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown beta_schedule {value!r}; allowed values: {allowed}, or a 1-D tensor of betas")
+
+
+def linear_beta_schedule(timesteps: int, max_beta: float = 0.999) -> Tensor:
+    """Linear β from 1e-4 to 0.02, both scaled by 1000/T (Ho et al. 2020, §4; Nichol & Dhariwal 2021, §3).
+
+    Below T = 50 the scaled end point exceeds 1, so β is clipped to ``max_beta`` as the cosine schedule is.
+    """
+    scale = 1000 / timesteps
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64).clamp(max=max_beta)
+
+
+def quadratic_beta_schedule(timesteps: int, max_beta: float = 0.999) -> Tensor:
+    """β linear in √β between the linear schedule's end points (the 'quad' schedule of the DDPM code release)."""
+    scale = 1000 / timesteps
+    betas = torch.linspace(math.sqrt(scale * 1e-4), math.sqrt(scale * 0.02), timesteps, dtype=torch.float64) ** 2
+    return betas.clamp(max=max_beta)
+
+
+def cosine_beta_schedule(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Cosine schedule, ᾱ(t) = f(t)/f(0) with f(t) = cos²(((t/T + s)/(1 + s)) · π/2).
+
+    Nichol & Dhariwal 2021, eq. 17; β_t is clipped to ``max_beta`` to avoid the singularity at t = T.
+    """
+    t = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(0, max_beta)
+
+
+def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
+                          max_beta: float = 0.999) -> Tensor:
+    """Sigmoid schedule of ᾱ (Jabri et al. 2022, "Scalable Adaptive Computation", Alg. 1; good for > 64x64)."""
+    t = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
+    v_end = torch.tensor(end / tau, dtype=torch.float64).sigmoid()
+    alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(0, max_beta)
+
+
+_BUILDERS = {
+    BetaSchedule.LINEAR: linear_beta_schedule,
+    BetaSchedule.COSINE: cosine_beta_schedule,
+    BetaSchedule.SIGMOID: sigmoid_beta_schedule,
+    BetaSchedule.QUADRATIC: quadratic_beta_schedule,
+}
+
+
+def make_betas(schedule: str | BetaSchedule | Tensor | Sequence[float], timesteps: int) -> Tensor:
+    """β_0..β_{T−1} as float64 from a schedule name or explicit values.
+
+    Args:
+        schedule: one of ``BetaSchedule``'s names, or a 1-D tensor/sequence of T betas in (0, 1).
+        timesteps: T, the number of diffusion steps (ignored when explicit betas decide it... and then checked).
+
+    Returns:
+        (T,) float64 tensor.
+    """
+    if isinstance(schedule, (str, BetaSchedule)):
+        if not isinstance(timesteps, int) or timesteps < 1:
+            raise ValueError(f"timesteps must be a positive integer, got {timesteps!r}")
+        return _BUILDERS[BetaSchedule(schedule)](timesteps)
+    betas = torch.as_tensor(schedule, dtype=torch.float64).detach().cpu()
+    if betas.ndim != 1 or len(betas) != timesteps:
+        raise ValueError(f"explicit betas must be a 1-D tensor of length timesteps={timesteps}, got shape "
+                         f"{tuple(betas.shape)}")
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError("explicit betas must all lie strictly between 0 and 1")
+    return betas
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """A discrete variance-preserving schedule, all values float64 on the CPU.
+
+    Everything is derived from ``betas`` (T,). Samplers read it through :meth:`alpha_sigma`, which maps an index
+    t ∈ {−1, 0, …, T−1} to the Python floats (α_t, σ_t) of the Gaussian path, with (1, 0) at t = −1.
+    """
+
+    betas: Tensor
+
+    def __post_init__(self) -> None:
+        betas = torch.as_tensor(self.betas, dtype=torch.float64)
+        object.__setattr__(self, "betas", betas)
+        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        object.__setattr__(self, "_ac", alphas_cumprod)
+        object.__setattr__(self, "_ac_list", [1.0] + alphas_cumprod.tolist())  # index t + 1; [0] is t = -1
+
+    @classmethod
+    def from_name(cls, schedule: str | BetaSchedule | Tensor | Sequence[float], timesteps: int) -> NoiseSchedule:
+        return cls(make_betas(schedule, timesteps))
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def alphas(self) -> Tensor:
+        return 1 - self.betas
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self._ac  # type: ignore[attr-defined]
+
+    @property
+    def alphas_cumprod_prev(self) -> Tensor:
+        return torch.cat([self.betas.new_ones(1), self.alphas_cumprod[:-1]])
+
+    @property
+    def posterior_variance(self) -> Tensor:
+        """β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) (Ho et al. 2020, eq. 7); β̃_0 = 0."""
+        return self.betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+
+    @property
+    def posterior_log_variance_clipped(self) -> Tensor:
+        """log β̃_t with β̃_0 replaced by β̃_1, so the log is finite (Nichol & Dhariwal 2021, §3.1)."""
+        var = self.posterior_variance
+        return torch.log(torch.cat([var[1:2], var[1:]]))
+
+    @property
+    def posterior_mean_coef1(self) -> Tensor:
+        """Coefficient of x_0 in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
+        return self.betas * self.alphas_cumprod_prev.sqrt() / (1 - self.alphas_cumprod)
+
+    @property
+    def posterior_mean_coef2(self) -> Tensor:
+        """Coefficient of x_t in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
+        return (1 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1 - self.alphas_cumprod)
+
+    @property
+    def snr(self) -> Tensor:
+        """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) = exp(2 λ_t)."""
+        return self.alphas_cumprod / (1 - self.alphas_cumprod)
+
+    def alphabar(self, t: int) -> float:
+        """ᾱ_t as a Python float, with ᾱ_{−1} = 1."""
+        if not CLEAN <= t < self.num_timesteps:
+            raise IndexError(f"time index {t} outside [-1, {self.num_timesteps - 1}]")
+        return self._ac_list[t + 1]  # type: ignore[attr-defined]
+
+    def alpha_sigma(self, t: int) -> tuple[float, float]:
+        """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) of the Gaussian path; (1, 0) at t = −1."""
+        ab = self.alphabar(t)
+        return math.sqrt(ab), math.sqrt(1.0 - ab)
+
+    def buffers(self) -> dict[str, Tensor]:
+        """The per-step tables GaussianDiffusion registers as (non-persistent) buffers, float64."""
+        ac = self.alphas_cumprod
+        return {
+            "betas": self.betas,
+            "alphas_cumprod": ac,
+            "sqrt_alphas_cumprod": ac.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt(),
+            "posterior_variance": self.posterior_variance,
+            "posterior_log_variance_clipped": self.posterior_log_variance_clipped,
+            "posterior_mean_coef1": self.posterior_mean_coef1,
+            "posterior_mean_coef2": self.posterior_mean_coef2,
+            "snr": self.snr,
+        }
+
+
+class Spacing(str, Enum):
+    """How a few-step sampler picks its timesteps from {0, …, T−1}."""
+
+    LINSPACE = "linspace"
+    TRAILING = "trailing"
+    LEADING = "leading"
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown timestep spacing {value!r}; allowed values: {allowed}")
+
+
+def spaced_timesteps(num_timesteps: int, steps: int, spacing: str | Spacing = "linspace") -> list[int]:
+    """A decreasing list of ``steps`` distinct time indices to visit, in sampling order.
+
+    * ``linspace`` (default): round(linspace(T−1, 0, steps)); starts at T−1 and ends exactly on t = 0.
+    * ``trailing``: T−1, T−1−T/steps, …; starts at T−1 (Lin et al. 2024, "Common Diffusion Noise Schedules
+      and Sample Steps are Flawed", Table 2); may end above 0, the final step then jumps to clean data.
+    * ``leading``: the DDIM paper's 0, T/steps, 2T/steps, … reversed; ends on 0 but starts below T−1.
+
+    Every sampler appends the clean target t = −1 itself, so the last network evaluation is at the last entry.
+    """
+    if not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be an integer in [1, {num_timesteps}] (the model's timesteps), got {steps!r}")
+    spacing = Spacing(spacing)
+    if spacing is Spacing.LINSPACE:
+        ts = torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+    elif spacing is Spacing.TRAILING:
+        ts = (num_timesteps - torch.arange(steps, dtype=torch.float64) * (num_timesteps / steps)).round().long() - 1
+        ts = ts.tolist()
+    else:
+        ts = (torch.arange(steps) * (num_timesteps // steps)).flip(0).tolist()
+    if len(set(ts)) != len(ts):  # only possible through rounding when steps is close to T
+        ts = sorted(set(ts), reverse=True)
+    return [int(t) for t in ts]

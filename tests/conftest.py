@@ -1,0 +1,20 @@
+"""Shared test fixtures: the closed-form denoiser of a Gaussian mixture, used by the oracle sampler tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oracle import GaussianMixture
+
+
+@pytest.fixture
+def mixture() -> GaussianMixture:
+    """Two well-separated isotropic modes in 2-D with unequal weights and spreads."""
+    return GaussianMixture(weights=[0.3, 0.7], means=[[-2.0, -1.0], [2.0, 1.0]], stds=[0.3, 0.5])
+
+
+@pytest.fixture
+def gaussian() -> GaussianMixture:
+    """A single Gaussian N(m, s²I): the case where every quantity is known in closed form."""
+    return GaussianMixture(weights=[1.0], means=[[0.5, -0.25]], stds=[0.4])
