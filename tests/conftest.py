@@ -18,3 +18,10 @@ def mixture() -> GaussianMixture:
 def gaussian() -> GaussianMixture:
     """A single Gaussian N(m, s²I): the case where every quantity is known in closed form."""
     return GaussianMixture(weights=[1.0], means=[[0.5, -0.25]], stds=[0.4])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    """Tiny models run fastest on one thread, and on a 2-core machine a second busy process makes 2-thread ops
+    stall (oversubscription): one thread keeps the suite's time predictable."""
+    torch.set_num_threads(1)

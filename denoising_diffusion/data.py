@@ -1,0 +1,376 @@
+"""Datasets: an image folder, a procedurally generated built-in dataset, and a resumable infinite batch sampler.
+
+Every dataset here returns float32 tensors of shape (C, H, W) with values in [0, 1] (DESIGN.md, Data);
+GaussianDiffusion maps them to [-1, 1] itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
+BUILTIN_DATASETS: tuple[str, ...] = ("shapes",)
+
+_MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+# Errors Pillow raises for unreadable, truncated or hostile files.
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class OnBadImage(str, Enum):
+    """What ImageFolderDataset does with a file it cannot decode."""
+
+    ERROR = "error"  # stop with an UnreadableImageError naming the file
+    SKIP = "skip"  # warn once naming the file, then serve the next readable image instead
+
+
+class UnreadableImageError(OSError):
+    """An image file could not be decoded; the message names the file."""
+
+
+def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """Turn ``image_size`` (an int, or (H, W)) into a validated (H, W) tuple of positive ints."""
+    if isinstance(image_size, bool):
+        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(isinstance(s, int) for s in image_size):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return size
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in _MODE_FOR_CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), got {channels!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Image decoding helpers (PIL image in, PIL image out).
+
+
+def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit integer ('I', 'I;16*') or float ('F') grayscale image to 8-bit 'L'.
+
+    Pillow's own convert('L') clips such images at 255 instead of scaling them. Integer images are taken to be
+    16-bit (0..65535, what 16-bit PNG and TIFF files decode to); float images are taken to lie in [0, 1].
+    """
+    array = np.asarray(image, dtype=np.float64)
+    scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
+    return Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))  # uint8 (H, W) -> mode "L"
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    """Flatten an image with alpha onto an opaque white background; returns 'RGB'."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def convert_to_channels(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow image to the mode of ``channels`` (1 -> 'L', 3 -> 'RGB', 4 -> 'RGBA').
+
+    Palette images keep their transparency; high-bit-depth grayscale is rescaled rather than clipped; CMYK, YCbCr,
+    LAB and HSV go through RGB. When alpha must be dropped (3 or 1 channels), the image is composited onto white,
+    so transparent regions become white rather than whatever colour the invisible pixels happened to store.
+    """
+    _check_channels(channels)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _high_bit_depth_to_l(image)
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    elif image.mode == "L" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif image.mode not in ("1", "L", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    has_alpha = image.mode == "RGBA"
+    if channels == 4:
+        return image.convert("RGBA")
+    if has_alpha:
+        image = _composite_on_white(image)
+    return image.convert(_MODE_FOR_CHANNELS[channels])
+
+
+def resize_and_center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Scale ``image`` so that it just covers ``size`` = (H, W) (for a square target: its short side becomes the
+    target side), then crop the centre. Bicubic resampling, which Pillow antialiases when it downsamples."""
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    new_w = max(width, round(image.width * scale))
+    new_h = max(height, round(image.height * scale))
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def pil_to_unit_tensor(image: Image.Image) -> Tensor:
+    """8-bit Pillow image ('L', 'RGB' or 'RGBA') -> float32 tensor (C, H, W) in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # (H, W, C) -> (C, H, W)
+
+
+def load_image(path: str | os.PathLike[str], image_size: int | Sequence[int], channels: int = 3) -> Tensor:
+    """Read one image file: EXIF orientation applied, converted to ``channels``, resized and centre-cropped.
+
+    Returns a float32 tensor (channels, H, W) in [0, 1]. Raises UnreadableImageError naming the file.
+    """
+    size = normalize_image_size(image_size)
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image = convert_to_channels(image, channels)  # forces the full decode inside this try
+            image = resize_and_center_crop(image, size)
+    except _READ_ERRORS as err:
+        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {err}") from err
+    return pil_to_unit_tensor(image)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The image folder.
+
+
+def list_image_files(folder: str | os.PathLike[str], exts: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """All files under ``folder`` (recursively) whose extension is in ``exts`` (case-insensitive), sorted.
+
+    Raises ValueError naming the folder and the extensions when the folder is missing or holds no such file.
+    """
+    root = Path(folder)
+    wanted = {e.lower().lstrip(".") for e in exts}
+    listed = ", ".join(sorted(wanted))
+    if not root.exists():
+        raise ValueError(f"image folder {os.fspath(root)!r} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"image folder {os.fspath(root)!r} is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in wanted and p.is_file())
+    if not files:
+        raise ValueError(f"no images found in {os.fspath(root)!r} (searched recursively for extensions: {listed})")
+    return files
+
+
+class ImageFolderDataset(Dataset):
+    """Every image under a folder (recursively, sorted by path), as (C, H, W) float tensors in [0, 1].
+
+    Each file is EXIF-rotated, converted to ``channels`` (see :func:`convert_to_channels`), resized so that it
+    covers ``image_size`` and centre-cropped to it.
+
+    Unreadable files: with ``on_bad_image='error'`` indexing raises UnreadableImageError naming the file. With
+    ``'skip'`` the file is named in one warning and the item is replaced by the next readable file in sorted order
+    (wrapping around), so the dataset length, and the order of everything else, does not change.
+
+    Args:
+        folder: the root folder.
+        image_size: int or (H, W).
+        channels: 1, 3 or 4.
+        augment_horizontal_flip: flip each item left-right with probability 1/2 (global torch RNG).
+        on_bad_image: 'error' or 'skip'.
+        exts: file extensions to include, without dots.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        image_size: int | Sequence[int],
+        channels: int = 3,
+        augment_horizontal_flip: bool = False,
+        on_bad_image: str | OnBadImage = "error",
+        exts: Sequence[str] = IMAGE_EXTENSIONS,
+    ) -> None:
+        super().__init__()
+        _check_channels(channels)
+        self.image_size = normalize_image_size(image_size)
+        self.channels = channels
+        self.augment_horizontal_flip = bool(augment_horizontal_flip)
+        self.on_bad_image = parse_on_bad_image(on_bad_image)
+        self.folder = Path(folder)
+        self.paths = list_image_files(folder, exts)
+        self._bad: set[int] = set()  # indices already found unreadable (per process)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Returns (C, H, W) float32 in [0, 1]."""
+        image = self._load_first_readable(index)
+        if self.augment_horizontal_flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image
+
+    def _load_first_readable(self, index: int) -> Tensor:
+        n = len(self.paths)
+        for offset in range(n):
+            candidate = (index + offset) % n
+            if candidate in self._bad:
+                continue
+            try:
+                return load_image(self.paths[candidate], self.image_size, self.channels)
+            except UnreadableImageError as err:
+                if self.on_bad_image is OnBadImage.ERROR:
+                    raise UnreadableImageError(f"{err} (pass on_bad_image='skip' to skip unreadable files)") from err
+                self._bad.add(candidate)
+                logger.warning("skipping unreadable image %s: %s", self.paths[candidate], err.__cause__)
+        raise UnreadableImageError(f"none of the {n} image files under {os.fspath(self.folder)!r} could be read")
+
+
+def parse_on_bad_image(value: str | OnBadImage) -> OnBadImage:
+    """'error' or 'skip' -> OnBadImage; anything else is a ValueError listing the choices."""
+    try:
+        return OnBadImage(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in OnBadImage)
+        raise ValueError(f"on_bad_image must be one of {choices}, got {value!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The built-in dataset.
+
+# Saturated colours with distinct luminance, so the shapes stay distinguishable in grayscale too.
+_SHAPE_COLORS = ((0.90, 0.15, 0.15), (0.15, 0.70, 0.20), (0.15, 0.30, 0.90), (0.95, 0.85, 0.10))
+_BACKGROUND = (0.95, 0.95, 0.95)
+
+
+class BuiltinShapes(Dataset):
+    """One filled disc or square of one of four colours on a light-grey background, generated from a seed.
+
+    Why it exists: the command line's default job (``denoising-diffusion train`` without a folder) needs data that
+    ships with the package, needs no download, and is simple enough that a tiny Unet learns it in a few minutes on
+    a 2-core CPU, so that its samples visibly resemble the data. Shape kind, colour, centre and size are drawn from
+    ``torch.Generator().manual_seed(seed)``: the same arguments always give the same images. Edges are antialiased
+    over one pixel.
+
+    Args:
+        num_images: dataset length.
+        image_size: int or (H, W); at least 4 pixels each way.
+        channels: 1 (luminance), 3 (RGB) or 4 (RGB plus an opaque alpha channel).
+        seed: generator seed.
+
+    Items are float32 tensors (channels, H, W) in [0, 1]; all of them live in memory (``self.images``).
+    """
+
+    def __init__(self, num_images: int = 2048, image_size: int | Sequence[int] = 16, channels: int = 3,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+        _check_channels(channels)
+        self.image_size = normalize_image_size(image_size)
+        if min(self.image_size) < 4:
+            raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")
+        self.channels = channels
+        self.seed = seed
+        self.images = _render_shapes(num_images, self.image_size, channels, seed)  # (N, C, H, W)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Returns (C, H, W) float32 in [0, 1]."""
+        return self.images[index]
+
+
+def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> Tensor:
+    """Render n shape images -> (n, channels, H, W) in [0, 1]."""
+    height, width = size
+    gen = torch.Generator().manual_seed(seed)
+    short = min(height, width)
+    kind = torch.randint(0, 2, (n,), generator=gen)  # 0: disc, 1: square
+    color = torch.randint(0, len(_SHAPE_COLORS), (n,), generator=gen)
+    radius = short * (0.18 + 0.14 * torch.rand(n, generator=gen))  # half side for squares
+    cy = radius + (height - 2 * radius) * torch.rand(n, generator=gen)  # keep the shape inside the image
+    cx = radius + (width - 2 * radius) * torch.rand(n, generator=gen)
+    ys = torch.arange(height, dtype=torch.float32) + 0.5  # pixel centres
+    xs = torch.arange(width, dtype=torch.float32) + 0.5
+    dy = ys.view(1, height, 1) - cy.view(n, 1, 1)  # (n, H, 1)
+    dx = xs.view(1, 1, width) - cx.view(n, 1, 1)  # (n, 1, W)
+    disc_dist = torch.sqrt(dy**2 + dx**2)  # (n, H, W)
+    square_dist = torch.maximum(dy.abs(), dx.abs())  # Chebyshev distance: level sets are squares
+    dist = torch.where(kind.view(n, 1, 1) == 0, disc_dist, square_dist)
+    mask = (radius.view(n, 1, 1) - dist + 0.5).clamp(0.0, 1.0).unsqueeze(1)  # (n, 1, H, W), 1-pixel antialiasing
+    rgb = torch.tensor(_SHAPE_COLORS)[color].view(n, 3, 1, 1)
+    background = torch.tensor(_BACKGROUND).view(1, 3, 1, 1)
+    images = background * (1 - mask) + rgb * mask  # (n, 3, H, W)
+    if channels == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        images = (images * luma).sum(dim=1, keepdim=True)
+    elif channels == 4:
+        images = torch.cat([images, torch.ones(n, 1, height, width)], dim=1)
+    return images.clamp_(0.0, 1.0).contiguous()
+
+
+def get_builtin_dataset(name: str, image_size: int | Sequence[int], channels: int = 3, **kwargs: int) -> Dataset:
+    """A built-in dataset by name (see BUILTIN_DATASETS); extra keyword arguments go to its constructor."""
+    if name == "shapes":
+        return BuiltinShapes(image_size=image_size, channels=channels, **kwargs)
+    raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling order for training.
+
+
+class InfiniteBatchSampler(Sampler[list[int]]):
+    """Endless batches of dataset indices in a reproducible order, resumable from any batch.
+
+    Epoch e visits the dataset in the order ``torch.randperm(n, generator=Generator().manual_seed(seed + e))``;
+    batches run across epoch boundaries. Each global batch of ``batch_size`` indices is split into
+    ``num_shards`` equal contiguous parts and this sampler yields part ``shard``, so several processes that build
+    it with the same seed see disjoint parts of the same global batch. ``start_index`` skips that many indices of
+    the sequence: a resumed run continues exactly where the saved run stopped.
+
+    Args:
+        dataset_size: n, the dataset length.
+        batch_size: the global batch size (a multiple of num_shards).
+        seed: the order's seed.
+        start_index: the number of indices (samples, over all processes) already consumed.
+        shard, num_shards: this process's index and the number of processes.
+    """
+
+    def __init__(self, dataset_size: int, batch_size: int, *, seed: int, start_index: int = 0, shard: int = 0,
+                 num_shards: int = 1) -> None:
+        if dataset_size < 1:
+            raise ValueError("cannot sample from an empty dataset")
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise ValueError(f"shard must be in [0, num_shards), got shard={shard}, num_shards={num_shards}")
+        if batch_size < 1 or batch_size % num_shards:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of num_shards ({num_shards})")
+        if start_index < 0:
+            raise ValueError(f"start_index must be >= 0, got {start_index}")
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_index = start_index
+        self.shard = shard
+        self.num_shards = num_shards
+
+    def _indices(self) -> Iterator[int]:
+        n = self.dataset_size
+        epoch, offset = divmod(self.start_index, n)
+        while True:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+            yield from order[offset:].tolist()
+            epoch, offset = epoch + 1, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = self._indices()
+        part = self.batch_size // self.num_shards
+        while True:
+            batch = [next(indices) for _ in range(self.batch_size)]
+            yield batch[self.shard * part : (self.shard + 1) * part]

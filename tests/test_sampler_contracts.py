@@ -1,0 +1,66 @@
+"""Contracts every registered sampler keeps (DESIGN.md, Tests), parametrized over the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from denoising_diffusion.denoiser import Prediction
+from denoising_diffusion.samplers import SAMPLERS, SamplerName
+from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
+
+NAMES = [n.value for n in SAMPLERS]
+SCHEDULE = NoiseSchedule.from_name("cosine", 100)
+
+
+def options(name: str) -> dict:
+    return {"eta": 1.0} if SAMPLERS[SamplerName(name)].takes_eta else {}
+
+
+def toy_denoiser(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+    """A smooth, deterministic stand-in for a network: shrinks x_t toward zero, depending on t."""
+    assert t.shape == (x_t.shape[0],) and t.dtype == torch.long
+    alpha, sigma = SCHEDULE.alpha_sigma(int(t[0]))
+    x0 = torch.tanh(x_t) * 0.5
+    return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shape_dtype_device_kept(name: str, dtype: torch.dtype) -> None:
+    x_T = torch.randn(3, 2, 4, 6, dtype=dtype)
+    out = SAMPLERS[SamplerName(name)].fn(toy_denoiser, x_T, SCHEDULE, spaced_timesteps(100, 10), **options(name))
+    assert out.shape == x_T.shape and out.dtype == dtype and out.device == x_T.device
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_reproducibility(name: str) -> None:
+    fn = SAMPLERS[SamplerName(name)].fn
+    x_T = torch.randn(4, 1, 4, 4)
+
+    def once(seed: int) -> torch.Tensor:
+        return fn(toy_denoiser, x_T, SCHEDULE, spaced_timesteps(100, 8), generator=torch.Generator().manual_seed(seed),
+                  **options(name))
+
+    torch.testing.assert_close(once(0), once(0), rtol=0, atol=0)
+    assert not torch.equal(once(0), once(1)), "a stochastic sampler must use the generator it is given"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("steps", [1, 7])
+def test_callback_once_per_step(name: str, steps: int) -> None:
+    records = []
+    timesteps = spaced_timesteps(100, steps)
+    out = SAMPLERS[SamplerName(name)].fn(toy_denoiser, torch.randn(2, 1, 4, 4), SCHEDULE, timesteps,
+                                         callback=records.append, **options(name))
+    assert [r.index for r in records] == list(range(steps)) and [r.t for r in records] == timesteps
+    assert torch.equal(records[-1].x_next, out)
+    assert all(torch.equal(a.x_next, b.x_t) for a, b in zip(records, records[1:]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rejects_bad_timesteps(name: str) -> None:
+    fn = SAMPLERS[SamplerName(name)].fn
+    for bad in ([], [5, 5, 0], [0, 5], [100, 0]):
+        with pytest.raises(ValueError, match="timesteps"):
+            fn(toy_denoiser, torch.randn(1, 1, 2, 2), SCHEDULE, bad, **options(name))
