@@ -44,7 +44,10 @@ class GaussianDiffusion(nn.Module):
         min_snr_loss_weight: weight the loss by min-SNR-γ (Hang et al. 2023).
         min_snr_gamma: γ of min-SNR.
         auto_normalize: map [0, 1] input to [−1, 1] and samples back; turn off for data already in [−1, 1].
-        timestep_spacing: 'linspace', 'trailing' or 'leading': which steps a few-step sampler visits.
+        timestep_spacing: which steps a sampler visits: 'linspace', 'trailing', 'leading', 'logsnr' or 'karras'
+            (see schedules.spaced_timesteps); None: each sampler's recommended spacing (SAMPLERS[name].spacing).
+        variance_type: DDPM's reverse variance: 'fixed_small' (β̃), 'fixed_large' (β) or 'learned_range'; None:
+            'learned_range' for a learned_variance network, else 'fixed_small'.
         vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
     """
 
@@ -52,7 +55,8 @@ class GaussianDiffusion(nn.Module):
                  sampling_timesteps: int | None = None, loss_type: str = "l2", objective: str = "pred_noise",
                  beta_schedule: str | Tensor | Sequence[float] = "cosine", ddim_sampling_eta: float = 0.0,
                  clip_denoised: bool = True, min_snr_loss_weight: bool = False, min_snr_gamma: float = 5.0,
-                 auto_normalize: bool = True, timestep_spacing: str = "linspace", vlb_weight: float = 0.001) -> None:
+                 auto_normalize: bool = True, timestep_spacing: str | None = None, variance_type: str | None = None,
+                 vlb_weight: float = 0.001) -> None:
         super().__init__()
         self.model = model
         self.channels: int = int(getattr(model, "channels", 3))
@@ -64,12 +68,12 @@ class GaussianDiffusion(nn.Module):
             check(*self.image_size)
         self.objective = Objective(objective)
         self.loss_type = LossType(loss_type)
-        self.timestep_spacing = Spacing(timestep_spacing)
+        self.timestep_spacing = None if timestep_spacing is None else Spacing(timestep_spacing)
         self.schedule = NoiseSchedule.from_name(beta_schedule, timesteps)
         self.num_timesteps = self.schedule.num_timesteps
         self.sampling_timesteps = self.num_timesteps if sampling_timesteps is None else sampling_timesteps
         spaced_timesteps(self.num_timesteps, self.sampling_timesteps)  # validates the range, with a clear message
-        self.variance_type = VarianceType.LEARNED_RANGE if self.learned_variance else VarianceType.FIXED_SMALL
+        self.variance_type = _variance_type(variance_type, self.learned_variance)
         self.ddim_sampling_eta = float(ddim_sampling_eta)
         self.clip_denoised = bool(clip_denoised)
         self.min_snr_loss_weight = bool(min_snr_loss_weight)
@@ -84,8 +88,8 @@ class GaussianDiffusion(nn.Module):
             loss_type=self.loss_type.value, objective=self.objective.value, beta_schedule=schedule_config,
             ddim_sampling_eta=self.ddim_sampling_eta, clip_denoised=self.clip_denoised,
             min_snr_loss_weight=self.min_snr_loss_weight, min_snr_gamma=self.min_snr_gamma,
-            auto_normalize=self.auto_normalize, timestep_spacing=self.timestep_spacing.value,
-            vlb_weight=self.vlb_weight)
+            auto_normalize=self.auto_normalize, timestep_spacing=timestep_spacing and self.timestep_spacing.value,
+            variance_type=variance_type and self.variance_type.value, vlb_weight=self.vlb_weight)
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:
         """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
@@ -220,17 +224,21 @@ class GaussianDiffusion(nn.Module):
 
     def sample(self, batch_size: int = 16, *, sampler: str | None = None, steps: int | None = None,
                eta: float | None = None, generator: torch.Generator | None = None,
-               return_all_timesteps: bool = False, callback: Callback | None = None) -> Tensor:
+               return_all_timesteps: bool = False, callback: Callback | None = None,
+               spacing: str | None = None) -> Tensor:
         """Generate images in [0, 1].
 
         Args:
             batch_size: B.
-            sampler: 'ddpm' or 'ddim'; None: DDIM when sampling_timesteps < timesteps, else DDPM.
-            steps: number of network evaluations; None: sampling_timesteps. Steps are picked by timestep_spacing.
+            sampler: a name from SAMPLERS ('ddpm', 'ddim', 'dpmpp_2m', 'dpmpp_2m_sde', 'heun', 'euler',
+                'euler_ancestral'); None: DDIM when sampling_timesteps < timesteps, else DDPM.
+            steps: number of timesteps visited (network evaluations, except Heun: 2·steps − 1); None:
+                sampling_timesteps.
             eta: DDIM's η (None: ddim_sampling_eta); only for 'ddim'.
             generator: draws all noise, for reproducible samples.
             return_all_timesteps: also return the trajectory.
             callback: receives a StepRecord per step; its tensors are in the model's space ([−1, 1]).
+            spacing: which timesteps to visit; None: timestep_spacing, or else the sampler's recommendation.
         Returns:
             (B, C, H, W), or (B, S + 1, C, H, W) with return_all_timesteps (x_T first, the sample last).
         """
@@ -244,8 +252,8 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"eta applies to the 'ddim' sampler only, not {name.value!r}")
         if name is SamplerName.DDPM:
             options["variance"] = self.variance_type
-        timesteps = spaced_timesteps(self.num_timesteps, self.sampling_timesteps if steps is None else steps,
-                                     self.timestep_spacing)
+        spacing = spacing or self.timestep_spacing or info.spacing
+        timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
         dtype = next(self.model.parameters()).dtype
         x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
                           dtype=dtype)
@@ -268,6 +276,15 @@ class GaussianDiffusion(nn.Module):
         if trajectory is not None:
             return self.unnormalize(torch.stack(trajectory, dim=1)).clamp(0.0, 1.0)
         return self.unnormalize(x_0).clamp(0.0, 1.0)
+
+
+def _variance_type(variance_type: str | None, learned_variance: bool) -> VarianceType:
+    if variance_type is None:
+        return VarianceType.LEARNED_RANGE if learned_variance else VarianceType.FIXED_SMALL
+    chosen = VarianceType(variance_type)
+    if chosen is VarianceType.LEARNED_RANGE and not learned_variance:
+        raise ValueError("variance_type 'learned_range' needs a network built with learned_variance=True")
+    return chosen
 
 
 def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:

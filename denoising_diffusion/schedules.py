@@ -217,6 +217,8 @@ class Spacing(str, Enum):
     LINSPACE = "linspace"
     TRAILING = "trailing"
     LEADING = "leading"
+    LOGSNR = "logsnr"
+    KARRAS = "karras"
 
     @classmethod
     def _missing_(cls, value: object) -> None:
@@ -224,26 +226,66 @@ class Spacing(str, Enum):
         raise ValueError(f"unknown timestep spacing {value!r}; allowed values: {allowed}")
 
 
-def spaced_timesteps(num_timesteps: int, steps: int, spacing: str | Spacing = "linspace") -> list[int]:
-    """A decreasing list of ``steps`` distinct time indices to visit, in sampling order.
+def spaced_timesteps(schedule: NoiseSchedule | int, steps: int, spacing: str | Spacing = "linspace", *,
+                     rho: float = 7.0, sigma_max: float = 80.0) -> list[int]:
+    """A strictly decreasing list of ``steps`` time indices to visit, in sampling order.
 
     * ``linspace`` (default): round(linspace(T−1, 0, steps)); starts at T−1 and ends exactly on t = 0.
-    * ``trailing``: T−1, T−1−T/steps, …; starts at T−1 (Lin et al. 2024, "Common Diffusion Noise Schedules
-      and Sample Steps are Flawed", Table 2); may end above 0, the final step then jumps to clean data.
+    * ``trailing``: T−1, T−1−T/steps, … (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+      Flawed", Table 2); starts at T−1, may end above 0.
     * ``leading``: the DDIM paper's 0, T/steps, 2T/steps, … reversed; ends on 0 but starts below T−1.
+    * ``logsnr``: uniform in λ_t = log(α_t/σ_t) between t = T−1 and t = 0 (the DPM-Solver paper's choice, Lu et al.
+      2022, §3.3).
+    * ``karras``: σ̃ = σ/α spaced as (σ̃_max^{1/ρ} + i/(n−1) (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ (Karras et al. 2022, eq. 5),
+      ρ = ``rho``.
 
-    Every sampler appends the clean target t = −1 itself, so the last network evaluation is at the last entry.
+    The continuous spacings run from σ̃_min = σ̃_0 to σ̃_max = min(σ̃_{T−1}, ``sigma_max``), σ̃ = σ/α. The cosine
+    schedule's clipped tail puts σ̃ above 10^4 in its last few indices, where uniform spacing would waste steps, so
+    σ̃ is capped at 80 (Karras et al. 2022, Table 1). ``logsnr`` still starts at T−1 (its first step, first order
+    in every solver here, is exact in the nearly linear regime above σ̃ = 80). ``karras`` starts at the index
+    nearest σ̃_max, as Karras et al. do: Heun's trapezoidal step across a σ̃ ratio of 250 (T−1 → σ̃ = 80) is badly
+    biased, and x_T ~ N(0, I) differs from the true marginal there only by α ≈ 1/80. Values are rounded to the
+    nearest index; where rounding makes two entries equal they are pushed apart by one index, so exactly
+    ``steps`` distinct indices come back, the last one 0. Every sampler appends the clean target t = −1 itself.
+
+    Args:
+        schedule: the NoiseSchedule, or just T for the uniform spacings.
+        steps: number of entries, in [1, T].
     """
+    num_timesteps = schedule if isinstance(schedule, int) else schedule.num_timesteps
     if not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be an integer in [1, {num_timesteps}] (the model's timesteps), got {steps!r}")
     spacing = Spacing(spacing)
+    if spacing is Spacing.TRAILING:
+        return _distinct((num_timesteps - torch.arange(steps, dtype=torch.float64) * (num_timesteps / steps))
+                         .round().long() - 1, num_timesteps)
+    if spacing is Spacing.LEADING:
+        return _distinct((torch.arange(steps) * (num_timesteps // steps)).flip(0), num_timesteps)
     if spacing is Spacing.LINSPACE:
-        ts = torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
-    elif spacing is Spacing.TRAILING:
-        ts = (num_timesteps - torch.arange(steps, dtype=torch.float64) * (num_timesteps / steps)).round().long() - 1
-        ts = ts.tolist()
+        return _distinct(torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long(),
+                         num_timesteps)
+    if isinstance(schedule, int):
+        raise ValueError(f"timestep spacing {spacing.value!r} needs the NoiseSchedule, not just T")
+    log_sigma_tilde = 0.5 * torch.log((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod)  # = −λ_t, increasing
+    lo, hi = float(log_sigma_tilde[0]), min(float(log_sigma_tilde[-1]), math.log(sigma_max))
+    if spacing is Spacing.LOGSNR:
+        targets = torch.linspace(hi, lo, steps, dtype=torch.float64)
     else:
-        ts = (torch.arange(steps) * (num_timesteps // steps)).flip(0).tolist()
-    if len(set(ts)) != len(ts):  # only possible through rounding when steps is close to T
-        ts = sorted(set(ts), reverse=True)
-    return [int(t) for t in ts]
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+        s_max, s_min = math.exp(hi) ** (1 / rho), math.exp(lo) ** (1 / rho)
+        targets = ((s_max + ramp * (s_min - s_max)) ** rho).log()
+    nearest = (log_sigma_tilde[None, :] - targets[:, None]).abs().argmin(dim=1)
+    if spacing is Spacing.LOGSNR:
+        nearest[0] = num_timesteps - 1
+    return _distinct(nearest, num_timesteps)
+
+
+def _distinct(ts: Tensor, num_timesteps: int) -> list[int]:
+    """Sort decreasingly and push equal neighbours apart by one index, staying inside [0, T−1]."""
+    asc = sorted(int(t) for t in ts)
+    for i in range(1, len(asc)):  # from the bottom: strictly increasing
+        asc[i] = max(asc[i], asc[i - 1] + 1)
+    asc[-1] = min(asc[-1], num_timesteps - 1)
+    for i in range(len(asc) - 2, -1, -1):  # from the top: back inside the range
+        asc[i] = min(asc[i], asc[i + 1] - 1)
+    return asc[::-1]

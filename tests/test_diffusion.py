@@ -149,6 +149,8 @@ def test_sample_restores_training_mode_and_keeps_dtype() -> None:
     ({"image_size": 9}, r"image size \(9, 9\) is not divisible by 2"),
     ({"sampling_timesteps": 50}, r"steps must be an integer in \[1, 20\]"),
     ({"timestep_spacing": "even"}, "unknown timestep spacing 'even'"),
+    ({"variance_type": "learned"}, "unknown variance type 'learned'; allowed values: 'fixed_small'"),
+    ({"variance_type": "learned_range"}, "'learned_range' needs a network built with learned_variance=True"),
 ])
 def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -157,8 +159,8 @@ def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
 
 def test_bad_call_arguments() -> None:
     d = tiny()
-    with pytest.raises(ValueError, match="unknown sampler 'euler'; allowed values: 'ddpm', 'ddim'"):
-        d.sample(1, sampler="euler")
+    with pytest.raises(ValueError, match="unknown sampler 'plms'; allowed values: 'ddpm', 'ddim'"):
+        d.sample(1, sampler="plms")
     with pytest.raises(ValueError, match="eta applies to the 'ddim' sampler only"):
         d.sample(1, sampler="ddpm", eta=0.5)
     with pytest.raises(ValueError, match="eta must be >= 0"):

@@ -51,3 +51,45 @@ def sample_ddim(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timest
             callback(StepRecord(index=i, t=t, x_t=x, x_next=x_next, pred_x0=pred.x0))
         x = x_next
     return x
+
+
+@torch.no_grad()
+def sample_euler(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
+                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+    """Euler on the probability-flow ODE dx̃/dσ̃ = ε̂ in x̃ = x/α, σ̃ = σ/α (Karras et al. 2022, Alg. 1 without the
+    correction): x̃_s = x̃_t + (σ̃_s − σ̃_t) ε̂. Multiplying by α_s gives α_s x̂_0 + σ_s ε̂, DDIM's η = 0 update, so
+    this is sample_ddim(eta=0) under the name samplers from k-diffusion use."""
+    return sample_ddim(denoiser, x_T, schedule, timesteps, eta=0.0, generator=generator, callback=callback)
+
+
+@torch.no_grad()
+def sample_euler_ancestral(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
+                           generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+    """Euler-ancestral: an Euler step down to σ̃_down, then fresh noise σ̃_up, with
+    σ̃_up² = σ̃_s² (σ̃_t² − σ̃_s²)/σ̃_t². On a variance-preserving path σ̃_up·α_s equals DDIM's c at η = 1
+    (both reduce to σ_s/σ_t √(1 − α_t²/α_s²)), so this is sample_ddim(eta=1) under its k-diffusion name."""
+    return sample_ddim(denoiser, x_T, schedule, timesteps, eta=1.0, generator=generator, callback=callback)
+
+
+@torch.no_grad()
+def invert_ddim(denoiser: Denoiser, x_start: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int]) -> Tensor:
+    """DDIM inversion: run the η = 0 update upwards, image → noise (Song et al. 2021, §4.3; Dhariwal & Nichol 2021,
+    App. F). x_u at each visited index u maps to x_t = α_t x̂_0(x_u, u) + σ_t ε̂(x_u, u) at the next larger t.
+
+    The clean image stands in for the state at the smallest index (σ ≈ 0 there when it is 0), and the update uses
+    the prediction at u for the step to t, so ``sample_ddim`` over the same timesteps undoes it up to the
+    discretization error, which vanishes as the steps shrink.
+
+    Args:
+        x_start: (B, C, H, W) in the model's space.
+        timesteps: the strictly decreasing list a sampler would visit; inversion visits it backwards.
+    Returns:
+        (B, C, H, W) latent at timesteps[0].
+    """
+    ascending = [t for _, t, _ in time_pairs(timesteps, schedule)][::-1]
+    x = x_start
+    for u, t in zip(ascending, ascending[1:]):
+        pred = denoiser(x, time_batch(x, u))
+        alpha_t, sigma_t = schedule.alpha_sigma(t)
+        x = alpha_t * pred.x0 + sigma_t * pred.eps
+    return x
