@@ -7,15 +7,14 @@ schedules.py. Images enter and leave the public API in [0, 1]; inside, data live
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .denoiser import Callback, Prediction, StepRecord
-from .losses import LossType, discretized_gaussian_log_likelihood, min_snr_weight, normal_kl, per_sample_loss
-from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
+from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
+from .parameterization import Objective, append_dims, learned_log_variance, target_for, x0_eps_from_output
 from .samplers import SAMPLERS, SamplerName, VarianceType
 from .schedules import NoiseSchedule, Spacing, spaced_timesteps
 
@@ -195,18 +194,12 @@ class GaussianDiffusion(nn.Module):
         return loss
 
     def vlb_term(self, x_start: Tensor, x_t: Tensor, t: Tensor, pred_x0: Tensor, var_interp: Tensor) -> Tensor:
-        """L_t of the variational bound in bits per dimension, (B,) (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021).
-
-        KL(q(x_{t−1}|x_t, x_0) || p(x_{t−1}|x_t)) for t > 0, and −log p(x_0|x_1) (discretized decoder) at t = 0.
-        """
-        n = x_t.ndim
+        """L_t of the variational bound in bits per dimension, (B,), for the learned-range variance (Ho et al. 2020,
+        eq. 5; Nichol & Dhariwal 2021, eq. 15): KL to the posterior for t > 0, discretized decoder NLL at t = 0."""
         true_mean, _, true_log_var = self.q_posterior(x_start, x_t, t)
         model_mean = self.q_posterior(pred_x0, x_t, t)[0]
-        frac = (var_interp + 1) / 2
-        model_log_var = frac * extract(self.betas.log(), t, n) + (1 - frac) * true_log_var
-        kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var).flatten(1).mean(1)
-        nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var).flatten(1).mean(1)
-        return torch.where(t == 0, nll, kl) / math.log(2.0)
+        model_log_var = learned_log_variance(var_interp, extract(self.betas.log(), t, x_t.ndim), true_log_var)
+        return vlb_term(x_start, true_mean, true_log_var, model_mean, model_log_var, t == 0)
 
     def forward(self, img: Tensor) -> Tensor:
         """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε."""

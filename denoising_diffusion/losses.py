@@ -6,6 +6,7 @@ per-sample results (B,).
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import torch
@@ -13,6 +14,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .parameterization import Objective
+
+
+class Decoder(str, Enum):
+    """The reverse model's last step p(x_0 | x_t=0): 'discretized' Gaussian over 256 bins (Ho et al. 2020, eq. 13),
+    for 8-bit images; or a plain 'gaussian' density, for continuous data."""
+
+    DISCRETIZED = "discretized"
+    GAUSSIAN = "gaussian"
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown decoder {value!r}; allowed values: {allowed}")
 
 
 class LossType(str, Enum):
@@ -77,3 +91,32 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     log_one_minus_cdf_minus = torch.log((1.0 - cdf_minus).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_minus).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_minus, log_delta))
+
+
+def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+    """log N(x; mean, e^log_var) elementwise, in nats."""
+    return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
+
+
+def vlb_term(x_start: Tensor, true_mean: Tensor, true_log_var: Tensor, model_mean: Tensor, model_log_var: Tensor,
+             is_decoder: Tensor, decoder: Decoder = Decoder.DISCRETIZED) -> Tensor:
+    """One term L_t of the variational bound, in bits per dimension (Ho et al. 2020, eq. 5).
+
+    L_t = KL(q(x_{t−1} | x_t, x_0) || p_θ(x_{t−1} | x_t)) where ``is_decoder`` is False, and the decoder's
+    −log p_θ(x_0 | x_t) where it is True (the step from t = 0 into clean data).
+
+    Args:
+        x_start: (B, C, H, W) clean data in [−1, 1].
+        true_mean, true_log_var: the posterior q's, broadcastable to x_start.
+        model_mean, model_log_var: the reverse model's, broadcastable to x_start.
+        is_decoder: (B,) bool.
+    Returns:
+        (B,) bits per dimension.
+    """
+    kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var).flatten(1).mean(1)
+    if decoder is Decoder.DISCRETIZED:
+        log_p = discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var)
+    else:
+        log_p = gaussian_log_likelihood(x_start, model_mean, model_log_var)
+    nll = -log_p.flatten(1).mean(1)
+    return torch.where(is_decoder, nll, kl) / math.log(2.0)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
+from ..parameterization import learned_log_variance
 from ..schedules import NoiseSchedule
 from ._common import randn_like, time_batch, time_pairs
 
@@ -55,8 +56,7 @@ def reverse_log_variance(variance: VarianceType, posterior_var: float, beta: flo
         return log_small
     if var_interp is None:
         raise ValueError("variance 'learned_range' needs a denoiser that returns var_interp (a learned_variance model)")
-    frac = (var_interp + 1) / 2  # eq. 15: Σ = exp(v log β + (1 − v) log β̃), with v from [−1, 1] mapped to [0, 1]
-    return frac * math.log(beta) + (1 - frac) * log_small
+    return learned_log_variance(var_interp, math.log(beta), log_small)
 
 
 @torch.no_grad()
