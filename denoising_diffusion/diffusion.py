@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .denoiser import Callback, Prediction, StepRecord
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, learned_log_variance, target_for, x0_eps_from_output
-from .samplers import SAMPLERS, SamplerName, VarianceType
+from .samplers import SAMPLERS, SamplerName, VarianceType, invert_ddim
 from .schedules import NoiseSchedule, Spacing, spaced_timesteps
 
 
@@ -269,6 +269,18 @@ class GaussianDiffusion(nn.Module):
         if trajectory is not None:
             return self.unnormalize(torch.stack(trajectory, dim=1)).clamp(0.0, 1.0)
         return self.unnormalize(x_0).clamp(0.0, 1.0)
+
+    def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None) -> Tensor:
+        """DDIM inversion: images (B, C, H, W) in [0, 1] -> the latent x_T (model space) from which
+        ``sample(sampler='ddim', eta=0, steps=steps)``'s update reconstructs them (see samplers.invert_ddim).
+
+        Uses the network without x̂_0 clipping, so that the map stays smooth and invertible.
+        """
+        self._check_batch(img)
+        timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps,
+                                     spacing or self.timestep_spacing or SAMPLERS[SamplerName.DDIM].spacing)
+        with torch.inference_mode():
+            return invert_ddim(self.denoiser(clip_denoised=False), self.normalize(img), self.schedule, timesteps)
 
 
 def _variance_type(variance_type: str | None, learned_variance: bool) -> VarianceType:
