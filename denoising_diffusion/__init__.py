@@ -10,7 +10,9 @@ from .data import BuiltinShapes, ImageFolderDataset, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .nn import Unet
-from .samplers import SAMPLERS, sample_ddim, sample_ddpm
+from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
+from .samplers import (SAMPLERS, invert_ddim, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_dpmpp_2m_sde,
+                       sample_euler, sample_euler_ancestral, sample_heun)
 from .schedules import NoiseSchedule, spaced_timesteps
 from .trainer import Trainer
 from .viz import save_denoising_gif, save_image_grid
@@ -19,6 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BuiltinShapes", "GaussianDiffusion", "ImageFolderDataset", "NoiseSchedule", "Prediction", "SAMPLERS",
-    "StepRecord", "Trainer", "Unet", "__version__", "get_builtin_dataset", "load_checkpoint", "load_pipeline",
-    "sample_ddim", "sample_ddpm", "save_checkpoint", "save_denoising_gif", "save_image_grid", "spaced_timesteps",
+    "StepRecord", "Trainer", "Unet", "__version__", "bits_per_dim", "get_builtin_dataset", "invert_ddim",
+    "load_checkpoint", "load_pipeline", "ode_bits_per_dim", "ode_log_likelihood", "sample_ddim", "sample_ddpm",
+    "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun",
+    "save_checkpoint", "save_denoising_gif", "save_image_grid", "spaced_timesteps", "vlb_terms",
 ]
