@@ -1,0 +1,211 @@
+"""The command line, run in-process through main([...]) on tiny models, plus one real `python -m` subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+
+from denoising_diffusion.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from denoising_diffusion.cli import BUILTIN_PRESET, FOLDER_PRESET, build_parser, main, resolve_train_options
+from denoising_diffusion.diffusion import GaussianDiffusion
+from denoising_diffusion.nn.unet import Unet
+from denoising_diffusion.samplers import SAMPLERS, SamplerName
+
+REPO = Path(__file__).resolve().parents[1]
+# A model small enough that a few steps, a checkpoint and 5-step sampling take a second or two.
+TINY = ["--dim", "8", "--dim-mults", "1,2", "--timesteps", "20", "--sampling-timesteps", "5", "--batch-size", "4",
+        "--steps", "4", "--save-every", "2", "--num-samples", "4"]
+
+
+def _reset_accelerate() -> None:
+    # accelerate keeps one process-wide state; every in-process `train` needs a fresh one (as in test_trainer.py).
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _isolated():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _reset_accelerate()
+    yield
+    torch.set_num_threads(threads)
+    _reset_accelerate()
+
+
+def write_pngs(folder: Path, count: int = 5, size: tuple[int, int] = (20, 14)) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", size, (40 * i, 200 - 30 * i, 90)).save(folder / f"img{i}.png")
+    return folder
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected a message on stderr"
+    return err[-1]
+
+
+def test_train_on_builtin_data_then_sample_with_gif(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["train", *TINY, "--results", str(results), "--threads", "1"]) == 0
+    names = sorted(p.name for p in results.iterdir())
+    assert names == ["denoising.gif", "loss.csv", "model-1.pt", "model-2.pt", "sample-1.png", "sample-2.png"]
+    out = capsys.readouterr().out
+    assert str(results / "model-2.pt") in out and str(results / "denoising.gif") in out
+    checkpoint = load_checkpoint(results / "model-2.pt")
+    assert checkpoint["step"] == 4 and checkpoint["config"]["model"]["dim"] == 8
+    assert checkpoint["config"]["diffusion"]["image_size"] == [16, 16]  # the built-in preset's size
+    with Image.open(results / "denoising.gif") as gif:
+        assert gif.n_frames > 1  # 5 steps + the noise, minus frames Pillow merges
+
+    png = tmp_path / "out" / "grid.png"
+    code = main(["sample", str(results / "model-2.pt"), "--num", "4", "--sampler", "ddim", "--steps", "3",
+                 "--eta", "0.5", "--out", str(png), "--gif", "--seed", "1", "--device", "cpu"])
+    assert code == 0
+    with Image.open(png) as grid:
+        assert grid.size == (2 + 2 * (16 + 2), 2 + 2 * (16 + 2))  # 2x2 grid of 16 px images, 2 px padding
+    with Image.open(png.with_suffix(".gif")) as gif:
+        assert gif.n_frames == 4  # x_T and three steps, every frame different
+        assert gif.size == (2 + 2 * (64 + 2), 2 + 2 * (64 + 2))  # upscaled 4x to 64 px
+    out = capsys.readouterr().out
+    assert str(png) in out and str(png.with_suffix(".gif")) in out
+
+
+def test_sample_is_reproducible_with_a_seed_and_ddpm_refuses_eta(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["train", *TINY, "--steps", "1", "--num-samples", "0", "--no-gif", "--results", str(results)]) == 0
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for path in (a, b):
+        assert main(["sample", str(results / "model-1.pt"), "--num", "2", "--sampler", "ddpm", "--steps", "4",
+                     "--seed", "7", "--no-ema", "--out", str(path)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert main(["sample", str(results / "model-1.pt"), "--sampler", "ddpm", "--eta", "0.5",
+                 "--out", str(tmp_path / "c.png")]) == 2
+    assert "eta applies to the 'ddim' sampler only" in error_line(capsys)
+    assert not (tmp_path / "c.png").exists()
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of an untrained tiny model, written without the Trainer: enough to exercise `sample`."""
+    torch.manual_seed(0)
+    unet = Unet(8, dim_mults=(1, 2), channels=3, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    diffusion = GaussianDiffusion(unet, image_size=8, timesteps=20, sampling_timesteps=4)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model-1.pt", make_checkpoint(diffusion, step=0))
+
+
+@pytest.mark.parametrize("sampler", [name.value for name in SamplerName])
+def test_every_registered_sampler_runs_from_the_command_line(untrained_checkpoint: Path, tmp_path: Path,
+                                                             sampler: str) -> None:
+    out = tmp_path / "s.png"
+    assert main(["sample", str(untrained_checkpoint), "--sampler", sampler, "--steps", "3", "--num", "3",
+                 "--batch-size", "2", "--seed", "0", "--out", str(out)]) == 0
+    with Image.open(out) as grid:
+        assert grid.size == (2 + 2 * (8 + 2), 2 + 2 * (8 + 2))  # 3 images in a 2x2 grid (ceil(sqrt(3)) per row)
+
+
+def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
+    images = write_pngs(tmp_path / "images")
+    results = tmp_path / "results"
+    common = [str(images), "--image-size", "8", "--channels", "1", *TINY, "--results", str(results),
+              "--seed", "0"]
+    assert main(["train", *common, "--resume", "latest"]) == 0  # nothing to resume yet: a fresh start
+    assert "starting from step 0" in capsys.readouterr().out
+    names = sorted(p.name for p in results.iterdir())
+    assert names == ["loss.csv", "model-1.pt", "model-2.pt", "sample-1.png", "sample-2.png"]  # no GIF by default
+    config = load_checkpoint(results / "model-2.pt")["config"]
+    assert config["model"]["channels"] == 1 and config["diffusion"]["image_size"] == [8, 8]
+    assert config["diffusion"]["beta_schedule"] == FOLDER_PRESET.beta_schedule
+
+    _reset_accelerate()
+    assert main(["train", *common, "--steps", "6", "--resume", "latest"]) == 0
+    assert "at step 4" in capsys.readouterr().out
+    assert load_checkpoint(results / "model-3.pt")["step"] == 6
+
+
+def test_defaults_follow_the_data_source_and_options_override_them() -> None:
+    parser = build_parser()
+    assert resolve_train_options(parser.parse_args(["train"])) == BUILTIN_PRESET
+    assert resolve_train_options(parser.parse_args(["train", "folder"])) == FOLDER_PRESET
+    opts = resolve_train_options(parser.parse_args(["train", "folder", "--dim-mults", "1,2", "--lr", "3e-4"]))
+    assert opts.dim_mults == (1, 2) and opts.lr == 3e-4 and opts.dim == FOLDER_PRESET.dim
+    short_chain = resolve_train_options(parser.parse_args(["train", "--timesteps", "20"]))
+    assert short_chain.sampling_timesteps == 20  # the built-in preset's 50 capped at T
+
+
+@pytest.mark.parametrize("make_folder, expected", [
+    (lambda root: root / "missing", "does not exist"),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "no images found in"),
+])
+def test_bad_folders_fail_cleanly_and_leave_results_alone(tmp_path: Path, capsys, make_folder, expected) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "model-1.pt").write_bytes(b"an older run")
+    folder = make_folder(tmp_path)
+    assert main(["train", str(folder), "--results", str(results)]) == 2
+    line = error_line(capsys)
+    assert line.startswith("denoising-diffusion: error: ") and expected in line and folder.name in line
+    assert [p.name for p in results.iterdir()] == ["model-1.pt"]
+    assert (results / "model-1.pt").read_bytes() == b"an older run"
+
+
+def test_an_unreadable_image_is_named_on_one_line(tmp_path: Path, capsys) -> None:
+    images = write_pngs(tmp_path / "images", count=3)
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    # The folder default of one DataLoader worker re-raises the error with the worker's traceback in the message.
+    assert main(["train", str(images), "--image-size", "8", *TINY, "--results", str(tmp_path / "results")]) == 2
+    line = error_line(capsys)  # the progress bar may precede it on stderr
+    assert line.startswith("denoising-diffusion: error: cannot read image file") and "broken.png" in line
+    assert "Traceback" not in line
+
+
+def test_bad_checkpoints_and_model_options_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    corrupt = tmp_path / "model-1.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    assert main(["sample", str(corrupt), "--out", str(tmp_path / "s.png")]) == 2
+    assert "corrupt" in error_line(capsys)
+    assert main(["sample", str(tmp_path / "nope.pt")]) == 2
+    line = error_line(capsys)
+    assert "checkpoint file not found" in line and "nope.pt" in line
+    assert main(["train", "--dim", "8", "--image-size", "10", "--results", str(tmp_path / "r")]) == 2
+    assert "not divisible by 4" in error_line(capsys)
+    assert main(["train", "--resume", "3", *TINY, "--results", str(tmp_path / "r2")]) == 2
+    assert "model-3.pt" in error_line(capsys)
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["sample", "x.pt", "--sampler", "nope"], "invalid choice: 'nope'"),
+    (["train", "--objective", "pred_eps"], "invalid choice: 'pred_eps'"),
+    (["train", "--dim-mults", "1,two"], "comma-separated positive integers"),
+    (["train", "--steps", "0"], "expected an integer >= 1, got 0"),
+    (["train", "--resume", "newest"], "'latest'"),
+    ([], "required: COMMAND"),
+])
+def test_invalid_arguments_exit_2_naming_the_argument(argv: list[str], expected: str, capsys) -> None:
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_samplers_lists_the_registry(capsys) -> None:
+    assert main(["samplers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [name.value for name in SAMPLERS]
+    assert {"ddpm", "ddim"} <= {line.split()[0] for line in lines}
+    assert all(len(line.split()) > 2 for line in lines)  # each has a description
+
+
+def test_module_entry_point_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "denoising_diffusion", "samplers"], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "ddpm" in done.stdout and "ddim" in done.stdout
