@@ -11,11 +11,15 @@ Layout of a checkpoint (format_version 1), as :func:`make_checkpoint` builds it:
         "ema": EMA state dict or None,    # ema_pytorch.EMA(include_online_model=False).state_dict()
         "opt": optimizer state dict or None,
         "scaler": gradient scaler state dict or None,
-        ...                               # optional extra entries (the Trainer adds "trainer")
+        ...                               # optional extra entries (the Trainer adds "trainer": trainer_state.py)
     }
 
 Schedule tables are derived from the diffusion config, so they are not stored. The config alone is enough to
 rebuild the network and the diffusion (:func:`load_pipeline`); no pickled Python object is ever loaded.
+
+Damage is detected before anything is unpickled: a file is a zip archive (torch.save's format) whose records all
+carry a CRC-32, so a truncated file (no central directory) and a flipped bit inside the tensor data both raise
+:class:`CorruptCheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -46,6 +51,14 @@ _PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, corrupt, refused by ``weights_only`` loading, or does not fit the model."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is truncated, damaged, not a checkpoint, or holds non-finite weights.
+
+    ``Trainer(resume="auto")`` falls back to the previous checkpoint on this error (and only on this one: a file
+    carrying pickled code, a newer format, or a checkpoint of another model stop the resume instead).
+    """
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -113,12 +126,17 @@ def _fsync_folder(folder: Path) -> None:
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint onto the CPU with ``torch.load(..., weights_only=True)``: no pickled code ever runs.
 
-    Raises FileNotFoundError if the file is missing, and CheckpointError naming the file if it is truncated or
-    corrupt, holds pickled Python objects (the message names the refused class), or is not a dict.
+    Before unpickling, every record of the file's zip archive is checked against its CRC-32, so a truncated file
+    and a flipped bit inside the tensor data are both caught. Raises FileNotFoundError if the file is missing,
+    CorruptCheckpointError naming the file if it is truncated, damaged or not a dict, and CheckpointError if it
+    holds pickled Python objects (the message names the refused class).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {os.fspath(path)!r}")
+    if path.stat().st_size == 0:
+        raise CorruptCheckpointError(f"checkpoint {os.fspath(path)!r} is empty (0 bytes)")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -128,14 +146,57 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"checkpoint {os.fspath(path)!r} contains a pickled Python object ({refused.group(1)}); it is refused "
                 "because loading it could run arbitrary code (weights_only=True)"
             ) from None
-        raise CheckpointError(
-            f"checkpoint {os.fspath(path)!r} is corrupt or not a checkpoint: {_first_line(err)}"
+        raise CorruptCheckpointError(
+            f"checkpoint {os.fspath(path)!r} is corrupt or not a checkpoint: {_unpickler_detail(err)}"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {os.fspath(path)!r} is truncated or corrupt: {_first_line(err)}") from err
+    except Exception as err:  # noqa: BLE001 - unpickling damaged bytes raises anything (IndexError, KeyError...)
+        raise CorruptCheckpointError(
+            f"checkpoint {os.fspath(path)!r} is truncated or corrupt: {_error_text(err)}"
+        ) from err
     if not isinstance(payload, dict):
-        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a {type(payload).__name__}, expected a dict")
+        raise CorruptCheckpointError(
+            f"checkpoint {os.fspath(path)!r} holds a {type(payload).__name__}, expected a dict"
+        )
     return payload
+
+
+def _check_archive(path: Path) -> None:
+    """Raise CorruptCheckpointError if ``path`` is a zip archive (torch.save's format) with a damaged record.
+
+    Files that are not zip archives at all are left to torch.load, which names what it finds.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()  # reads every record and compares its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise CorruptCheckpointError(
+            f"checkpoint {os.fspath(path)!r} is truncated or corrupt: {_first_line(err)}"
+        ) from err
+    if bad_record is not None:
+        raise CorruptCheckpointError(
+            f"checkpoint {os.fspath(path)!r} is corrupt: its record {bad_record!r} fails the CRC-32 check"
+        )
+
+
+def verify_checkpoint_file(path: str | os.PathLike[str]) -> None:
+    """Check, without unpickling, that a file written by :func:`save_checkpoint` is a complete zip archive whose
+    records all pass their CRC-32 check; raises CorruptCheckpointError naming it otherwise."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise CorruptCheckpointError(f"checkpoint {os.fspath(path)!r} is truncated or not a checkpoint archive")
+    _check_archive(path)
+
+
+def _unpickler_detail(err: BaseException) -> str:
+    """What torch's weights-only unpickler actually objected to, without its advice to load unsafely."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(err), flags=re.S)
+    return match.group(1).strip() if match else _first_line(err)
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {_first_line(err)}" if str(err).strip() else type(err).__name__
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Datasets: an image folder, a procedurally generated built-in dataset, and a resumable infinite batch sampler.
 
 Every dataset here returns float32 tensors of shape (C, H, W) with values in [0, 1] (DESIGN.md, Data);
-GaussianDiffusion maps them to [-1, 1] itself.
+GaussianDiffusion maps them to [-1, 1] itself. Decoding one file (modes, bit depths, EXIF, bad files, huge files)
+is images.py's job.
 """
 
 from __future__ import annotations
@@ -9,23 +10,29 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+
+from denoising_diffusion.images import (UnreadableImageError, check_channels, convert_to_channels, load_image,
+                                        normalize_image_size, pil_to_unit_tensor, resize_and_center_crop)
+
+__all__ = [
+    "BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "BuiltinShapes", "ImageFolderDataset", "InfiniteBatchSampler",
+    "OnBadImage", "SkippedImage", "UnreadableImageError", "collate_images", "convert_to_channels",
+    "get_builtin_dataset", "list_image_files", "load_image", "normalize_image_size", "parse_on_bad_image",
+    "pil_to_unit_tensor", "resize_and_center_crop",
+]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")
 BUILTIN_DATASETS: tuple[str, ...] = ("shapes",)
-
-_MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
-# Errors Pillow raises for unreadable, truncated or hostile files.
-_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 class OnBadImage(str, Enum):
@@ -35,113 +42,21 @@ class OnBadImage(str, Enum):
     SKIP = "skip"  # warn once naming the file, then serve the next readable image instead
 
 
-class UnreadableImageError(OSError):
-    """An image file could not be decoded; the message names the file."""
+@dataclass(frozen=True)
+class SkippedImage:
+    """A file that ImageFolderDataset skipped (on_bad_image='skip'), and why."""
+
+    path: str
+    reason: str
 
 
-def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """Turn ``image_size`` (an int, or (H, W)) into a validated (H, W) tuple of positive ints."""
-    if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(isinstance(s, int) for s in image_size):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if min(size) < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return size
-
-
-def _check_channels(channels: int) -> None:
-    if channels not in _MODE_FOR_CHANNELS:
-        raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), got {channels!r}")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Image decoding helpers (PIL image in, PIL image out).
-
-
-def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
-    """Scale a 16/32-bit integer ('I', 'I;16*') or float ('F') grayscale image to 8-bit 'L'.
-
-    Pillow's own convert('L') clips such images at 255 instead of scaling them. Integer images are taken to be
-    16-bit (0..65535, what 16-bit PNG and TIFF files decode to); float images are taken to lie in [0, 1].
-    """
-    array = np.asarray(image, dtype=np.float64)
-    scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
-    return Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))  # uint8 (H, W) -> mode "L"
-
-
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    """Flatten an image with alpha onto an opaque white background; returns 'RGB'."""
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def convert_to_channels(image: Image.Image, channels: int) -> Image.Image:
-    """Convert any Pillow image to the mode of ``channels`` (1 -> 'L', 3 -> 'RGB', 4 -> 'RGBA').
-
-    Palette images keep their transparency; high-bit-depth grayscale is rescaled rather than clipped; CMYK, YCbCr,
-    LAB and HSV go through RGB. When alpha must be dropped (3 or 1 channels), the image is composited onto white,
-    so transparent regions become white rather than whatever colour the invisible pixels happened to store.
-    """
-    _check_channels(channels)
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _high_bit_depth_to_l(image)
-    elif image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
-    elif image.mode == "L" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    elif image.mode not in ("1", "L", "RGB", "RGBA"):
-        image = image.convert("RGB")
-    has_alpha = image.mode == "RGBA"
-    if channels == 4:
-        return image.convert("RGBA")
-    if has_alpha:
-        image = _composite_on_white(image)
-    return image.convert(_MODE_FOR_CHANNELS[channels])
-
-
-def resize_and_center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Scale ``image`` so that it just covers ``size`` = (H, W) (for a square target: its short side becomes the
-    target side), then crop the centre. Bicubic resampling, which Pillow antialiases when it downsamples."""
-    height, width = size
-    scale = max(height / image.height, width / image.width)
-    new_w = max(width, round(image.width * scale))
-    new_h = max(height, round(image.height * scale))
-    if (new_w, new_h) != image.size:
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return image.crop((left, top, left + width, top + height))
-
-
-def pil_to_unit_tensor(image: Image.Image) -> Tensor:
-    """8-bit Pillow image ('L', 'RGB' or 'RGBA') -> float32 tensor (C, H, W) in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # (H, W, C) -> (C, H, W)
-
-
-def load_image(path: str | os.PathLike[str], image_size: int | Sequence[int], channels: int = 3) -> Tensor:
-    """Read one image file: EXIF orientation applied, converted to ``channels``, resized and centre-cropped.
-
-    Returns a float32 tensor (channels, H, W) in [0, 1]. Raises UnreadableImageError naming the file.
-    """
-    size = normalize_image_size(image_size)
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image = convert_to_channels(image, channels)  # forces the full decode inside this try
-            image = resize_and_center_crop(image, size)
-    except _READ_ERRORS as err:
-        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {err}") from err
-    return pil_to_unit_tensor(image)
+def collate_images(items: list[Any]) -> Tensor:
+    """Stack dataset items into a batch (B, C, H, W). An item is a (C, H, W) tensor or a tuple/list whose first
+    element is one (e.g. (image, label)); the rest is ignored."""
+    images = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+    if not all(isinstance(image, Tensor) and image.ndim == 3 for image in images):
+        raise ValueError("dataset items must be (C, H, W) tensors in [0, 1], or tuples whose first element is one")
+    return torch.stack(images).float()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -172,9 +87,12 @@ class ImageFolderDataset(Dataset):
     Each file is EXIF-rotated, converted to ``channels`` (see :func:`convert_to_channels`), resized so that it
     covers ``image_size`` and centre-cropped to it.
 
-    Unreadable files: with ``on_bad_image='error'`` indexing raises UnreadableImageError naming the file. With
-    ``'skip'`` the file is named in one warning and the item is replaced by the next readable file in sorted order
-    (wrapping around), so the dataset length, and the order of everything else, does not change.
+    Unreadable files (zero-byte, truncated, corrupt, not an image, or over Pillow's decompression-bomb limit; see
+    images.py): with ``on_bad_image='error'`` indexing raises UnreadableImageError naming the file. With ``'skip'``
+    the item is replaced by the next readable file in sorted order (wrapping around), so the dataset length, and
+    the order of everything else, does not change; indexing logs one warning naming the file the first time this
+    process meets it, and :meth:`load` returns it instead (the Trainer uses that to log each file once over all
+    DataLoader workers and processes, and to count them).
 
     Args:
         folder: the root folder.
@@ -195,7 +113,7 @@ class ImageFolderDataset(Dataset):
         exts: Sequence[str] = IMAGE_EXTENSIONS,
     ) -> None:
         super().__init__()
-        _check_channels(channels)
+        check_channels(channels)
         self.image_size = normalize_image_size(image_size)
         self.channels = channels
         self.augment_horizontal_flip = bool(augment_horizontal_flip)
@@ -208,25 +126,37 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tensor:
-        """Returns (C, H, W) float32 in [0, 1]."""
-        image = self._load_first_readable(index)
-        if self.augment_horizontal_flip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
+        """Returns (C, H, W) float32 in [0, 1]; a file skipped on the way is named in one warning."""
+        image, skipped = self.load(index)
+        for item in skipped:
+            logger.warning("skipping unreadable image %s: %s", item.path, item.reason)
         return image
 
-    def _load_first_readable(self, index: int) -> Tensor:
+    def load(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
+        """Item ``index`` and the files newly found unreadable while looking for it (not logged here).
+
+        Returns ((C, H, W) float32 in [0, 1], skipped files). Raises UnreadableImageError naming the file with
+        on_bad_image='error', or when no file of the folder can be read.
+        """
+        image, skipped = self._load_first_readable(index)
+        if self.augment_horizontal_flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, skipped
+
+    def _load_first_readable(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
         n = len(self.paths)
+        skipped: list[SkippedImage] = []
         for offset in range(n):
             candidate = (index + offset) % n
             if candidate in self._bad:
                 continue
             try:
-                return load_image(self.paths[candidate], self.image_size, self.channels)
+                return load_image(self.paths[candidate], self.image_size, self.channels), skipped
             except UnreadableImageError as err:
                 if self.on_bad_image is OnBadImage.ERROR:
                     raise UnreadableImageError(f"{err} (pass on_bad_image='skip' to skip unreadable files)") from err
                 self._bad.add(candidate)
-                logger.warning("skipping unreadable image %s: %s", self.paths[candidate], err.__cause__)
+                skipped.append(SkippedImage(os.fspath(self.paths[candidate]), err.reason))
         raise UnreadableImageError(f"none of the {n} image files under {os.fspath(self.folder)!r} could be read")
 
 
@@ -270,7 +200,7 @@ class BuiltinShapes(Dataset):
         super().__init__()
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-        _check_channels(channels)
+        check_channels(channels)
         self.image_size = normalize_image_size(image_size)
         if min(self.image_size) < 4:
             raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")

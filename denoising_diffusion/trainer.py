@@ -1,105 +1,80 @@
 """The Trainer: trains a GaussianDiffusion on a folder of images (or any Dataset), with an EMA copy of the network.
 
-accelerate owns devices, mixed precision, gradient accumulation and multi-process training (``accelerate launch``);
-ema-pytorch keeps the EMA of ``diffusion.model`` (the network only: the schedule tables are derived buffers);
-tqdm shows progress. Only the main process writes into ``results_folder``:
+accelerate owns devices, mixed precision, gradient accumulation and multi-process training (``accelerate launch``,
+``torchrun``; see processes.py); ema-pytorch keeps the EMA of ``diffusion.model`` (the network only: the schedule
+tables are derived buffers); tqdm shows the loss and images/s. Only the main process writes into
+``results_folder``:
 
-* ``model-{milestone}.pt``: a checkpoint (see denoising_diffusion.checkpoint) every ``save_and_sample_every``
-  steps and at the end; milestone = ceil(step / save_and_sample_every);
+* ``model-{milestone}.pt``: a checkpoint every ``save_and_sample_every`` steps and at the end; milestone =
+  ceil(step / save_and_sample_every); only the newest ``keep_last`` are kept (milestones.py, trainer_state.py);
 * ``sample-{milestone}.png``: a grid of ``num_samples`` images from the EMA network, drawn from the same noise at
   every milestone so that grids are comparable;
-* ``loss.csv``: step, loss, lr, grad_norm per optimizer step, appended to (never truncated), so a resumed run
-  adds to the same file; steps after the loaded checkpoint are logged again.
+* ``loss.csv``: step, loss, lr, grad_norm, skipped per optimizer step, appended to (training_log.py).
 
-Resuming is exact in a single process: the checkpoint holds the step, network, EMA, optimizer, gradient scaler,
-the torch RNG state and the position in the (seeded) data order, so ``load(m)`` then ``train()`` takes the same
-steps as the uninterrupted run (for datasets without random augmentation of their own).
+Resuming is exact: the checkpoint holds the step, network, EMA, optimizer, gradient scaler, every process's RNG
+states and the position in the (seeded) data order, so ``Trainer(..., resume="auto").train()`` takes the same
+steps as the uninterrupted run (for datasets that draw no random numbers in DataLoader workers). There is no
+learning-rate scheduler: the learning rate is constant. Steps with a non-finite loss or gradient norm are
+skipped, and too many in a row stop training (guards.py). The whole story is in docs/training.md.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 from ema_pytorch import EMA
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from denoising_diffusion.checkpoint import load_checkpoint, load_weights, make_checkpoint, save_checkpoint
-from denoising_diffusion.data import (BuiltinShapes, ImageFolderDataset, InfiniteBatchSampler, OnBadImage,
-                                      parse_on_bad_image)
+from denoising_diffusion import milestones, trainer_state
+from denoising_diffusion.data import SkippedImage, collate_images, parse_on_bad_image
+from denoising_diffusion.guards import NonFiniteGuard, StepReport, TrainingDivergedError
+from denoising_diffusion.loader import Batches, as_training_dataset, default_num_workers, training_batches
+from denoising_diffusion.processes import (broadcast_value, gather_values, make_accelerator,
+                                           resolve_mixed_precision, use_cpu)
+from denoising_diffusion.training_log import (LogWith, LossLog, Throughput, available_trackers, end_trackers,
+                                              start_trackers)
 from denoising_diffusion.viz import save_image_grid
+
+__all__ = ["Trainer", "TrainingDivergedError", "collate_images", "random_hflip"]
 
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[dict[str, float]], None]
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+def _check_int(name: str, value: Any, minimum: int = 1, allow_none: bool = False) -> Any:
+    if allow_none and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an int >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
     return value
 
 
-def collate_images(items: list[Any]) -> Tensor:
-    """Stack dataset items into a batch (B, C, H, W). An item is a (C, H, W) tensor or a tuple/list whose first
-    element is one (e.g. (image, label)); the rest is ignored."""
-    images = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-    if not all(isinstance(image, Tensor) and image.ndim == 3 for image in images):
-        raise ValueError("dataset items must be (C, H, W) tensors in [0, 1], or tuples whose first element is one")
-    return torch.stack(images).float()
+def _check_options(train_lr: float, ema_decay: float, max_grad_norm: float | None, resume: Any) -> None:
+    if not train_lr > 0:
+        raise ValueError(f"train_lr must be > 0, got {train_lr!r}")
+    if not 0.0 <= ema_decay <= 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay!r}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+    if resume is not None and (isinstance(resume, bool) or not isinstance(resume, (str, int, os.PathLike))):
+        raise ValueError(f"resume must be None, 'auto', a milestone number or a checkpoint path, got {resume!r}")
 
 
 def random_hflip(batch: Tensor) -> Tensor:
     """Flip each image of a (B, C, H, W) batch left-right with probability 1/2 (global torch RNG)."""
     flip = torch.rand(batch.shape[0]) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
-
-
-def _resolve_mixed_precision(amp: bool, mixed_precision_type: str) -> str:
-    """accelerate's mixed_precision for (amp, type): fp16 autocast does not run on CPU, so there it becomes bf16."""
-    if not amp:
-        return "no"
-    if mixed_precision_type not in ("fp16", "bf16"):
-        raise ValueError(f"mixed_precision_type must be 'fp16' or 'bf16', got {mixed_precision_type!r}")
-    if mixed_precision_type == "fp16" and PartialState().device.type == "cpu":
-        logger.info("amp on CPU: using bf16 autocast (fp16 autocast is not supported on CPU)")
-        return "bf16"
-    return mixed_precision_type
-
-
-def _make_accelerator(mixed_precision: str, gradient_accumulate_every: int) -> Accelerator:
-    try:
-        return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulate_every)
-    except ValueError as err:
-        if "already been initialized" not in str(err):
-            raise
-        raise ValueError(
-            f"accelerate allows one mixed-precision setting per process, and this process already uses another one "
-            f"than {mixed_precision!r} (an earlier Trainer or Accelerator). Use the same amp setting, or a new "
-            "process"
-        ) from err
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": list(cuda)}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -111,12 +86,14 @@ class Trainer:
         folder_or_dataset: a folder read recursively by ImageFolderDataset at the diffusion's image size and
             channel count, or a Dataset (any object with __len__ and __getitem__) whose items are (C, H, W)
             tensors in [0, 1] (or tuples starting with one).
-        train_batch_size: images per optimizer micro-step, over all processes when ``split_batches`` (else per
-            process).
+        train_batch_size: images per micro-batch over all processes when ``split_batches`` (each process gets
+            1/num_processes of it), else per process. Images per optimizer step:
+            ``global_batch_size * gradient_accumulate_every``.
         gradient_accumulate_every: micro-batches per optimizer step.
         augment_horizontal_flip: flip each training image left-right with probability 1/2.
-        train_lr: Adam's learning rate (constant).
-        train_num_steps: optimizer steps to train for, counted from 0 (a resumed run continues to this number).
+        train_lr: Adam's learning rate (constant: there is no scheduler).
+        train_num_steps: optimizer steps to train for, counted from 0 (a resumed run continues to this number;
+            skipped steps count).
         ema_update_every, ema_decay: EMA update period (in optimizer steps) and decay β.
         adam_betas: Adam's (β1, β2).
         save_and_sample_every: steps between checkpoints and sample grids.
@@ -130,7 +107,14 @@ class Trainer:
             lists), else min(4, CPU count - 1).
         on_bad_image: 'error' or 'skip', for unreadable files in a folder (see ImageFolderDataset).
         seed: seeds torch on every process (offset by the process index) and the data order; None: random.
-        log_fn: called on the main process after every step with {"step", "loss", "lr", "grad_norm"}.
+        log_fn: called on the main process after every step with {"step", "loss", "lr", "grad_norm", "skipped"}.
+        resume: None (start at step 0), 'auto' (the newest valid checkpoint in results_folder, falling back past
+            damaged ones; step 0 if there is none), a milestone number, or a checkpoint path.
+        keep_last: keep only this many newest ``model-*.pt`` (None: keep all).
+        max_bad_steps: stop with TrainingDivergedError after this many non-finite steps in a row (None: never).
+        log_with: accelerate trackers ('tensorboard', 'wandb', 'all', GeneralTracker instances or a list);
+            trackers whose package is not installed are skipped with a warning.
+        tracker_project_name: the project (run) name the trackers get.
     """
 
     def __init__(
@@ -157,30 +141,36 @@ class Trainer:
         on_bad_image: str = "error",
         seed: int | None = None,
         log_fn: LogFn | None = None,
+        resume: str | int | os.PathLike[str] | None = None,
+        keep_last: int | None = None,
+        max_bad_steps: int | None = 10,
+        log_with: LogWith = None,
+        tracker_project_name: str = "denoising_diffusion",
     ) -> None:
         self.train_batch_size = _check_int("train_batch_size", train_batch_size)
         self.gradient_accumulate_every = _check_int("gradient_accumulate_every", gradient_accumulate_every)
         self.train_num_steps = _check_int("train_num_steps", train_num_steps)
         self.save_and_sample_every = _check_int("save_and_sample_every", save_and_sample_every)
         self.num_samples = _check_int("num_samples", num_samples, minimum=0)
-        if not train_lr > 0:
-            raise ValueError(f"train_lr must be > 0, got {train_lr!r}")
-        if not 0.0 <= ema_decay <= 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1], got {ema_decay!r}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        self.keep_last = _check_int("keep_last", keep_last, allow_none=True)
+        _check_options(train_lr, ema_decay, max_grad_norm, resume)
+        self.guard = NonFiniteGuard(max_bad_steps)
         self.max_grad_norm = max_grad_norm
         self.augment_horizontal_flip = bool(augment_horizontal_flip)
         self.log_fn = log_fn
         self.results_folder = Path(results_folder)
+        self.tracker_project_name = tracker_project_name
 
         # Everything that can fail on user input happens before anything is written or any device is touched.
-        self.dataset = self._build_dataset(diffusion, folder_or_dataset, parse_on_bad_image(on_bad_image))
-        self.num_workers = self._default_workers(self.dataset) if num_workers is None else _check_int(
+        self.dataset = as_training_dataset(folder_or_dataset, diffusion.channels, diffusion.image_size,
+                                           parse_on_bad_image(on_bad_image))
+        self.num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
             "num_workers", num_workers, minimum=0)
 
-        mixed_precision = _resolve_mixed_precision(amp, mixed_precision_type)
-        self.accelerator = _make_accelerator(mixed_precision, self.gradient_accumulate_every)
+        cpu = use_cpu()
+        mixed_precision = resolve_mixed_precision(amp, mixed_precision_type, cpu)
+        self.accelerator = make_accelerator(mixed_precision, self.gradient_accumulate_every, cpu=cpu,
+                                            log_with=available_trackers(log_with), project_dir=self.results_folder)
         acc = self.accelerator
         self.global_batch_size = self.train_batch_size * (1 if split_batches else acc.num_processes)
         if self.global_batch_size % acc.num_processes:
@@ -189,138 +179,177 @@ class Trainer:
 
         if seed is not None:
             set_seed(seed, device_specific=True)
-        data_seed = [int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())]
-        self.data_seed: int = broadcast_object_list(data_seed)[0]  # one data order shared by every process
+        data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        self.data_seed: int = broadcast_value(acc, data_seed)  # one data order shared by every process
 
         self.diffusion = diffusion  # unwrapped; self.model may be a DDP wrapper around it
         opt = torch.optim.Adam(diffusion.parameters(), lr=train_lr, betas=tuple(adam_betas))
         self.model, self.opt = acc.prepare(diffusion, opt)
         self.ema: EMA | None = None
-        if acc.is_main_process:
+        if acc.is_main_process:  # the only process that keeps an EMA and writes
             self.ema = EMA(diffusion.model, beta=ema_decay, update_every=ema_update_every,
                            include_online_model=False).to(acc.device)
             self.results_folder.mkdir(parents=True, exist_ok=True)
+            milestones.remove_stale_temporaries(self.results_folder)
 
         self.step = 0
         self.samples_seen = 0  # data indices consumed, over all processes: the position in the data order
-        self._batches: Iterator[Tensor] | None = None
-        logger.info("training on %d images, device %s, mixed precision %s, %d process(es)", len(self.dataset),
-                    acc.device, mixed_precision, acc.num_processes)
+        self.skipped_images: dict[str, str] = {}  # path -> reason for every file skipped so far (main process)
+        self._new_skipped: list[SkippedImage] = []  # met by this process since the last optimizer step
+        self._batches: Batches | None = None
+        trainer_state.resume_trainer(self, resume)
+        logger.info("training on %d images, device %s, mixed precision %s, %d process(es), %d images per "
+                    "optimizer step", len(self.dataset), acc.device, mixed_precision, acc.num_processes,
+                    self.global_batch_size * self.gradient_accumulate_every)
 
-    # ----- setup ------------------------------------------------------------------------------------------------
+    # ----- data -------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _build_dataset(diffusion: nn.Module, source: Any, on_bad_image: OnBadImage) -> Dataset:
-        expected = (int(diffusion.channels), *diffusion.image_size)
-        if isinstance(source, (str, os.PathLike)):
-            return ImageFolderDataset(source, diffusion.image_size, channels=expected[0], on_bad_image=on_bad_image)
-        if not (isinstance(source, Dataset) or (hasattr(source, "__getitem__") and hasattr(source, "__len__"))):
-            raise ValueError("folder_or_dataset must be a folder path or a torch Dataset (or a sequence of images), "
-                             f"got {type(source).__name__}")
-        if len(source) == 0:  # type: ignore[arg-type]
-            raise ValueError("the dataset is empty")
-        first = collate_images([source[0]])[0]
-        if tuple(first.shape) != expected:
-            raise ValueError(f"the dataset's images have shape {tuple(first.shape)} (C, H, W) but the diffusion "
-                             f"model expects {expected} (its channels and image_size)")
-        return source
-
-    @staticmethod
-    def _default_workers(dataset: Dataset) -> int:
-        if isinstance(dataset, (BuiltinShapes, TensorDataset, list, tuple)):
-            return 0  # already in memory: worker processes would only add start-up and copying
-        return min(4, max(0, (os.cpu_count() or 1) - 1))
-
-    def _make_batches(self) -> Iterator[Tensor]:
-        """Endless per-process micro-batches (B / processes, C, H, W) on the CPU, starting at samples_seen."""
-        acc = self.accelerator
-        sampler = InfiniteBatchSampler(len(self.dataset), self.global_batch_size, seed=self.data_seed,
-                                       start_index=self.samples_seen, shard=acc.process_index,
-                                       num_shards=acc.num_processes)
-        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                            collate_fn=collate_images, pin_memory=acc.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(self.data_seed))  # leaves the global RNG alone
-        return iter(loader)
-
-    # ----- training ---------------------------------------------------------------------------------------------
+    def reset_data_stream(self) -> None:
+        """Drop the batch iterator (stopping DataLoader workers); the next step restarts it at samples_seen."""
+        self._batches = None
 
     def _next_batch(self) -> Tensor:
+        acc = self.accelerator
         if self._batches is None:
-            self._batches = self._make_batches()
-        batch = next(self._batches)
+            self._batches = training_batches(
+                self.dataset, self.global_batch_size, seed=self.data_seed, start_index=self.samples_seen,
+                shard=acc.process_index, num_shards=acc.num_processes, num_workers=self.num_workers,
+                pin_memory=acc.device.type == "cuda")
+        batch, skipped = next(self._batches)
+        self._new_skipped.extend(skipped)
         self.samples_seen += self.global_batch_size
         if self.augment_horizontal_flip:
             batch = random_hflip(batch)
-        return batch.to(self.accelerator.device, non_blocking=True)
+        return batch.to(acc.device, non_blocking=True)
 
-    def _train_step(self) -> tuple[float, float]:
-        """One optimizer step over gradient_accumulate_every micro-batches -> (mean loss, gradient norm)."""
+    # ----- one optimizer step -----------------------------------------------------------------------------------
+
+    def _train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over gradient_accumulate_every micro-batches.
+
+        Returns (loss averaged over micro-batches and processes, gradient norm, whether the optimizer stepped).
+        """
         acc = self.accelerator
-        total_loss, grad_norm = 0.0, float("nan")
-        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        acc.step = 0  # accelerate's micro-batch counter: the last of these micro-batches syncs, even after an error
+        local_loss = torch.zeros((), device=acc.device)
+        result = (math.nan, math.nan, False)
         for _ in range(self.gradient_accumulate_every):
             batch = self._next_batch()
             with acc.accumulate(self.model):
                 loss = self.model(batch)
                 acc.backward(loss)  # divides by gradient_accumulate_every
-                total_loss += loss.item() / self.gradient_accumulate_every
+                local_loss += loss.detach().float() / self.gradient_accumulate_every
                 if acc.sync_gradients:
-                    norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
-                    grad_norm = float(norm) if norm is not None else grad_norm
-                self.opt.step()  # accelerate skips these until the last micro-batch
-                self.opt.zero_grad()
-        return total_loss, grad_norm
+                    result = self._optimizer_step(local_loss)
+        return result
 
-    @contextmanager
-    def _loss_log(self) -> Iterator[Callable[[list[Any]], None]]:
-        """Append rows to results/loss.csv (header only when the file is new); a no-op off the main process."""
+    def _optimizer_step(self, local_loss: Tensor) -> tuple[float, float, bool]:
+        """Average the loss over processes, clip, and step unless the guard says no (guards.py)."""
+        acc = self.accelerator
+        stats = torch.stack([local_loss, torch.tensor(float(len(self._new_skipped)), device=acc.device)])
+        stats = acc.reduce(stats, reduction="sum") if acc.num_processes > 1 else stats
+        loss, new_skipped = stats[0].item() / acc.num_processes, int(stats[1].item())
+        if new_skipped:
+            self._report_skipped_images()
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf
+        norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)  # after DDP's all-reduce: same everywhere
+        grad_norm = float(norm) if norm is not None else math.nan
+        grad_finite = norm is None or math.isfinite(grad_norm)
+        stepped = NonFiniteGuard.should_step(math.isfinite(loss), grad_finite, acc.scaler is not None)
+        if stepped:
+            self.opt.step()
+        elif acc.scaler is not None:
+            acc.scaler.update()  # closes the scaler iteration clip_grad_norm_'s unscale_ opened
+        self.opt.zero_grad()
+        return loss, grad_norm, stepped
+
+    def _report_skipped_images(self) -> None:
+        """Gather the files the processes skipped since the last step; the main process names each new one once."""
+        found = gather_values(self.accelerator, [(s.path, s.reason) for s in self._new_skipped])
+        self._new_skipped.clear()
         if not self.accelerator.is_main_process:
-            yield lambda row: None
             return
-        path = self.results_folder / "loss.csv"
-        is_new = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="") as file:
-            writer = csv.writer(file)
-            if is_new:
-                writer.writerow(["step", "loss", "lr", "grad_norm"])
+        for path, reason in (item for per_process in found for item in per_process):
+            if path not in self.skipped_images:
+                self.skipped_images[path] = reason
+                logger.warning("skipping unreadable image %s: %s (%d skipped so far)", path, reason,
+                               len(self.skipped_images))
 
-            def write(row: list[Any]) -> None:
-                writer.writerow(row)
-                file.flush()
+    # ----- the loop ---------------------------------------------------------------------------------------------
 
-            yield write
+    def train(self) -> None:
+        """Train until ``train_num_steps``, saving and sampling every ``save_and_sample_every`` steps and at the end.
+
+        Raises TrainingDivergedError after ``max_bad_steps`` non-finite steps in a row (nothing is saved from them).
+        """
+        acc = self.accelerator
+        main = acc.is_main_process
+        start_trackers(acc, self.tracker_project_name, {
+            "train_batch_size": self.train_batch_size, "global_batch_size": self.global_batch_size,
+            "gradient_accumulate_every": self.gradient_accumulate_every, "train_lr": self.opt.param_groups[0]["lr"],
+            "train_num_steps": self.train_num_steps, "num_processes": acc.num_processes})
+        throughput = Throughput(self.global_batch_size * self.gradient_accumulate_every)
+        try:
+            with (LossLog(self.results_folder / "loss.csv") if main else nullcontext()) as log, \
+                    tqdm(initial=self.step, total=self.train_num_steps, disable=not main, dynamic_ncols=True) as bar:
+                while self.step < self.train_num_steps:
+                    self.model.train()
+                    loss, grad_norm, stepped = self._train_step()
+                    self.step += 1
+                    report = self.guard.record(self.step, loss=loss, grad_norm=grad_norm,
+                                               has_scaler=acc.scaler is not None,
+                                               scaler_skipped=stepped and acc.optimizer_step_was_skipped)
+                    if main:
+                        self._after_step(log, bar, throughput.tick(), loss, grad_norm, report)
+                    self.guard.raise_if_diverged(self.step, loss=loss, grad_norm=grad_norm)
+                    self._maybe_save(report)
+        finally:
+            self.reset_data_stream()
+            end_trackers(acc)
+        if main and self.skipped_images:
+            names = sorted(self.skipped_images)
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            logger.warning("on_bad_image='skip': %d unreadable image file(s) were skipped (each replaced by the next "
+                           "readable one): %s%s", len(names), ", ".join(names[:10]), more)
+        acc.wait_for_everyone()
+
+    def _after_step(self, log: LossLog, bar: Any, images_per_s: float, loss: float, grad_norm: float,
+                    report: StepReport) -> None:
+        """Main process: EMA update (good steps only), loss.csv row, log_fn, trackers, progress bar."""
+        if not report.skipped:
+            self.ema.update()
+        lr = self.opt.param_groups[0]["lr"]
+        row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "skipped": int(report.skipped)}
+        log.write(**row)
+        if self.log_fn is not None:
+            self.log_fn(row)
+        if self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+        postfix = {"loss": f"{loss:.4f}", "img/s": f"{images_per_s:.1f}"}
+        if self.guard.total_skipped:
+            postfix["skipped"] = str(self.guard.total_skipped)
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+
+    def _maybe_save(self, report: StepReport) -> None:
+        """At a milestone (and at the end) save and sample, unless this step was bad: no checkpoint from it."""
+        if not (self.step % self.save_and_sample_every == 0 or self.step == self.train_num_steps):
+            return
+        milestone = self.milestone_of(self.step)
+        if report.bad:  # every process agrees: the loss and the gradient norm were reduced over processes
+            if self.accelerator.is_main_process:
+                logger.warning("not writing %s at step %d: the step was non-finite (the previous checkpoint stays "
+                               "the newest)", self.checkpoint_path(milestone).name, self.step)
+            return
+        self.accelerator.wait_for_everyone()
+        self.save(milestone)
+        self.save_samples(milestone)
+
+    # ----- samples and checkpoints ------------------------------------------------------------------------------
 
     def milestone_of(self, step: int) -> int:
         """The milestone a checkpoint at ``step`` is saved under: ceil(step / save_and_sample_every)."""
         return -(-step // self.save_and_sample_every)
-
-    def train(self) -> None:
-        """Train until ``train_num_steps``, saving and sampling every ``save_and_sample_every`` steps and at the end."""
-        acc = self.accelerator
-        main = acc.is_main_process
-        with self._loss_log() as write_row, tqdm(initial=self.step, total=self.train_num_steps, disable=not main,
-                                                 dynamic_ncols=True) as bar:
-            while self.step < self.train_num_steps:
-                self.model.train()
-                loss, grad_norm = self._train_step()
-                self.step += 1
-                if main:
-                    self.ema.update()
-                    lr = self.opt.param_groups[0]["lr"]
-                    write_row([self.step, f"{loss:.6g}", f"{lr:.6g}", f"{grad_norm:.6g}"])
-                    if self.log_fn is not None:
-                        self.log_fn({"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm})
-                    bar.set_description(f"loss: {loss:.4f}")
-                    bar.update(1)
-                if self.step % self.save_and_sample_every == 0 or self.step == self.train_num_steps:
-                    acc.wait_for_everyone()
-                    milestone = self.milestone_of(self.step)
-                    self.save(milestone)
-                    self.save_samples(milestone)
-        self._batches = None  # stops DataLoader workers; a later train() restarts at samples_seen
-        acc.wait_for_everyone()
-
-    # ----- samples and checkpoints ------------------------------------------------------------------------------
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, seed: int | None = None) -> Tensor:
@@ -347,53 +376,27 @@ class Trainer:
                                nrow=math.ceil(math.sqrt(self.num_samples)))
 
     def checkpoint_path(self, milestone: int) -> Path:
-        return self.results_folder / f"model-{milestone}.pt"
+        """``results_folder/model-{milestone}.pt``."""
+        return milestones.checkpoint_path(self.results_folder, milestone)
 
     def save(self, milestone: int) -> Path | None:
-        """Write results/model-{milestone}.pt atomically (main process only; returns None elsewhere)."""
-        acc = self.accelerator
-        if not acc.is_main_process:
-            return None
-        payload = make_checkpoint(
-            self.diffusion, step=self.step, ema=self.ema.state_dict(), opt=self.opt.state_dict(),
-            scaler=acc.scaler.state_dict() if acc.scaler is not None else None,
-            trainer={"data_seed": self.data_seed, "samples_seen": self.samples_seen, "rng": _rng_state()},
-        )
-        return save_checkpoint(self.checkpoint_path(milestone), payload)
+        """Write results/model-{milestone}.pt atomically, verify it, then delete beyond keep_last. Call it on every
+        process (each contributes its RNG states); returns the path on the main process, None elsewhere. Raises
+        TrainingDivergedError instead of writing weights that hold NaN or inf."""
+        return trainer_state.save_trainer(self, milestone)
 
     def load(self, milestone: int) -> None:
         """Restore results/model-{milestone}.pt; see :meth:`resume_from`."""
         self.resume_from(self.checkpoint_path(milestone))
 
     def resume_from(self, path: str | os.PathLike[str]) -> None:
-        """Restore step, network, EMA, optimizer, gradient scaler, data position and (in a single process) the RNG
-        from a checkpoint, so that ``train()`` continues from the saved step. Raises CheckpointError naming the
-        config fields that differ when the checkpoint was written for another model."""
-        acc = self.accelerator
-        checkpoint = load_checkpoint(path)
-        load_weights(self.diffusion, checkpoint, use_ema=False)
-        self.step = int(checkpoint["step"])
-        if checkpoint.get("opt") is not None:
-            self.opt.load_state_dict(checkpoint["opt"])
-        if acc.scaler is not None and checkpoint.get("scaler") is not None:
-            acc.scaler.load_state_dict(checkpoint["scaler"])
-        if self.ema is not None:
-            if checkpoint.get("ema") is not None:
-                self.ema.load_state_dict(checkpoint["ema"])
-            else:
-                logger.warning("checkpoint %s has no EMA state; the EMA restarts from the loaded weights", path)
-                self.ema.copy_params_from_model_to_ema()
-        state = checkpoint.get("trainer") or {}
-        self.data_seed = int(state.get("data_seed", self.data_seed))
-        default_seen = self.step * self.gradient_accumulate_every * self.global_batch_size
-        self.samples_seen = int(state.get("samples_seen", default_seen))
-        if "rng" in state and acc.num_processes == 1:
-            _set_rng_state(state["rng"])
-        self._batches = None  # rebuilt at the restored position on the next step
-        logger.info("resumed from %s at step %d", path, self.step)
+        """Restore step, network, EMA, optimizer, gradient scaler, data position and RNG states from a checkpoint,
+        so that ``train()`` continues from the saved step. Call it on every process. Raises CheckpointError
+        naming the config fields that differ when the checkpoint was written for another model, and
+        CorruptCheckpointError naming a damaged file (no fallback: see ``resume='auto'`` for that)."""
+        trainer_state.restore_trainer(self, Path(path), milestones.load_valid_checkpoint(path))
 
     def latest_milestone(self) -> int | None:
-        """The largest milestone with a model-*.pt in results_folder, or None."""
-        milestones = [int(p.stem.split("-", 1)[1]) for p in self.results_folder.glob("model-*.pt")
-                      if p.stem.split("-", 1)[1].isdigit()]
-        return max(milestones, default=None)
+        """The largest milestone with a model-{n}.pt in results_folder (valid or not), or None."""
+        found = milestones.list_milestones(self.results_folder)
+        return found[-1] if found else None

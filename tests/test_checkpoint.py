@@ -10,11 +10,13 @@ from ema_pytorch import EMA
 
 from denoising_diffusion.checkpoint import (
     CheckpointError,
+    CorruptCheckpointError,
     load_checkpoint,
     load_pipeline,
     load_weights,
     make_checkpoint,
     save_checkpoint,
+    verify_checkpoint_file,
 )
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
@@ -25,6 +27,16 @@ class NotAllowed:
 
     def __init__(self) -> None:
         self.value = 1
+
+
+class Exploit:
+    """Unpickling this calls open(marker, 'w'): a stand-in for code a hostile checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
 
 
 @pytest.fixture(autouse=True)
@@ -78,13 +90,35 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nothing.pt")
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def flip_a_byte_in_the_middle(data: bytes) -> bytes:
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01  # inside the tensor data, which torch.load alone does not check
+    return bytes(flipped)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "bitflip", "tail"])
 def test_corrupt_file_is_a_clear_error_naming_it(tmp_path: Path, damage: str) -> None:
     path = save_checkpoint(tmp_path / "model-3.pt", {"w": torch.randn(1000)})
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint", "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match="model-3.pt"):
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint", "empty": b"",
+                      "bitflip": flip_a_byte_in_the_middle(data), "tail": data[:-10]}[damage])
+    with pytest.raises(CorruptCheckpointError, match="model-3.pt"):
         load_checkpoint(path)
+    with pytest.raises(CorruptCheckpointError, match="model-3.pt"):
+        verify_checkpoint_file(path)
+
+
+def test_verify_checkpoint_file_accepts_a_good_file(tmp_path: Path) -> None:
+    verify_checkpoint_file(save_checkpoint(tmp_path / "model-1.pt", {"w": torch.randn(100)}))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model-1.pt"
+    torch.save({"format_version": 1, "step": Exploit(marker)}, path)  # a crafted file, as an attacker would
+    with pytest.raises(CheckpointError, match=r"model-1.pt.*pickled Python object.*open.*arbitrary code"):
+        load_checkpoint(path)
+    assert not marker.exists()
 
 
 def test_pickled_custom_object_is_refused(tmp_path: Path) -> None:

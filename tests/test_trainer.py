@@ -2,58 +2,23 @@
 
 from __future__ import annotations
 
-import csv
+import logging
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.tracking import GeneralTracker, get_available_trackers
 from test_data import write_mixed_folder
 from torch.utils.data import TensorDataset
+from trainer_helpers import isolated_accelerate, make_trainer, read_loss_log, tiny_diffusion  # noqa: F401
 
 from denoising_diffusion.checkpoint import CheckpointError, load_checkpoint
-from denoising_diffusion.diffusion import GaussianDiffusion
-from denoising_diffusion.nn.unet import Unet
 from denoising_diffusion.trainer import Trainer
-
-
-def _reset_accelerate() -> None:
-    # accelerate keeps one process-wide state and refuses a second mixed-precision setting; tests need a fresh one.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def _isolated():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead (and stall when the CPU is shared)
-    torch.manual_seed(0)
-    _reset_accelerate()
-    yield
-    torch.set_num_threads(threads)
-    _reset_accelerate()
 
 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_mixed_folder(tmp_path / "images")
-
-
-def tiny_diffusion(dim: int = 8, channels: int = 3) -> GaussianDiffusion:
-    unet = Unet(dim, dim_mults=(1, 2), channels=channels, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
-    return GaussianDiffusion(unet, image_size=8, timesteps=10)
-
-
-def make_trainer(diffusion: GaussianDiffusion, data, results: Path, **kwargs) -> Trainer:
-    options = dict(train_batch_size=4, train_num_steps=4, save_and_sample_every=2, num_samples=4,
-                   results_folder=results, num_workers=0, seed=0, ema_update_every=1)
-    options.update(kwargs)
-    return Trainer(diffusion, data, **options)
-
-
-def read_loss_log(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_training_writes_checkpoints_samples_and_loss_log(image_folder: Path, tmp_path: Path) -> None:
@@ -196,3 +161,86 @@ def test_a_second_mixed_precision_setting_in_one_process_is_a_clear_error(image_
     make_trainer(tiny_diffusion(), image_folder, tmp_path / "a", amp=False)
     with pytest.raises(ValueError, match="one mixed-precision setting per process"):
         make_trainer(tiny_diffusion(), image_folder, tmp_path / "b", amp=True)
+
+
+def test_loss_log_columns_progress_bar_and_log_fn(tmp_path: Path, capsys) -> None:
+    rows = []
+    images = list(torch.rand(8, 3, 8, 8).unbind(0))
+    make_trainer(tiny_diffusion(), images, tmp_path / "r", train_num_steps=3, num_samples=0,
+                 log_fn=rows.append).train()
+    with open(tmp_path / "r" / "loss.csv") as file:
+        assert file.readline().strip() == "step,loss,lr,grad_norm,skipped"
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["skipped"] == 0 for r in rows)
+    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "skipped"}
+    bar = capsys.readouterr().err
+    assert "loss=" in bar and "img/s=" in bar and "3/3" in bar
+
+
+def test_a_loss_log_from_before_the_skipped_column_is_migrated(tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "loss.csv").write_text("step,loss,lr,grad_norm\n1,0.5,0.0001,0.9\n2,0.4,0.0001,0.8\n")
+    images = list(torch.rand(8, 3, 8, 8).unbind(0))
+    make_trainer(tiny_diffusion(), images, results, train_num_steps=1, num_samples=0).train()
+    rows = read_loss_log(results / "loss.csv")
+    assert [(r["step"], r["loss"], r["skipped"]) for r in rows[:2]] == [("1", "0.5", "0"), ("2", "0.4", "0")]
+    assert rows[2]["step"] == "1" and None not in rows[2]  # the new row has exactly the header's columns
+
+
+def test_a_loss_log_with_a_foreign_header_is_moved_aside(tmp_path: Path, caplog) -> None:
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "loss.csv").write_text("epoch,accuracy\n1,0.9\n")
+    images = list(torch.rand(8, 3, 8, 8).unbind(0))
+    with caplog.at_level(logging.WARNING):
+        make_trainer(tiny_diffusion(), images, results, train_num_steps=1, num_samples=0).train()
+    assert (results / "loss-1.csv.bak").read_text() == "epoch,accuracy\n1,0.9\n"
+    assert [r["step"] for r in read_loss_log(results / "loss.csv")] == ["1"]
+    assert any("unknown header" in r.getMessage() for r in caplog.records)
+
+
+class Recorder(GeneralTracker):
+    """An accelerate tracker that keeps what it is given (accelerate accepts GeneralTracker instances)."""
+
+    name = "recorder"
+    requires_logging_directory = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config, self.logged, self.finished = None, [], False
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.config = values
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.logged.append((step, values))
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def test_trackers_receive_every_step_and_missing_ones_are_skipped(tmp_path: Path, caplog) -> None:
+    recorder = Recorder()
+    images = list(torch.rand(8, 3, 8, 8).unbind(0))
+    with caplog.at_level(logging.WARNING):
+        trainer = make_trainer(tiny_diffusion(), images, tmp_path / "r", train_num_steps=2, num_samples=0,
+                               log_with=[recorder, "tensorboard"], tracker_project_name="tiny-run")
+        trainer.train()
+    assert recorder.config["train_num_steps"] == 2 and recorder.config["global_batch_size"] == 4
+    assert [step for step, _ in recorder.logged] == [1, 2]
+    assert set(recorder.logged[0][1]) == {"loss", "lr", "grad_norm", "skipped"} and recorder.finished
+    if "tensorboard" not in {str(t) for t in get_available_trackers()}:
+        assert any("'tensorboard' is not installed" in r.getMessage() for r in caplog.records)
+    else:
+        assert list((tmp_path / "r" / "tiny-run").rglob("events.out.tfevents.*"))
+
+
+def test_an_unknown_tracker_name_is_a_value_error_before_anything_is_written(tmp_path: Path) -> None:
+    images = list(torch.rand(8, 3, 8, 8).unbind(0))
+    with pytest.raises(ValueError, match="tensorbord"):
+        make_trainer(tiny_diffusion(), images, tmp_path / "r", log_with="tensorbord")
+    assert not (tmp_path / "r").exists()
