@@ -126,9 +126,14 @@ def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     assert config["diffusion"]["beta_schedule"] == FOLDER_PRESET.beta_schedule
 
     _reset_accelerate()
-    assert main(["train", *common, "--steps", "6", "--resume", "latest"]) == 0
+    assert main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2"]) == 0
     assert "at step 4" in capsys.readouterr().out
     assert load_checkpoint(results / "model-3.pt")["step"] == 6
+    assert sorted(p.name for p in results.glob("model-*.pt")) == ["model-2.pt", "model-3.pt"]  # --keep-last 2
+
+    assert main(["nll", str(results / "model-3.pt"), str(images), "--num", "3", "--ode", "--ode-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "images:         3" in out and "VLB bits/dim:" in out and "ODE bits/dim:" in out
 
 
 def test_defaults_follow_the_data_source_and_options_override_them() -> None:
@@ -187,7 +192,8 @@ def test_bad_checkpoints_and_model_options_are_one_line_errors(tmp_path: Path, c
     (["train", "--objective", "pred_eps"], "invalid choice: 'pred_eps'"),
     (["train", "--dim-mults", "1,two"], "comma-separated positive integers"),
     (["train", "--steps", "0"], "expected an integer >= 1, got 0"),
-    (["train", "--resume", "newest"], "'latest'"),
+    (["train", "--resume", "0"], "milestones start at 1"),
+    (["train", "--max-bad-steps", "-1"], "expected an integer >= 1"),
     ([], "required: COMMAND"),
 ])
 def test_invalid_arguments_exit_2_naming_the_argument(argv: list[str], expected: str, capsys) -> None:

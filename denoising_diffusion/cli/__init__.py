@@ -1,0 +1,80 @@
+"""The command line: ``denoising-diffusion train|sample|samplers`` (also ``python -m denoising_diffusion``).
+
+* ``train [FOLDER]``: train a Unet + GaussianDiffusion with the Trainer. Without FOLDER it trains on the built-in
+  procedural shapes with a small recipe that finishes in a few minutes on a laptop CPU (:data:`BUILTIN_PRESET`);
+  with FOLDER the defaults are those of Unet, GaussianDiffusion and Trainer (:data:`FOLDER_PRESET`).
+* ``sample CHECKPOINT``: rebuild the pipeline from a checkpoint alone and write a PNG grid (and a denoising GIF).
+* ``samplers``: list the sampler registry.
+* ``nll CHECKPOINT FOLDER``: the model's likelihood of a folder of images, in bits per dimension.
+
+User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
+with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
+One module per subcommand (train.py, sample.py, nll.py); docs/cli.md documents every option and why its default was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from .. import __version__
+from ..trainer import TrainingDivergedError
+from .args import EXIT_USAGE, PROG
+from .nll import add_nll_parser
+from .sample import add_sample_parser, add_samplers_parser
+from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
+
+__all__ = ["BUILTIN_PRESET", "FOLDER_PRESET", "build_parser", "main", "resolve_train_options"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of all subcommands; each sets ``args.run`` to its handler."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Denoising diffusion models: train, sample, inspect.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(subparsers)
+    add_sample_parser(subparsers)
+    add_samplers_parser(subparsers)
+    add_nll_parser(subparsers)
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line. An error re-raised from a DataLoader worker carries the worker's whole
+    traceback in its message; its last line holds the original message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        last = lines[-1]
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return "; ".join(lines) if lines else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
+
+    User errors print ``denoising-diffusion: error: <message>`` on stderr and return 2. ``--threads`` is undone
+    before returning, so that calling main() in-process leaves torch as it found it.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or argparse's own usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    threads = torch.get_num_threads()
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        return args.run(args)
+    except (ValueError, OSError, TrainingDivergedError) as err:  # CheckpointError is a ValueError
+
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        torch.set_num_threads(threads)
