@@ -130,18 +130,25 @@ class GaussianDiffusion(nn.Module):
 
     # ----- the network's predictions ----------------------------------------------------------------------------
 
-    def model_predictions(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None,
-                          clip_x_start: bool = False) -> Prediction:
-        """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
-
-        x_t: (B, C, H, W); t: (B,) int64. With ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
-        """
+    def _network(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """The network's output split into (prediction, learned-variance output or None), and (α_t, σ_t) shaped
+        (B, 1, 1, 1)."""
         out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
         alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
         sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return out, var_interp, alpha, sigma
+
+    def model_predictions(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None,
+                          clip_x_start: bool = False) -> Prediction:
+        """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
+
+        x_t: (B, C, H, W); t: (B,) int64. With ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
+        """
+        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond)
         x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma)
         if clip_x_start:
             x0 = x0.clamp(-1.0, 1.0)
@@ -179,12 +186,7 @@ class GaussianDiffusion(nn.Module):
         if self.self_condition and torch.rand(()) < 0.5:
             with torch.no_grad():
                 x_self_cond = self.model_predictions(x_t, t).x0.detach()
-        out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
-        var_interp = None
-        if self.learned_variance:
-            out, var_interp = out.chunk(2, dim=1)
-        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
-        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond)
         loss = per_sample_loss(self.loss_type, out, target_for(self.objective, x_start, noise, alpha, sigma))
         if self.min_snr_loss_weight:
             loss = loss * min_snr_weight(self.snr.gather(0, t), self.objective, self.min_snr_gamma)
