@@ -20,9 +20,10 @@ from .viz import save_denoising_gif, save_image_grid
 __version__ = "0.1.0"
 
 __all__ = [
-    "BuiltinShapes", "CheckpointError", "CorruptCheckpointError", "GaussianDiffusion", "ImageFolderDataset", "NoiseSchedule", "Prediction", "SAMPLERS",
-    "StepRecord", "Trainer", "TrainingDivergedError", "Unet", "__version__", "bits_per_dim", "get_builtin_dataset", "invert_ddim",
-    "load_checkpoint", "load_pipeline", "ode_bits_per_dim", "ode_log_likelihood", "sample_ddim", "sample_ddpm",
-    "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun",
-    "save_checkpoint", "save_denoising_gif", "save_image_grid", "spaced_timesteps", "vlb_terms",
+    "BuiltinShapes", "CheckpointError", "CorruptCheckpointError", "GaussianDiffusion", "ImageFolderDataset",
+    "NoiseSchedule", "Prediction", "SAMPLERS", "StepRecord", "Trainer", "TrainingDivergedError", "Unet",
+    "__version__", "bits_per_dim", "get_builtin_dataset", "invert_ddim", "load_checkpoint", "load_pipeline",
+    "ode_bits_per_dim", "ode_log_likelihood", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun", "save_checkpoint",
+    "save_denoising_gif", "save_image_grid", "spaced_timesteps", "vlb_terms",
 ]

@@ -7,39 +7,33 @@ per-sample results (B,).
 from __future__ import annotations
 
 import math
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .choices import Choice
 from .parameterization import Objective
 
 
-class Decoder(str, Enum):
+class Decoder(Choice):
     """The reverse model's last step p(x_0 | x_t=0): 'discretized' Gaussian over 256 bins (Ho et al. 2020, eq. 13),
     for 8-bit images; or a plain 'gaussian' density, for continuous data."""
+
+    __option__ = "decoder"
 
     DISCRETIZED = "discretized"
     GAUSSIAN = "gaussian"
 
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown decoder {value!r}; allowed values: {allowed}")
 
-
-class LossType(str, Enum):
+class LossType(Choice):
     """Distance between network output and target: l1, l2 (the L_simple of Ho et al. 2020, eq. 14) or huber."""
+
+    __option__ = "loss_type"
 
     L1 = "l1"
     L2 = "l2"
     HUBER = "huber"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown loss_type {value!r}; allowed values: {allowed}")
 
 
 def per_sample_loss(loss_type: LossType, pred: Tensor, target: Tensor) -> Tensor:

@@ -7,24 +7,21 @@ Every function broadcasts: α_t and σ_t are floats or tensors shaped like (B, 1
 
 from __future__ import annotations
 
-from enum import Enum
-
 from torch import Tensor
+
+from .choices import Choice
 
 Coef = Tensor | float
 
 
-class Objective(str, Enum):
+class Objective(Choice):
     """What the network predicts (strings at the edge, this enum inside)."""
+
+    __option__ = "objective"
 
     PRED_NOISE = "pred_noise"
     PRED_X0 = "pred_x0"
     PRED_V = "pred_v"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown objective {value!r}; allowed values: {allowed}")
 
 
 def append_dims(x: Tensor, ndim: int) -> Tensor:

@@ -26,28 +26,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from .choices import Choice
+
 CLEAN = -1
 """The time index of clean data (ᾱ = 1): the target of the last reverse step."""
 
 
-class BetaSchedule(str, Enum):
+class BetaSchedule(Choice):
     """Names of the built-in β schedules (strings at the edge, this enum inside)."""
+
+    __option__ = "beta_schedule"
+    __hint__ = ", or a 1-D tensor of betas"
 
     LINEAR = "linear"
     COSINE = "cosine"
     SIGMOID = "sigmoid"
     QUADRATIC = "quadratic"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown beta_schedule {value!r}; allowed values: {allowed}, or a 1-D tensor of betas")
 
 
 def linear_beta_schedule(timesteps: int, max_beta: float = 0.999) -> Tensor:
@@ -211,19 +210,16 @@ class NoiseSchedule:
         }
 
 
-class Spacing(str, Enum):
+class Spacing(Choice):
     """How a few-step sampler picks its timesteps from {0, …, T−1}."""
+
+    __option__ = "timestep spacing"
 
     LINSPACE = "linspace"
     TRAILING = "trailing"
     LEADING = "leading"
     LOGSNR = "logsnr"
     KARRAS = "karras"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown timestep spacing {value!r}; allowed values: {allowed}")
 
 
 def spaced_timesteps(schedule: NoiseSchedule | int, steps: int, spacing: str | Spacing = "linspace", *,

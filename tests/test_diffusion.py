@@ -87,7 +87,8 @@ def test_min_snr_weights_closed_form() -> None:
     snr = torch.tensor([0.1, 1.0, 5.0, 100.0])
     torch.testing.assert_close(min_snr_weight(snr, Objective.PRED_NOISE, 5.0), torch.tensor([1.0, 1.0, 1.0, 0.05]))
     torch.testing.assert_close(min_snr_weight(snr, Objective.PRED_X0, 5.0), torch.tensor([0.1, 1.0, 5.0, 5.0]))
-    torch.testing.assert_close(min_snr_weight(snr, Objective.PRED_V, 5.0), torch.tensor([0.1 / 1.1, 0.5, 5 / 6, 5 / 101]))
+    expected_v = torch.tensor([0.1 / 1.1, 0.5, 5 / 6, 5 / 101])
+    torch.testing.assert_close(min_snr_weight(snr, Objective.PRED_V, 5.0), expected_v)
 
 
 def test_min_snr_changes_the_loss() -> None:

@@ -103,7 +103,8 @@ def test_ddim_eta1_all_steps_equals_ancestral_ddpm_fixed_small(mixture) -> None:
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("sampler,options", [("ddpm", {"variance": "fixed_small"}), ("ddpm", {"variance": "fixed_large"}),
+@pytest.mark.parametrize("sampler,options", [("ddpm", {"variance": "fixed_small"}),
+                                             ("ddpm", {"variance": "fixed_large"}),
                                              ("ddim", {"eta": 1.0}), ("ddim", {"eta": 0.0})])
 def test_last_step_adds_no_noise(sampler: str, options: dict) -> None:
     """The step from t = 0 (or from any final index) returns x̂_0 exactly, whatever the generator draws."""

@@ -9,7 +9,8 @@
 
 User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
 with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
-One module per subcommand (train.py, sample.py, nll.py); docs/cli.md documents every option and why its default was chosen.
+One module per subcommand (train.py, sample.py, nll.py); docs/cli.md documents every option and why its default
+was chosen.
 """
 
 from __future__ import annotations

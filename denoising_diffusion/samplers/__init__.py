@@ -7,10 +7,10 @@ Samplers never import networks or GaussianDiffusion: they see a denoiser callabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from ..choices import Choice
 from ..schedules import Spacing
 from .ddim import invert_ddim, sample_ddim, sample_euler, sample_euler_ancestral
 from .ddpm import VarianceType, posterior_coefficients, sample_ddpm
@@ -18,8 +18,10 @@ from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from .heun import sample_heun
 
 
-class SamplerName(str, Enum):
+class SamplerName(Choice):
     """Names accepted by GaussianDiffusion.sample(sampler=...) and the CLI's --sampler."""
+
+    __option__ = "sampler"
 
     DDPM = "ddpm"
     DDIM = "ddim"
@@ -28,11 +30,6 @@ class SamplerName(str, Enum):
     HEUN = "heun"
     EULER = "euler"
     EULER_ANCESTRAL = "euler_ancestral"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown sampler {value!r}; allowed values: {allowed}")
 
 
 @dataclass(frozen=True)

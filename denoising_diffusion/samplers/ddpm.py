@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from ..choices import Choice
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..parameterization import learned_log_variance
 from ..schedules import NoiseSchedule
 from ._common import randn_like, time_batch, time_pairs
 
 
-class VarianceType(str, Enum):
+class VarianceType(Choice):
     """Reverse-step variance: β̃ (posterior, 'fixed_small'), β ('fixed_large'), or the network's interpolation
     between log β and log β̃ ('learned_range', Nichol & Dhariwal 2021, eq. 15)."""
+
+    __option__ = "variance type"
 
     FIXED_SMALL = "fixed_small"
     FIXED_LARGE = "fixed_large"
     LEARNED_RANGE = "learned_range"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown variance type {value!r}; allowed values: {allowed}")
 
 
 def posterior_coefficients(schedule: NoiseSchedule, t: int, s: int) -> tuple[float, float, float, float]:
