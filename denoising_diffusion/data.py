@@ -154,7 +154,8 @@ class ImageFolderDataset(Dataset):
                 return load_image(self.paths[candidate], self.image_size, self.channels), skipped
             except UnreadableImageError as err:
                 if self.on_bad_image is OnBadImage.ERROR:
-                    raise UnreadableImageError(f"{err} (to skip unreadable files: on_bad_image='skip', or --on-bad-image skip on the command line)") from err
+                    hint = "to skip unreadable files: on_bad_image='skip', or --on-bad-image skip on the command line"
+                    raise UnreadableImageError(f"{err} ({hint})") from err
                 self._bad.add(candidate)
                 skipped.append(SkippedImage(os.fspath(self.paths[candidate]), err.reason))
         raise UnreadableImageError(f"none of the {n} image files under {os.fspath(self.folder)!r} could be read")
