@@ -6,7 +6,7 @@ Usage:  python benchmarks/bench_unet.py [--image-size 32] [--batch 16] [--dim 64
 Prints a table. Each timed iteration is guarded: on a shared 2-core machine another busy process can slow a
 2-thread step many times over, so an iteration whose process CPU time is below 70% of threads x wall time is
 redone (up to 3 times); the first steps are warm-up and not timed; figures are medians. Peak memory is measured in
-a fresh subprocess per phase (ru_maxrss minus the RSS after building the model), so phases do not mask each other.
+a fresh subprocess per phase (peak RSS, VmHWM, minus the peak after building the model), so phases do not mask each other.
 ``--tiny`` runs a seconds-long configuration, used by the test suite as a smoke test.
 """
 
@@ -14,39 +14,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from benchmarks._timing import guarded_median, max_rss_mib
 from denoising_diffusion import GaussianDiffusion, Unet
+
+__all__ = ["build", "guarded_median", "main", "memory_child", "parse", "peak_memory", "time_phases"]
 
 
 def build(args: argparse.Namespace) -> GaussianDiffusion:
     torch.manual_seed(0)
     model = Unet(dim=args.dim, dim_mults=args.dim_mults)
     return GaussianDiffusion(model, image_size=args.image_size, timesteps=1000)
-
-
-def guarded_median(fn: Callable[[], None], repeats: int, threads: int, warmup: int = 2) -> tuple[float, int]:
-    """Median wall time of fn over ``repeats`` iterations that got the CPU they asked for; also the redo count."""
-    for _ in range(warmup):
-        fn()
-    times, redone = [], 0
-    while len(times) < repeats:
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        fn()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        if cpu < 0.7 * threads * wall and redone < 3 * repeats:
-            redone += 1
-            continue
-        times.append(wall)
-    return statistics.median(times), redone
 
 
 def time_phases(args: argparse.Namespace) -> dict[str, float]:
@@ -89,7 +75,7 @@ def memory_child(args: argparse.Namespace, phase: str) -> float:
     diffusion = build(args)
     images = torch.rand(args.batch, 3, args.image_size, args.image_size)
     opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = max_rss_mib()
     if phase == "train":
         for _ in range(2):  # the second step includes Adam's state
             opt.zero_grad(set_to_none=True)
@@ -98,7 +84,7 @@ def memory_child(args: argparse.Namespace, phase: str) -> float:
     else:
         with torch.inference_mode():
             diffusion.model(images, torch.full((args.batch,), 500))
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return max_rss_mib() - base
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
-from benchmarks import bench_unet
+from dataclasses import asdict
+
+import pytest
+
+from benchmarks import _timing, bench_unet, compare_peers, gpu, growth
 
 
 def test_bench_unet_tiny_runs(capsys) -> None:
     result = bench_unet.main(["--tiny", "--threads", "1"])
     assert result["params_M"] > 0 and result["step_s"] > 0 and result["forward_s"] > 0
     assert "| params | train step |" in capsys.readouterr().out
+
+
+def test_compare_peers_quick_runs(capsys) -> None:
+    """All three libraries (peers skipped when not installed) at the quick size, timings only."""
+    results = compare_peers.main(["--quick", "--skip-missing", "--threads", "1", "--no-memory"])
+    (config, rows), = results
+    assert config.name == "quick" and rows[0].library == "ours"
+    assert all(r.params > 0 and r.train.median_s > 0 and r.sample.median_s > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "| library | params | train step |" in out and "| config | ours / peer |" in out
+
+
+def test_compare_peers_memory_child_sees_its_own_peak() -> None:
+    """The memory child reports its own peak even when the parent's is larger (ru_maxrss would carry the parent's
+    peak across exec and report 0); ours only, since the peers import slowly."""
+    import torch
+
+    parent_ballast = torch.ones(128 * 2**20)  # 512 MiB resident in the parent
+    payload = {"config": asdict(compare_peers.QUICK), "library": "ours", "phase": "train"}
+    assert _timing.run_child("benchmarks.compare_peers", "memory_child", payload, 1) > 0
+    del parent_ballast
+
+
+def test_compare_peers_unknown_library_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit, match="unknown libraries"):
+        compare_peers.select_libraries(["ours", "nope"], skip_missing=True)
+
+
+def test_growth_quick_runs(capsys) -> None:
+    points = growth.main(["--quick", "--threads", "1", "--no-memory"])
+    assert [p.size for p in points] == [8, 16] and all(p.flops > 0 and p.step_s > 0 for p in points)
+    assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_gpu_cpu_dry_run(capsys) -> None:
+    """The accelerator script at its CPU dry-run size (bf16 autocast, no compile)."""
+    results = gpu.main(["--device", "cpu", "--skip-missing", "--repeats", "1"])
+    (_, rows), = results
+    assert rows and rows[0].library == "ours" and rows[0].train_flops > 0
+    assert "share of peak" in capsys.readouterr().out
+
+
+def test_compare_peers_profile_quick_runs(capsys) -> None:
+    assert compare_peers.main(["--quick", "--profile", "--threads", "1"]) == []
+    assert "| op | share |" in capsys.readouterr().out
