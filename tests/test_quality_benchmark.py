@@ -68,16 +68,22 @@ def test_table_cells_add_draws_for_the_target_cells_only() -> None:
     assert cells[0].nfe == 1000  # most expensive first
 
 
-def test_target_verdict_uses_the_mean_over_draws() -> None:
+def _target_results(candidate: list[float], reference: list[float]) -> dict:
     cand, ref = bench.TARGET_CANDIDATE, bench.TARGET_REFERENCE
-    results = {bench.Cell(*cand, steps=20, draw=0): 10.0, bench.Cell(*cand, steps=20, draw=1): 12.0,
-               bench.Cell(*ref, steps=1000, draw=0): 10.0, bench.Cell(*ref, steps=1000, draw=1): 10.0}
-    verdict = bench.target_verdict(results)
-    assert verdict["ratio"] == pytest.approx(1.1) and verdict["met"]
+    results = {bench.Cell(*cand, steps=20, draw=d): fd for d, fd in enumerate(candidate)}
+    results.update({bench.Cell(*ref, steps=1000, draw=d): fd for d, fd in enumerate(reference)})
+    return results
+
+
+def test_target_verdict_uses_the_mean_over_draws_and_its_standard_error() -> None:
+    verdict = bench.target_verdict(_target_results([10.0, 12.0], [10.0, 10.0]))
+    assert verdict["ratio"] == pytest.approx(1.1)
     assert verdict["ratio_se"] == pytest.approx(1.1 * (1.0 / 11.0))  # sem of (10, 12) is 1; the reference's is 0
-    results[bench.Cell(*cand, steps=20, draw=2)] = 14.0
-    assert not bench.target_verdict(results)["met"]
-    assert bench.target_verdict({bench.Cell(*ref, steps=1000): 1.0}) is None
+    assert verdict["status"] == "undecided"  # 1.1 ± 0.2 straddles the margin
+    assert bench.target_verdict(_target_results([10.0, 10.2], [10.0, 10.0]))["status"] == "met"
+    assert bench.target_verdict(_target_results([13.0, 13.2], [10.0, 10.0]))["status"] == "not met"
+    assert bench.target_verdict(_target_results([10.0], [10.0]))["status"] == "undecided"  # no error estimate
+    assert bench.target_verdict({bench.Cell(*bench.TARGET_REFERENCE, steps=1000): 1.0}) is None
 
 
 def test_quick_mode_runs_end_to_end(tmp_path, capsys) -> None:
