@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from denoising_diffusion.guards import NonFiniteGuard, StepReport, TrainingDiver
 from denoising_diffusion.loader import Batches, as_training_dataset, default_num_workers, training_batches
 from denoising_diffusion.processes import (broadcast_value, gather_values, make_accelerator,
                                            resolve_mixed_precision, use_cpu)
+from denoising_diffusion.speed import compile_network, make_adam
 from denoising_diffusion.training_log import (LogWith, LossLog, Throughput, available_trackers, end_trackers,
                                               start_trackers)
 from denoising_diffusion.viz import save_image_grid
@@ -115,6 +116,10 @@ class Trainer:
         log_with: accelerate trackers ('tensorboard', 'wandb', 'all', GeneralTracker instances or a list);
             trackers whose package is not installed are skipped with a warning.
         tracker_project_name: the project (run) name the trackers get.
+        compile: compile the network with torch.compile (in place; checkpoints are unchanged): True, or a dict of
+            torch.compile's keyword arguments, e.g. ``{"mode": "max-autotune"}``. Off by default:
+            the first step then compiles for minutes, and on a 2-core CPU the compiled step measured slower
+            than the eager one (benchmarks/README.md); try it on a GPU.
     """
 
     def __init__(
@@ -146,6 +151,7 @@ class Trainer:
         max_bad_steps: int | None = 10,
         log_with: LogWith = None,
         tracker_project_name: str = "denoising_diffusion",
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         self.train_batch_size = _check_int("train_batch_size", train_batch_size)
         self.gradient_accumulate_every = _check_int("gradient_accumulate_every", gradient_accumulate_every)
@@ -183,7 +189,7 @@ class Trainer:
         self.data_seed: int = broadcast_value(acc, data_seed)  # one data order shared by every process
 
         self.diffusion = diffusion  # unwrapped; self.model may be a DDP wrapper around it
-        opt = torch.optim.Adam(diffusion.parameters(), lr=train_lr, betas=tuple(adam_betas))
+        opt = make_adam(diffusion.parameters(), lr=train_lr, betas=tuple(adam_betas))
         self.model, self.opt = acc.prepare(diffusion, opt)
         self.ema: EMA | None = None
         if acc.is_main_process:  # the only process that keeps an EMA and writes
@@ -191,6 +197,8 @@ class Trainer:
                            include_online_model=False).to(acc.device)
             self.results_folder.mkdir(parents=True, exist_ok=True)
             milestones.remove_stale_temporaries(self.results_folder)
+        if compile:  # after the EMA's copy, which stays uncompiled
+            compile_network(diffusion.model, None if compile is True else compile)
 
         self.step = 0
         self.samples_seen = 0  # data indices consumed, over all processes: the position in the data order

@@ -24,6 +24,7 @@ from denoising_diffusion.checkpoint import load_weights, make_checkpoint, save_c
 from denoising_diffusion.guards import TrainingDivergedError, non_finite_entries
 from denoising_diffusion.processes import broadcast_value, gather_values
 from denoising_diffusion.rng import capture_rng_state, restore_rng_state
+from denoising_diffusion.speed import load_optimizer_state
 
 if TYPE_CHECKING:
     from denoising_diffusion.trainer import Trainer
@@ -92,7 +93,7 @@ def restore_trainer(trainer: Trainer, path: Path, checkpoint: dict[str, Any]) ->
     load_weights(trainer.diffusion, checkpoint, use_ema=False)
     trainer.step = int(checkpoint["step"])
     if checkpoint.get("opt") is not None:
-        trainer.opt.load_state_dict(checkpoint["opt"])
+        load_optimizer_state(trainer.opt, checkpoint["opt"])
     if acc.scaler is not None and checkpoint.get("scaler") is not None:
         acc.scaler.load_state_dict(checkpoint["scaler"])
     if trainer.ema is not None:

@@ -146,6 +146,25 @@ def test_defaults_follow_the_data_source_and_options_override_them() -> None:
     assert short_chain.sampling_timesteps == 20  # the built-in preset's 50 capped at T
 
 
+@pytest.mark.parametrize("argv, expected", [([], False), (["--compile"], True)])
+def test_compile_flag_reaches_the_trainer(argv: list[str], expected: bool, monkeypatch, tmp_path: Path) -> None:
+    import denoising_diffusion.cli.train as cli_train
+
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(cli_train, "Trainer", fake_trainer)
+    with pytest.raises(Stop):
+        main(["train", "--steps", "1", "--results", str(tmp_path / "r"), *argv])
+    assert seen["compile"] is expected
+
+
 @pytest.mark.parametrize("make_folder, expected", [
     (lambda root: root / "missing", "does not exist"),
     (lambda root: (root / "empty").mkdir() or root / "empty", "no images found in"),

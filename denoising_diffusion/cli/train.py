@@ -124,6 +124,9 @@ def add_train_parser(subparsers: Any) -> None:
                        help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"))
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the network (the first step compiles for minutes; pays off on a GPU, "
+                       "measured slower on a 2-core CPU; see benchmarks/README.md)")
     train.add_argument("--resume", type=resume_target, default=None, metavar="auto|N|PATH",
                        help="continue from the newest valid checkpoint in --results ('auto', alias 'latest'; a fresh "
                        "start when there is none), from results/model-N.pt, or from a checkpoint file")
@@ -203,7 +206,7 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(diffusion, data, train_batch_size=opts.batch_size, gradient_accumulate_every=opts.grad_accum,
                       train_lr=opts.lr, train_num_steps=opts.steps, ema_update_every=opts.ema_update_every,
                       ema_decay=opts.ema_decay, save_and_sample_every=opts.save_every,
-                      num_samples=opts.num_samples, results_folder=args.results, amp=args.amp,
+                      num_samples=opts.num_samples, results_folder=args.results, amp=args.amp, compile=args.compile,
                       on_bad_image=args.on_bad_image, seed=opts.seed, resume=args.resume, keep_last=args.keep_last,
                       max_bad_steps=args.max_bad_steps, log_with=args.log_with,
                       tracker_project_name=args.tracker_project)
