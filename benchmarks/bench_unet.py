@@ -6,7 +6,8 @@ Usage:  python benchmarks/bench_unet.py [--image-size 32] [--batch 16] [--dim 64
 Prints a table. Each timed iteration is guarded: on a shared 2-core machine another busy process can slow a
 2-thread step many times over, so an iteration whose process CPU time is below 70% of threads x wall time is
 redone (up to 3 times); the first steps are warm-up and not timed; figures are medians. Peak memory is measured in
-a fresh subprocess per phase (peak RSS, VmHWM, minus the peak after building the model), so phases do not mask each other.
+a fresh subprocess per phase (peak RSS, VmHWM, minus the peak after building the model), so phases do not mask
+each other.
 ``--tiny`` runs a seconds-long configuration, used by the test suite as a smoke test.
 """
 
@@ -25,6 +26,7 @@ import torch
 
 from benchmarks._timing import guarded_median, max_rss_mib
 from denoising_diffusion import GaussianDiffusion, Unet
+from denoising_diffusion.speed import make_adam
 
 __all__ = ["build", "guarded_median", "main", "memory_child", "parse", "peak_memory", "time_phases"]
 
@@ -38,7 +40,7 @@ def build(args: argparse.Namespace) -> GaussianDiffusion:
 def time_phases(args: argparse.Namespace) -> dict[str, float]:
     diffusion = build(args)
     images = torch.rand(args.batch, 3, args.image_size, args.image_size)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4)
+    opt = make_adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))  # the Trainer's Adam
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -62,7 +64,8 @@ def peak_memory(args: argparse.Namespace, phase: str) -> float:
     """Peak extra resident memory (MiB) of one phase ('train' or 'forward'), measured in its own process."""
     code = (
         "import resource, sys, json, torch; sys.argv = ['x'] + json.loads(sys.argv[1]);"
-        "import benchmarks.bench_unet as b; a = b.parse(sys.argv[1:]); torch.set_num_threads(a.threads or torch.get_num_threads());"
+        "import benchmarks.bench_unet as b; a = b.parse(sys.argv[1:]); "
+        "torch.set_num_threads(a.threads or torch.get_num_threads());"
         f"print(b.memory_child(a, {phase!r}))"
     )
     argv = json.dumps(args.argv)
@@ -74,7 +77,7 @@ def peak_memory(args: argparse.Namespace, phase: str) -> float:
 def memory_child(args: argparse.Namespace, phase: str) -> float:
     diffusion = build(args)
     images = torch.rand(args.batch, 3, args.image_size, args.image_size)
-    opt = torch.optim.Adam(diffusion.parameters(), lr=1e-4)
+    opt = make_adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))  # the Trainer's Adam
     base = max_rss_mib()
     if phase == "train":
         for _ in range(2):  # the second step includes Adam's state

@@ -86,7 +86,8 @@ class Subject:
     """One library's network at one configuration, reduced to what the benchmarks time.
 
     ``loss()`` returns the training loss of a fixed batch (grad enabled); ``forward()`` is one network
-    evaluation at a fixed (x_t, t); ``sample()`` draws one batch with the library's DDIM.
+    evaluation at a fixed (x_t, t); ``sample()`` draws one batch with the library's DDIM; ``optimizer(params)``
+    builds the Adam its own trainer uses (lr 1e-4).
     """
 
     library: str
@@ -94,6 +95,7 @@ class Subject:
     loss: Callable[[], Tensor]
     forward: Callable[[], Tensor]
     sample: Callable[[], Tensor]
+    optimizer: Callable[[Any], torch.optim.Optimizer] = lambda params: torch.optim.Adam(params, lr=1e-4)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,8 +121,10 @@ def _inputs(config: Config, device: str, channels_last: bool) -> tuple[Tensor, T
 
 
 def build_ours(config: Config, device: str = "cpu", channels_last: bool = False, wrap: Wrap = _identity) -> Subject:
-    """This project: Unet inside GaussianDiffusion (ε-prediction, L2), DDIM through ``diffusion.sample``."""
+    """This project: Unet inside GaussianDiffusion (ε-prediction, L2), DDIM through ``diffusion.sample``, and the
+    Trainer's Adam (fused where the device has the kernel)."""
     from denoising_diffusion import GaussianDiffusion, Unet
+    from denoising_diffusion.speed import make_adam
 
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels).to(device)
     if channels_last:
@@ -129,7 +133,8 @@ def build_ours(config: Config, device: str = "cpu", channels_last: bool = False,
     diffusion.model = wrap(net)
     images, x_t, t = _inputs(config, device, channels_last)
     return Subject(OURS, net, lambda: diffusion(images), lambda: diffusion.model(x_t, t),
-                   lambda: diffusion.sample(config.batch, sampler="ddim", steps=config.sample_steps))
+                   lambda: diffusion.sample(config.batch, sampler="ddim", steps=config.sample_steps),
+                   lambda params: make_adam(params, lr=1e-4, betas=(0.9, 0.99)))
 
 
 def build_lucidrains(config: Config, device: str = "cpu", channels_last: bool = False,
@@ -213,9 +218,10 @@ def select_libraries(requested: list[str], skip_missing: bool) -> tuple[list[str
     return chosen, notes
 
 
-def train_step_fn(subject: Subject, autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> Callable[[], None]:
+def train_step_fn(subject: Subject,
+                  autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> Callable[[], None]:
     """One training step of ``subject``: zero grads, loss (under ``autocast`` if given), backward, Adam step."""
-    optimizer = torch.optim.Adam(subject.network.parameters(), lr=1e-4)
+    optimizer = subject.optimizer(subject.network.parameters())
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -289,7 +295,8 @@ def measure(config: Config, libraries: list[str], repeats: int, sample_repeats: 
 
 def memory_table(configs: list[Config], libraries: list[str], threads: int) -> str:
     """Peak memory only (no timing; unaffected by a busy machine): a markdown table, one row per config x library."""
-    lines = ["| config | library | params | peak memory, train | peak memory, forward |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| config | library | params | peak memory, train | peak memory, forward |",
+             "| --- | --- | --- | --- | --- |"]
     for config in configs:
         for lib in libraries:
             params = sum(p.numel() for p in BUILDERS[lib](config).network.parameters())

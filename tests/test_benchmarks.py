@@ -58,3 +58,37 @@ def test_gpu_cpu_dry_run(capsys) -> None:
 def test_compare_peers_profile_quick_runs(capsys) -> None:
     assert compare_peers.main(["--quick", "--profile", "--threads", "1"]) == []
     assert "| op | share |" in capsys.readouterr().out
+
+
+def test_optimizations_quick_runs(capsys) -> None:
+    """Every variant except compile at the quick size; the 'before' attention equals the shipped one."""
+    from benchmarks import optimizations
+
+    results = optimizations.main(["--quick", "--threads", "1"])
+    assert list(results) == [v for v in optimizations.VARIANTS if v != "compile"]
+    assert all(r["train_s"] > 0 and r["forward_s"] > 0 for r in results.values())
+    assert "| variant | train step |" in capsys.readouterr().out
+
+
+def test_optimizations_reference_variants_compute_the_same_network() -> None:
+    """The 'before' (transposing attention) and 'recompute' variants are the same function as the defaults."""
+    import types
+
+    import torch
+
+    from benchmarks import optimizations
+    from denoising_diffusion import Unet
+    from denoising_diffusion.nn import Attention, LinearAttention, ResnetBlock
+
+    torch.manual_seed(0)
+    net = Unet(16, dim_mults=(1, 2), resnet_block_groups=4, attn_heads=2, attn_dim_head=8).double()
+    x, t = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([3, 7])
+    expected = net(x, t)
+    for module in net.modules():
+        if isinstance(module, LinearAttention):
+            module.forward = types.MethodType(optimizations._transposing_linear_forward, module)
+        elif isinstance(module, Attention):
+            module.forward = types.MethodType(optimizations._transposing_full_forward, module)
+        elif isinstance(module, ResnetBlock):
+            module.forward = types.MethodType(optimizations._recomputing_resnet_forward, module)
+    torch.testing.assert_close(net(x, t), expected, rtol=1e-10, atol=1e-10)
