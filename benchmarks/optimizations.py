@@ -14,7 +14,10 @@ Variants of this project's default network (``Unet(64, dim_mults=(1, 2, 4, 8))``
 * ``bf16``: the defaults under CPU bf16 autocast (what ``Trainer(amp=True)`` does on the CPU);
 * ``recompute``: the defaults with each ResNet block's GroupNorm + SiLU recomputed in the backward pass
   (``torch.utils.checkpoint``): less memory, more time;
-* ``compile`` (only with ``--compile``; minutes of compilation first): the defaults with ``torch.compile``.
+* ``compile`` (only with ``--compile``; minutes of compilation first): the defaults compiled as
+  ``Trainer(compile=True)`` does (``speed.compile_network``: inductor, on the CPU without its layout optimization);
+* ``compile_layout`` (only with ``--compile``): ``torch.compile`` with its own defaults (inductor's layout
+  optimization on, which turns the convolutions to channels_last).
 
 The variants are timed in turn, iteration by iteration (``_timing.alternating_medians``: guarded, warm-up not
 timed, medians); peak memory is the median over 3 child processes per variant (VmHWM growth over two steps).
@@ -43,8 +46,10 @@ from torch.utils.checkpoint import checkpoint
 from benchmarks._timing import alternating_medians, machine_line, max_rss_mib, run_child
 from benchmarks.compare_peers import CONFIGS, QUICK, Config, build_ours
 from denoising_diffusion.nn import Attention, LinearAttention, ResnetBlock
+from denoising_diffusion.speed import compile_network
 
-VARIANTS = ("before", "attention", "defaults", "channels_last", "bf16", "recompute", "compile")
+VARIANTS = ("before", "attention", "defaults", "channels_last", "bf16", "recompute", "compile", "compile_layout")
+COMPILED = ("compile", "compile_layout")
 
 
 def _transposing_qkv(layer: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,7 +104,9 @@ def build_variant(name: str, config: Config) -> tuple[Callable[[], None], Callab
             if isinstance(module, ResnetBlock):
                 module.forward = types.MethodType(_recomputing_resnet_forward, module)
     if name == "compile":
-        subject.network.compile()
+        compile_network(subject.network)  # as Trainer(compile=True) does
+    if name == "compile_layout":
+        subject.network.compile()  # torch.compile's own defaults (inductor with its layout optimization)
     params = list(subject.network.parameters())
     optimizer = (torch.optim.Adam(params, lr=1e-4) if name in ("before", "attention")
                  else subject.optimizer(params))
@@ -133,15 +140,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Measure the chosen variants and print a markdown table; returns {variant: {train_s, forward_s, memory_mib}}."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="3x32", choices=sorted(CONFIGS))
-    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "compile"),
+    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v not in COMPILED),
                    help=f"comma-separated, from {', '.join(VARIANTS)}")
-    p.add_argument("--compile", action="store_true", help="add the torch.compile variant (minutes to compile)")
+    p.add_argument("--compile", action="store_true", help="add the torch.compile variants (minutes to compile)")
     p.add_argument("--repeats", type=int, default=7, help="timed iterations per variant")
     p.add_argument("--memory-runs", type=int, default=3, help="child processes per variant for peak memory (0: none)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     args = p.parse_args(argv)
-    names = args.variants.split(",") + (["compile"] if args.compile and "compile" not in args.variants else [])
+    names = args.variants.split(",")
+    names += [v for v in COMPILED if args.compile and v not in names]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")

@@ -65,7 +65,7 @@ def test_optimizations_quick_runs(capsys) -> None:
     from benchmarks import optimizations
 
     results = optimizations.main(["--quick", "--threads", "1"])
-    assert list(results) == [v for v in optimizations.VARIANTS if v != "compile"]
+    assert list(results) == [v for v in optimizations.VARIANTS if v not in optimizations.COMPILED]
     assert all(r["train_s"] > 0 and r["forward_s"] > 0 for r in results.values())
     assert "| variant | train step |" in capsys.readouterr().out
 

@@ -77,3 +77,14 @@ def test_compiled_training_keeps_plain_checkpoints(tmp_path: Path) -> None:
     assert set(checkpoint["model"]) == set(plain["model"])
     assert not any("_orig_mod" in key for key in checkpoint["model"])
     tiny_diffusion().model.load_state_dict(checkpoint["model"])
+
+
+def test_compile_network_keeps_the_layout_on_the_cpu_unless_told(monkeypatch) -> None:
+    from denoising_diffusion import speed
+
+    seen: list[dict] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))
+    net = torch.nn.Linear(2, 2)
+    assert speed.compile_network(net) is net
+    speed.compile_network(net, {"mode": "max-autotune"})
+    assert seen == [speed.CPU_COMPILE_ARGUMENTS, {"mode": "max-autotune"}]
