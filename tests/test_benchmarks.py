@@ -92,3 +92,30 @@ def test_optimizations_reference_variants_compute_the_same_network() -> None:
         elif isinstance(module, ResnetBlock):
             module.forward = types.MethodType(optimizations._recomputing_resnet_forward, module)
     torch.testing.assert_close(net(x, t), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_floor_quick_runs(capsys) -> None:
+    from benchmarks import conv_floor
+
+    totals = conv_floor.main(["--quick", "--threads", "1"])
+    assert totals["flops_forward"] > 0 and 0 < totals["train_best"] <= totals["train"]
+    assert "Floor of a training step" in capsys.readouterr().out
+
+
+def test_conv_floor_counts_the_networks_flops() -> None:
+    """The recorded convolutions account for (nearly) all of the forward FLOPs FlopCounterMode sees."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks import conv_floor
+    from denoising_diffusion import Unet
+
+    config = compare_peers.QUICK
+    calls = conv_floor.record_convs(config)
+    torch.manual_seed(0)
+    net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.randn(config.batch, config.channels, config.image_size, config.image_size),
+            torch.full((config.batch,), 5))
+    conv_flops = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(k))
+    assert sum(c.flops for c in calls) == conv_flops
