@@ -67,7 +67,7 @@ class NonFiniteGuard:
                scaler_skipped: bool) -> StepReport:
         """Account for optimizer step ``step`` (logging a warning for a bad one) and say what happened to it.
 
-        ``scaler_skipped``: the GradScaler skipped the update (accelerate's ``optimizer_step_was_skipped``).
+        ``scaler_skipped``: the GradScaler found an overflow and skipped the update (its scale backed off).
         """
         loss_finite, grad_finite = math.isfinite(loss), math.isfinite(grad_norm)
         bad = not loss_finite or (not grad_finite and not has_scaler)

@@ -118,8 +118,8 @@ class Trainer:
         tracker_project_name: the project (run) name the trackers get.
         compile: compile the network with torch.compile (in place; checkpoints are unchanged): True, or a dict of
             torch.compile's keyword arguments, e.g. ``{"mode": "max-autotune"}``. Off by default:
-            the first step then compiles for minutes, and on a 2-core CPU the compiled step measured slower
-            than the eager one (benchmarks/README.md); try it on a GPU.
+            the first step then compiles for minutes, and on a 2-core CPU the compiled training step was only
+            0-4% faster than eager (benchmarks/README.md); try it on a GPU.
     """
 
     def __init__(
@@ -232,15 +232,16 @@ class Trainer:
 
     # ----- one optimizer step -----------------------------------------------------------------------------------
 
-    def _train_step(self) -> tuple[float, float, bool]:
+    def _train_step(self) -> tuple[float, float, bool, bool]:
         """One optimizer step over gradient_accumulate_every micro-batches.
 
-        Returns (loss averaged over micro-batches and processes, gradient norm, whether the optimizer stepped).
+        Returns (loss averaged over micro-batches and processes, gradient norm, whether the optimizer was called,
+        whether the GradScaler found an overflow and so left the weights alone).
         """
         acc = self.accelerator
         acc.step = 0  # accelerate's micro-batch counter: the last of these micro-batches syncs, even after an error
         local_loss = torch.zeros((), device=acc.device)
-        result = (math.nan, math.nan, False)
+        result = (math.nan, math.nan, False, False)
         for _ in range(self.gradient_accumulate_every):
             batch = self._next_batch()
             with acc.accumulate(self.model):
@@ -251,7 +252,7 @@ class Trainer:
                     result = self._optimizer_step(local_loss)
         return result
 
-    def _optimizer_step(self, local_loss: Tensor) -> tuple[float, float, bool]:
+    def _optimizer_step(self, local_loss: Tensor) -> tuple[float, float, bool, bool]:
         """Average the loss over processes, clip, and step unless the guard says no (guards.py)."""
         acc = self.accelerator
         stats = torch.stack([local_loss, torch.tensor(float(len(self._new_skipped)), device=acc.device)])
@@ -264,12 +265,17 @@ class Trainer:
         grad_norm = float(norm) if norm is not None else math.nan
         grad_finite = norm is None or math.isfinite(grad_norm)
         stepped = NonFiniteGuard.should_step(math.isfinite(loss), grad_finite, acc.scaler is not None)
+        overflowed = False
         if stepped:
-            self.opt.step()
+            scale = acc.scaler.get_scale() if acc.scaler is not None else None
+            self.opt.step()  # accelerate runs the scaler's step and update
+            # An overflow makes the scaler back off. (accelerate's optimizer_step_was_skipped misses it with the
+            # fused Adam, which the scaler calls anyway, passing found_inf, so that the kernel skips the update.)
+            overflowed = scale is not None and acc.scaler.get_scale() < scale
         elif acc.scaler is not None:
             acc.scaler.update()  # closes the scaler iteration clip_grad_norm_'s unscale_ opened
         self.opt.zero_grad()
-        return loss, grad_norm, stepped
+        return loss, grad_norm, stepped, overflowed
 
     def _report_skipped_images(self) -> None:
         """Gather the files the processes skipped since the last step; the main process names each new one once."""
@@ -302,11 +308,11 @@ class Trainer:
                     tqdm(initial=self.step, total=self.train_num_steps, disable=not main, dynamic_ncols=True) as bar:
                 while self.step < self.train_num_steps:
                     self.model.train()
-                    loss, grad_norm, stepped = self._train_step()
+                    loss, grad_norm, stepped, overflowed = self._train_step()
                     self.step += 1
                     report = self.guard.record(self.step, loss=loss, grad_norm=grad_norm,
                                                has_scaler=acc.scaler is not None,
-                                               scaler_skipped=stepped and acc.optimizer_step_was_skipped)
+                                               scaler_skipped=overflowed)
                     if main:
                         self._after_step(log, bar, throughput.tick(), loss, grad_norm, report)
                     self.guard.raise_if_diverged(self.step, loss=loss, grad_norm=grad_norm)

@@ -132,6 +132,9 @@ def test_under_a_grad_scaler_an_overflow_is_skipped_once_and_not_counted_as_bad(
     assert [r["skipped"] for r in rows] == ["0", "1", "0"]
     assert scaler.get_scale() == 0.5  # the scaler saw the overflow and backed off
     assert trainer.guard.total_bad == 0 and trainer.guard.total_skipped == 1
+    # The fused Adam is called through the overflow with found_inf and must leave it out: 2 updates in 3 steps
+    assert trainer.opt.param_groups[0]["fused"] is True
+    assert float(trainer.opt.state[next(diffusion.model.parameters())]["step"]) == 2
 
 
 def test_under_a_grad_scaler_a_nan_loss_is_still_a_bad_step(images, tmp_path: Path) -> None:

@@ -125,8 +125,8 @@ def add_train_parser(subparsers: Any) -> None:
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
     train.add_argument("--compile", action="store_true",
-                       help="torch.compile the network (the first step compiles for minutes; pays off on a GPU, "
-                       "measured slower on a 2-core CPU; see benchmarks/README.md)")
+                       help="torch.compile the network (the first step compiles for minutes; on a 2-core CPU the "
+                       "compiled step was 0-4%% faster; see benchmarks/README.md)")
     train.add_argument("--resume", type=resume_target, default=None, metavar="auto|N|PATH",
                        help="continue from the newest valid checkpoint in --results ('auto', alias 'latest'; a fresh "
                        "start when there is none), from results/model-N.pt, or from a checkpoint file")
