@@ -98,13 +98,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     config = QUICK if args.quick else CONFIGS[args.config]
     repeats = 1 if args.quick else args.repeats
     calls = record_convs(config)
-    totals = {"flops_forward": sum(c.flops for c in calls)}
-    for key, backward, cl in (("forward", False, False), ("forward_cl", False, True),
-                              ("train", True, False), ("train_cl", True, True)):
-        times = [time_conv(c.conv, c.shape, backward, cl, c.needs_input_grad, repeats) for c in calls]
-        totals[key] = sum(times)
-        totals.setdefault("_per_call", {})[key] = times  # type: ignore[union-attr]
-    per_call = totals.pop("_per_call")
+    per_call = {key: [time_conv(c.conv, c.shape, backward, cl, c.needs_input_grad, repeats) for c in calls]
+                for key, backward, cl in (("forward", False, False), ("forward_cl", False, True),
+                                          ("train", True, False), ("train_cl", True, True))}
+    totals = {"flops_forward": sum(c.flops for c in calls), **{key: sum(t) for key, t in per_call.items()}}
     totals["train_best"] = sum(min(a, b) for a, b in zip(per_call["train"], per_call["train_cl"]))
     totals["forward_best"] = sum(min(a, b) for a, b in zip(per_call["forward"], per_call["forward_cl"]))
     big = (config.batch, 256 if not args.quick else 16, 32 if not args.quick else 8, 32 if not args.quick else 8)

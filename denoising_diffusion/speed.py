@@ -41,9 +41,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
 
 CPU_COMPILE_ARGUMENTS: dict[str, Any] = {"options": {"layout_optimization": False}}
 """torch.compile's arguments for a network on the CPU when none are given. Inductor's layout optimization turns
-the convolutions to channels_last, which on the CPU made the default Unet's training step 23% slower than eager
-(channels_last 4x4 convolutions with 512 channels run at 2/3 the speed); without it the compiled step was 4% faster
-(benchmarks/README.md, "Making it faster")."""
+the convolutions to channels_last, which on the CPU made the default Unet's training step 23-29% slower than eager
+(channels_last 4x4 convolutions with 512 channels run at 2/3 the speed); without it the compiled step was 0-4%
+faster and the forward pass 10% (benchmarks/README.md, "Making it faster")."""
 
 
 def compile_network(network: nn.Module, options: Mapping[str, Any] | None = None) -> nn.Module:

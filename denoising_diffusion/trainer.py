@@ -160,6 +160,8 @@ class Trainer:
         self.num_samples = _check_int("num_samples", num_samples, minimum=0)
         self.keep_last = _check_int("keep_last", keep_last, allow_none=True)
         _check_options(train_lr, ema_decay, max_grad_norm, resume)
+        if not isinstance(compile, (bool, Mapping)):
+            raise ValueError(f"compile must be True, False or a dict of torch.compile arguments, got {compile!r}")
         self.guard = NonFiniteGuard(max_bad_steps)
         self.max_grad_norm = max_grad_norm
         self.augment_horizontal_flip = bool(augment_horizontal_flip)

@@ -143,7 +143,7 @@ def test_empty_folder_fails_in_the_constructor_and_writes_nothing(tmp_path: Path
 def test_invalid_options_are_value_errors(image_folder: Path, tmp_path: Path) -> None:
     for bad in [dict(train_batch_size=0), dict(gradient_accumulate_every=0), dict(train_lr=0.0),
                 dict(ema_decay=1.5), dict(max_grad_norm=-1.0), dict(on_bad_image="maybe"),
-                dict(amp=True, mixed_precision_type="fp8")]:
+                dict(amp=True, mixed_precision_type="fp8"), dict(compile="yes")]:
         with pytest.raises(ValueError):
             make_trainer(tiny_diffusion(), image_folder, tmp_path / "results", **bad)
     assert not (tmp_path / "results").exists()
