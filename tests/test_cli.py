@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 from denoising_diffusion.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -17,27 +16,12 @@ from denoising_diffusion.cli import BUILTIN_PRESET, FOLDER_PRESET, build_parser,
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
+from tests.trainer_helpers import isolated_accelerate, reset_accelerate  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 # A model small enough that a few steps, a checkpoint and 5-step sampling take a second or two.
 TINY = ["--dim", "8", "--dim-mults", "1,2", "--timesteps", "20", "--sampling-timesteps", "5", "--batch-size", "4",
         "--steps", "4", "--save-every", "2", "--num-samples", "4"]
-
-
-def _reset_accelerate() -> None:
-    # accelerate keeps one process-wide state; every in-process `train` needs a fresh one (as in test_trainer.py).
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def _isolated():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _reset_accelerate()
-    yield
-    torch.set_num_threads(threads)
-    _reset_accelerate()
 
 
 def write_pngs(folder: Path, count: int = 5, size: tuple[int, int] = (20, 14)) -> Path:
@@ -125,7 +109,7 @@ def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     assert config["model"]["channels"] == 1 and config["diffusion"]["image_size"] == [8, 8]
     assert config["diffusion"]["beta_schedule"] == FOLDER_PRESET.beta_schedule
 
-    _reset_accelerate()
+    reset_accelerate()
     assert main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2"]) == 0
     assert "at step 4" in capsys.readouterr().out
     assert load_checkpoint(results / "model-3.pt")["step"] == 6

@@ -8,6 +8,7 @@ laptop CPU (:data:`BUILTIN_PRESET`); with FOLDER the defaults are those of Unet,
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,11 @@ def _preset_help(text: str, name: str) -> str:
     return f"{text} (default: {folder}; built-in data: {builtin})"
 
 
+def _add_preset_option(group: Any, flag: str, name: str, kind: Callable[[str], Any], text: str) -> None:
+    """An option whose default comes from the preset (None on the command line), its help naming both defaults."""
+    group.add_argument(flag, type=kind, default=None, help=_preset_help(text, name))
+
+
 def add_train_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train", help="train on a folder of images, or on built-in shapes when no folder is given",
@@ -102,7 +108,7 @@ def add_train_parser(subparsers: Any) -> None:
          "reverse steps for sample grids; below T the default sampler is DDIM, at T ancestral DDPM"),
         ("--ddim-eta", "ddim_eta", float, "DDIM's eta for sample grids: 0 deterministic, 1 ancestral"),
     ]:
-        model.add_argument(flag, type=kind, default=None, help=_preset_help(text, name))
+        _add_preset_option(model, flag, name, kind, text)
     for flag, name, enum, text in [("--objective", "objective", Objective, "what the network predicts"),
                                    ("--beta-schedule", "beta_schedule", BetaSchedule, "noise schedule"),
                                    ("--loss-type", "loss_type", LossType, "training distance")]:
@@ -119,7 +125,7 @@ def add_train_parser(subparsers: Any) -> None:
         ("--num-samples", "num_samples", non_negative_int, "images per sample grid and GIF (0: none)"),
         ("--seed", "seed", non_negative_int, "seed of weights, data order and sample noise"),
     ]:
-        train.add_argument(flag, type=kind, default=None, help=_preset_help(text, name))
+        _add_preset_option(train, flag, name, kind, text)
     train.add_argument("--gif", action=argparse.BooleanOptionalAction, default=None,
                        help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"))
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
