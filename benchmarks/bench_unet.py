@@ -26,7 +26,7 @@ import torch
 
 from benchmarks._timing import guarded_median, max_rss_mib
 from denoising_diffusion import GaussianDiffusion, Unet
-from denoising_diffusion.speed import make_adam
+from denoising_diffusion.training.optimizer import make_adam
 
 __all__ = ["build", "guarded_median", "main", "memory_child", "parse", "peak_memory", "time_phases"]
 

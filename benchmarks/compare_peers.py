@@ -124,7 +124,7 @@ def build_ours(config: Config, device: str = "cpu", channels_last: bool = False,
     """This project: Unet inside GaussianDiffusion (ε-prediction, L2), DDIM through ``diffusion.sample``, and the
     Trainer's Adam (fused where the device has the kernel)."""
     from denoising_diffusion import GaussianDiffusion, Unet
-    from denoising_diffusion.speed import make_adam
+    from denoising_diffusion.training.optimizer import make_adam
 
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels).to(device)
     if channels_last:

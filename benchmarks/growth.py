@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._timing import guarded_median, machine_line, max_rss_mib, run_child
 from denoising_diffusion import GaussianDiffusion, Unet
-from denoising_diffusion.speed import make_adam
+from denoising_diffusion.training.optimizer import make_adam
 
 
 def _ints(text: str) -> tuple[int, ...]:

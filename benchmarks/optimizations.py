@@ -46,7 +46,7 @@ from torch.utils.checkpoint import checkpoint
 from benchmarks._timing import alternating_medians, machine_line, max_rss_mib, run_child
 from benchmarks.compare_peers import CONFIGS, QUICK, Config, build_ours
 from denoising_diffusion.nn import Attention, LinearAttention, ResnetBlock
-from denoising_diffusion.speed import compile_network
+from denoising_diffusion.training.compilation import compile_network
 
 VARIANTS = ("before", "attention", "defaults", "channels_last", "bf16", "recompute", "compile", "compile_layout")
 COMPILED = ("compile", "compile_layout")

@@ -1,21 +1,27 @@
-"""Checkpoints: plain tensors plus a JSON-able config, written atomically, loaded with ``weights_only=True``.
+"""The checkpoint file format: plain tensors plus a JSON-able config, written atomically, loaded with
+``weights_only=True``. This module knows no model: rebuilding objects from a config is pipeline.py's job.
 
-Layout of a checkpoint (format_version 1), as :func:`make_checkpoint` builds it::
+A checkpoint is a dict. Every one carries ``format_version`` and ``package_version`` (:func:`make_checkpoint`
+adds them) and a ``config``: the pipeline spec of what it holds (pipeline.py). Two layouts use it:
 
-    {
-        "format_version": 1,
-        "package_version": "0.1.0",
-        "config": {"model_class": "Unet", "model": unet.config, "diffusion": diffusion.config},
-        "step": int,                      # optimizer steps taken
-        "model": network state dict,      # diffusion.model.state_dict(): the online weights
-        "ema": EMA state dict or None,    # ema_pytorch.EMA(include_online_model=False).state_dict()
-        "opt": optimizer state dict or None,
-        "scaler": gradient scaler state dict or None,
-        ...                               # optional extra entries (the Trainer adds "trainer": trainer_state.py)
-    }
+* a training checkpoint (the Trainer's ``model-{milestone}.pt``, format_version 2)::
 
-Schedule tables are derived from the diffusion config, so they are not stored. The config alone is enough to
-rebuild the network and the diffusion (:func:`load_pipeline`); no pickled Python object is ever loaded.
+      {"format_version": 2, "package_version": "0.1.0",
+       "config": spec,                   # e.g. {"kind": "GaussianDiffusion", ..., "model": {"kind": "Unet", ...}}
+       "step": int,                      # optimizer steps taken
+       "model": network state dict,      # the trained network's online weights (trainable.model)
+       "ema": EMA state dict or None,    # ema_pytorch.EMA(include_online_model=False).state_dict()
+       "opt": optimizer state dict or None,
+       "scaler": gradient scaler state dict or None,
+       "trainer": {...}}                 # the Trainer's own state (training/trainer.py)
+
+* a pipeline file (``pipeline.save_pipeline``): ``{"format_version", "package_version", "config": spec,
+  "weights": state dict of the whole object}``. A composition of several networks (a cascade, a latent model)
+  is one file: its state dict holds every network under its module path.
+
+Format 1 (before the model-kind registry) stored ``config = {"model_class", "model", "diffusion"}``;
+pipeline.py reads it. Schedule tables are derived from the config, so they are not stored; no pickled Python
+object is ever loaded.
 
 Damage is detected before anything is unpickled: a file is a zip archive (torch.save's format) whose records all
 carry a CRC-32, so a truncated file (no central directory) and a flipped bit inside the tensor data both raise
@@ -32,19 +38,17 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-if TYPE_CHECKING:
-    from denoising_diffusion.diffusion import GaussianDiffusion
+from ._version import __version__
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EMA_PREFIX = "ema_model."
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
 
@@ -207,67 +211,19 @@ def _first_line(err: BaseException) -> str:
 # The checkpoint layout.
 
 
-def _package_version() -> str:
-    import denoising_diffusion  # the package is fully imported by the time a checkpoint is written
-
-    version = getattr(denoising_diffusion, "__version__", None)
-    if version is not None:
-        return str(version)
-    try:
-        return metadata.version("denoising-diffusion")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _jsonable(value: Any) -> Any:
     """Normalise a config to what it would be after a JSON round trip (tuples -> lists)."""
     return json.loads(json.dumps(value, default=str))
 
 
-def pipeline_config(diffusion: nn.Module) -> dict[str, Any]:
-    """The rebuild recipe of a diffusion: {"model_class", "model": network.config, "diffusion": diffusion.config}.
-
-    ``model`` is None when the network records no ``config`` (a user's own network): such a checkpoint can be
-    resumed by a Trainer but not rebuilt by :func:`load_pipeline`.
-    """
-    network = diffusion.model
-    model_config = getattr(network, "config", None)
-    return {
-        "model_class": type(network).__name__,
-        "model": dict(model_config) if model_config is not None else None,
-        "diffusion": dict(diffusion.config),
-    }
-
-
-def make_checkpoint(
-    diffusion: nn.Module,
-    *,
-    step: int,
-    ema: Mapping[str, Any] | None = None,
-    opt: Mapping[str, Any] | None = None,
-    scaler: Mapping[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Assemble the checkpoint dict described in this module's docstring. ``diffusion`` must be unwrapped (not DDP).
-
-    The weights are the online network's (``diffusion.model.state_dict()``); ``ema``, ``opt`` and ``scaler`` are
-    state dicts or None; ``extra`` entries are stored as they are.
-    """
-    reserved = {"format_version", "package_version", "config", "step", "model", "ema", "opt", "scaler"}
-    clash = reserved & extra.keys()
-    if clash:
-        raise ValueError(f"extra checkpoint entries may not use the reserved names {sorted(clash)}")
-    return {
-        "format_version": FORMAT_VERSION,
-        "package_version": _package_version(),
-        "config": pipeline_config(diffusion),
-        "step": int(step),
-        "model": diffusion.model.state_dict(),
-        "ema": dict(ema) if ema is not None else None,
-        "opt": dict(opt) if opt is not None else None,
-        "scaler": dict(scaler) if scaler is not None else None,
-        **extra,
-    }
+def make_checkpoint(*, config: Mapping[str, Any], **entries: Any) -> dict[str, Any]:
+    """A checkpoint dict: ``format_version``, ``package_version``, the JSON-normalised ``config`` and ``entries``
+    as they are (see this module's docstring for the two layouts)."""
+    reserved = {"format_version", "package_version", "config"} & entries.keys()
+    if reserved:
+        raise ValueError(f"checkpoint entries may not use the reserved names {sorted(reserved)}")
+    return {"format_version": FORMAT_VERSION, "package_version": __version__, "config": _jsonable(dict(config)),
+            **entries}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -294,8 +250,8 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 def check_format(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> None:
     """Raise CheckpointError if ``checkpoint`` is not a format this package can read."""
     version = checkpoint.get("format_version")
-    if not isinstance(version, int) or "config" not in checkpoint or "model" not in checkpoint:
-        raise CheckpointError(f"{source} is not a denoising_diffusion checkpoint (no format_version/config/model)")
+    if not isinstance(version, int) or "config" not in checkpoint or not ({"model", "weights"} & checkpoint.keys()):
+        raise CheckpointError(f"{source} is not a denoising_diffusion checkpoint (no format_version/config/weights)")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{source} has format_version {version}, newer than this package reads ({FORMAT_VERSION}); upgrade "
@@ -304,50 +260,11 @@ def check_format(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> N
 
 
 def network_weights(checkpoint: Mapping[str, Any], use_ema: bool = True) -> dict[str, Tensor]:
-    """The network state dict to load: the EMA weights if ``use_ema`` and the checkpoint has initialised ones,
-    otherwise the online weights."""
+    """A training checkpoint's network state dict: the EMA weights if ``use_ema`` and the checkpoint has
+    initialised ones, otherwise the online weights."""
     ema = checkpoint.get("ema")
     if use_ema and ema is not None:
         if bool(ema.get("initted", True)):
             return {k[len(_EMA_PREFIX) :]: v for k, v in ema.items() if k.startswith(_EMA_PREFIX)}
         logger.info("the checkpoint's EMA was never updated; using the online weights")
     return dict(checkpoint["model"])
-
-
-def load_weights(diffusion: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool = False) -> None:
-    """Load a checkpoint's network weights into ``diffusion.model`` after checking that the configs agree.
-
-    Raises CheckpointError naming every config field that differs (for example ``model.dim``), instead of
-    torch's wall of missing and unexpected keys.
-    """
-    check_format(checkpoint)
-    differences = config_differences(checkpoint["config"], pipeline_config(diffusion))
-    if differences:
-        raise CheckpointError("the checkpoint was written for a different model:\n  " + "\n  ".join(differences))
-    diffusion.model.load_state_dict(network_weights(checkpoint, use_ema))
-
-
-def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True,
-                  device: str | torch.device = "cpu") -> GaussianDiffusion:
-    """Rebuild the network and the GaussianDiffusion from a checkpoint file alone, in eval mode.
-
-    Loads the EMA weights when the checkpoint has them and ``use_ema`` is true, else the online weights.
-    """
-    # Imported here so that reading and writing checkpoints never imports the networks (and no import cycle forms).
-    from denoising_diffusion.diffusion import GaussianDiffusion
-    from denoising_diffusion.nn.unet import Unet
-
-    model_classes: dict[str, type[nn.Module]] = {"Unet": Unet}
-    checkpoint = load_checkpoint(path)
-    source = f"checkpoint {os.fspath(path)!r}"
-    check_format(checkpoint, source)
-    config = checkpoint["config"]
-    model_class = model_classes.get(config.get("model_class"))
-    if model_class is None or config.get("model") is None:
-        raise CheckpointError(
-            f"{source} holds a {config.get('model_class')!r} network without a recorded config; load_pipeline can "
-            f"rebuild only {sorted(model_classes)}. Build the network yourself and use load_weights"
-        )
-    diffusion = GaussianDiffusion(model_class(**config["model"]), **config["diffusion"])
-    diffusion.model.load_state_dict(network_weights(checkpoint, use_ema))
-    return diffusion.to(device).eval()

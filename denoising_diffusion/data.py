@@ -2,7 +2,7 @@
 
 Every dataset here returns float32 tensors of shape (C, H, W) with values in [0, 1] (DESIGN.md, Data);
 GaussianDiffusion maps them to [-1, 1] itself. Decoding one file (modes, bit depths, EXIF, bad files, huge files)
-is images.py's job.
+is image_files.py's job; what a batch of items may be (images, (image, label) pairs, dicts) is batch.py's.
 """
 
 from __future__ import annotations
@@ -11,22 +11,20 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from denoising_diffusion.images import (UnreadableImageError, check_channels, convert_to_channels, load_image,
-                                        normalize_image_size, pil_to_unit_tensor, resize_and_center_crop)
+from ._utils import normalize_image_size
+from .choices import Choice
+from .image_files import UnreadableImageError, check_channels, load_image
 
 __all__ = [
     "BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "BuiltinShapes", "ImageFolderDataset", "InfiniteBatchSampler",
-    "OnBadImage", "SkippedImage", "UnreadableImageError", "collate_images", "convert_to_channels",
-    "get_builtin_dataset", "list_image_files", "load_image", "normalize_image_size", "parse_on_bad_image",
-    "pil_to_unit_tensor", "resize_and_center_crop",
+    "OnBadImage", "SkippedImage", "UnreadableImageError", "get_builtin_dataset", "list_image_files",
+    "random_hflip",
 ]
 
 logger = logging.getLogger(__name__)
@@ -35,8 +33,10 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif",
 BUILTIN_DATASETS: tuple[str, ...] = ("shapes",)
 
 
-class OnBadImage(str, Enum):
+class OnBadImage(Choice):
     """What ImageFolderDataset does with a file it cannot decode."""
+
+    __option__ = "on_bad_image"
 
     ERROR = "error"  # stop with an UnreadableImageError naming the file
     SKIP = "skip"  # warn once naming the file, then serve the next readable image instead
@@ -50,13 +50,10 @@ class SkippedImage:
     reason: str
 
 
-def collate_images(items: list[Any]) -> Tensor:
-    """Stack dataset items into a batch (B, C, H, W). An item is a (C, H, W) tensor or a tuple/list whose first
-    element is one (e.g. (image, label)); the rest is ignored."""
-    images = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-    if not all(isinstance(image, Tensor) and image.ndim == 3 for image in images):
-        raise ValueError("dataset items must be (C, H, W) tensors in [0, 1], or tuples whose first element is one")
-    return torch.stack(images).float()
+def random_hflip(images: Tensor) -> Tensor:
+    """Flip each image of a (B, C, H, W) batch left-right with probability 1/2 (global torch RNG)."""
+    flip = torch.rand(images.shape[0]) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -117,7 +114,7 @@ class ImageFolderDataset(Dataset):
         self.image_size = normalize_image_size(image_size)
         self.channels = channels
         self.augment_horizontal_flip = bool(augment_horizontal_flip)
-        self.on_bad_image = parse_on_bad_image(on_bad_image)
+        self.on_bad_image = OnBadImage(on_bad_image)
         self.folder = Path(folder)
         self.paths = list_image_files(folder, exts)
         self._bad: set[int] = set()  # indices already found unreadable (per process)
@@ -139,8 +136,8 @@ class ImageFolderDataset(Dataset):
         on_bad_image='error', or when no file of the folder can be read.
         """
         image, skipped = self._load_first_readable(index)
-        if self.augment_horizontal_flip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
+        if self.augment_horizontal_flip:
+            image = random_hflip(image[None])[0]
         return image, skipped
 
     def _load_first_readable(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
@@ -159,15 +156,6 @@ class ImageFolderDataset(Dataset):
                 self._bad.add(candidate)
                 skipped.append(SkippedImage(os.fspath(self.paths[candidate]), err.reason))
         raise UnreadableImageError(f"none of the {n} image files under {os.fspath(self.folder)!r} could be read")
-
-
-def parse_on_bad_image(value: str | OnBadImage) -> OnBadImage:
-    """'error' or 'skip' -> OnBadImage; anything else is a ValueError listing the choices."""
-    try:
-        return OnBadImage(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in OnBadImage)
-        raise ValueError(f"on_bad_image must be one of {choices}, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -7,15 +7,19 @@ schedules.py. Images enter and leave the public API in [0, 1]; inside, data live
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ._utils import normalize_image_size
+from .batch import Batch, describe_extras, split_batch
 from .denoiser import Callback, Prediction, StepRecord
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, learned_log_variance, target_for, x0_eps_from_output
 from .samplers import SAMPLERS, SamplerName, VarianceType, invert_ddim
+from .registry import model_kind
 from .schedules import NoiseSchedule, Spacing, spaced_timesteps
 
 
@@ -24,6 +28,7 @@ def extract(table: Tensor, t: Tensor, ndim: int) -> Tensor:
     return append_dims(table.gather(0, t), ndim)
 
 
+@model_kind(parts=("model",))
 class GaussianDiffusion(nn.Module):
     """A denoising diffusion model around a network ``model(x, t, x_self_cond=None) -> output``.
 
@@ -61,7 +66,7 @@ class GaussianDiffusion(nn.Module):
         self.channels: int = int(getattr(model, "channels", 3))
         self.self_condition: bool = bool(getattr(model, "self_condition", False))
         self.learned_variance: bool = bool(getattr(model, "learned_variance", False))
-        self.image_size = _as_size(image_size)
+        self.image_size = normalize_image_size(image_size)
         check = getattr(model, "check_image_size", None)
         if check is not None:
             check(*self.image_size)
@@ -203,15 +208,23 @@ class GaussianDiffusion(nn.Module):
         model_log_var = learned_log_variance(var_interp, extract(self.betas.log(), t, x_t.ndim), true_log_var)
         return vlb_term(x_start, true_mean, true_log_var, model_mean, model_log_var, t == 0)
 
-    def forward(self, img: Tensor) -> Tensor:
-        """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε."""
+    def forward(self, batch: Batch) -> Tensor:
+        """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε.
+
+        ``batch`` may also be what a Trainer collates from (image, label) pairs or dicts (batch.py): this model is
+        unconditional, so everything but the images is dropped, with a warning naming it.
+        """
+        img, extras = split_batch(batch)
+        if extras:
+            warnings.warn(f"this GaussianDiffusion takes no condition, so the batch's {describe_extras(extras)} "
+                          "is dropped: only the images train the model", UserWarning, stacklevel=2)
         self._check_batch(img)
         t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)
         return self.p_losses(self.normalize(img), t).mean()
 
     def _check_batch(self, img: Tensor) -> None:
         expected = (self.channels, *self.image_size)
-        if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+        if not isinstance(img, Tensor) or img.ndim != 4 or tuple(img.shape[1:]) != expected:
             raise ValueError(f"expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
                              f"(channels, height, width from the model and image_size), got {tuple(img.shape)}")
 
@@ -292,10 +305,3 @@ def _variance_type(variance_type: str | None, learned_variance: bool) -> Varianc
     if chosen is VarianceType.LEARNED_RANGE and not learned_variance:
         raise ValueError("variance_type 'learned_range' needs a network built with learned_variance=True")
     return chosen
-
-
-def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return size  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""Tests for denoising_diffusion.checkpoint: atomic save, weights_only load, clear errors, rebuilding a pipeline."""
+"""Tests for the checkpoint file format (atomic save, weights_only load, clear errors) and for rebuilding models from
+checkpoints through the pipeline registry (pipeline.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from denoising_diffusion.checkpoint import (
     CheckpointError,
     CorruptCheckpointError,
     load_checkpoint,
-    load_pipeline,
-    load_weights,
     make_checkpoint,
     save_checkpoint,
     verify_checkpoint_file,
 )
+from denoising_diffusion.pipeline import load_pipeline, load_weights, spec_of
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
 
@@ -145,17 +145,19 @@ def trained_checkpoint(tmp_path: Path) -> tuple[Path, GaussianDiffusion, EMA]:
             p.add_(0.1)
     ema.update()
     opt = torch.optim.Adam(diffusion.parameters())
-    payload = make_checkpoint(diffusion, step=5, ema=ema.state_dict(), opt=opt.state_dict())
+    payload = make_checkpoint(config=spec_of(diffusion), step=5, model=diffusion.model.state_dict(),
+                              ema=ema.state_dict(), opt=opt.state_dict())
     return save_checkpoint(tmp_path / "model-1.pt", payload), diffusion, ema
 
 
 def test_checkpoint_layout(tmp_path: Path) -> None:
     path, diffusion, _ = trained_checkpoint(tmp_path)
     checkpoint = load_checkpoint(path)
-    assert checkpoint["format_version"] == 1 and checkpoint["step"] == 5
-    assert checkpoint["config"]["model_class"] == "Unet"
-    assert Unet(**checkpoint["config"]["model"]).config == diffusion.model.config
-    assert checkpoint["config"]["diffusion"] == diffusion.config
+    assert checkpoint["format_version"] == 2 and checkpoint["step"] == 5
+    spec = checkpoint["config"]
+    assert spec["kind"] == "GaussianDiffusion" and spec["model"]["kind"] == "Unet"
+    assert Unet(**{k: v for k, v in spec["model"].items() if k != "kind"}).config == diffusion.model.config
+    assert {k: v for k, v in spec.items() if k not in ("kind", "model")} == diffusion.config
     assert not any(k.startswith("online_model") for k in checkpoint["ema"])  # the EMA does not duplicate weights
     assert set(checkpoint["model"]) == set(diffusion.model.state_dict())  # network weights only, no schedule
 
@@ -186,7 +188,7 @@ def test_load_weights_names_the_mismatching_config_fields(tmp_path: Path) -> Non
 def test_load_pipeline_refuses_unknown_networks(tmp_path: Path) -> None:
     path, _, _ = trained_checkpoint(tmp_path)
     checkpoint = load_checkpoint(path)
-    checkpoint["config"]["model_class"] = "MyNet"
+    checkpoint["config"]["model"]["kind"] = "MyNet"
     save_checkpoint(path, checkpoint)
     with pytest.raises(CheckpointError, match="'MyNet'"):
         load_pipeline(path)

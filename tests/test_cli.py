@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from denoising_diffusion.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from denoising_diffusion.checkpoint import load_checkpoint
+from denoising_diffusion.pipeline import save_pipeline
 from denoising_diffusion.cli import BUILTIN_PRESET, FOLDER_PRESET, build_parser, main, resolve_train_options
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
@@ -46,7 +47,7 @@ def test_train_on_builtin_data_then_sample_with_gif(tmp_path: Path, capsys) -> N
     assert str(results / "model-2.pt") in out and str(results / "denoising.gif") in out
     checkpoint = load_checkpoint(results / "model-2.pt")
     assert checkpoint["step"] == 4 and checkpoint["config"]["model"]["dim"] == 8
-    assert checkpoint["config"]["diffusion"]["image_size"] == [16, 16]  # the built-in preset's size
+    assert checkpoint["config"]["image_size"] == [16, 16]  # the built-in preset's size
     with Image.open(results / "denoising.gif") as gif:
         assert gif.n_frames > 1  # 5 steps + the noise, minus frames Pillow merges
 
@@ -83,7 +84,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     unet = Unet(8, dim_mults=(1, 2), channels=3, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
     diffusion = GaussianDiffusion(unet, image_size=8, timesteps=20, sampling_timesteps=4)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model-1.pt", make_checkpoint(diffusion, step=0))
+    return save_pipeline(diffusion, tmp_path_factory.mktemp("ckpt") / "model-1.pt")
 
 
 @pytest.mark.parametrize("sampler", [name.value for name in SamplerName])
@@ -106,11 +107,12 @@ def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     names = sorted(p.name for p in results.iterdir())
     assert names == ["loss.csv", "model-1.pt", "model-2.pt", "sample-1.png", "sample-2.png"]  # no GIF by default
     config = load_checkpoint(results / "model-2.pt")["config"]
-    assert config["model"]["channels"] == 1 and config["diffusion"]["image_size"] == [8, 8]
-    assert config["diffusion"]["beta_schedule"] == FOLDER_PRESET.beta_schedule
+    assert config["model"]["channels"] == 1 and config["image_size"] == [8, 8]
+    assert config["beta_schedule"] == FOLDER_PRESET.beta_schedule
 
     reset_accelerate()
-    assert main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2"]) == 0
+    assert main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2",
+                 "--no-keep-powers-of-two"]) == 0
     assert "at step 4" in capsys.readouterr().out
     assert load_checkpoint(results / "model-3.pt")["step"] == 6
     assert sorted(p.name for p in results.glob("model-*.pt")) == ["model-2.pt", "model-3.pt"]  # --keep-last 2

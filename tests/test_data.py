@@ -143,7 +143,7 @@ def test_only_unreadable_files_is_an_error_even_with_skip(tmp_path: Path) -> Non
 
 
 def test_invalid_options_are_value_errors(mixed_folder: Path) -> None:
-    with pytest.raises(ValueError, match="on_bad_image must be one of 'error', 'skip'"):
+    with pytest.raises(ValueError, match="unknown on_bad_image 'ignore'; allowed values: 'error', 'skip'"):
         ImageFolderDataset(mixed_folder, 8, on_bad_image="ignore")
     with pytest.raises(ValueError, match="channels"):
         ImageFolderDataset(mixed_folder, 8, channels=2)

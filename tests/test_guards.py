@@ -13,7 +13,7 @@ from trainer_helpers import isolated_accelerate, make_trainer, read_loss_log  # 
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.diffusion import GaussianDiffusion
-from denoising_diffusion.guards import NonFiniteGuard, TrainingDivergedError
+from denoising_diffusion.training.guards import NonFiniteGuard, TrainingDivergedError
 from denoising_diffusion.nn.unet import Unet
 
 

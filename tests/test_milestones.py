@@ -9,7 +9,7 @@ import pytest
 import torch
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
-from denoising_diffusion import milestones
+from denoising_diffusion.training import checkpoints as milestones
 from denoising_diffusion.checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -105,7 +105,8 @@ def test_keep_last_deletes_only_the_oldest_own_checkpoints(images, tmp_path: Pat
     keep = ["model-best.pt", "model-3.pt.bak", "notes.txt", "my-model-1.pt"]
     for name in keep:
         (results / name).write_text("not ours")
-    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=9, num_samples=0, keep_last=2)
+    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=9, num_samples=0, keep_last=2,
+                           keep_powers_of_two=False)
     trainer.train()  # milestones 1..5 (steps 2, 4, 6, 8 and the end, 9)
     assert sorted(p.name for p in results.glob("*.pt")) == ["model-4.pt", "model-5.pt", "model-best.pt",
                                                             "my-model-1.pt"]
@@ -150,3 +151,29 @@ def test_prune_checkpoints_arithmetic(tmp_path: Path) -> None:
     assert [p.name for p in deleted] == ["model-1.pt", "model-2.pt"]
     assert milestones.list_milestones(tmp_path) == [3, 5, 9]  # newer files (an abandoned branch) are not touched
     assert milestones.prune_checkpoints(tmp_path, keep_last=None, written=9) == []
+
+
+def test_the_default_retention_keeps_the_newest_three_and_the_powers_of_two(images, tmp_path: Path) -> None:
+    """The Trainer's defaults (keep_last=3, keep_powers_of_two=True) over 12 milestones keep 1, 2, 4, 8 and the
+    newest three, 10-12: 7 files where keeping all would be 12 (and log2(n) + 3 for n milestones in general)."""
+    results = tmp_path / "results"
+    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=12, save_and_sample_every=1,
+                           num_samples=0)
+    trainer.train()
+    assert milestones.list_milestones(results) == [1, 2, 4, 8, 10, 11, 12]
+
+
+def test_retention_arithmetic_bounds_the_disk_of_a_long_run(tmp_path: Path) -> None:
+    """The tutorial's run: 700 milestones of ~570 MB. Pruning after each save, as the Trainer does, leaves the
+    powers of two up to 512 and the newest three: 13 files (~7 GB) instead of 700 (~400 GB)."""
+    for milestone in range(1, 701):
+        (tmp_path / f"model-{milestone}.pt").write_bytes(b"")
+        milestones.prune_checkpoints(tmp_path, keep_last=3, written=milestone, keep_powers_of_two=True)
+    assert milestones.list_milestones(tmp_path) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 698, 699, 700]
+    for milestone in range(701, 705):
+        (tmp_path / f"model-{milestone}.pt").write_bytes(b"")
+    assert milestones.prune_checkpoints(tmp_path, keep_last=None, written=704, keep_powers_of_two=True) == []
+    assert len(milestones.list_milestones(tmp_path)) == 17  # keep_last=None keeps everything
+    milestones.prune_checkpoints(tmp_path, keep_last=6, written=700, keep_powers_of_two=False)
+    # The six newest up to 700 stay; files above it (an abandoned branch) are not pruned here.
+    assert milestones.list_milestones(tmp_path) == [128, 256, 512, 698, 699, 700, 701, 702, 703, 704]

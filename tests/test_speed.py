@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from denoising_diffusion.checkpoint import load_checkpoint
-from denoising_diffusion.speed import load_optimizer_state, make_adam
+from denoising_diffusion.training.optimizer import load_optimizer_state, make_adam
 from tests.trainer_helpers import (isolated_accelerate, make_trainer, reset_accelerate,  # noqa: F401 (fixture)
                                    tiny_diffusion)
 
@@ -80,7 +80,7 @@ def test_compiled_training_keeps_plain_checkpoints(tmp_path: Path) -> None:
 
 
 def test_compile_network_keeps_the_layout_on_the_cpu_unless_told(monkeypatch) -> None:
-    from denoising_diffusion import speed
+    from denoising_diffusion.training import compilation as speed
 
     seen: list[dict] = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from trainer_helpers import isolated_accelerate, make_trainer, read_loss_log, tiny_diffusion  # noqa: F401
 
 from denoising_diffusion.checkpoint import CheckpointError, load_checkpoint
-from denoising_diffusion.trainer import Trainer
+from denoising_diffusion.training import Trainer
 
 
 @pytest.fixture

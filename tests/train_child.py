@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 from denoising_diffusion.diffusion import GaussianDiffusion  # noqa: E402
 from denoising_diffusion.nn.unet import Unet  # noqa: E402
-from denoising_diffusion.trainer import Trainer  # noqa: E402
+from denoising_diffusion.training import Trainer  # noqa: E402
 
 NUM_INDEXED_IMAGES = 16
 

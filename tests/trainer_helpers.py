@@ -17,7 +17,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
-from denoising_diffusion.trainer import Trainer
+from denoising_diffusion.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "train_child.py"

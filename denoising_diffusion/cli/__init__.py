@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import __version__
-from ..trainer import TrainingDivergedError
+from .._version import __version__
+from ..training import TrainingDivergedError
 from .args import EXIT_USAGE, PROG
 from .nll import add_nll_parser
 from .sample import add_sample_parser, add_samplers_parser

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_pipeline
+from .._utils import chunk_sizes
+from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS, SamplerName
 from ..schedules import Spacing
 from ..viz import save_denoising_gif, save_image_grid
@@ -41,10 +42,6 @@ def add_sample_parser(subparsers: Any) -> None:
     p.set_defaults(run=run_sample)
 
 
-def _batch_sizes(total: int, batch: int) -> list[int]:
-    return [batch] * (total // batch) + ([total % batch] if total % batch else [])
-
-
 def run_sample(args: argparse.Namespace) -> int:
     """The ``sample`` subcommand: rebuild from the checkpoint, sample, write the grid (and the GIF)."""
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -58,7 +55,7 @@ def run_sample(args: argparse.Namespace) -> int:
         generator.seed()
     chunks = [diffusion.sample(n, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
                                generator=generator, return_all_timesteps=args.gif).cpu()
-              for n in _batch_sizes(args.num, args.batch_size)]
+              for n in chunk_sizes(args.num, args.batch_size)]
     result = torch.cat(chunks)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
     images = result[:, -1] if args.gif else result
     print(f"samples:    {save_image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.num)))}")

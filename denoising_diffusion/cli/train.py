@@ -13,15 +13,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..data import OnBadImage, get_builtin_dataset
 from ..diffusion import GaussianDiffusion
 from ..losses import LossType
 from ..nn.unet import Unet
 from ..parameterization import Objective
 from ..schedules import BetaSchedule
-from ..trainer import Trainer
+from ..training import Trainer
 from ..viz import save_denoising_gif
 from .args import PROG, _add_threads_option, _values, dim_mults, non_negative_int, positive_int
 
@@ -131,13 +129,15 @@ def add_train_parser(subparsers: Any) -> None:
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
     train.add_argument("--compile", action="store_true",
-                       help="torch.compile the network (the first step compiles for minutes; on a 2-core CPU the "
-                       "compiled step was 0-4%% faster; see benchmarks/README.md)")
+                       help="torch.compile the network (the first step compiles for minutes; what it gains is "
+                       "measured in benchmarks/README.md)")
     train.add_argument("--resume", type=resume_target, default=None, metavar="auto|N|PATH",
                        help="continue from the newest valid checkpoint in --results ('auto', alias 'latest'; a fresh "
                        "start when there is none), from results/model-N.pt, or from a checkpoint file")
-    train.add_argument("--keep-last", type=positive_int, default=None, metavar="N",
-                       help="keep only the N newest checkpoints (default: keep all)")
+    train.add_argument("--keep-last", type=keep_last, default=3, metavar="N|all",
+                       help="keep the N newest checkpoints; 'all' keeps every one (default: 3)")
+    train.add_argument("--keep-powers-of-two", action=argparse.BooleanOptionalAction, default=True,
+                       help="also keep milestones 1, 2, 4, 8, ... (sparse history of the whole run; default: on)")
     train.add_argument("--max-bad-steps", type=bad_steps, default=10, metavar="N",
                        help="stop after N non-finite steps in a row; 0 or 'none': never (default: 10)")
     train.add_argument("--log-with", action="append", default=None, metavar="TRACKER",
@@ -182,6 +182,11 @@ def resume_target(text: str) -> str | int:
     return text
 
 
+def keep_last(text: str) -> int | None:
+    """--keep-last: a positive integer, or 'all' for keeping every checkpoint."""
+    return None if text.lower() == "all" else positive_int(text)
+
+
 def bad_steps(text: str) -> int | None:
     """--max-bad-steps: a positive integer, or 0/'none' for never stopping."""
     if text.lower() in ("0", "none"):
@@ -191,11 +196,7 @@ def bad_steps(text: str) -> int | None:
 
 def write_training_gif(trainer: Trainer, num: int, seed: int | None, path: Path) -> Path:
     """A denoising GIF of ``num`` samples from the trainer's EMA network (noise seeded by ``seed`` or the data seed)."""
-    dev = trainer.accelerator.device
-    ema_diffusion = trainer.diffusion.with_model(trainer.ema.ema_model).to(dev)
-    generator = torch.Generator(device=dev).manual_seed(trainer.data_seed if seed is None else seed)
-    trajectory = ema_diffusion.sample(num, generator=generator, return_all_timesteps=True)
-    return save_denoising_gif(trajectory.cpu(), path)
+    return save_denoising_gif(trainer.sample(num, seed=seed, return_all_timesteps=True), path)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -214,6 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
                       ema_decay=opts.ema_decay, save_and_sample_every=opts.save_every,
                       num_samples=opts.num_samples, results_folder=args.results, amp=args.amp, compile=args.compile,
                       on_bad_image=args.on_bad_image, seed=opts.seed, resume=args.resume, keep_last=args.keep_last,
+                      keep_powers_of_two=args.keep_powers_of_two,
                       max_bad_steps=args.max_bad_steps, log_with=args.log_with,
                       tracker_project_name=args.tracker_project)
     if trainer.step > 0:

@@ -30,7 +30,8 @@ class _SelfAttention2d(nn.Module):
         """x: (B, dim, H, W) -> q, k, v, each (B, heads, dim_head, H·W).
 
         Views of the 1×1 conv's output, features before positions: no copy. (Moving the features last, as
-        (B, heads, H·W, dim_head), copies the whole tensor: 2-4% of a training step of the default Unet at 32×32.)
+        (B, heads, H·W, dim_head), copies the whole tensor; its cost is in benchmarks/README.md, "Making it
+        faster".)
         """
         qkv = self.to_qkv(self.norm(x)).flatten(2)  # (B, 3·heads·dim_head, H·W)
         return qkv.unflatten(1, (3, self.heads, -1)).unbind(1)

@@ -24,11 +24,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..registry import model_kind
 from .attention import Attention, LinearAttention
 from .blocks import Downsample, ResnetBlock, Upsample
 from .embeddings import TimestepEmbedding
 
 
+@model_kind()
 class Unet(nn.Module):
     """Time-conditioned U-Net with ResNet blocks and self-attention (Ho et al. 2020; Nichol & Dhariwal 2021).
 

@@ -25,6 +25,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ._utils import normalize_image_size
+
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
@@ -37,21 +39,6 @@ class UnreadableImageError(OSError):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason if reason is not None else message
-
-
-def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """Turn ``image_size`` (an int, or (H, W)) into a validated (H, W) tuple of positive ints."""
-    if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(isinstance(s, int) for s in image_size):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
-    if min(size) < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return size
 
 
 def check_channels(channels: int) -> None:

@@ -1,20 +1,23 @@
-"""The Trainer: trains a GaussianDiffusion on a folder of images (or any Dataset), with an EMA copy of the network.
+"""The Trainer: trains a model (a GaussianDiffusion, or any trainable: see trainable.py) on a folder of images or
+any Dataset, with an EMA copy of its network.
 
 accelerate owns devices, mixed precision, gradient accumulation and multi-process training (``accelerate launch``,
-``torchrun``; see processes.py); ema-pytorch keeps the EMA of ``diffusion.model`` (the network only: the schedule
-tables are derived buffers); tqdm shows the loss and images/s. Only the main process writes into
-``results_folder``:
+``torchrun``; see distributed.py); ema-pytorch keeps the EMA of ``trainable.model`` (the network only: a
+diffusion's schedule tables are derived buffers); tqdm shows the loss and images/s. Only the main process writes
+into ``results_folder``:
 
 * ``model-{milestone}.pt``: a checkpoint every ``save_and_sample_every`` steps and at the end; milestone =
-  ceil(step / save_and_sample_every); only the newest ``keep_last`` are kept (milestones.py, trainer_state.py);
+  ceil(step / save_and_sample_every); the retention policy (``keep_last``, ``keep_powers_of_two``) bounds how
+  many stay (checkpoints.py);
 * ``sample-{milestone}.png``: a grid of ``num_samples`` images from the EMA network, drawn from the same noise at
-  every milestone so that grids are comparable;
-* ``loss.csv``: step, loss, lr, grad_norm, skipped per optimizer step, appended to (training_log.py).
+  every milestone so that grids are comparable (models that can sample);
+* ``loss.csv``: step, loss, lr, grad_norm, skipped per optimizer step, appended to (log.py).
 
-Resuming is exact: the checkpoint holds the step, network, EMA, optimizer, gradient scaler, every process's RNG
-states and the position in the (seeded) data order, so ``Trainer(..., resume="auto").train()`` takes the same
-steps as the uninterrupted run (for datasets that draw no random numbers in DataLoader workers). There is no
-learning-rate scheduler: the learning rate is constant. Steps with a non-finite loss or gradient norm are
+The Trainer's whole state goes in and out through :meth:`Trainer.state_dict` and :meth:`Trainer.load_state_dict`:
+step, network, EMA, optimizer, gradient scaler, the position in the (seeded) data order and every process's RNG
+states. Resuming is exact: ``Trainer(..., resume="auto").train()`` takes the same steps as the uninterrupted run,
+whatever the number of DataLoader workers (each item is read under RNGs seeded by its position, rng.py). There is
+no learning-rate scheduler: the learning rate is constant. Steps with a non-finite loss or gradient norm are
 skipped, and too many in a row stop training (guards.py). The whole story is in docs/training.md.
 """
 
@@ -29,24 +32,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from ema_pytorch import EMA
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from denoising_diffusion import milestones, trainer_state
-from denoising_diffusion.data import SkippedImage, collate_images, parse_on_bad_image
-from denoising_diffusion.guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from denoising_diffusion.loader import Batches, as_training_dataset, default_num_workers, training_batches
-from denoising_diffusion.processes import (broadcast_value, gather_values, make_accelerator,
-                                           resolve_mixed_precision, use_cpu)
-from denoising_diffusion.speed import compile_network, make_adam
-from denoising_diffusion.training_log import (LogWith, LossLog, Throughput, available_trackers, end_trackers,
-                                              start_trackers)
-from denoising_diffusion.viz import save_image_grid
+from .._utils import chunk_sizes
+from ..batch import Batch, map_images
+from ..checkpoint import make_checkpoint
+from ..data import OnBadImage, SkippedImage, random_hflip
+from ..pipeline import load_weights, spec_of
+from ..viz import save_image_grid
+from . import checkpoints
+from .compilation import compile_network
+from .distributed import broadcast_value, gather_values, make_accelerator, resolve_mixed_precision, use_cpu
+from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
+from .loader import Batches, as_training_dataset, default_num_workers, training_batches
+from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
+from .optimizer import load_optimizer_state, make_adam
+from .rng import capture_rng_state, restore_rng_state
+from .trainable import Previewable, check_trainable
 
-__all__ = ["Trainer", "TrainingDivergedError", "collate_images", "random_hflip"]
+__all__ = ["Trainer", "TrainingDivergedError"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +80,16 @@ def _check_options(train_lr: float, ema_decay: float, max_grad_norm: float | Non
         raise ValueError(f"resume must be None, 'auto', a milestone number or a checkpoint path, got {resume!r}")
 
 
-def random_hflip(batch: Tensor) -> Tensor:
-    """Flip each image of a (B, C, H, W) batch left-right with probability 1/2 (global torch RNG)."""
-    flip = torch.rand(batch.shape[0]) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
-
-
 class Trainer:
     """Train ``diffusion`` on a folder of images or a Dataset.
 
     Args:
-        diffusion: a GaussianDiffusion (anything with ``.model``, ``.image_size``, ``.channels``, ``.config``,
-            ``with_model`` and ``sample`` whose forward(images in [0, 1]) returns a scalar loss).
-        folder_or_dataset: a folder read recursively by ImageFolderDataset at the diffusion's image size and
+        diffusion: the model to train: a GaussianDiffusion, or any trainable (trainable.py: an nn.Module whose
+            call maps a batch to a scalar loss, with ``.model``, ``.channels`` and ``.image_size``).
+        folder_or_dataset: a folder read recursively by ImageFolderDataset at the model's image size and
             channel count, or a Dataset (any object with __len__ and __getitem__) whose items are (C, H, W)
-            tensors in [0, 1] (or tuples starting with one).
+            tensors in [0, 1], tuples starting with one ((image, label) pairs), or dicts with an 'image' entry;
+            batches keep that structure (batch.py) and the model decides what to do with the rest.
         train_batch_size: images per micro-batch over all processes when ``split_batches`` (each process gets
             1/num_processes of it), else per process. Images per optimizer step:
             ``global_batch_size * gradient_accumulate_every``.
@@ -111,15 +114,16 @@ class Trainer:
         log_fn: called on the main process after every step with {"step", "loss", "lr", "grad_norm", "skipped"}.
         resume: None (start at step 0), 'auto' (the newest valid checkpoint in results_folder, falling back past
             damaged ones; step 0 if there is none), a milestone number, or a checkpoint path.
-        keep_last: keep only this many newest ``model-*.pt`` (None: keep all).
+        keep_last: keep this many newest ``model-*.pt`` (None: keep every checkpoint).
+        keep_powers_of_two: also keep milestones 1, 2, 4, 8, ...: sparse history over the whole run, so a run of n
+            milestones keeps at most keep_last + log2(n) + 1 checkpoints.
         max_bad_steps: stop with TrainingDivergedError after this many non-finite steps in a row (None: never).
         log_with: accelerate trackers ('tensorboard', 'wandb', 'all', GeneralTracker instances or a list);
             trackers whose package is not installed are skipped with a warning.
         tracker_project_name: the project (run) name the trackers get.
         compile: compile the network with torch.compile (in place; checkpoints are unchanged): True, or a dict of
-            torch.compile's keyword arguments, e.g. ``{"mode": "max-autotune"}``. Off by default:
-            the first step then compiles for minutes, and on a 2-core CPU the compiled training step was only
-            0-4% faster than eager (benchmarks/README.md); try it on a GPU.
+            torch.compile's keyword arguments, e.g. ``{"mode": "max-autotune"}``. Off by default: the first step
+            then compiles for minutes, and on a CPU the gain was small (benchmarks/README.md); try it on a GPU.
     """
 
     def __init__(
@@ -147,7 +151,8 @@ class Trainer:
         seed: int | None = None,
         log_fn: LogFn | None = None,
         resume: str | int | os.PathLike[str] | None = None,
-        keep_last: int | None = None,
+        keep_last: int | None = 3,
+        keep_powers_of_two: bool = True,
         max_bad_steps: int | None = 10,
         log_with: LogWith = None,
         tracker_project_name: str = "denoising_diffusion",
@@ -159,6 +164,7 @@ class Trainer:
         self.save_and_sample_every = _check_int("save_and_sample_every", save_and_sample_every)
         self.num_samples = _check_int("num_samples", num_samples, minimum=0)
         self.keep_last = _check_int("keep_last", keep_last, allow_none=True)
+        self.keep_powers_of_two = bool(keep_powers_of_two)
         _check_options(train_lr, ema_decay, max_grad_norm, resume)
         if not isinstance(compile, (bool, Mapping)):
             raise ValueError(f"compile must be True, False or a dict of torch.compile arguments, got {compile!r}")
@@ -170,8 +176,9 @@ class Trainer:
         self.tracker_project_name = tracker_project_name
 
         # Everything that can fail on user input happens before anything is written or any device is touched.
+        check_trainable(diffusion)
         self.dataset = as_training_dataset(folder_or_dataset, diffusion.channels, diffusion.image_size,
-                                           parse_on_bad_image(on_bad_image))
+                                           OnBadImage(on_bad_image))
         self.num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
             "num_workers", num_workers, minimum=0)
 
@@ -190,7 +197,7 @@ class Trainer:
         data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         self.data_seed: int = broadcast_value(acc, data_seed)  # one data order shared by every process
 
-        self.diffusion = diffusion  # unwrapped; self.model may be a DDP wrapper around it
+        self.trainable = diffusion  # unwrapped; self.model may be a DDP wrapper around it
         opt = make_adam(diffusion.parameters(), lr=train_lr, betas=tuple(adam_betas))
         self.model, self.opt = acc.prepare(diffusion, opt)
         self.ema: EMA | None = None
@@ -198,7 +205,7 @@ class Trainer:
             self.ema = EMA(diffusion.model, beta=ema_decay, update_every=ema_update_every,
                            include_online_model=False).to(acc.device)
             self.results_folder.mkdir(parents=True, exist_ok=True)
-            milestones.remove_stale_temporaries(self.results_folder)
+            checkpoints.remove_stale_temporaries(self.results_folder)
         if compile:  # after the EMA's copy, which stays uncompiled
             compile_network(diffusion.model, None if compile is True else compile)
 
@@ -207,10 +214,15 @@ class Trainer:
         self.skipped_images: dict[str, str] = {}  # path -> reason for every file skipped so far (main process)
         self._new_skipped: list[SkippedImage] = []  # met by this process since the last optimizer step
         self._batches: Batches | None = None
-        trainer_state.resume_trainer(self, resume)
+        self._resume(resume)
         logger.info("training on %d images, device %s, mixed precision %s, %d process(es), %d images per "
                     "optimizer step", len(self.dataset), acc.device, mixed_precision, acc.num_processes,
                     self.global_batch_size * self.gradient_accumulate_every)
+
+    @property
+    def diffusion(self) -> nn.Module:
+        """The model being trained (the tutorial's name for it; the same object as ``trainable``)."""
+        return self.trainable
 
     # ----- data -------------------------------------------------------------------------------------------------
 
@@ -218,7 +230,7 @@ class Trainer:
         """Drop the batch iterator (stopping DataLoader workers); the next step restarts it at samples_seen."""
         self._batches = None
 
-    def _next_batch(self) -> Tensor:
+    def _next_batch(self) -> Batch:
         acc = self.accelerator
         if self._batches is None:
             self._batches = training_batches(
@@ -229,8 +241,8 @@ class Trainer:
         self._new_skipped.extend(skipped)
         self.samples_seen += self.global_batch_size
         if self.augment_horizontal_flip:
-            batch = random_hflip(batch)
-        return batch.to(acc.device, non_blocking=True)
+            batch = map_images(batch, random_hflip)
+        return send_to_device(batch, acc.device, non_blocking=True)
 
     # ----- one optimizer step -----------------------------------------------------------------------------------
 
@@ -361,58 +373,128 @@ class Trainer:
         self.save(milestone)
         self.save_samples(milestone)
 
-    # ----- samples and checkpoints ------------------------------------------------------------------------------
-
-    def milestone_of(self, step: int) -> int:
-        """The milestone a checkpoint at ``step`` is saved under: ceil(step / save_and_sample_every)."""
-        return -(-step // self.save_and_sample_every)
+    # ----- samples ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, seed: int | None = None) -> Tensor:
-        """``num_samples`` images from the EMA network (main process only) -> (N, C, H, W) in [0, 1].
+    def sample(self, num_samples: int, *, seed: int | None = None, return_all_timesteps: bool = False) -> Tensor:
+        """``num_samples`` images from the EMA network (main process only) -> (N, C, H, W) in [0, 1], or the
+        trajectories (N, S + 1, C, H, W) with ``return_all_timesteps``; drawn train_batch_size at a time.
 
         Noise comes from its own generator (seed default: the data seed), so the training RNG is untouched.
+        Raises RuntimeError off the main process and TypeError for a model that cannot sample.
         """
         if self.ema is None:
             raise RuntimeError("only the main process holds the EMA network")
+        if not isinstance(self.trainable, Previewable):
+            raise TypeError(f"{type(self.trainable).__name__} has no with_model()/sample(): nothing to sample from")
         device = self.accelerator.device
-        ema_diffusion = self.diffusion.with_model(self.ema.ema_model).to(device)
+        ema_model = self.trainable.with_model(self.ema.ema_model).to(device)
         generator = torch.Generator(device=device).manual_seed(self.data_seed if seed is None else seed)
-        sizes = [self.train_batch_size] * (num_samples // self.train_batch_size)
-        sizes += [num_samples % self.train_batch_size] if num_samples % self.train_batch_size else []
-        images = [ema_diffusion.sample(batch_size=n, generator=generator) for n in sizes]
+        images = [ema_model.sample(batch_size=n, generator=generator, return_all_timesteps=return_all_timesteps)
+                  for n in chunk_sizes(num_samples, self.train_batch_size)]
         return torch.cat(images).cpu()
 
     def save_samples(self, milestone: int) -> Path | None:
-        """Write results/sample-{milestone}.png, a grid of num_samples EMA samples (main process; None elsewhere)."""
+        """Write results/sample-{milestone}.png, a grid of num_samples EMA samples (main process, models that can
+        sample; None otherwise)."""
         if not self.accelerator.is_main_process or self.num_samples == 0:
+            return None
+        if not isinstance(self.trainable, Previewable):
             return None
         images = self.sample(self.num_samples)
         return save_image_grid(images, self.results_folder / f"sample-{milestone}.png",
                                nrow=math.ceil(math.sqrt(self.num_samples)))
 
+    # ----- state and checkpoints --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as a checkpoint (checkpoint.py's training layout): the spec, step,
+        network, EMA, optimizer and gradient-scaler states, and ``"trainer"``: the data seed, the position in the
+        data order (``samples_seen``) and the RNG states of every process, in process order.
+
+        A collective: call it on every process (the RNG states are gathered). Only the main process's dict has
+        the EMA state (the others keep no EMA).
+        """
+        acc = self.accelerator
+        trainer = {"data_seed": self.data_seed, "samples_seen": self.samples_seen,
+                   "rng": gather_values(acc, capture_rng_state()), "num_processes": acc.num_processes}
+        return make_checkpoint(
+            config=spec_of(self.trainable), step=self.step, model=self.trainable.model.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None, opt=self.opt.state_dict(),
+            scaler=acc.scaler.state_dict() if acc.scaler is not None else None, trainer=trainer)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (or a checkpoint file's contents): the network after checking
+        that the model's spec matches (CheckpointError naming the fields otherwise), step, optimizer, scaler, EMA,
+        data position and this process's RNG states. Call it on every process."""
+        acc = self.accelerator
+        load_weights(self.trainable, state, use_ema=False)
+        self.step = int(state["step"])
+        if state.get("opt") is not None:
+            load_optimizer_state(self.opt, state["opt"])
+        if acc.scaler is not None and state.get("scaler") is not None:
+            acc.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                logger.warning("the checkpoint has no EMA state; the EMA restarts from the loaded weights")
+                self.ema.copy_params_from_model_to_ema()
+        trainer = state.get("trainer") or {}
+        self.data_seed = int(trainer.get("data_seed", self.data_seed))
+        default_seen = self.step * self.gradient_accumulate_every * self.global_batch_size
+        self.samples_seen = int(trainer.get("samples_seen", default_seen))
+        self._restore_rng(trainer.get("rng"))
+        self.reset_data_stream()  # rebuilt at the restored position on the next step
+
+    def _restore_rng(self, saved: Any) -> None:
+        """Put back this process's RNG states (format-1 checkpoints hold one dict, newer ones a list per process)."""
+        acc = self.accelerator
+        states = [saved] if isinstance(saved, dict) else list(saved or [])
+        if len(states) == acc.num_processes:
+            restore_rng_state(states[acc.process_index])
+        elif states and acc.is_main_process:
+            logger.warning("the checkpoint was written by %d process(es) and this run has %d: the data order "
+                           "continues exactly, but the random timesteps and noise restart from the seed instead of "
+                           "continuing", len(states), acc.num_processes)
+
+    def milestone_of(self, step: int) -> int:
+        """The milestone a checkpoint at ``step`` is saved under: ceil(step / save_and_sample_every)."""
+        return -(-step // self.save_and_sample_every)
+
     def checkpoint_path(self, milestone: int) -> Path:
         """``results_folder/model-{milestone}.pt``."""
-        return milestones.checkpoint_path(self.results_folder, milestone)
+        return checkpoints.checkpoint_path(self.results_folder, milestone)
 
     def save(self, milestone: int) -> Path | None:
-        """Write results/model-{milestone}.pt atomically, verify it, then delete beyond keep_last. Call it on every
-        process (each contributes its RNG states); returns the path on the main process, None elsewhere. Raises
-        TrainingDivergedError instead of writing weights that hold NaN or inf."""
-        return trainer_state.save_trainer(self, milestone)
+        """Write results/model-{milestone}.pt atomically, read it back, then apply the retention policy. Call it on
+        every process (each contributes its RNG states); returns the path on the main process, None elsewhere.
+        Raises TrainingDivergedError instead of writing weights that hold NaN or inf."""
+        state = self.state_dict()
+        if not self.accelerator.is_main_process:
+            return None
+        return checkpoints.write_checkpoint(self.results_folder, milestone, state, keep_last=self.keep_last,
+                                            keep_powers_of_two=self.keep_powers_of_two)
 
     def load(self, milestone: int) -> None:
         """Restore results/model-{milestone}.pt; see :meth:`resume_from`."""
         self.resume_from(self.checkpoint_path(milestone))
 
     def resume_from(self, path: str | os.PathLike[str]) -> None:
-        """Restore step, network, EMA, optimizer, gradient scaler, data position and RNG states from a checkpoint,
-        so that ``train()`` continues from the saved step. Call it on every process. Raises CheckpointError
-        naming the config fields that differ when the checkpoint was written for another model, and
-        CorruptCheckpointError naming a damaged file (no fallback: see ``resume='auto'`` for that)."""
-        trainer_state.restore_trainer(self, Path(path), milestones.load_valid_checkpoint(path))
+        """Restore a checkpoint file (see :meth:`load_state_dict`), so that ``train()`` continues from its step.
+        Call it on every process. Raises CorruptCheckpointError naming a damaged file (no fallback: see
+        ``resume='auto'`` for that)."""
+        self.load_state_dict(checkpoints.load_valid_checkpoint(path))
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _resume(self, resume: Any) -> None:
+        """Apply the ``resume`` argument: the main process chooses the file, every process restores it."""
+        found = checkpoints.choose_resume_checkpoint(self.accelerator, self.results_folder, resume)
+        if found is not None:
+            self.load_state_dict(found[1])
+            logger.info("resumed from %s at step %d", found[0], self.step)
 
     def latest_milestone(self) -> int | None:
         """The largest milestone with a model-{n}.pt in results_folder (valid or not), or None."""
-        found = milestones.list_milestones(self.results_folder)
+        found = checkpoints.list_milestones(self.results_folder)
         return found[-1] if found else None

@@ -1,4 +1,4 @@
-"""The Trainer's process environment: CPU or GPU, mixed precision, the Accelerator, and a few collectives.
+"""The Trainer's distributed set-up: CPU or GPU, mixed precision, the Accelerator, and a few collectives.
 
 One script runs unchanged as one process, under ``accelerate launch`` and under ``torchrun`` (docs/training.md):
 

@@ -1,0 +1,29 @@
+"""Small helpers that more than one module needs (STYLE.md, R10: a helper needed twice lives here, once)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``image_size`` (an int, or (height, width)) as a validated (H, W) tuple of positive ints; ValueError
+    otherwise."""
+    if isinstance(image_size, bool):
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in image_size):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    if min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return size
+
+
+def chunk_sizes(total: int, chunk: int) -> list[int]:
+    """``total`` split into chunks of at most ``chunk``: [chunk, ..., chunk, remainder] ([] for total 0)."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    return [chunk] * (total // chunk) + ([total % chunk] if total % chunk else [])

@@ -1,0 +1,76 @@
+"""What a training batch may be, and where its images are: one convention for the datasets, the Trainer and the
+models it trains.
+
+A dataset item is one of:
+
+* an image, a (C, H, W) tensor in [0, 1];
+* a tuple or list whose first element is the image: (image, label) pairs from torchvision datasets or
+  ``TensorDataset(images, labels)``;
+* a dict with an ``"image"`` entry and other named entries (the layout of Hugging Face datasets).
+
+:func:`collate_batch` keeps that structure (torch's ``default_collate``): a batch is a (B, C, H, W) tensor, a list
+``[images, labels, ...]``, or a dict of batched entries. :func:`split_batch` separates the images from the rest
+(the *extras*), so a model decides what to do with them: an unconditional GaussianDiffusion warns that it drops
+them; a conditional model (later) reads its labels from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from torch import Tensor
+from torch.utils.data import default_collate
+
+IMAGE_KEY = "image"
+Batch = Any  # Tensor | list | tuple | dict: see the module docstring
+ITEM_FORMS = (f"(C, H, W) tensors in [0, 1], tuples whose first element is one (e.g. (image, label)), or dicts "
+              f"with an {IMAGE_KEY!r} entry")
+
+
+def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+    """(images, extras) of a batch: images (B, C, H, W); extras named '[1]', '[2]', ... for a tuple's later
+    elements, by key for a dict's other entries ({} for a plain tensor). ValueError for anything else."""
+    if isinstance(batch, Tensor):
+        return batch, {}
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0], {f"[{i}]": value for i, value in enumerate(batch[1:], start=1)}
+    if isinstance(batch, Mapping) and IMAGE_KEY in batch:
+        return batch[IMAGE_KEY], {key: value for key, value in batch.items() if key != IMAGE_KEY}
+    raise ValueError(f"a batch must be an image tensor, a tuple/list starting with one, or a dict with an "
+                     f"{IMAGE_KEY!r} entry; got {_describe(batch)}")
+
+
+def map_images(batch: Batch, fn: Callable[[Tensor], Tensor]) -> Batch:
+    """The batch with its images replaced by ``fn(images)``, everything else unchanged."""
+    if isinstance(batch, Tensor):
+        return fn(batch)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)([fn(batch[0]), *batch[1:]])
+    images, _ = split_batch(batch)
+    return {**batch, IMAGE_KEY: fn(images)}
+
+
+def collate_batch(items: list[Any]) -> Batch:
+    """Dataset items -> one batch of the same structure, the images stacked as float32 (B, C, H, W).
+
+    Raises ValueError naming the accepted item forms when the images are not (C, H, W) tensors.
+    """
+    batch = default_collate(items)
+    images, _ = split_batch(batch)
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"dataset items must be {ITEM_FORMS}; got items whose image is {_describe(images)}")
+    return map_images(batch, lambda x: x.float())
+
+
+def describe_extras(extras: Mapping[str, Any]) -> str:
+    """"element [1] (a (16,) torch.int64 tensor), entry 'label' (...)": what a batch carries besides its images,
+    for messages."""
+    names = (f"element {name}" if name.startswith("[") else f"entry {name!r}" for name in extras)
+    return ", ".join(f"{name} ({_describe(value)})" for name, value in zip(names, extras.values()))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {tuple(value.shape)} {value.dtype} tensor"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,145 @@
+"""Config -> objects, for every model kind: the spec of a model, rebuilding one from it, and the files that carry
+both (:func:`load_pipeline`, :func:`save_pipeline`).
+
+A *spec* is a JSON dict: ``{"kind": <registered name>, **the object's config}``, where each part of the kind (a
+constructor argument that is itself a model, see registry.py) is a nested spec, or a list of them::
+
+    {"kind": "GaussianDiffusion", "image_size": [32, 32], "timesteps": 1000, ...,
+     "model": {"kind": "Unet", "dim": 64, "dim_mults": [1, 2, 4, 8], ...}}
+
+:func:`build` turns a spec back into objects, parts first. Only registered kinds are built, and only their
+declared parts are treated as specs, so a config never chooses code. A new kind (a conditional network, a
+classifier, a cascade, a latent model) joins with ``@model_kind(parts=...)`` where it is defined; nothing here
+changes. An object of an unregistered class still has a spec (its class name, and its config if it has one), so a
+Trainer can check and resume its checkpoints; only rebuilding it from the file alone is refused.
+
+Files (the format is checkpoint.py's): a training checkpoint holds the trained network's online and EMA weights
+(``model``, ``ema``); a pipeline file written by :func:`save_pipeline` holds the state dict of the whole object
+(``weights``), so a composition of several networks is one file. :func:`load_pipeline` reads both, and the
+format-1 checkpoints written before kinds were registered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import diffusion as _diffusion  # noqa: F401  (registers GaussianDiffusion)
+from .checkpoint import (CheckpointError, check_format, config_differences, load_checkpoint, make_checkpoint,
+                         network_weights, save_checkpoint)
+from .nn import unet as _unet  # noqa: F401  (registers Unet)
+from .registry import kind_named, kind_of, registered_kinds
+
+Spec = dict[str, Any]
+
+
+def spec_of(obj: Any) -> Spec:
+    """The spec of ``obj``: ``{"kind": ..., **obj.config}`` with its parts' specs nested (see the module docstring).
+
+    An unregistered object gets ``{"kind": <class name>, **config}`` (its config if it records one): enough to
+    compare two models, not to rebuild one.
+    """
+    kind = kind_of(type(obj))
+    config = getattr(obj, "config", None)
+    spec: Spec = {"kind": kind.name if kind is not None else type(obj).__name__}
+    if isinstance(config, Mapping):
+        spec.update(config)
+    for part in kind.parts if kind is not None else ():
+        value = getattr(obj, part)
+        spec[part] = [spec_of(v) for v in value] if isinstance(value, (list, tuple, nn.ModuleList)) else spec_of(value)
+    return spec
+
+
+def unbuildable_parts(spec: Spec, where: str = "") -> list[str]:
+    """Where ``spec`` names a class that :func:`build` cannot make ('model: PlainNet'); [] when all are registered."""
+    kind = kind_named(spec.get("kind", ""))
+    here = f"{where}: " if where else ""
+    if kind is None:
+        return [f"{here}{spec.get('kind')!r}"]
+    found = []
+    for part in kind.parts:
+        value = spec.get(part)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            name = f"{where}.{part}".lstrip(".") + (f"[{i}]" if isinstance(value, list) else "")
+            found += unbuildable_parts(item, name) if isinstance(item, dict) else [f"{name}: missing"]
+    return found
+
+
+def build(spec: Mapping[str, Any]) -> Any:
+    """Rebuild the objects a spec describes, parts first. Raises ValueError naming every kind that is not
+    registered (and listing those that are)."""
+    missing = unbuildable_parts(dict(spec))
+    if missing:
+        raise ValueError(f"cannot rebuild {', '.join(missing)}: not a registered model kind (registered: "
+                         f"{', '.join(registered_kinds())}). Import the module that defines it (its class must be "
+                         "decorated with @model_kind), or build the model yourself and load its weights")
+    kind = kind_named(spec["kind"])
+    assert kind is not None  # checked above
+    args = {key: value for key, value in spec.items() if key != "kind"}
+    for part in kind.parts:
+        value = args[part]
+        args[part] = [build(v) for v in value] if isinstance(value, list) else build(value)
+    return kind.cls(**args)
+
+
+def checkpoint_spec(checkpoint: Mapping[str, Any]) -> Spec:
+    """The spec stored in a checkpoint; a format-1 config ``{"model_class", "model", "diffusion"}`` is converted."""
+    config = dict(checkpoint["config"])
+    if checkpoint.get("format_version") == 1 and "diffusion" in config:
+        network = {"kind": config.get("model_class"), **(config.get("model") or {})}
+        return {"kind": "GaussianDiffusion", **config["diffusion"], "model": network}
+    return config
+
+
+def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool = False) -> None:
+    """Load a training checkpoint's network weights into ``model.model`` after checking that the specs agree.
+
+    Raises CheckpointError naming every config field that differs (for example ``model.dim: checkpoint has 8, this
+    model has 16``), instead of torch's wall of missing and unexpected keys.
+    """
+    check_format(checkpoint)
+    differences = config_differences(checkpoint_spec(checkpoint), spec_of(model))
+    if differences:
+        raise CheckpointError("the checkpoint was written for a different model:\n  " + "\n  ".join(differences))
+    model.model.load_state_dict(network_weights(checkpoint, use_ema))
+
+
+def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True, device: str | torch.device = "cpu") -> Any:
+    """Rebuild a model from a checkpoint or pipeline file alone, in eval mode, on ``device``.
+
+    A training checkpoint gives its EMA weights when it has them and ``use_ema`` is true, else the online weights;
+    a pipeline file (:func:`save_pipeline`) gives the weights it holds. Raises CheckpointError naming the file when
+    the spec names a class that is not registered.
+    """
+    checkpoint = load_checkpoint(path)
+    source = f"checkpoint {os.fspath(path)!r}"
+    check_format(checkpoint, source)
+    try:
+        model = build(checkpoint_spec(checkpoint))
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    if "weights" in checkpoint:
+        model.load_state_dict(checkpoint["weights"])
+    else:
+        model.model.load_state_dict(network_weights(checkpoint, use_ema))
+    return model.to(device).eval()
+
+
+def save_pipeline(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` (any registered kind, a composition of several networks included) to one file that
+    :func:`load_pipeline` rebuilds it from: its spec and the state dict of the whole object, written atomically.
+
+    Raises ValueError, before writing, when a part is not a registered kind (the file could not be rebuilt).
+    """
+    spec = spec_of(model)
+    missing = unbuildable_parts(spec)
+    if missing:
+        raise ValueError(f"cannot save {', '.join(missing)} as a pipeline: not a registered model kind (decorate its "
+                         "class with @model_kind and record its constructor arguments in .config)")
+    return save_checkpoint(path, make_checkpoint(config=spec, weights=model.state_dict()))

@@ -1,0 +1,14 @@
+"""Training: the Trainer and everything only it uses (DESIGN.md, Layout).
+
+trainer.py (the loop, state_dict/load_state_dict), trainable.py (the contract a trained model meets), loader.py
+(the resumable, sharded data stream), checkpoints.py (the model-*.pt files of a results folder: writing, choosing
+one to resume from, retention), guards.py (non-finite steps), rng.py (RNG capture and per-item seeding),
+distributed.py (accelerate set-up and collectives), optimizer.py, compilation.py, log.py (loss.csv, trackers).
+Nothing outside this package imports it except the package root's re-exports and the CLI.
+"""
+
+from .guards import TrainingDivergedError
+from .trainable import Previewable, Trainable
+from .trainer import Trainer
+
+__all__ = ["Previewable", "Trainable", "Trainer", "TrainingDivergedError"]

@@ -1,0 +1,121 @@
+"""How the Trainer reads its data: checking the dataset, and an endless, sharded, resumable stream of batches.
+
+Every process builds the same :class:`~denoising_diffusion.data.InfiniteBatchSampler` (same seed) and takes its
+own contiguous part of each global batch, so the processes see disjoint shards whose union is exactly the batch a
+single process would see. The stream starts at ``start_index`` (samples consumed so far), which is how a resumed
+run continues the data order.
+
+Each item is read under RNGs seeded by its *position* in that order (rng.item_seed): random augmentation inside a
+dataset is then the same whether the item is read in the main process or in a DataLoader worker, and the same in
+a resumed run as in the uninterrupted one. Items travel with the list of files the dataset skipped while reading
+them (on_bad_image='skip'), so the Trainer can name each bad file once, whichever worker process met it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+from ..batch import ITEM_FORMS, Batch, collate_batch, split_batch
+from ..data import BuiltinShapes, ImageFolderDataset, InfiniteBatchSampler, OnBadImage, SkippedImage
+from .rng import item_seed, seeded_rngs
+
+Batches = Iterator[tuple[Batch, list[SkippedImage]]]
+
+
+def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int], on_bad_image: OnBadImage) -> Any:
+    """A folder path -> ImageFolderDataset; a Dataset or sequence -> itself, after checking its first item.
+
+    Raises ValueError (before anything is written) for an empty dataset, a wrong type, items of another form than
+    batch.py accepts, or images whose shape is not (channels, H, W) of the model.
+    """
+    expected = (int(channels), *image_size)
+    if isinstance(source, (str, os.PathLike)):
+        return ImageFolderDataset(source, image_size, channels=expected[0], on_bad_image=on_bad_image)
+    if not (isinstance(source, Dataset) or (hasattr(source, "__getitem__") and hasattr(source, "__len__"))):
+        raise ValueError("folder_or_dataset must be a folder path or a torch Dataset (or a sequence of images), "
+                         f"got {type(source).__name__}")
+    if len(source) == 0:
+        raise ValueError("the dataset is empty")
+    try:
+        first = split_batch(collate_batch([source[0]]))[0][0]
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"the dataset's items must be {ITEM_FORMS}: {err}") from None
+    if tuple(first.shape) != expected:
+        raise ValueError(f"the dataset's images have shape {tuple(first.shape)} (C, H, W) but the model expects "
+                         f"{expected} (its channels and image_size)")
+    return source
+
+
+def default_num_workers(dataset: Any) -> int:
+    """0 for datasets already in memory (worker processes would only add start-up and copying), else
+    min(4, CPU count - 1)."""
+    if isinstance(dataset, (BuiltinShapes, TensorDataset, list, tuple)):
+        return 0
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+class PositionedBatches(Sampler[list[tuple[int, int]]]):
+    """An InfiniteBatchSampler's batches as (position in the data order, dataset index) pairs.
+
+    Position ``start_index + b·batch_size + shard·part + j`` is the j-th index of this shard's part of global batch
+    b: the same number for the same item in every process layout and after any resume.
+    """
+
+    def __init__(self, sampler: InfiniteBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        s = self.sampler
+        part = s.batch_size // s.num_shards
+        for b, indices in enumerate(s):
+            first = s.start_index + b * s.batch_size + s.shard * part
+            yield [(first + j, index) for j, index in enumerate(indices)]
+
+
+class TrainingItems(Dataset):
+    """A dataset's items as (item, files skipped on the way), each read under RNGs seeded by its position.
+
+    Indexed by (position, dataset index) pairs (see :class:`PositionedBatches`). For an ImageFolderDataset the
+    skipped files come from :meth:`ImageFolderDataset.load` and are not logged by the dataset; every other
+    dataset's items are taken as they are, with none skipped.
+    """
+
+    def __init__(self, dataset: Any, data_seed: int) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.data_seed = data_seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, list[SkippedImage]]:
+        position, index = key
+        with seeded_rngs(item_seed(self.data_seed, position)):
+            if isinstance(self.dataset, ImageFolderDataset):
+                return self.dataset.load(index)
+            return self.dataset[index], []
+
+
+def collate_training_items(items: list[tuple[Any, list[SkippedImage]]]) -> tuple[Batch, list[SkippedImage]]:
+    """Collate TrainingItems -> (batch, every file skipped while reading it); see batch.collate_batch."""
+    return collate_batch([item for item, _ in items]), [s for _, skipped in items for s in skipped]
+
+
+def training_batches(dataset: Any, global_batch_size: int, *, seed: int, start_index: int, shard: int,
+                     num_shards: int, num_workers: int, pin_memory: bool) -> Batches:
+    """Endless (micro-batch of global_batch_size / num_shards items on the CPU, skipped files) for one process.
+
+    ``seed`` orders the data and seeds each item's reading; the global RNGs are untouched.
+    """
+    sampler = InfiniteBatchSampler(len(dataset), global_batch_size, seed=seed, start_index=start_index,
+                                   shard=shard, num_shards=num_shards)
+    loader = DataLoader(TrainingItems(dataset, seed), batch_sampler=PositionedBatches(sampler),
+                        num_workers=num_workers, collate_fn=collate_training_items, pin_memory=pin_memory,
+                        generator=torch.Generator().manual_seed(seed))
+    return iter(loader)
+

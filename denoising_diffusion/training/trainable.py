@@ -1,0 +1,65 @@
+"""What the Trainer trains: the contract between it and a model (DESIGN.md, Trainer).
+
+A *trainable* is an ``nn.Module`` that
+
+* turns a batch into a scalar loss when called: ``loss = trainable(batch)``, where the batch is what batch.py
+  describes (images, (image, label) pairs or dicts). Calling the module (not a method) keeps accelerate's
+  DistributedDataParallel wrapper in the loop;
+* names the network to average: ``trainable.model`` (an ``nn.Module``). The EMA averages it, its weights are a
+  checkpoint's ``model`` entry, and everything else in the trainable is derived from the config (GaussianDiffusion
+  keeps only non-persistent schedule tables);
+* says which images it trains on: ``channels`` and ``image_size`` (H, W), so a folder is read at that size.
+
+GaussianDiffusion meets it today; a noise-aware classifier, an autoencoder or a super-resolution stage meets it
+by having these three things. A trainable that can also draw samples (:class:`Previewable`: ``with_model`` and
+``sample``) gets sample grids at every milestone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import Batch
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """An nn.Module with ``model``, ``channels`` and ``image_size`` whose call maps a batch to a scalar loss."""
+
+    model: nn.Module
+    channels: int
+    image_size: tuple[int, int]
+
+    def __call__(self, batch: Batch) -> Tensor: ...
+
+
+@runtime_checkable
+class Previewable(Protocol):
+    """A trainable that can sample: ``with_model(network)`` is the same model around another network (the EMA
+    copy), and ``sample(n, generator=..., return_all_timesteps=...)`` returns images (n, C, H, W) in [0, 1]."""
+
+    def with_model(self, model: nn.Module) -> Any: ...
+
+    def sample(self, batch_size: int = 16, *, generator: torch.Generator | None = None,
+               return_all_timesteps: bool = False) -> Tensor: ...
+
+
+def check_trainable(obj: Any) -> None:
+    """Raise ValueError naming what ``obj`` lacks to be trained (see the module docstring)."""
+    problems = []
+    if not isinstance(obj, nn.Module):
+        problems.append(f"it is a {type(obj).__name__}, not a torch.nn.Module")
+    if not isinstance(getattr(obj, "model", None), nn.Module):
+        problems.append("it has no .model network (the nn.Module the EMA averages)")
+    if not isinstance(getattr(obj, "channels", None), int):
+        problems.append("it has no int .channels")
+    size = getattr(obj, "image_size", None)
+    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(s, int) for s in size)):
+        problems.append("it has no .image_size (height, width)")
+    if problems:
+        raise ValueError("the Trainer trains an nn.Module whose call maps a batch to a loss and that names its "
+                         f"network, channels and image_size (a GaussianDiffusion, for example); {type(obj).__name__} "
+                         f"cannot be trained: {'; '.join(problems)}")
