@@ -17,10 +17,11 @@ from ._utils import normalize_image_size
 from .batch import Batch, describe_extras, split_batch
 from .denoiser import Callback, Prediction, StepRecord
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
-from .parameterization import Objective, append_dims, learned_log_variance, target_for, x0_eps_from_output
-from .samplers import SAMPLERS, SamplerName, VarianceType, invert_ddim
+from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
+from .samplers import SAMPLERS, SamplerInfo, SamplerName, invert_ddim
 from .registry import model_kind
-from .schedules import NoiseSchedule, Spacing, spaced_timesteps
+from .schedules import NoiseSchedule, PosteriorStep, Spacing, spaced_timesteps
+from .variance import VarianceType, reverse_log_variance
 
 
 def extract(table: Tensor, t: Tensor, ndim: int) -> Tensor:
@@ -129,9 +130,17 @@ class GaussianDiffusion(nn.Module):
 
         All (B, C, H, W) (variances broadcast as (B, 1, 1, 1)).
         """
-        n = x_t.ndim
-        mean = extract(self.posterior_mean_coef1, t, n) * x_start + extract(self.posterior_mean_coef2, t, n) * x_t
-        return mean, extract(self.posterior_variance, t, n), extract(self.posterior_log_variance_clipped, t, n)
+        step = self.posterior_step(t, x_t.ndim)
+        return step.mean(x_start, x_t), step.variance, step.log_variance
+
+    def posterior_step(self, t: Tensor, ndim: int) -> PosteriorStep[Tensor]:
+        """The posterior q(x_{t−1} | x_t, x_0) at a batch of indices t (B,), coefficients shaped (B, 1, …) for
+        ``ndim``-dimensional images (from the float32 tables; schedules.PosteriorStep)."""
+        return PosteriorStep(
+            c0=extract(self.posterior_mean_coef1, t, ndim), ct=extract(self.posterior_mean_coef2, t, ndim),
+            variance=extract(self.posterior_variance, t, ndim),
+            log_variance=extract(self.posterior_log_variance_clipped, t, ndim),
+            beta=extract(self.betas, t, ndim), log_beta=extract(self.betas, t, ndim).log())
 
     # ----- the network's predictions ----------------------------------------------------------------------------
 
@@ -203,10 +212,9 @@ class GaussianDiffusion(nn.Module):
     def vlb_term(self, x_start: Tensor, x_t: Tensor, t: Tensor, pred_x0: Tensor, var_interp: Tensor) -> Tensor:
         """L_t of the variational bound in bits per dimension, (B,), for the learned-range variance (Ho et al. 2020,
         eq. 5; Nichol & Dhariwal 2021, eq. 15): KL to the posterior for t > 0, discretized decoder NLL at t = 0."""
-        true_mean, _, true_log_var = self.q_posterior(x_start, x_t, t)
-        model_mean = self.q_posterior(pred_x0, x_t, t)[0]
-        model_log_var = learned_log_variance(var_interp, extract(self.betas.log(), t, x_t.ndim), true_log_var)
-        return vlb_term(x_start, true_mean, true_log_var, model_mean, model_log_var, t == 0)
+        step = self.posterior_step(t, x_t.ndim)
+        model_log_var = reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_beta, step.log_variance, var_interp)
+        return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 0)
 
     def forward(self, batch: Batch) -> Tensor:
         """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε.
@@ -231,9 +239,8 @@ class GaussianDiffusion(nn.Module):
     # ----- sampling ---------------------------------------------------------------------------------------------
 
     def sample(self, batch_size: int = 16, *, sampler: str | None = None, steps: int | None = None,
-               eta: float | None = None, generator: torch.Generator | None = None,
-               return_all_timesteps: bool = False, callback: Callback | None = None,
-               spacing: str | None = None) -> Tensor:
+               generator: torch.Generator | None = None, return_all_timesteps: bool = False,
+               callback: Callback | None = None, spacing: str | None = None, **options: Any) -> Tensor:
         """Generate images in [0, 1].
 
         Args:
@@ -242,24 +249,18 @@ class GaussianDiffusion(nn.Module):
                 'euler_ancestral'); None: DDIM when sampling_timesteps < timesteps, else DDPM.
             steps: number of timesteps visited (network evaluations, except Heun: 2·steps − 1); None:
                 sampling_timesteps.
-            eta: DDIM's η (None: ddim_sampling_eta); only for 'ddim'.
             generator: draws all noise, for reproducible samples.
             return_all_timesteps: also return the trajectory.
             callback: receives a StepRecord per step; its tensors are in the model's space ([−1, 1]).
             spacing: which timesteps to visit; None: timestep_spacing, or else the sampler's recommendation.
+            options: the sampler's own options (``SAMPLERS[name].options``; None means "not given"): ``eta`` for
+                'ddim' (default: ddim_sampling_eta), ``variance`` for 'ddpm' (default: variance_type). An
+                option the sampler does not take is a ValueError.
         Returns:
             (B, C, H, W), or (B, S + 1, C, H, W) with return_all_timesteps (x_T first, the sample last).
         """
-        name = SamplerName(sampler) if sampler is not None else (
-            SamplerName.DDIM if self.sampling_timesteps < self.num_timesteps else SamplerName.DDPM)
-        info = SAMPLERS[name]
-        options: dict[str, Any] = {}
-        if info.takes_eta:
-            options["eta"] = self.ddim_sampling_eta if eta is None else float(eta)
-        elif eta is not None:
-            raise ValueError(f"eta applies to the 'ddim' sampler only, not {name.value!r}")
-        if name is SamplerName.DDPM:
-            options["variance"] = self.variance_type
+        info = self._sampler(sampler)
+        bound = info.bind(options, self.sampler_defaults())
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
         dtype = next(self.model.parameters()).dtype
@@ -278,12 +279,22 @@ class GaussianDiffusion(nn.Module):
         try:
             with torch.inference_mode():
                 x_0 = info.fn(self.denoiser(), x_T, self.schedule, timesteps, generator=generator,
-                              callback=on_step, **options)
+                              callback=on_step, **bound)
         finally:
             self.model.train(was_training)
         if trajectory is not None:
             return self.unnormalize(torch.stack(trajectory, dim=1)).clamp(0.0, 1.0)
         return self.unnormalize(x_0).clamp(0.0, 1.0)
+
+    def _sampler(self, name: str | None) -> SamplerInfo:
+        """The registry entry for ``name``; None: DDIM when sampling_timesteps < timesteps, else DDPM."""
+        if name is None:
+            name = "ddim" if self.sampling_timesteps < self.num_timesteps else "ddpm"
+        return SAMPLERS[SamplerName(name)]
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        """This model's defaults for sampler options: ``eta`` (ddim_sampling_eta), ``variance`` (variance_type)."""
+        return {"eta": self.ddim_sampling_eta, "variance": self.variance_type}
 
     def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None) -> Tensor:
         """DDIM inversion: images (B, C, H, W) in [0, 1] -> the latent x_T (model space) from which
@@ -293,7 +304,7 @@ class GaussianDiffusion(nn.Module):
         """
         self._check_batch(img)
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps,
-                                     spacing or self.timestep_spacing or SAMPLERS[SamplerName.DDIM].spacing)
+                                     spacing or self.timestep_spacing or self._sampler("ddim").spacing)
         with torch.inference_mode():
             return invert_ddim(self.denoiser(clip_denoised=False), self.normalize(img), self.schedule, timesteps)
 

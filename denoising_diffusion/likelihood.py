@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
 from .losses import Decoder, gaussian_log_likelihood, normal_kl, vlb_term
-from .parameterization import learned_log_variance
-from .samplers.ddpm import VarianceType
+from .samplers.common import heun_step, randn_like, time_batch
 from .schedules import NoiseSchedule, Spacing, spaced_timesteps
+from .variance import VarianceType, reverse_log_variance
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,6 @@ class VLBResult:
     total: Tensor
     terms: Tensor
     prior: Tensor
-
-
-def _model_log_variance(variance: VarianceType, schedule: NoiseSchedule, t: int, var_interp: Tensor | None,
-                        like: Tensor) -> Tensor:
-    """log Σ_θ at index t as a tensor broadcastable to ``like``; at t = 0 β̃ is replaced by β̃_1 (clipped)."""
-    log_small = float(schedule.posterior_log_variance_clipped[t])
-    if variance is VarianceType.FIXED_SMALL:
-        return like.new_tensor(log_small)
-    if variance is VarianceType.FIXED_LARGE:  # improved-diffusion's choice: β̃_1 at t = 0, then β_t
-        return like.new_tensor(log_small if t == 0 else math.log(float(schedule.betas[t])))
-    if var_interp is None:
-        raise ValueError("variance 'learned_range' needs a denoiser that returns var_interp")
-    return learned_log_variance(var_interp, math.log(float(schedule.betas[t])), log_small)
 
 
 @torch.no_grad()
@@ -60,15 +48,13 @@ def vlb_terms(denoiser: Denoiser, schedule: NoiseSchedule, x_start: Tensor, *,
     batch = x_start.shape[0]
     for t in range(schedule.num_timesteps):
         alpha, sigma = schedule.alpha_sigma(t)
-        noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
-        x_t = alpha * x_start + sigma * noise
-        pred = denoiser(x_t, torch.full((batch,), t, device=x_start.device, dtype=torch.long))
-        c0, ct = float(schedule.posterior_mean_coef1[t]), float(schedule.posterior_mean_coef2[t])
-        true_log_var = x_start.new_tensor(float(schedule.posterior_log_variance_clipped[t]))
-        model_log_var = _model_log_variance(variance, schedule, t, pred.var_interp, x_start)
+        x_t = alpha * x_start + sigma * randn_like(x_start, generator)
+        pred = denoiser(x_t, time_batch(x_t, t))
+        step = schedule.posterior_step(t)
+        model_log_var = reverse_log_variance(variance, step.log_beta, step.log_variance, pred.var_interp,
+                                             decoder_step=t == 0)
         is_decoder = torch.full((batch,), t == 0, device=x_start.device)
-        terms.append(vlb_term(x_start, c0 * x_start + ct * x_t, true_log_var, c0 * pred.x0 + ct * x_t,
-                              model_log_var, is_decoder, decoder))
+        terms.append(vlb_term(x_start, x_t, pred.x0, step, model_log_var, is_decoder, decoder))
     alpha_T, sigma_T = schedule.alpha_sigma(schedule.num_timesteps - 1)
     zero = x_start.new_zeros(())
     prior = normal_kl(alpha_T * x_start, x_start.new_tensor(2 * math.log(sigma_T)), zero, zero)
@@ -93,7 +79,7 @@ def _eps_and_divergence(denoiser: Denoiser, x_tilde: Tensor, t: int, alpha: floa
     ``probes`` is None, else Hutchinson's estimate mean_k z_kᵀ (∂ε̂/∂x̃) z_k (Grathwohl et al. 2019, FFJORD)."""
     with torch.enable_grad():
         x = x_tilde.detach().requires_grad_(True)
-        eps = denoiser(alpha * x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)).eps
+        eps = denoiser(alpha * x, time_batch(x, t)).eps
         if probes is None:
             flat = eps.flatten(1)
             div = sum(torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)[0].flatten(1)[:, i]
@@ -102,6 +88,12 @@ def _eps_and_divergence(denoiser: Denoiser, x_tilde: Tensor, t: int, alpha: floa
             div = sum((torch.autograd.grad((eps * z).sum(), x, retain_graph=True)[0] * z).flatten(1).sum(1)
                       for z in probes) / len(probes)
     return eps.detach(), div.detach()
+
+
+def _slope_at(denoiser: Denoiser, t: int, alpha: float, probes: Tensor | None
+              ) -> Callable[[list[Tensor]], list[Tensor]]:
+    """The augmented ODE's slope (dx̃/dσ̃, d∫/dσ̃) = (ε̂, div ε̂) at index t, as heun_step calls it (on [x̃, ∫])."""
+    return lambda y: list(_eps_and_divergence(denoiser, y[0], t, alpha, probes))
 
 
 def ode_log_likelihood(denoiser: Denoiser, schedule: NoiseSchedule, x_start: Tensor, *, steps: int = 100,
@@ -134,11 +126,9 @@ def ode_log_likelihood(denoiser: Denoiser, schedule: NoiseSchedule, x_start: Ten
     integral = x_start.new_zeros(x_start.shape[0])
     eps, div = _eps_and_divergence(denoiser, x_tilde, grid[0], schedule.alpha_sigma(grid[0])[0], probes)
     for a, b in zip(grid, grid[1:]):
-        delta = sigma_tilde[b] - sigma_tilde[a]
         alpha_b = schedule.alpha_sigma(b)[0]
-        eps_b, div_b = _eps_and_divergence(denoiser, x_tilde + delta * eps, b, alpha_b, probes)  # Euler predictor
-        x_tilde = x_tilde + delta * 0.5 * (eps + eps_b)  # trapezoidal corrector
-        integral = integral + delta * 0.5 * (div + div_b)
+        x_tilde, integral = heun_step(_slope_at(denoiser, b, alpha_b, probes), [x_tilde, integral], [eps, div],
+                                      sigma_tilde[b] - sigma_tilde[a])
         eps, div = _eps_and_divergence(denoiser, x_tilde, b, alpha_b, probes)
     prior_log_var = x_tilde.new_tensor(math.log(1 + sigma_tilde[grid[-1]] ** 2))
     log_prior = gaussian_log_likelihood(x_tilde, x_tilde.new_zeros(()), prior_log_var).flatten(1).sum(1)

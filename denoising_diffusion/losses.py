@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .choices import Choice
 from .parameterization import Objective
+from .schedules import PosteriorStep
 
 
 class Decoder(Choice):
@@ -92,22 +93,28 @@ def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
 
 
-def vlb_term(x_start: Tensor, true_mean: Tensor, true_log_var: Tensor, model_mean: Tensor, model_log_var: Tensor,
+def vlb_term(x_start: Tensor, x_t: Tensor, pred_x0: Tensor, step: PosteriorStep, model_log_var: Tensor | float,
              is_decoder: Tensor, decoder: Decoder = Decoder.DISCRETIZED) -> Tensor:
     """One term L_t of the variational bound, in bits per dimension (Ho et al. 2020, eq. 5).
 
     L_t = KL(q(x_{t−1} | x_t, x_0) || p_θ(x_{t−1} | x_t)) where ``is_decoder`` is False, and the decoder's
-    −log p_θ(x_0 | x_t) where it is True (the step from t = 0 into clean data).
+    −log p_θ(x_0 | x_t) where it is True (the step from t = 0 into clean data). q is ``step``; p_θ has the mean
+    ``step.mean(pred_x0, x_t)`` and the log variance ``model_log_var`` (variance.reverse_log_variance).
 
     Args:
         x_start: (B, C, H, W) clean data in [−1, 1].
-        true_mean, true_log_var: the posterior q's, broadcastable to x_start.
-        model_mean, model_log_var: the reverse model's, broadcastable to x_start.
+        x_t: (B, C, H, W) the noisy input at t.
+        pred_x0: (B, C, H, W) the model's x̂_0.
+        step: the posterior at t (coefficients floats or (B, 1, 1, 1)).
+        model_log_var: broadcastable to x_start.
         is_decoder: (B,) bool.
     Returns:
         (B,) bits per dimension.
     """
-    kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var).flatten(1).mean(1)
+    model_mean = step.mean(pred_x0, x_t)
+    true_log_var = torch.as_tensor(step.log_variance, dtype=x_start.dtype, device=x_start.device)
+    model_log_var = torch.as_tensor(model_log_var, dtype=x_start.dtype, device=x_start.device)
+    kl = normal_kl(step.mean(x_start, x_t), true_log_var, model_mean, model_log_var).flatten(1).mean(1)
     if decoder is Decoder.DISCRETIZED:
         log_p = discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var)
     else:

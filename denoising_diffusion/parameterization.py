@@ -75,9 +75,3 @@ def target_for(objective: Objective, x0: Tensor, eps: Tensor, alpha: Coef, sigma
         return x0
     return v_from_x0_eps(x0, eps, alpha, sigma)
 
-
-def learned_log_variance(var_interp: Tensor, log_beta: Coef, log_posterior_variance: Coef) -> Tensor:
-    """log Σ_θ = v' log β_t + (1 − v') log β̃_t with v' = (v + 1)/2, v ∈ [−1, 1] the network's output
-    (Nichol & Dhariwal 2021, eq. 15)."""
-    frac = (var_interp + 1) / 2
-    return frac * log_beta + (1 - frac) * log_posterior_variance

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Generic, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -35,6 +35,43 @@ from .choices import Choice
 
 CLEAN = -1
 """The time index of clean data (ᾱ = 1): the target of the last reverse step."""
+
+C = TypeVar("C", float, Tensor)  # a coefficient: a Python float, or a tensor broadcastable to the images
+
+
+@dataclass(frozen=True)
+class PosteriorStep(Generic[C]):
+    """The forward process's posterior q(x_s | x_t, x_0) = N(c_0 x_0 + c_t x_t, β̃ I) for a reverse step t → s.
+
+    ``beta`` is the step's β' = 1 − ᾱ_t/ᾱ_s (β_t when s = t − 1); ``log_variance`` is log β̃, clipped to log β̃_1
+    at t = 0 where β̃_0 = 0 (Nichol & Dhariwal 2021, §3.1). Coefficients are floats (one step) or tensors
+    (B, 1, 1, 1) (a batch of steps). The one place where the posterior mean is formed: samplers, the training
+    loss and the likelihood all call :meth:`mean`.
+    """
+
+    c0: C
+    ct: C
+    variance: C
+    log_variance: C
+    beta: C
+    log_beta: C
+
+    def mean(self, x_start: Tensor, x_t: Tensor) -> Tensor:
+        """μ̃(x_t, x_0) = c_0 x_0 + c_t x_t (Ho et al. 2020, eq. 7). x_start, x_t: (B, C, H, W)."""
+        return self.c0 * x_start + self.ct * x_t
+
+
+def posterior_coefficients(alphabar_t: C, alphabar_s: C) -> tuple[C, C, C, C]:
+    """(c_0, c_t, β̃, β') of q(x_s | x_t, x_0) for s < t on any chain, from ᾱ_t and ᾱ_s (floats or tensors).
+
+    Respacing recomputes β from the kept ᾱ values: β' = 1 − ᾱ_t/ᾱ_s (Nichol & Dhariwal 2021, App. B). Then
+    c_0 = √ᾱ_s β'/(1 − ᾱ_t), c_t = √(1 − β') (1 − ᾱ_s)/(1 − ᾱ_t) and β̃ = β' (1 − ᾱ_s)/(1 − ᾱ_t) (Ho et al. 2020,
+    eqs. 6–7). With ᾱ_s = 1 (s = −1, clean data): c_0 = 1, c_t = 0, β̃ = 0.
+    """
+    beta = 1 - alphabar_t / alphabar_s
+    c0 = alphabar_s ** 0.5 * beta / (1 - alphabar_t)
+    ct = (1 - beta) ** 0.5 * (1 - alphabar_s) / (1 - alphabar_t)
+    return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta
 
 
 class BetaSchedule(Choice):
@@ -160,7 +197,7 @@ class NoiseSchedule:
     @property
     def posterior_variance(self) -> Tensor:
         """β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) (Ho et al. 2020, eq. 7); β̃_0 = 0."""
-        return self.betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+        return posterior_coefficients(self.alphas_cumprod, self.alphas_cumprod_prev)[2]
 
     @property
     def posterior_log_variance_clipped(self) -> Tensor:
@@ -170,13 +207,22 @@ class NoiseSchedule:
 
     @property
     def posterior_mean_coef1(self) -> Tensor:
-        """Coefficient of x_0 in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
-        return self.betas * self.alphas_cumprod_prev.sqrt() / (1 - self.alphas_cumprod)
+        """Coefficient c_0 of x_0 in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
+        return posterior_coefficients(self.alphas_cumprod, self.alphas_cumprod_prev)[0]
 
     @property
     def posterior_mean_coef2(self) -> Tensor:
-        """Coefficient of x_t in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
-        return (1 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1 - self.alphas_cumprod)
+        """Coefficient c_t of x_t in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
+        return posterior_coefficients(self.alphas_cumprod, self.alphas_cumprod_prev)[1]
+
+    def posterior_step(self, t: int, s: int | None = None) -> PosteriorStep[float]:
+        """q(x_s | x_t, x_0) as floats for the reverse step t → s (default s = t − 1; s = −1 is clean data)."""
+        s = t - 1 if s is None else s
+        if not CLEAN <= s < t:
+            raise ValueError(f"a reverse step goes from t to s < t (s >= -1), got t={t}, s={s}")
+        c0, ct, variance, beta = posterior_coefficients(self.alphabar(t), self.alphabar(s))
+        clipped = variance if variance > 0 else posterior_coefficients(self.alphabar(1), self.alphabar(0))[2]
+        return PosteriorStep(c0, ct, variance, math.log(clipped), beta, math.log(beta))
 
     @property
     def snr(self) -> Tensor:

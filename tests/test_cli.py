@@ -74,8 +74,13 @@ def test_sample_is_reproducible_with_a_seed_and_ddpm_refuses_eta(tmp_path: Path,
     assert a.read_bytes() == b.read_bytes()
     assert main(["sample", str(results / "model-1.pt"), "--sampler", "ddpm", "--eta", "0.5",
                  "--out", str(tmp_path / "c.png")]) == 2
-    assert "eta applies to the 'ddim' sampler only" in error_line(capsys)
+    assert "sampler 'ddpm' takes no option 'eta' (its options: variance)" in error_line(capsys)
     assert not (tmp_path / "c.png").exists()
+    assert main(["sample", str(results / "model-1.pt"), "--sampler", "ddim", "--eta", "lots",
+                 "--out", str(tmp_path / "c.png")]) == 2
+    assert "sampler option eta='lots'" in error_line(capsys)
+    assert main(["sample", str(results / "model-1.pt"), "--num", "2", "--sampler", "ddpm", "--steps", "4",
+                 "--variance", "fixed_large", "--out", str(tmp_path / "d.png")]) == 0
 
 
 @pytest.fixture(scope="module")

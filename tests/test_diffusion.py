@@ -162,8 +162,12 @@ def test_bad_call_arguments() -> None:
     d = tiny()
     with pytest.raises(ValueError, match="unknown sampler 'plms'; allowed values: 'ddpm', 'ddim'"):
         d.sample(1, sampler="plms")
-    with pytest.raises(ValueError, match="eta applies to the 'ddim' sampler only"):
+    with pytest.raises(ValueError, match=r"sampler 'ddpm' takes no option 'eta' \(its options: variance\)"):
         d.sample(1, sampler="ddpm", eta=0.5)
+    with pytest.raises(ValueError, match=r"sampler 'heun' takes no option 'etta' \(its options: none\)"):
+        d.sample(1, sampler="heun", etta=0.5)
+    with pytest.raises(ValueError, match="unknown variance type 'large'"):
+        d.sample(1, sampler="ddpm", variance="large")
     with pytest.raises(ValueError, match="eta must be >= 0"):
         d.sample(1, sampler="ddim", eta=-1.0)
     with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, 8, 8\).*got \(2, 1, 8, 8\)"):

@@ -14,7 +14,8 @@ SCHEDULE = NoiseSchedule.from_name("cosine", 100)
 
 
 def options(name: str) -> dict:
-    return {"eta": 1.0} if SAMPLERS[SamplerName(name)].takes_eta else {}
+    """Each sampler's declared options at a value that makes a stochastic sampler draw noise (DDIM at eta = 1)."""
+    return SAMPLERS[SamplerName(name)].bind({}, defaults={"eta": 1.0, "variance": "fixed_small"})
 
 
 def toy_denoiser(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:

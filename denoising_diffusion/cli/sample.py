@@ -11,7 +11,7 @@ import torch
 
 from .._utils import chunk_sizes
 from ..pipeline import load_pipeline
-from ..samplers import SAMPLERS, SamplerName
+from ..samplers import SAMPLERS, SamplerName, sampler_options
 from ..schedules import Spacing
 from ..viz import save_denoising_gif, save_image_grid
 from .args import PROG, _add_threads_option, _values, device, non_negative_int, positive_int
@@ -28,8 +28,10 @@ def add_sample_parser(subparsers: Any) -> None:
                    "else DDPM)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="network evaluations (default: the model's sampling_timesteps)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM's eta, 0 deterministic .. 1 ancestral "
-                   "(ddim only; default: the model's ddim_sampling_eta)")
+    for option in sampler_options().values():  # each sampler's own options, declared in its registry entry
+        takes = ", ".join(info.name for info in SAMPLERS.values() if option.name in info.option_names)
+        p.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, default=None, metavar="VALUE",
+                       help=f"{option.help}; only for: {takes}")
     p.add_argument("--spacing", choices=_values(Spacing), default=None,
                    help="which timesteps to visit (default: the model's timestep_spacing, else the sampler's own)")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG grid (default: samples.png)")
@@ -53,8 +55,9 @@ def run_sample(args: argparse.Namespace) -> int:
         generator.manual_seed(args.seed)
     else:
         generator.seed()
-    chunks = [diffusion.sample(n, sampler=args.sampler, steps=args.steps, eta=args.eta, spacing=args.spacing,
-                               generator=generator, return_all_timesteps=args.gif).cpu()
+    options = {name: getattr(args, name) for name in sampler_options()}
+    chunks = [diffusion.sample(n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, generator=generator,
+                               return_all_timesteps=args.gif, **options).cpu()
               for n in chunk_sizes(args.num, args.batch_size)]
     result = torch.cat(chunks)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
     images = result[:, -1] if args.gif else result
@@ -66,9 +69,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_samplers(args: argparse.Namespace) -> int:
     """The ``samplers`` subcommand: one line per registered sampler, name then description."""
-    width = max(len(name.value) for name in SAMPLERS)
-    for name, info in SAMPLERS.items():
-        print(f"{name.value:<{width}}  {info.description}")
+    width = max(len(info.name) for info in SAMPLERS.values())
+    for info in SAMPLERS.values():
+        alias = f" (= {info.alias})" if info.alias else ""
+        options = f"; options: {', '.join(info.option_names)}" if info.options else ""
+        print(f"{info.name:<{width}}  {info.description}{alias}{options}")
     return 0
 
 

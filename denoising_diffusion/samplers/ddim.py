@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..schedules import NoiseSchedule
-from ._common import randn_like, time_batch, time_pairs
+from .common import randn_like, time_batch, time_pairs
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..schedules import CLEAN, NoiseSchedule
-from ._common import randn_like, time_batch, time_pairs
+from .common import randn_like, time_batch, time_pairs
 
 
 def _log_snr(alpha: float, sigma: float) -> float:

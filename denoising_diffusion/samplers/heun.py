@@ -8,14 +8,14 @@ in these variables is exactly DDIM with η = 0, and Heun adds the trapezoidal co
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..schedules import CLEAN, NoiseSchedule
-from ._common import time_batch, time_pairs
+from .common import heun_step, time_batch, time_pairs
 
 
 @torch.no_grad()
@@ -35,12 +35,17 @@ def sample_heun(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timest
         alpha_t, sigma_t = schedule.alpha_sigma(t)
         alpha_s, sigma_s = schedule.alpha_sigma(s)
         step = sigma_s / alpha_s - sigma_t / alpha_t  # σ̃_s − σ̃_t (< 0)
-        x_tilde = x / alpha_t + step * pred.eps  # Euler
-        if s != CLEAN:
-            eps_s = denoiser(alpha_s * x_tilde, time_batch(x, s)).eps
-            x_tilde = x / alpha_t + step * 0.5 * (pred.eps + eps_s)  # trapezoidal correction
+        if s == CLEAN:  # σ̃ = 0: the Euler step returns x̂_0
+            x_tilde = x / alpha_t + step * pred.eps
+        else:
+            x_tilde = heun_step(_eps_at(denoiser, s, alpha_s), [x / alpha_t], [pred.eps], step)[0]
         x_next = alpha_s * x_tilde
         if callback is not None:
             callback(StepRecord(index=i, t=t, x_t=x, x_next=x_next, pred_x0=pred.x0))
         x = x_next
     return x
+
+
+def _eps_at(denoiser: Denoiser, s: int, alpha_s: float) -> Callable[[list[Tensor]], list[Tensor]]:
+    """The ODE's slope dx̃/dσ̃ = ε̂ at time index s, as heun_step calls it (on [x̃])."""
+    return lambda y: [denoiser(alpha_s * y[0], time_batch(y[0], s)).eps]

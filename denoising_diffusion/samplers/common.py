@@ -1,8 +1,9 @@
-"""Pieces every sampler shares: the step loop's time pairs, noise draws and the callback record."""
+"""Pieces the samplers (and the likelihood's ODE integration) share: the step loop's time pairs, noise draws, time
+batches and Heun's step."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -33,3 +34,17 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 def time_batch(x: Tensor, t: int) -> Tensor:
     """(B,) int64 tensor filled with t, on x's device."""
     return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+
+
+def heun_step(slope_at: Callable[[list[Tensor]], Sequence[Tensor]], y: Sequence[Tensor], slope: Sequence[Tensor],
+              h: float) -> list[Tensor]:
+    """One step of Heun's method (the explicit trapezoidal rule) on a system of tensors y' = f(y):
+    ŷ = y + h f(y) (Euler predictor), then y + h (f(y) + f(ŷ))/2 (Karras et al. 2022, Alg. 1, lines 5-7).
+
+    ``slope`` is f(y), already computed by the caller; ``slope_at`` evaluates f at the predictor. Used on the
+    probability-flow ODE in the scaled variables x̃ = x/α, σ̃ = σ/α, where the step is in σ̃ and f = ε̂ (sampling,
+    downwards) or (ε̂, div ε̂) (the likelihood, upwards).
+    """
+    predictor = [value + h * d for value, d in zip(y, slope)]
+    slope_end = slope_at(predictor)
+    return [value + h * 0.5 * (d + d_end) for value, d, d_end in zip(y, slope, slope_end)]
