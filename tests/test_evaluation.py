@@ -177,6 +177,7 @@ def test_real_floor_is_mean_and_sd_and_falls_with_n() -> None:
     assert isinstance(small, NoiseFloor) and small.mean > 0 and small.sd > 0
     assert large.mean < small.mean / 5 and large.sd < small.sd
     assert real_floor(reference, real, 20, draws=10, seed=0) == small  # the seed decides the subsets
+    assert real_floor(reference, real[:100], 100, draws=3).sd < 1e-9  # without replacement: all 100, every draw
     with pytest.raises(ValueError, match="num_samples"):
         real_floor(reference, real, 2001)
     with pytest.raises(ValueError, match="draws"):
