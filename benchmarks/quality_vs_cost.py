@@ -71,11 +71,13 @@ class BenchConfig:
 
     def diffusion_key(self) -> str:
         fields = {k: v for k, v in asdict(self).items() if k in _MODEL_FIELDS}
+        fields["weights_version"] = _WEIGHTS_VERSION
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 _MODEL_FIELDS = ("dim", "dim_mults", "attn_heads", "attn_dim_head", "train_steps", "batch_size", "lr", "ema_decay",
                  "seed")
+_WEIGHTS_VERSION = 2  # bump when the code changes the weights a configuration trains to (2: seeded Unet init)
 QUICK = BenchConfig(dim=8, train_steps=20, batch_size=32, classifier_steps=20, num_samples=32, budgets=(5, 10))
 
 
@@ -193,8 +195,8 @@ def _lr_factor(step: int, total: int, warmup: int = 100) -> float:
 
 
 def train_diffusion(diffusion: GaussianDiffusion, images: Tensor, cfg: BenchConfig) -> nn.Module:
-    """Adam on the diffusion loss (batches drawn with replacement); returns the EMA copy of the network."""
-    torch.manual_seed(cfg.seed)
+    """Adam on the diffusion loss (batches drawn with replacement); returns the EMA copy of the network. Its noise
+    comes from the global RNG, which :func:`trained_diffusion` seeds."""
     ema = copy.deepcopy(diffusion.model).eval().requires_grad_(False)
     opt = torch.optim.Adam(diffusion.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.train_steps))
@@ -216,6 +218,7 @@ def trained_diffusion(cfg: BenchConfig, images: Tensor, cache: Path) -> tuple[Ga
     """The EMA diffusion model from ``cache`` or, if absent, freshly trained (and saved); also the training time
     in seconds (None when loaded)."""
     path = cache / f"digits-diffusion-{cfg.diffusion_key()}.pt"
+    torch.manual_seed(cfg.seed)  # the Unet's initialization, then the training noise: from this seed, nothing else
     diffusion = build_diffusion(cfg)
     if path.exists():
         diffusion.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
