@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -148,9 +149,9 @@ def real_floor(reference: FeatureReference, real_images: Tensor, num_samples: in
                          f"got num_samples={num_samples}, draws={draws}")
     generator = _generator(seed)
     features = extract_features(reference.extractor, real_images, batch_size=batch_size)  # each image once
-    values = torch.tensor([frechet_distance(*gaussian_fit(features[torch.randperm(len(features), generator=generator)
-                                                                  [:num_samples]]), *reference.fit)
-                           for _ in range(draws)], dtype=torch.float64)
+    subsets = [torch.randperm(len(features), generator=generator)[:num_samples] for _ in range(draws)]
+    values = torch.tensor([frechet_distance(*gaussian_fit(features[s]), *reference.fit) for s in subsets],
+                          dtype=torch.float64)
     return NoiseFloor(float(values.mean()), float(values.std()))
 
 
@@ -179,7 +180,7 @@ class SmallImageClassifier(nn.Module):
                              f"{channels}, {width}, {num_features}, {image_size} and {num_classes}")
         stages = max(1, math.ceil(math.log2(image_size / 4)))
         widths = [width * 2**i for i in range(stages + 1)]
-        convs = [(channels, width)] + list(zip(widths[:-1], widths[1:]))
+        convs = [(channels, width), *pairwise(widths)]
         self.convs = nn.ModuleList(nn.utils.skip_init(nn.Conv2d, c_in, c_out, 3, padding=1) for c_in, c_out in convs)
         side = image_size // 2**stages
         self.fc = nn.utils.skip_init(nn.Linear, widths[-1] * side * side, num_features)

@@ -215,7 +215,7 @@ def test_training_is_deterministic_for_a_seed_and_learns_a_trivial_task() -> Non
     generator = torch.Generator().manual_seed(10)
     (images, labels), (test_images, test_labels) = _squares(256, 4, generator), _squares(200, 4, generator)
     state = torch.random.get_rng_state()
-    kwargs = dict(steps=40, batch_size=32, width=16, num_features=32)  # 1.0 for each of seeds 0-11
+    kwargs = {"steps": 40, "batch_size": 32, "width": 16, "num_features": 32}  # 1.0 for each of seeds 0-11
     a, b = (train_classifier(images, labels, seed=3, **kwargs) for _ in range(2))
     c = train_classifier(images, labels, seed=torch.Generator().manual_seed(4), **kwargs)
     assert torch.equal(state, torch.random.get_rng_state())
