@@ -8,7 +8,8 @@ Needs scikit-learn (the optional extra ``bench``) for its bundled 8x8 digits (``
 
 1. data: digits scaled to [0, 1], 1 channel, 8x8, split into 1297 training and 500 held-out images (seed 0);
 2. a small CNN classifier trained on the training split (digit labels; its held-out accuracy is printed); its
-   penultimate layer (64 features) plays the part Inception-v3 plays in FID (Heusel et al. 2017);
+   penultimate layer (64 features) plays the part Inception-v3 plays in FID (Heusel et al. 2017). The classifier,
+   the Frechet distance and the floor are ``denoising_diffusion.evaluation``'s (docs/evaluation.md);
 3. a Unet + GaussianDiffusion (ε-prediction, cosine schedule, T = 1000) trained with Adam and an EMA of the
    weights; the EMA weights are cached under ``--cache`` (keyed by the configuration), so a rerun does not retrain;
 4. for each sampler in SAMPLERS and each budget in NFE_BUDGETS, ``--num-samples`` images from the same seed
@@ -39,9 +40,10 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from denoising_diffusion import SAMPLERS, GaussianDiffusion, Unet
+from denoising_diffusion.evaluation import (FeatureReference, classifier_accuracy, feature_reference,
+                                            frechet_distance_to, real_floor, train_classifier)
 from denoising_diffusion.samplers import SamplerInfo, SamplerName
 
 NFE_BUDGETS = (5, 10, 20, 50, 100, 250, 1000)
@@ -71,11 +73,13 @@ class BenchConfig:
 
     def diffusion_key(self) -> str:
         fields = {k: v for k, v in asdict(self).items() if k in _MODEL_FIELDS}
+        fields["weights_version"] = _WEIGHTS_VERSION
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 _MODEL_FIELDS = ("dim", "dim_mults", "attn_heads", "attn_dim_head", "train_steps", "batch_size", "lr", "ema_decay",
                  "seed")
+_WEIGHTS_VERSION = 2  # bump when the code changes the weights a configuration trains to (2: seeded Unet init)
 QUICK = BenchConfig(dim=8, train_steps=20, batch_size=32, classifier_steps=20, num_samples=32, budgets=(5, 10))
 
 
@@ -95,87 +99,6 @@ def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return images[train], labels[train], images[held], labels[held]
 
 
-# ----- feature extractor and Frechet distance -------------------------------------------------------------------
-
-class DigitClassifier(nn.Module):
-    """A small CNN on (B, 1, 8, 8) images in [0, 1]; ``features`` is its penultimate layer, (B, 64)."""
-
-    def __init__(self, width: int = 32, num_features: int = 64) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
-        self.fc = nn.Linear(2 * width * 16, num_features)
-        self.head = nn.Linear(num_features, 10)
-
-    def features(self, x: Tensor) -> Tensor:
-        h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x * 2 - 1)))), 2)
-        return F.relu(self.fc(h.flatten(1)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-def train_classifier(images: Tensor, labels: Tensor, steps: int, seed: int) -> DigitClassifier:
-    """Adam on cross-entropy, batches of 128 drawn with replacement; small random shifts as augmentation."""
-    torch.manual_seed(seed)
-    net = DigitClassifier()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        idx = torch.randint(0, len(labels), (128,))
-        shift = [int(s) for s in torch.randint(-1, 2, (2,))]
-        loss = F.cross_entropy(net(images[idx].roll(shift, dims=(2, 3))), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return net.eval()
-
-
-@torch.inference_mode()
-def accuracy(net: DigitClassifier, images: Tensor, labels: Tensor) -> float:
-    return float((net(images).argmax(1) == labels).float().mean())
-
-
-@torch.inference_mode()
-def features(net: DigitClassifier, images: Tensor) -> Tensor:
-    """(N, 64) float64 features of (N, 1, 8, 8) images."""
-    return net.features(images).double()
-
-
-def gaussian_fit(feats: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean (D,) and unbiased covariance (D, D) of (N, D) features, float64."""
-    feats = feats.double()
-    return feats.mean(0), torch.cov(feats.T).reshape(feats.shape[1], feats.shape[1])
-
-
-def _sqrtm_psd(matrix: Tensor) -> Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues -> 0)."""
-    evals, evecs = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
-
-
-def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """Frechet (2-Wasserstein squared) distance of N(mu1, cov1) and N(mu2, cov2) (Dowson & Landau 1982):
-    ||mu1 - mu2||² + Tr(cov1 + cov2 - 2 (cov1 cov2)^{1/2}).
-
-    Tr((cov1 cov2)^{1/2}) = Tr((√cov1 cov2 √cov1)^{1/2}): the latter is symmetric PSD, so eigh is exact and stable
-    where scipy's sqrtm of the non-symmetric product can return complex round-off. Computed in float64.
-    """
-    mu1, cov1, mu2, cov2 = (t.double() for t in (mu1, cov1, mu2, cov2))
-    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.numel(), mu1.numel()):
-        raise ValueError(f"shape mismatch: means {tuple(mu1.shape)}, {tuple(mu2.shape)}; "
-                         f"covariances {tuple(cov1.shape)}, {tuple(cov2.shape)}")
-    root1 = _sqrtm_psd(cov1)
-    cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp(min=0).sqrt().sum()
-    return float(((mu1 - mu2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * cross)
-
-
-def feature_distance(net: DigitClassifier, images: Tensor, reference: tuple[Tensor, Tensor]) -> float:
-    """Frechet distance between the Gaussian fit of ``images``' features and ``reference`` (mu, cov)."""
-    return frechet_distance(*gaussian_fit(features(net, images)), *reference)
-
-
 # ----- diffusion model ------------------------------------------------------------------------------------------
 
 def build_diffusion(cfg: BenchConfig) -> GaussianDiffusion:
@@ -193,8 +116,8 @@ def _lr_factor(step: int, total: int, warmup: int = 100) -> float:
 
 
 def train_diffusion(diffusion: GaussianDiffusion, images: Tensor, cfg: BenchConfig) -> nn.Module:
-    """Adam on the diffusion loss (batches drawn with replacement); returns the EMA copy of the network."""
-    torch.manual_seed(cfg.seed)
+    """Adam on the diffusion loss (batches drawn with replacement); returns the EMA copy of the network. Its noise
+    comes from the global RNG, which :func:`trained_diffusion` seeds."""
     ema = copy.deepcopy(diffusion.model).eval().requires_grad_(False)
     opt = torch.optim.Adam(diffusion.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.train_steps))
@@ -216,6 +139,7 @@ def trained_diffusion(cfg: BenchConfig, images: Tensor, cache: Path) -> tuple[Ga
     """The EMA diffusion model from ``cache`` or, if absent, freshly trained (and saved); also the training time
     in seconds (None when loaded)."""
     path = cache / f"digits-diffusion-{cfg.diffusion_key()}.pt"
+    torch.manual_seed(cfg.seed)  # the Unet's initialization, then the training noise: from this seed, nothing else
     diffusion = build_diffusion(cfg)
     if path.exists():
         diffusion.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
@@ -269,19 +193,19 @@ def table_cells(cfg: BenchConfig, num_timesteps: int) -> list[Cell]:
     return sorted(cells + extra, key=lambda c: -SAMPLERS[c.sampler].nfe(c.steps))
 
 
-def run_cell(diffusion: GaussianDiffusion, net: DigitClassifier, reference: tuple[Tensor, Tensor], cell: Cell,
-             cfg: BenchConfig, threads: int = 1) -> tuple[Cell, float, float]:
+def run_cell(diffusion: GaussianDiffusion, reference: FeatureReference, cell: Cell, cfg: BenchConfig,
+             threads: int = 1) -> tuple[Cell, float, float]:
     """(cell, Frechet distance of its samples to ``reference``, seconds)."""
     torch.set_num_threads(threads)  # a pool worker starts with torch's default
     start = time.perf_counter()
     images = generate(diffusion, cell.sampler, cell.steps, cfg.num_samples, cfg.seed + 1 + 1000 * cell.draw)
-    return cell, feature_distance(net, images, reference), time.perf_counter() - start
+    return cell, frechet_distance_to(reference, images), time.perf_counter() - start
 
 
-def run_cells(diffusion: GaussianDiffusion, net: DigitClassifier, reference: tuple[Tensor, Tensor],
-              cfg: BenchConfig, jobs: int = 1, threads: int = 1) -> dict[Cell, float]:
+def run_cells(diffusion: GaussianDiffusion, reference: FeatureReference, cfg: BenchConfig, jobs: int = 1,
+              threads: int = 1) -> dict[Cell, float]:
     """Frechet distance of every cell, in ``jobs`` processes (the numbers do not depend on ``jobs``)."""
-    arguments = [(diffusion, net, reference, cell, cfg, threads) for cell in table_cells(cfg, diffusion.num_timesteps)]
+    arguments = [(diffusion, reference, cell, cfg, threads) for cell in table_cells(cfg, diffusion.num_timesteps)]
     results = {}
     for cell, fd, seconds in _map(arguments, jobs):
         results[cell] = fd
@@ -319,16 +243,6 @@ def format_table(rows: Rows, floor: float, budgets: tuple[int, ...]) -> str:
         lines.append(f"| {name.value} | " + " | ".join(cells) + " |")
     lines.append("| real vs real (floor) | " + " | ".join(f"{floor:.2f}" for _ in budgets) + " |")
     return "\n".join(lines)
-
-
-def real_floor(net: DigitClassifier, images: Tensor, reference: tuple[Tensor, Tensor], num: int,
-               seed: int) -> tuple[float, float]:
-    """Mean and standard deviation of the distance from ``num`` random training images to ``reference`` over
-    FLOOR_DRAWS subsets: what a perfect model would score, and the spread any single cell has from sampling alone."""
-    generator = torch.Generator().manual_seed(seed)
-    values = torch.tensor([feature_distance(net, images[torch.randperm(len(images), generator=generator)[:num]],
-                                            reference) for _ in range(FLOOR_DRAWS)])
-    return float(values.mean()), float(values.std())
 
 
 def target_verdict(results: dict[Cell, float]) -> dict | None:
@@ -389,17 +303,18 @@ def prepare(cfg: BenchConfig, cache: Path) -> dict:
     """Data, feature extractor, diffusion model (trained or cached), reference statistics and the floor."""
     train_x, train_y, held_x, held_y = load_digits_split(cfg.seed)
     start = time.perf_counter()
-    net = train_classifier(train_x, train_y, cfg.classifier_steps, cfg.seed)
-    acc = accuracy(net, held_x, held_y)
+    net = train_classifier(train_x, train_y, steps=cfg.classifier_steps, seed=cfg.seed)
+    acc = classifier_accuracy(net, held_x, held_y)
     print(f"classifier: held-out accuracy {acc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     diffusion, train_seconds = trained_diffusion(cfg, train_x, cache)
     params = sum(p.numel() for p in diffusion.model.parameters()) / 1e6
     source = "loaded from cache" if train_seconds is None else f"trained in {train_seconds:.0f} s"
     print(f"diffusion: Unet(dim={cfg.dim}, dim_mults={cfg.dim_mults}), {params:.2f} M parameters, "
           f"{cfg.train_steps} steps; {source}", flush=True)
-    reference = gaussian_fit(features(net, held_x))
-    return {"net": net, "accuracy": acc, "diffusion": diffusion, "train_seconds": train_seconds,
-            "reference": reference, "floor": real_floor(net, train_x, reference, cfg.num_samples, cfg.seed + 2)}
+    reference = feature_reference(net, held_x)
+    floor = real_floor(reference, train_x, cfg.num_samples, draws=FLOOR_DRAWS, seed=cfg.seed + 2)
+    return {"accuracy": acc, "diffusion": diffusion, "train_seconds": train_seconds, "reference": reference,
+            "floor": floor}
 
 
 def report(rows: Rows, floor: tuple[float, float], verdict: dict | None, cfg: BenchConfig, threads: int) -> None:
@@ -423,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     setup = prepare(cfg, args.cache)
     start = time.perf_counter()
-    results = run_cells(setup["diffusion"], setup["net"], setup["reference"], cfg, args.jobs, args.threads)
+    results = run_cells(setup["diffusion"], setup["reference"], cfg, args.jobs, args.threads)
     print(f"sampling: {time.perf_counter() - start:.0f} s", flush=True)
     rows, verdict = table_rows(results), target_verdict(results)
     report(rows, setup["floor"], verdict, cfg, args.threads)
