@@ -58,7 +58,7 @@ FOLDER_PRESET = TrainPreset(
     objective="pred_noise", beta_schedule="cosine", loss_type="l2", batch_size=16, lr=1e-4, steps=100_000,
     grad_accum=1, ema_decay=0.995, ema_update_every=10, save_every=1000, num_samples=25, seed=None, gif=False)
 
-# Measured on a 2-core CPU: about 2.5 minutes, samples clearly show coloured discs and squares (docs/cli.md).
+# A few minutes on a 2-core CPU, and the samples clearly show coloured discs and squares (timing: docs/cli.md).
 # ddim_eta=1: after 800 steps deterministic DDIM (eta=0) tints the backgrounds; stochastic sampling does not.
 BUILTIN_PRESET = replace(
     FOLDER_PRESET, image_size=16, dim=16, dim_mults=(1, 2, 2), sampling_timesteps=50, ddim_eta=1.0, batch_size=32,
