@@ -56,6 +56,18 @@ class GaussianDiffusion(nn.Module):
         vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
     """
 
+    # The schedule tables (schedules.NoiseSchedule.buffers), registered as non-persistent float32 buffers.
+    betas: Tensor
+    alphas_cumprod: Tensor
+    sqrt_alphas_cumprod: Tensor
+    sqrt_one_minus_alphas_cumprod: Tensor
+    posterior_variance: Tensor
+    posterior_log_variance_clipped: Tensor
+    posterior_mean_coef1: Tensor
+    posterior_mean_coef2: Tensor
+    snr: Tensor
+    model: nn.Module
+
     def __init__(self, model: nn.Module, *, image_size: int | Sequence[int], timesteps: int = 1000,
                  sampling_timesteps: int | None = None, loss_type: str = "l2", objective: str = "pred_noise",
                  beta_schedule: str | Tensor | Sequence[float] = "cosine", ddim_sampling_eta: float = 0.0,
@@ -93,7 +105,8 @@ class GaussianDiffusion(nn.Module):
             loss_type=self.loss_type.value, objective=self.objective.value, beta_schedule=schedule_config,
             ddim_sampling_eta=self.ddim_sampling_eta, clip_denoised=self.clip_denoised,
             min_snr_loss_weight=self.min_snr_loss_weight, min_snr_gamma=self.min_snr_gamma,
-            auto_normalize=self.auto_normalize, timestep_spacing=timestep_spacing and self.timestep_spacing.value,
+            auto_normalize=self.auto_normalize,
+            timestep_spacing=None if self.timestep_spacing is None else self.timestep_spacing.value,
             variance_type=variance_type and self.variance_type.value, vlb_weight=self.vlb_weight)
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:

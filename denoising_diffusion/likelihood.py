@@ -82,11 +82,11 @@ def _eps_and_divergence(denoiser: Denoiser, x_tilde: Tensor, t: int, alpha: floa
         eps = denoiser(alpha * x, time_batch(x, t)).eps
         if probes is None:
             flat = eps.flatten(1)
-            div = sum(torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)[0].flatten(1)[:, i]
-                      for i in range(flat.shape[1]))
+            div = torch.stack([torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)[0].flatten(1)[:, i]
+                               for i in range(flat.shape[1])]).sum(0)
         else:
-            div = sum((torch.autograd.grad((eps * z).sum(), x, retain_graph=True)[0] * z).flatten(1).sum(1)
-                      for z in probes) / len(probes)
+            div = torch.stack([(torch.autograd.grad((eps * z).sum(), x, retain_graph=True)[0] * z).flatten(1).sum(1)
+                               for z in probes]).mean(0)
     return eps.detach(), div.detach()
 
 

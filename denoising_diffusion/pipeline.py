@@ -107,7 +107,15 @@ def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool 
     differences = config_differences(checkpoint_spec(checkpoint), spec_of(model))
     if differences:
         raise CheckpointError("the checkpoint was written for a different model:\n  " + "\n  ".join(differences))
-    model.model.load_state_dict(network_weights(checkpoint, use_ema))
+    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
+
+
+def trained_network(model: nn.Module) -> nn.Module:
+    """``model.model``: the network a training checkpoint's weights belong to (training/trainable.py)."""
+    network = getattr(model, "model", None)
+    if not isinstance(network, nn.Module):
+        raise CheckpointError(f"a {type(model).__name__} has no .model network to load a training checkpoint into")
+    return network
 
 
 def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True, device: str | torch.device = "cpu") -> Any:
@@ -127,7 +135,7 @@ def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True, device: st
     if "weights" in checkpoint:
         model.load_state_dict(checkpoint["weights"])
     else:
-        model.model.load_state_dict(network_weights(checkpoint, use_ema))
+        trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
     return model.to(device).eval()
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Generic, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -126,7 +126,7 @@ def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0,
     return betas.clamp(0, max_beta)
 
 
-_BUILDERS = {
+_BUILDERS: dict[BetaSchedule, Callable[[int], Tensor]] = {
     BetaSchedule.LINEAR: linear_beta_schedule,
     BetaSchedule.COSINE: cosine_beta_schedule,
     BetaSchedule.SIGMOID: sigmoid_beta_schedule,

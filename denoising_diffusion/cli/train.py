@@ -112,7 +112,7 @@ def add_train_parser(subparsers: Any) -> None:
                                    ("--loss-type", "loss_type", LossType, "training distance")]:
         model.add_argument(flag, choices=_values(enum), default=None, help=_preset_help(text, name))
     train = p.add_argument_group("training")
-    for flag, name, kind, text in [
+    options: list[tuple[str, str, Callable[[str], Any], str]] = [
         ("--batch-size", "batch_size", positive_int, "images per micro-batch"),
         ("--lr", "lr", float, "Adam learning rate"),
         ("--steps", "steps", positive_int, "optimizer steps in total (a resumed run continues to this number)"),
@@ -122,7 +122,8 @@ def add_train_parser(subparsers: Any) -> None:
         ("--save-every", "save_every", positive_int, "steps between checkpoints and sample grids"),
         ("--num-samples", "num_samples", non_negative_int, "images per sample grid and GIF (0: none)"),
         ("--seed", "seed", non_negative_int, "seed of weights, data order and sample noise"),
-    ]:
+    ]
+    for flag, name, kind, text in options:
         _add_preset_option(train, flag, name, kind, text)
     train.add_argument("--gif", action=argparse.BooleanOptionalAction, default=None,
                        help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"))

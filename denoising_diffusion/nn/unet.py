@@ -19,7 +19,7 @@ above it (see :mod:`.attention`).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -100,8 +100,8 @@ class Unet(nn.Module):
         self.downs = nn.ModuleList()
         for level, ((d_in, d_out), full) in enumerate(zip(in_out, full_attn)):
             is_last = level == len(in_out) - 1
-            resample = nn.Conv2d(d_in, d_out, 3, padding=1) if is_last else Downsample(d_in, d_out)
-            self.downs.append(nn.ModuleList([resnet(d_in, d_in), resnet(d_in, d_in), attention(d_in, full), resample]))
+            down: nn.Module = nn.Conv2d(d_in, d_out, 3, padding=1) if is_last else Downsample(d_in, d_out)
+            self.downs.append(nn.ModuleList([resnet(d_in, d_in), resnet(d_in, d_in), attention(d_in, full), down]))
 
         mid_dim = dims[-1]
         self.mid_block_1 = resnet(mid_dim, mid_dim)
@@ -110,8 +110,8 @@ class Unet(nn.Module):
 
         self.ups = nn.ModuleList()
         for level, ((d_in, d_out), full) in reversed(list(enumerate(zip(in_out, full_attn)))):
-            resample = nn.Conv2d(d_out, d_in, 3, padding=1) if level == 0 else Upsample(d_out, d_in)
-            blocks = [resnet(d_out + d_in, d_out), resnet(d_out + d_in, d_out), attention(d_out, full), resample]
+            up: nn.Module = nn.Conv2d(d_out, d_in, 3, padding=1) if level == 0 else Upsample(d_out, d_in)
+            blocks = [resnet(d_out + d_in, d_out), resnet(d_out + d_in, d_out), attention(d_out, full), up]
             self.ups.append(nn.ModuleList(blocks))
 
         self.final_block = resnet(2 * init_dim, init_dim)
@@ -139,7 +139,8 @@ class Unet(nn.Module):
         x = self.init_conv(x)
         r = x
         skips: list[Tensor] = []
-        for block_1, block_2, attn, downsample in self.downs:
+        for level in self.downs:
+            block_1, block_2, attn, downsample = cast(nn.ModuleList, level)
             x = block_1(x, t_emb)
             skips.append(x)
             x = attn(block_2(x, t_emb))
@@ -148,7 +149,8 @@ class Unet(nn.Module):
 
         x = self.mid_block_2(self.mid_attn(self.mid_block_1(x, t_emb)), t_emb)
 
-        for block_1, block_2, attn, upsample in self.ups:
+        for level in self.ups:
+            block_1, block_2, attn, upsample = cast(nn.ModuleList, level)
             x = block_1(torch.cat((x, skips.pop()), dim=1), t_emb)
             x = block_2(torch.cat((x, skips.pop()), dim=1), t_emb)
             x = upsample(attn(x))
@@ -187,10 +189,10 @@ def check_image_size(height: int, width: int, factor: int, levels: int) -> None:
         examples = [str(h_lo), str(h_hi)]
     else:
         examples = [f"({h_lo}, {w_lo})", f"({h_hi}, {w_hi})"]
-    examples = " or ".join(dict.fromkeys(examples))
+    shown = " or ".join(dict.fromkeys(examples))
     raise ValueError(
         f"image size ({height}, {width}) is not divisible by {factor} = 2**({levels} levels - 1); "
-        f"use a height and width that are multiples of {factor}, such as {examples}"
+        f"use a height and width that are multiples of {factor}, such as {shown}"
     )
 
 

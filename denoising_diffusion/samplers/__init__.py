@@ -113,7 +113,7 @@ _REGISTRY = (
                 stochastic=True, recommended_steps=250, alias="ddim with eta=1"),
 )
 
-SamplerName = Choice("SamplerName", [(info.name.upper(), info.name) for info in _REGISTRY])  # type: ignore[misc]
+SamplerName = Choice("SamplerName", [(info.name.upper(), info.name) for info in _REGISTRY])  # type: ignore[call-overload]
 """The sampler names as an option enum: ``SamplerName("plms")`` raises "unknown sampler 'plms'; allowed values: ..."."""
 SamplerName.__option__ = "sampler"
 

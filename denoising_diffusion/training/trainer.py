@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from accelerate.utils import send_to_device, set_seed
@@ -177,7 +177,8 @@ class Trainer:
 
         # Everything that can fail on user input happens before anything is written or any device is touched.
         check_trainable(diffusion)
-        self.dataset = as_training_dataset(folder_or_dataset, diffusion.channels, diffusion.image_size,
+        self.trainable: Any = cast(Any, diffusion)  # an nn.Module meeting trainable.Trainable; self.model may wrap it (DDP)
+        self.dataset = as_training_dataset(folder_or_dataset, self.trainable.channels, self.trainable.image_size,
                                            OnBadImage(on_bad_image))
         self.num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
             "num_workers", num_workers, minimum=0)
@@ -197,8 +198,7 @@ class Trainer:
         data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         self.data_seed: int = broadcast_value(acc, data_seed)  # one data order shared by every process
 
-        self.trainable = diffusion  # unwrapped; self.model may be a DDP wrapper around it
-        opt = make_adam(diffusion.parameters(), lr=train_lr, betas=tuple(adam_betas))
+        opt = make_adam(diffusion.parameters(), lr=train_lr, betas=(adam_betas[0], adam_betas[1]))
         self.model, self.opt = acc.prepare(diffusion, opt)
         self.ema: EMA | None = None
         if acc.is_main_process:  # the only process that keeps an EMA and writes
@@ -207,7 +207,7 @@ class Trainer:
             self.results_folder.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_stale_temporaries(self.results_folder)
         if compile:  # after the EMA's copy, which stays uncompiled
-            compile_network(diffusion.model, None if compile is True else compile)
+            compile_network(self.trainable.model, None if compile is True else compile)
 
         self.step = 0
         self.samples_seen = 0  # data indices consumed, over all processes: the position in the data order
@@ -341,9 +341,10 @@ class Trainer:
                            "readable one): %s%s", len(names), ", ".join(names[:10]), more)
         acc.wait_for_everyone()
 
-    def _after_step(self, log: LossLog, bar: Any, images_per_s: float, loss: float, grad_norm: float,
+    def _after_step(self, log: LossLog | None, bar: Any, images_per_s: float, loss: float, grad_norm: float,
                     report: StepReport) -> None:
         """Main process: EMA update (good steps only), loss.csv row, log_fn, trackers, progress bar."""
+        assert self.ema is not None and log is not None  # the main process holds both
         if not report.skipped:
             self.ema.update()
         lr = self.opt.param_groups[0]["lr"]
