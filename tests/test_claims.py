@@ -447,3 +447,33 @@ def test_dpmpp_2m_is_second_order_on_an_alternating_grid() -> None:
         errors.append(float((records[-1].x_t - exact).abs().mean()))  # the state at t = 0
     assert errors[0] / errors[1] > 3.0, errors
 
+
+# ----- 6. the range of samples with and without auto_normalize --------------------------------------------------
+
+@pytest.mark.parametrize("auto_normalize,clip_denoised,expected", [
+    (True, True, [1.0, 0.0, 0.75]),     # clamp(x̂_0) = (1, −1, 0.5) -> [0, 1] images
+    (True, False, [1.0, 0.0, 0.75]),    # (3, −3, 0.5) -> (2, −1, 0.75) -> clamped to [0, 1]
+    (False, True, [1.0, -1.0, 0.5]),    # the data's own range [−1, 1], clamped there
+    (False, False, [3.0, -3.0, 0.5]),   # nothing clamps: a latent model's samples come back as they are
+])
+def test_sample_range_follows_auto_normalize_and_clip_denoised(auto_normalize: bool, clip_denoised: bool,
+                                                               expected: list[float]) -> None:
+    """A network predicting x̂_0 = (3, −3, 0.5) per channel: DDIM's last step returns x̂_0 (clamped when
+    clip_denoised), so the sample is exactly ``expected``; the trajectory (x_T first) is the callback's states
+    mapped the same way: unnormalized and clamped to [0, 1], else clamped to [−1, 1] only when clip_denoised."""
+    x0 = torch.tensor([3.0, -3.0, 0.5]).view(1, 3, 1, 1)
+    d = GaussianDiffusion(FunctionNet(lambda x, t: x0.expand(x.shape[0], 3, 1, 1), channels=3), image_size=1,
+                          timesteps=20, objective="pred_x0", auto_normalize=auto_normalize, clip_denoised=clip_denoised)
+    out = d.sample(8, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(13))
+    torch.testing.assert_close(out, torch.tensor(expected).view(1, 3, 1, 1).expand(8, 3, 1, 1))
+    records = []
+    trajectory = d.sample(8, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(13),
+                          return_all_timesteps=True, callback=records.append)
+    states = torch.stack([records[0].x_t] + [r.x_next for r in records], dim=1)
+    assert float(states.abs().max()) > 2.0, "raw states leave every range"
+    if auto_normalize:
+        want = ((states + 1) / 2).clamp(0, 1)
+    else:
+        want = states.clamp(-1, 1) if clip_denoised else states
+    torch.testing.assert_close(trajectory, want)
+    torch.testing.assert_close(trajectory[:, -1], out)
