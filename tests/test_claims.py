@@ -276,11 +276,11 @@ def step_log_variance(frac: Tensor, ab_s: float, ab_t: float) -> Tensor:
 
 
 @pytest.mark.parametrize("schedule,t,s", [("linear", 1, 0), ("cosine", 100, 20), ("cosine", 600, 300)])
-@pytest.mark.parametrize("v", [(-1.0, 1.0), (0.3, -0.6)])
+@pytest.mark.parametrize("v", [(-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0), (0.3, -0.6)], ids=["small", "large", "both", "inner"])
 def test_ddpm_learned_range_one_step_spread(schedule: str, t: int, s: int, v: tuple[float, float]) -> None:
     """One DDPM step t → s (respaced when s < t − 1) from a fixed x_t with a denoiser returning a fixed x̂_0 and a
-    fixed v per channel: the draws of x_s have mean c_0 x̂_0 + c_t x_t and per-channel std exp(0.5 log Σ(v')),
-    i.e. √β̃' at v = −1 and √β' at v = +1. N = 20000 draws per channel: the std's standard error is 1/√(2N) = 0.5%,
+    fixed v per channel (both channels at one endpoint, one at each, or inside): the draws of x_s have mean
+    c_0 x̂_0 + c_t x_t and per-channel std exp(0.5 log Σ(v')), i.e. √β̃' at v = −1 and √β' at v = +1. N = 20000 draws per channel: the std's standard error is 1/√(2N) = 0.5%,
     checked within 2.5% (5 SE); the mean within 5 std/√N. Here √β'/√β̃' is 1.5 to 4.7, far outside that."""
     N = 20000
     ab = alphabar(NoiseSchedule.from_name(schedule, 1000).betas)
