@@ -115,8 +115,8 @@ class FunctionNet(nn.Module):
 
 # ----- 1. the variational bound with the default fixed_small variance ----------------------------------------
 
-def expected_terms(oracle: LinearOracle, ab: Tensor, x0: Tensor, x_t: dict[int, Tensor],
-                   x0_hat: Callable[[Tensor, int], Tensor]) -> tuple[Tensor, Tensor]:
+def expected_terms(ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Callable[[Tensor, int], Tensor]
+                   ) -> tuple[Tensor, Tensor]:
     """Per-sample nats summed over dims: (terms (B, T), prior (B,)) of the bound with Σ = β̃_t (β̃_1 at t = 0),
     given the x_t the model saw. x0_hat(x_t, t) is the model's prediction as the bound uses it."""
     T = len(ab)
@@ -150,7 +150,7 @@ def test_vlb_terms_fixed_small_match_closed_forms_term_by_term() -> None:
         return oracle(x_t, t)
 
     result = vlb_terms(recording, NoiseSchedule(betas), x0, generator=torch.Generator().manual_seed(1))
-    terms, prior = expected_terms(oracle, ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])))
+    terms, prior = expected_terms(ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])))
     D = x0[0].numel()
     torch.testing.assert_close(result.terms, terms / (D * LN2), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(result.prior, prior / (D * LN2), rtol=1e-9, atol=1e-12)
@@ -198,7 +198,7 @@ def test_bits_per_dim_default_gaussian_diffusion_end_to_end() -> None:
     x0 = images * 2 - 1
     clipped = [(oracle.x0(net.seen[t], torch.tensor([t])).abs() > 1).any() for t in range(T)]
     assert any(clipped), "the clamp of x̂_0 is exercised"
-    terms, prior = expected_terms(oracle, ab, x0, net.seen,
+    terms, prior = expected_terms(ab, x0, net.seen,
                                   lambda x, t: oracle.x0(x, torch.tensor([t])).clamp(-1, 1))
     expected = (terms.sum(1) + prior) / (x0[0].numel() * LN2)
     torch.testing.assert_close(bpd, expected, rtol=1e-6, atol=1e-6)
