@@ -48,7 +48,8 @@ class GaussianDiffusion(nn.Module):
         clip_denoised: clamp x̂_0 to [−1, 1] during sampling (and recompute ε̂ from it).
         min_snr_loss_weight: weight the loss by min-SNR-γ (Hang et al. 2023).
         min_snr_gamma: γ of min-SNR.
-        auto_normalize: map [0, 1] input to [−1, 1] and samples back; turn off for data already in [−1, 1].
+        auto_normalize: map [0, 1] input to [−1, 1] and samples back; turn off for data already in [−1, 1] (samples
+            then come back in that range, clamped to [−1, 1] only with clip_denoised).
         timestep_spacing: which steps a sampler visits: 'linspace', 'trailing', 'leading', 'logsnr' or 'karras'
             (see schedules.spaced_timesteps); None: each sampler's recommended spacing (SAMPLERS[name].spacing).
         variance_type: DDPM's reverse variance: 'fixed_small' (β̃), 'fixed_large' (β) or 'learned_range'; None:
@@ -254,7 +255,8 @@ class GaussianDiffusion(nn.Module):
     def sample(self, batch_size: int = 16, *, sampler: str | None = None, steps: int | None = None,
                generator: torch.Generator | None = None, return_all_timesteps: bool = False,
                callback: Callback | None = None, spacing: str | None = None, **options: Any) -> Tensor:
-        """Generate images in [0, 1].
+        """Generate images in [0, 1] (with auto_normalize off: in the data's range, clamped to [−1, 1] only when
+        clip_denoised).
 
         Args:
             batch_size: B.
@@ -295,9 +297,14 @@ class GaussianDiffusion(nn.Module):
                               callback=on_step, **bound)
         finally:
             self.model.train(was_training)
-        if trajectory is not None:
-            return self.unnormalize(torch.stack(trajectory, dim=1)).clamp(0.0, 1.0)
-        return self.unnormalize(x_0).clamp(0.0, 1.0)
+        return self._output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
+
+    def _output(self, x: Tensor) -> Tensor:
+        """Samples from the model's space to the caller's: [0, 1] images with auto_normalize; else the data's own
+        range, clamped to [−1, 1] only with clip_denoised (a latent model's samples must not be clamped)."""
+        if self.auto_normalize:
+            return self.unnormalize(x).clamp(0.0, 1.0)
+        return x.clamp(-1.0, 1.0) if self.clip_denoised else x
 
     def _sampler(self, name: str | None) -> SamplerInfo:
         """The registry entry for ``name``; None: DDIM when sampling_timesteps < timesteps, else DDPM."""
