@@ -6,6 +6,10 @@
 3. DataLoader workers: a dataset that draws random numbers while reading its items resumes bit for bit with
    workers, and the items a run sees do not depend on num_workers (loader.TrainingItems reads every item under
    rng.seeded_rngs, seeded by its position in the data order).
+4. The Trainer trains any trainable (trainable.py), not only a GaussianDiffusion; check_trainable names what an
+   object lacks.
+5. Batches keep their structure (batch.py): dicts and (image, label) tuples reach the model batched; an
+   unconditional GaussianDiffusion warns once about what it drops; items of a wrong form fail at construction.
 
 "Exact" is bit-exact: every comparison is torch.equal on whole checkpoints (network, EMA, Adam, step, data position,
 RNG states). With one thread (the isolated_accelerate fixture) the CPU kernels used here are deterministic.
@@ -14,6 +18,9 @@ RNG states). With one thread (the isolated_accelerate fixture) the CPU kernels u
 from __future__ import annotations
 
 import random
+import re
+import types
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +32,13 @@ from PIL import Image
 from test_resume_kill import assert_identical
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401
+from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
 from denoising_diffusion.batch import split_batch
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.data import ImageFolderDataset
 from denoising_diffusion.training import Trainer
+from denoising_diffusion.training.trainable import check_trainable
 
 SIZE = 8
 
@@ -201,3 +209,144 @@ def test_a_run_with_workers_resumes_exactly_without_them(make_dataset, tmp_path:
     expected, resumed = straight_and_resumed(TinyTrainable, make_dataset(tmp_path), tmp_path, num_workers=2,
                                              resumed_options={"num_workers": 0})
     assert_identical(resumed, expected)
+
+
+# ----- 4. Any trainable -------------------------------------------------------------------------------------------
+
+
+def test_a_custom_trainable_trains_with_ema_and_checkpoints_but_writes_no_samples(tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    model = TinyTrainable()
+    initial = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer = make_trainer(model, random_images(), results, num_samples=4)  # 4 steps, a checkpoint every 2
+    trainer.ema.update_after_step = 0  # average from the second step on (ema-pytorch copies for 100 steps first)
+    trainer.train()
+    assert sorted(p.name for p in results.iterdir()) == ["loss.csv", "model-1.pt", "model-2.pt"]
+    checkpoint = load_checkpoint(results / "model-2.pt")
+    assert checkpoint["config"]["kind"] == "TinyTrainable" and checkpoint["step"] == 4
+    assert int(checkpoint["ema"]["step"]) == 4  # one EMA update per step (ema_update_every=1)
+    ema_weights = trainer.ema.ema_model.state_dict()
+    for name, value in checkpoint["model"].items():
+        assert not torch.equal(value, initial[name]), name  # it trained
+        assert not torch.equal(ema_weights[name], value), name  # and the EMA averages: neither the weights
+        assert not torch.equal(ema_weights[name], initial[name]), name  # nor where they started
+        assert torch.equal(checkpoint["ema"][f"ema_model.{name}"], ema_weights[name]), name
+    with pytest.raises(TypeError, match="TinyTrainable has no with_model"):
+        trainer.sample(4)
+
+    resumed = make_trainer(TinyTrainable(), random_images(), results, num_samples=4, train_num_steps=6,
+                           resume="auto")
+    assert resumed.step == 4
+    assert_identical(resumed.ema.state_dict(), checkpoint["ema"], "ema")
+    resumed.train()
+    assert load_checkpoint(results / "model-3.pt")["step"] == 6
+    assert not list(results.glob("sample-*"))
+
+
+class NoNetwork(nn.Module):
+    channels, image_size = 3, (SIZE, SIZE)
+
+
+class NoChannels(nn.Module):
+    image_size = (SIZE, SIZE)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Conv2d(3, 3, 1)
+
+
+class NoImageSize(NoChannels):
+    channels = 3
+    image_size = None
+
+
+def not_a_module() -> Any:
+    return types.SimpleNamespace(model=nn.Conv2d(3, 3, 1), channels=3, image_size=(SIZE, SIZE))
+
+
+@pytest.mark.parametrize("make, missing", [
+    (NoNetwork, "no .model network"),
+    (NoChannels, "no int .channels"),
+    (NoImageSize, r"no .image_size \(height, width\)"),
+    (not_a_module, "it is a SimpleNamespace, not a torch.nn.Module"),
+])
+def test_check_trainable_names_what_is_missing(make, missing: str, tmp_path: Path) -> None:
+    obj = make()
+    with pytest.raises(ValueError, match=missing):
+        check_trainable(obj)
+    with pytest.raises(ValueError, match=f"cannot be trained: .*{missing}"):
+        Trainer(obj, random_images(), results_folder=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    check_trainable(TinyTrainable())  # the complete one passes
+
+
+# ----- 5. Batch structure -----------------------------------------------------------------------------------------
+
+
+def labelled_images() -> list[tuple[Tensor, int]]:
+    """(image, label) with the label written into the image (every pixel = label / 16), to check the pairing."""
+    return [(torch.full((3, SIZE, SIZE), label / 16), label) for label in range(12)]
+
+
+def as_dicts(pairs: list[tuple[Tensor, int]]) -> list[dict[str, Any]]:
+    return [{"image": image, "label": label} for image, label in pairs]
+
+
+def as_tuples(pairs: list[tuple[Tensor, int]]) -> list[tuple[Tensor, int]]:
+    return pairs
+
+
+@pytest.mark.parametrize("form", [as_dicts, as_tuples])
+def test_dicts_and_tuples_reach_the_model_batched(form, tmp_path: Path) -> None:
+    model = TinyTrainable()
+    make_trainer(model, form(labelled_images()), tmp_path / "r", train_num_steps=3, num_samples=0).train()
+    assert len(model.batches) == 3
+    seen = []
+    for batch in model.batches:
+        if form is as_dicts:
+            assert isinstance(batch, dict) and batch.keys() == {"image", "label"}
+            images, labels = batch["image"], batch["label"]
+        else:
+            assert isinstance(batch, list) and len(batch) == 2
+            images, labels = batch
+        assert images.shape == (4, 3, SIZE, SIZE) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64 and labels.shape == (4,)
+        assert torch.equal(labels, (images[:, 0, 0, 0] * 16).round().long())  # each label with its own image
+        assert torch.equal(images, labels.float().div(16).view(4, 1, 1, 1).expand_as(images))
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(12))  # one epoch of 12 in 3 batches of 4: each item once
+
+
+DROPPED = [(as_tuples, r"element \[1\] \(a \(4,\) torch.int64 tensor\)"),
+           (as_dicts, r"entry 'label' \(a \(4,\) torch.int64 tensor\)")]
+
+
+@pytest.mark.parametrize("form, named", DROPPED)
+def test_gaussian_diffusion_warns_that_it_drops_the_labels(form, named: str, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=1,
+                           num_samples=0)
+    with pytest.warns(UserWarning, match=f"takes no condition, so the batch's {named} is dropped"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("form, named", DROPPED)
+def test_the_dropped_labels_warning_comes_once_under_the_default_filter(form, named: str, tmp_path: Path) -> None:
+    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=3,
+                           num_samples=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's default: a warning once per place it is raised from
+        trainer.train()
+    dropped = [w for w in caught if "is dropped" in str(w.message)]
+    assert len(dropped) == 1 and dropped[0].category is UserWarning and re.search(named, str(dropped[0].message))
+
+
+@pytest.mark.parametrize("items, says", [
+    (["abc", "def"], "items must be .*got items whose image is a str"),
+    ([{"picture": torch.rand(3, SIZE, SIZE)}], "items must be .*dict with an 'image' entry"),
+    ([(torch.rand(3, SIZE, SIZE, SIZE), 1)], r"items must be .*whose image is a \(1, 3, 8, 8, 8\)"),
+])
+def test_items_of_a_wrong_form_fail_at_construction_before_anything_is_written(items, says: str,
+                                                                               tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=says):
+        make_trainer(TinyTrainable(), items, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
