@@ -57,9 +57,12 @@ def collate_batch(items: list[Any]) -> Batch:
     Raises ValueError naming the accepted item forms when the images are not (C, H, W) tensors.
     """
     batch = default_collate(items)
-    images, _ = split_batch(batch)
+    try:
+        images, _ = split_batch(batch)
+    except ValueError:
+        images = None
     if not isinstance(images, Tensor) or images.ndim != 4:
-        raise ValueError(f"dataset items must be {ITEM_FORMS}; got items whose image is {_describe(images)}")
+        raise ValueError(f"dataset items must be {ITEM_FORMS}; got {_describe_item(items[0])}")
     return map_images(batch, lambda x: x.float())
 
 
@@ -68,6 +71,15 @@ def describe_extras(extras: Mapping[str, Any]) -> str:
     for messages."""
     names = (f"element {name}" if name.startswith("[") else f"entry {name!r}" for name in extras)
     return ", ".join(f"{name} ({_describe(value)})" for name, value in zip(names, extras.values()))
+
+
+def _describe_item(item: Any) -> str:
+    """What a dataset item is, for the message that refuses it."""
+    if isinstance(item, (tuple, list)) and item:
+        return f"a {type(item).__name__} whose first element is {_describe(item[0])}"
+    if isinstance(item, Mapping):
+        return f"a dict with the keys {sorted(map(str, item))}"
+    return _describe(item)
 
 
 def _describe(value: Any) -> str:

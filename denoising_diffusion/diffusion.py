@@ -98,6 +98,7 @@ class GaussianDiffusion(nn.Module):
         self.min_snr_gamma = float(min_snr_gamma)
         self.auto_normalize = bool(auto_normalize)
         self.vlb_weight = float(vlb_weight)
+        self._warned_dropped = False  # forward() names dropped batch entries once
         for name, table in self.schedule.buffers().items():  # derived from the config: never saved, never EMA'd
             self.register_buffer(name, table.float(), persistent=False)
         schedule_config = beta_schedule if isinstance(beta_schedule, str) else self.schedule.betas.tolist()
@@ -237,7 +238,8 @@ class GaussianDiffusion(nn.Module):
         unconditional, so everything but the images is dropped, with a warning naming it.
         """
         img, extras = split_batch(batch)
-        if extras:
+        if extras and not self._warned_dropped:  # once per model, whatever the warning filters
+            self._warned_dropped = True
             warnings.warn(f"this GaussianDiffusion takes no condition, so the batch's {describe_extras(extras)} "
                           "is dropped: only the images train the model", UserWarning, stacklevel=2)
         self._check_batch(img)

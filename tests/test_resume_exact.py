@@ -17,6 +17,8 @@ RNG states). With one thread (the isolated_accelerate fixture) the CPU kernels u
 
 from __future__ import annotations
 
+import logging
+
 import random
 import re
 import types
@@ -167,6 +169,24 @@ def test_the_grad_scaler_state_is_saved_and_restored(tmp_path: Path) -> None:
     scaler = attach_grad_scaler(from_file)
     from_file.load(1)
     assert scaler.state_dict() == saved and from_file.step == 4
+
+
+def test_a_scaler_state_without_a_scaler_and_a_scaler_without_state_are_named(tmp_path: Path, caplog) -> None:
+    data, options = random_images(), {"train_num_steps": 2, "save_and_sample_every": 2, "num_samples": 0}
+    trained = make_trainer(TinyTrainable(), data, tmp_path / "r", **options)
+    attach_grad_scaler(trained)
+    trained.train()
+    with caplog.at_level(logging.WARNING):
+        make_trainer(TinyTrainable(), data, tmp_path / "r", **options).load(1)  # a run without a scaler
+    assert "holds a gradient-scaler state, which this run" in caplog.text
+    plain = make_trainer(TinyTrainable(), data, tmp_path / "plain", **options)
+    plain.train()
+    caplog.clear()
+    with_scaler = make_trainer(TinyTrainable(), data, tmp_path / "plain", **options)
+    attach_grad_scaler(with_scaler)
+    with caplog.at_level(logging.WARNING):
+        with_scaler.load(1)
+    assert "holds no gradient-scaler state: this run's fp16 scaler starts" in caplog.text
 
 
 # ----- 3. DataLoader workers --------------------------------------------------------------------------------------
@@ -330,20 +350,21 @@ def test_gaussian_diffusion_warns_that_it_drops_the_labels(form, named: str, tmp
 
 
 @pytest.mark.parametrize("form, named", DROPPED)
-def test_the_dropped_labels_warning_comes_once_under_the_default_filter(form, named: str, tmp_path: Path) -> None:
+def test_the_dropped_labels_warning_comes_once_even_when_every_warning_is_shown(form, named: str,
+                                                                                tmp_path: Path) -> None:
     trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=3,
                            num_samples=0)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")  # Python's default: a warning once per place it is raised from
+        warnings.simplefilter("always")  # the model itself warns once, not the warnings filter
         trainer.train()
     dropped = [w for w in caught if "is dropped" in str(w.message)]
     assert len(dropped) == 1 and dropped[0].category is UserWarning and re.search(named, str(dropped[0].message))
 
 
 @pytest.mark.parametrize("items, says", [
-    (["abc", "def"], "items must be .*got items whose image is a str"),
-    ([{"picture": torch.rand(3, SIZE, SIZE)}], "items must be .*dict with an 'image' entry"),
-    ([(torch.rand(3, SIZE, SIZE, SIZE), 1)], r"items must be .*whose image is a \(1, 3, 8, 8, 8\)"),
+    (["abc", "def"], "items must be .*dicts with an 'image' entry; got a str$"),
+    ([{"picture": torch.rand(3, SIZE, SIZE)}], r"items must be .*; got a dict with the keys \['picture'\]"),
+    ([(torch.rand(3, SIZE, SIZE, SIZE), 1)], r"items must be .*; got a tuple whose first element is a \(3, 8, 8, 8\)"),
 ])
 def test_items_of_a_wrong_form_fail_at_construction_before_anything_is_written(items, says: str,
                                                                                tmp_path: Path) -> None:

@@ -42,8 +42,8 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     if len(source) == 0:
         raise ValueError("the dataset is empty")
     try:
-        first = split_batch(collate_batch([source[0]]))[0][0]
-    except (ValueError, TypeError, RuntimeError) as err:
+        first = split_batch(collate_batch([source[0]]))[0][0]  # ValueErrors name the accepted forms themselves
+    except (TypeError, RuntimeError) as err:  # default_collate's own complaints
         raise ValueError(f"the dataset's items must be {ITEM_FORMS}: {err}") from None
     if tuple(first.shape) != expected:
         raise ValueError(f"the dataset's images have shape {tuple(first.shape)} (C, H, W) but the model expects "

@@ -435,6 +435,12 @@ class Trainer:
             load_optimizer_state(self.opt, state["opt"])
         if acc.scaler is not None and state.get("scaler") is not None:
             acc.scaler.load_state_dict(state["scaler"])
+        elif state.get("scaler") is not None:
+            logger.warning("the checkpoint holds a gradient-scaler state, which this run (without fp16 mixed "
+                           "precision on a GPU) does not use")
+        elif acc.scaler is not None:
+            logger.warning("the checkpoint holds no gradient-scaler state: this run's fp16 scaler starts from its "
+                           "initial scale")
         if self.ema is not None:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
