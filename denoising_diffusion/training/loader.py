@@ -106,6 +106,50 @@ def collate_training_items(items: list[tuple[Any, list[SkippedImage]]]) -> tuple
     return collate_batch([item for item, _ in items]), [s for _, skipped in items for s in skipped]
 
 
+class DataStream:
+    """One process's endless stream of training batches: the data order's seed, the position in it
+    (``samples_seen``: items consumed over all processes) and the iterator, rebuilt at the position whenever it was
+    dropped (after a resume, or at the end of ``train()`` to stop DataLoader workers).
+
+    Args:
+        dataset: the training dataset.
+        global_batch_size: items per micro-batch over all processes (this process reads its shard of it).
+        data_seed: the order's seed, the same on every process.
+        shard, num_shards: this process's index and the number of processes.
+        num_workers, pin_memory: DataLoader options.
+    """
+
+    def __init__(self, dataset: Any, global_batch_size: int, *, data_seed: int, shard: int, num_shards: int,
+                 num_workers: int, pin_memory: bool) -> None:
+        self.dataset = dataset
+        self.global_batch_size = global_batch_size
+        self.data_seed = data_seed
+        self.samples_seen = 0
+        self.shard, self.num_shards, self.num_workers, self.pin_memory = shard, num_shards, num_workers, pin_memory
+        self._batches: Batches | None = None
+
+    def next(self) -> tuple[Batch, list[SkippedImage]]:
+        """This process's next micro-batch (on the CPU) and the files skipped while reading it."""
+        if self._batches is None:
+            self._batches = training_batches(
+                self.dataset, self.global_batch_size, seed=self.data_seed, start_index=self.samples_seen,
+                shard=self.shard, num_shards=self.num_shards, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        batch, skipped = next(self._batches)
+        self.samples_seen += self.global_batch_size
+        return batch, skipped
+
+    def reset(self) -> None:
+        """Drop the iterator (stopping DataLoader workers); the next batch restarts it at ``samples_seen``."""
+        self._batches = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"data_seed": self.data_seed, "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.data_seed, self.samples_seen = int(state["data_seed"]), int(state["samples_seen"])
+        self.reset()
+
+
 def training_batches(dataset: Any, global_batch_size: int, *, seed: int, start_index: int, shard: int,
                      num_shards: int, num_workers: int, pin_memory: bool) -> Batches:
     """Endless (micro-batch of global_batch_size / num_shards items on the CPU, skipped files) for one process.

@@ -48,7 +48,7 @@ from . import checkpoints
 from .compilation import compile_network
 from .distributed import broadcast_value, gather_values, make_accelerator, resolve_mixed_precision, use_cpu
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from .loader import Batches, as_training_dataset, default_num_workers, training_batches
+from .loader import DataStream, as_training_dataset, default_num_workers
 from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
 from .optimizer import load_optimizer_state, make_adam
 from .rng import capture_rng_state, restore_rng_state
@@ -180,7 +180,7 @@ class Trainer:
         self.trainable: Any = cast(Any, diffusion)  # an nn.Module meeting trainable.Trainable; self.model may wrap it (DDP)
         self.dataset = as_training_dataset(folder_or_dataset, self.trainable.channels, self.trainable.image_size,
                                            OnBadImage(on_bad_image))
-        self.num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
+        num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
             "num_workers", num_workers, minimum=0)
 
         cpu = use_cpu()
@@ -196,7 +196,10 @@ class Trainer:
         if seed is not None:
             set_seed(seed, device_specific=True)
         data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        self.data_seed: int = broadcast_value(acc, data_seed)  # one data order shared by every process
+        self.data = DataStream(self.dataset, self.global_batch_size, shard=acc.process_index,
+                               data_seed=broadcast_value(acc, data_seed),  # one data order shared by every process
+                               num_shards=acc.num_processes, num_workers=num_workers,
+                               pin_memory=acc.device.type == "cuda")
 
         opt = make_adam(diffusion.parameters(), lr=train_lr, betas=(adam_betas[0], adam_betas[1]))
         self.model, self.opt = acc.prepare(diffusion, opt)
@@ -210,10 +213,8 @@ class Trainer:
             compile_network(self.trainable.model, None if compile is True else compile)
 
         self.step = 0
-        self.samples_seen = 0  # data indices consumed, over all processes: the position in the data order
         self.skipped_images: dict[str, str] = {}  # path -> reason for every file skipped so far (main process)
         self._new_skipped: list[SkippedImage] = []  # met by this process since the last optimizer step
-        self._batches: Batches | None = None
         self._resume(resume)
         logger.info("training on %d images, device %s, mixed precision %s, %d process(es), %d images per "
                     "optimizer step", len(self.dataset), acc.device, mixed_precision, acc.num_processes,
@@ -226,23 +227,26 @@ class Trainer:
 
     # ----- data -------------------------------------------------------------------------------------------------
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data order (and of each item's reading), the same on every process."""
+        return self.data.data_seed
+
+    @property
+    def samples_seen(self) -> int:
+        """Items consumed over all processes: the position in the data order."""
+        return self.data.samples_seen
+
     def reset_data_stream(self) -> None:
         """Drop the batch iterator (stopping DataLoader workers); the next step restarts it at samples_seen."""
-        self._batches = None
+        self.data.reset()
 
     def _next_batch(self) -> Batch:
-        acc = self.accelerator
-        if self._batches is None:
-            self._batches = training_batches(
-                self.dataset, self.global_batch_size, seed=self.data_seed, start_index=self.samples_seen,
-                shard=acc.process_index, num_shards=acc.num_processes, num_workers=self.num_workers,
-                pin_memory=acc.device.type == "cuda")
-        batch, skipped = next(self._batches)
+        batch, skipped = self.data.next()
         self._new_skipped.extend(skipped)
-        self.samples_seen += self.global_batch_size
         if self.augment_horizontal_flip:
             batch = map_images(batch, random_hflip)
-        return send_to_device(batch, acc.device, non_blocking=True)
+        return send_to_device(batch, self.accelerator.device, non_blocking=True)
 
     # ----- one optimizer step -----------------------------------------------------------------------------------
 
@@ -417,8 +421,8 @@ class Trainer:
         the EMA state (the others keep no EMA).
         """
         acc = self.accelerator
-        trainer = {"data_seed": self.data_seed, "samples_seen": self.samples_seen,
-                   "rng": gather_values(acc, capture_rng_state()), "num_processes": acc.num_processes}
+        trainer = {**self.data.state_dict(), "rng": gather_values(acc, capture_rng_state()),
+                   "num_processes": acc.num_processes}
         return make_checkpoint(
             config=spec_of(self.trainable), step=self.step, model=self.trainable.model.state_dict(),
             ema=self.ema.state_dict() if self.ema is not None else None, opt=self.opt.state_dict(),
@@ -448,11 +452,11 @@ class Trainer:
                 logger.warning("the checkpoint has no EMA state; the EMA restarts from the loaded weights")
                 self.ema.copy_params_from_model_to_ema()
         trainer = state.get("trainer") or {}
-        self.data_seed = int(trainer.get("data_seed", self.data_seed))
-        default_seen = self.step * self.gradient_accumulate_every * self.global_batch_size
-        self.samples_seen = int(trainer.get("samples_seen", default_seen))
+        self.data.load_state_dict({  # the iterator restarts at the restored position on the next step
+            "data_seed": trainer.get("data_seed", self.data_seed),
+            "samples_seen": trainer.get("samples_seen", self.step * self.gradient_accumulate_every
+                                        * self.global_batch_size)})
         self._restore_rng(trainer.get("rng"))
-        self.reset_data_stream()  # rebuilt at the restored position on the next step
 
     def _restore_rng(self, saved: Any) -> None:
         """Put back this process's RNG states (format-1 checkpoints hold one dict, newer ones a list per process)."""
