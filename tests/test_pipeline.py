@@ -12,7 +12,7 @@ from torch import nn
 from denoising_diffusion.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
-from denoising_diffusion.pipeline import build, load_pipeline, save_pipeline, spec_of
+from denoising_diffusion.pipeline import build, load_pipeline, load_weights, save_pipeline, spec_of
 from denoising_diffusion.registry import kind_named, model_kind, registered_kinds
 
 
@@ -131,3 +131,11 @@ def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
     assert spec_of(loaded) == spec_of(d)
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, d.model.state_dict()[name]), name
+    resumed = tiny()  # what a Trainer does on resume: the specs must agree, then the weights load
+    with torch.no_grad():
+        next(resumed.model.parameters()).add_(1.0)
+    load_weights(resumed, load_checkpoint(path))
+    assert torch.equal(next(resumed.model.parameters()), next(d.model.parameters()))
+    payload["config"]["diffusion"]["timesteps"] = 20
+    with pytest.raises(CheckpointError, match="timesteps: checkpoint has 20, this model has 10"):
+        load_weights(resumed, load_checkpoint(save_checkpoint(path, payload)))
