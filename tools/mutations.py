@@ -31,6 +31,7 @@ SCHEDULES = (
     "tests/test_claims.py",
     "tests/test_fast_samplers.py::test_continuous_spacings",
     "tests/test_fast_samplers.py::test_logsnr_spacing_is_uniform_in_log_snr",
+    "tests/test_fast_samplers.py::test_karras_spacing_follows_equation_5",
     "tests/test_diffusion.py::test_default_sampler_follows_sampling_timesteps",
 )
 VARIANCE = (
