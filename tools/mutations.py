@@ -59,6 +59,8 @@ DIFFUSION = (
     "tests/test_diffusion.py::test_min_snr_changes_the_loss",
     "tests/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
     "tests/test_diffusion.py::test_learned_variance_and_self_condition_train_and_sample",
+    "tests/test_diffusion.py::test_self_conditioning_feeds_the_previous_prediction",
+    "tests/test_diffusion.py::test_denoiser_clip_override",
     "tests/test_diffusion.py::test_sample_restores_training_mode_and_keeps_dtype",
     "tests/test_diffusion.py::test_invert_then_sample_reconstructs",
 )
