@@ -115,10 +115,11 @@ class FunctionNet(nn.Module):
 
 # ----- 1. the variational bound with the default fixed_small variance ----------------------------------------
 
-def expected_terms(ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Callable[[Tensor, int], Tensor]
-                   ) -> tuple[Tensor, Tensor]:
-    """Per-sample nats summed over dims: (terms (B, T), prior (B,)) of the bound with Σ = β̃_t (β̃_1 at t = 0),
-    given the x_t the model saw. x0_hat(x_t, t) is the model's prediction as the bound uses it."""
+def expected_terms(ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Callable[[Tensor, int], Tensor],
+                   large: bool = False) -> tuple[Tensor, Tensor]:
+    """Per-sample nats summed over dims: (terms (B, T), prior (B,)) of the bound with Σ = β̃_t, or Σ = β_t =
+    1 − ᾱ_t/ᾱ_{t−1} when ``large``; at t = 0 (the decoder) Σ = β̃_1 for both (improved-diffusion's convention for
+    fixed_large), given the x_t the model saw. x0_hat(x_t, t) is the model's prediction as the bound uses it."""
     T = len(ab)
     terms = []
     for t in range(T):
@@ -128,16 +129,19 @@ def expected_terms(ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Calla
             decoder_var = forward_conditional(float(ab[0]), float(ab[1]))[2]
             terms.append(decoder_nll(x0, model_mean, math.sqrt(decoder_var)).flatten(1).sum(1))
         else:
-            terms.append(gaussian_kl(c0 * x0 + ct * x_t[t], var, model_mean, var).flatten(1).sum(1))
+            model_var = 1 - float(ab[t]) / float(ab[t - 1]) if large else var
+            terms.append(gaussian_kl(c0 * x0 + ct * x_t[t], var, model_mean, model_var).flatten(1).sum(1))
     a_last = float(ab[-1])
     prior = gaussian_kl(math.sqrt(a_last) * x0, 1 - a_last, torch.zeros_like(x0), 1.0).flatten(1).sum(1)
     return torch.stack(terms, 1), prior
 
 
-def test_vlb_terms_fixed_small_match_closed_forms_term_by_term() -> None:
-    """vlb_terms (default variance fixed_small, discretized decoder) against the terms computed here from the x_t the
-    denoiser was given: each KL, the decoder and the prior in bits/dim (nats / (D ln 2)), to 1e-9. The betas stop
-    at ᾱ_{T−1} ≈ 0.28, so the prior term is large enough to check."""
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+def test_vlb_terms_match_closed_forms_term_by_term(variance: str) -> None:
+    """vlb_terms (the default variance fixed_small, or fixed_large; discretized decoder) against the terms computed
+    here from the x_t the denoiser was given: each KL, the decoder and the prior in bits/dim (nats / (D ln 2)), to
+    1e-9. The betas stop at ᾱ_{T−1} ≈ 0.28, so the prior term is large enough to check. The decoder's variance is
+    β̃_1 ≈ 0.92e-4 for both (β_0 = 1e-4 is not it: the decoder term, checked to 1e-9, tells them apart)."""
     betas = torch.linspace(1e-4, 0.05, 50, dtype=F64)
     ab = alphabar(betas)
     g = torch.Generator().manual_seed(0)
@@ -149,8 +153,10 @@ def test_vlb_terms_fixed_small_match_closed_forms_term_by_term() -> None:
         seen[int(t[0])] = x_t.clone()
         return oracle(x_t, t)
 
-    result = vlb_terms(recording, NoiseSchedule(betas), x0, generator=torch.Generator().manual_seed(1))
-    terms, prior = expected_terms(ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])))
+    result = vlb_terms(recording, NoiseSchedule(betas), x0, variance=variance,
+                       generator=torch.Generator().manual_seed(1))
+    terms, prior = expected_terms(ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])),
+                                  large=variance == "fixed_large")
     D = x0[0].numel()
     torch.testing.assert_close(result.terms, terms / (D * LN2), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(result.prior, prior / (D * LN2), rtol=1e-9, atol=1e-12)
@@ -477,3 +483,91 @@ def test_sample_range_follows_auto_normalize_and_clip_denoised(auto_normalize: b
         want = states.clamp(-1, 1) if clip_denoised else states
     torch.testing.assert_close(trajectory, want)
     torch.testing.assert_close(trajectory[:, -1], out)
+
+
+# ----- 7. the training loss: L_simple, min-SNR and the hybrid loss ------------------------------------------------
+
+@pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
+@pytest.mark.parametrize("loss_type", ["l2", "l1", "huber"])
+@pytest.mark.parametrize("min_snr", [False, True], ids=["plain", "min_snr"])
+def test_p_losses_closed_form(objective: str, loss_type: str, min_snr: bool) -> None:
+    """p_losses for a network whose output is 2 x_t + 0.1 (any t), against the loss written out here: x_t = √ᾱ_t x_0 +
+    √(1 − ᾱ_t) ε; the target ε, x_0 or v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022); the per-sample mean over
+    dims of (out − target)², |out − target| or Huber (δ = 1) (Ho et al. 2020, eq. 14); with min-SNR-γ (γ = 2) times
+    min(SNR, γ)/SNR, min(SNR, γ) or min(SNR, γ)/(SNR + 1) by objective (Hang et al. 2023, eq. 9)."""
+    T, gamma = 50, 2.0
+    ab = alphabar(NoiseSchedule.from_name("cosine", T).betas)
+    d = GaussianDiffusion(FunctionNet(lambda x, t: 2.0 * x + 0.1, channels=2), image_size=3, timesteps=T,
+                          objective=objective, loss_type=loss_type, min_snr_loss_weight=min_snr,
+                          min_snr_gamma=gamma).double()
+    g = torch.Generator().manual_seed(14)
+    t = torch.tensor([0, 1, 10, 25, 40, 48, 49])
+    x0 = torch.randn(len(t), 2, 3, 3, generator=g, dtype=F64)
+    noise = torch.randn(len(t), 2, 3, 3, generator=g, dtype=F64)
+    got = d.p_losses(x0, t, noise)
+    alpha, sigma = ab[t].sqrt().view(-1, 1, 1, 1), (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
+    x_t = alpha * x0 + sigma * noise
+    target = {"pred_noise": noise, "pred_x0": x0, "pred_v": alpha * noise - sigma * x0}[objective]
+    err = (2.0 * x_t + 0.1 - target).abs()
+    elementwise = {"l2": err ** 2, "l1": err, "huber": torch.where(err < 1, 0.5 * err ** 2, err - 0.5)}[loss_type]
+    want = elementwise.flatten(1).mean(1)
+    if min_snr:
+        snr = ab[t] / (1 - ab[t])
+        want = want * snr.clamp(max=gamma) / {"pred_noise": snr, "pred_x0": 1.0, "pred_v": snr + 1}[objective]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("objective", ["pred_noise", "pred_x0"])
+def test_hybrid_loss_closed_form(objective: str) -> None:
+    """With a learned-variance network (prediction channels, then v): p_losses = L_simple + λ T L_t (Nichol &
+    Dhariwal 2021, eq. 16, λ = vlb_weight = 0.001), L_t in bits per dimension: the KL from q(x_{t−1} | x_t, x_0) to
+    N(c_0 x̂_0 + c_t x_t, exp(v' log β_t + (1 − v') log β̃_t)), v' = (v + 1)/2, for t > 0, and the discretized
+    decoder's −log p(x_0) at t = 0 (log β̃ clipped to log β̃_1 there). Everything from ᾱ computed here."""
+    T = 50
+    betas = NoiseSchedule.from_name("cosine", T).betas
+    ab = alphabar(betas)
+    g = torch.Generator().manual_seed(15)
+    t = torch.tensor([0, 0, 1, 9, 30, 49])
+    x0 = quantize_images(0.4 * torch.randn(len(t), 2, 2, 2, generator=g, dtype=F64)) * 2 - 1
+    noise = torch.randn(len(t), 2, 2, 2, generator=g, dtype=F64)
+    v = torch.rand(len(t), 2, 2, 2, generator=g, dtype=F64) * 2 - 1
+    miss = 0.02 * torch.randn(len(t), 2, 2, 2, generator=g, dtype=F64)  # x̂_0 = x_0 + miss: a finite decoder NLL
+    a_t, s_t = ab[t].sqrt().view(-1, 1, 1, 1), (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
+    pred = x0 + miss if objective == "pred_x0" else noise - a_t * miss / s_t
+    net = FunctionNet(lambda x, time: torch.cat([pred, v], 1), channels=2, learned_variance=True)
+    d = GaussianDiffusion(net, image_size=2, timesteps=T, objective=objective).double()
+    got = d.p_losses(x0, t, noise)
+    small_0 = forward_conditional(float(ab[0]), float(ab[1]))[2]
+    for row, ti in enumerate(t.tolist()):
+        a, sg = math.sqrt(float(ab[ti])), math.sqrt(1 - float(ab[ti]))
+        x_t = a * x0[row] + sg * noise[row]
+        x0_hat = pred[row] if objective == "pred_x0" else (x_t - sg * pred[row]) / a
+        simple = float(((pred[row] - (x0[row] if objective == "pred_x0" else noise[row])) ** 2).mean())
+        c0, ct, var = forward_conditional(1.0 if ti == 0 else float(ab[ti - 1]), float(ab[ti]))
+        frac = (v[row] + 1) / 2
+        model_var = torch.exp(frac * math.log(float(betas[ti])) + (1 - frac) * math.log(small_0 if ti == 0 else var))
+        model_mean = c0 * x0_hat + ct * x_t
+        if ti == 0:
+            nats = decoder_nll(x0[row], model_mean, model_var.sqrt())
+        else:
+            nats = gaussian_kl(c0 * x0[row] + ct * x_t, var, model_mean, model_var)
+        want = simple + 0.001 * T * float(nats.mean()) / LN2
+        assert float(got[row]) == pytest.approx(want, rel=1e-5), (ti, float(got[row]), want)
+
+
+def test_hybrid_loss_gradient_reaches_the_mean_only_through_l_simple() -> None:
+    """Nichol & Dhariwal 2021, §3.1: L_vlb trains only the variance (a stop-gradient on the mean), so the gradient
+    of p_losses with respect to the ε-prediction channels is that of L_simple alone, 2 (out − ε)/D, while the v
+    channels get a non-zero gradient (from L_vlb)."""
+    T, B = 50, 6
+    g = torch.Generator().manual_seed(16)
+    out = torch.cat([torch.randn(B, 2, 2, 2, generator=g, dtype=F64),
+                     torch.rand(B, 2, 2, 2, generator=g, dtype=F64) * 2 - 1], 1).requires_grad_(True)
+    net = FunctionNet(lambda x, time: out, channels=2, learned_variance=True)
+    d = GaussianDiffusion(net, image_size=2, timesteps=T).double()
+    x0 = quantize_images(0.4 * torch.randn(B, 2, 2, 2, generator=g, dtype=F64)) * 2 - 1
+    noise = torch.randn(B, 2, 2, 2, generator=g, dtype=F64)
+    d.p_losses(x0, torch.tensor([0, 1, 5, 20, 40, 49]), noise).sum().backward()
+    D = 2 * 2 * 2
+    torch.testing.assert_close(out.grad[:, :2], 2 * (out[:, :2].detach() - noise) / D, rtol=1e-10, atol=1e-12)
+    assert bool((out.grad[:, 2:].abs().flatten(1).sum(1) > 0).all())

@@ -137,10 +137,59 @@ def test_config_round_trips_through_json() -> None:
 
 
 def test_sample_restores_training_mode_and_keeps_dtype() -> None:
+    """sample() runs the network in eval mode and gives it back in the mode it found: training, or eval."""
     d = tiny().double()
     d.train()
     out = d.sample(2, steps=3, sampler="ddim")
     assert d.model.training and out.dtype == torch.float64
+    d.eval()
+    d.sample(2, steps=3, sampler="ddim")
+    assert not d.model.training
+
+
+class Scale(torch.nn.Module):
+    """A 'network' out = 3 x_t (any t) that records the self-conditioning input of every call."""
+
+    channels, learned_variance = 2, False
+
+    def __init__(self, self_condition: bool = False) -> None:
+        super().__init__()
+        self.self_condition = self_condition
+        self.weight = torch.nn.Parameter(torch.tensor(3.0))
+        self.received: list[torch.Tensor | None] = []
+
+    def forward(self, x, t, x_self_cond=None):
+        self.received.append(None if x_self_cond is None else x_self_cond.clone())
+        return self.weight * x
+
+
+def test_self_conditioning_feeds_the_previous_prediction() -> None:
+    """Chen et al. 2022 ("Analog Bits", §3): while sampling, a self-conditioned network receives nothing at the first
+    step and the previous step's x̂_0 (as the sampler saw it, clamped) at every later one."""
+    net = Scale(self_condition=True)
+    d = GaussianDiffusion(net, image_size=1, timesteps=20, objective="pred_x0")
+    records = []
+    d.sample(4, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(0), callback=records.append)
+    assert len(net.received) == 5 and net.received[0] is None
+    for received, previous in zip(net.received[1:], records):
+        torch.testing.assert_close(received, previous.pred_x0, rtol=0, atol=0)
+
+
+def test_denoiser_clip_override() -> None:
+    """denoiser(clip_denoised=...) overrides the model's setting for one denoiser (invert() and the ODE likelihood
+    ask for an unclamped one): x̂_0 = 3 x_t comes back clamped to [−1, 1] exactly when clipping is on, and
+    ε̂ = (x_t − α_t x̂_0)/σ_t from the x̂_0 returned."""
+    x, t = torch.linspace(-1, 1, 8).view(4, 2, 1, 1), torch.full((4,), 10)
+    for model_clip in (True, False):
+        d = GaussianDiffusion(Scale(), image_size=1, timesteps=20, objective="pred_x0", clip_denoised=model_clip)
+        alpha, sigma = (math.sqrt(v) for v in (d.schedule.alphabar(10), 1 - d.schedule.alphabar(10)))
+        for override in (None, True, False):
+            clip = model_clip if override is None else override
+            with torch.no_grad():
+                pred = d.denoiser(clip_denoised=override)(x, t)
+            want = (3 * x).clamp(-1, 1) if clip else 3 * x
+            torch.testing.assert_close(pred.x0, want)
+            torch.testing.assert_close(pred.eps, (x - alpha * want) / sigma)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -90,6 +90,25 @@ def test_continuous_spacings(spacing: str, schedule_name: str, steps: int) -> No
         assert ts[0] == int((sigma_tilde.log() - cap).abs().argmin())
 
 
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_karras_spacing_follows_equation_5(schedule_name: str) -> None:
+    """Karras et al. 2022, eq. 5 with ρ = 7: σ_i = (σ_max^{1/ρ} + i/(n−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, i = 0..n−1,
+    σ̃ = √((1 − ᾱ)/ᾱ), σ_min = σ̃_0, σ_max = min(σ̃_{T−1}, 80). With 10 steps no two targets share an index, so each
+    visited index must be the one whose σ̃ is nearest σ_i in log (checked against both neighbours)."""
+    schedule = NoiseSchedule.from_name(schedule_name, 1000)
+    ab = torch.cumprod(1 - schedule.betas, 0)
+    log_sigma = 0.5 * torch.log((1 - ab) / ab)
+    rho, n = 7.0, 10
+    s_max, s_min = min(math.exp(float(log_sigma[-1])), 80.0) ** (1 / rho), math.exp(float(log_sigma[0])) ** (1 / rho)
+    targets = [rho * math.log(s_max + i / (n - 1) * (s_min - s_max)) for i in range(n)]
+    ts = spaced_timesteps(schedule, n, "karras")
+    for t, target in zip(ts, targets):
+        here = abs(float(log_sigma[t]) - target)
+        for neighbour in (t - 1, t + 1):
+            if 0 <= neighbour < 1000:
+                assert here <= abs(float(log_sigma[neighbour]) - target), (ts, t, math.exp(target))
+
+
 def test_logsnr_spacing_is_uniform_in_log_snr() -> None:
     schedule = NoiseSchedule.from_name("linear", 1000)
     ts = spaced_timesteps(schedule, 10, "logsnr")

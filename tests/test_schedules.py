@@ -33,6 +33,19 @@ def test_linear_schedule_matches_ddpm_paper() -> None:
     assert math.isclose(b[0], 1e-4) and math.isclose(b[-1], 0.02) and math.isclose(b[500] - b[499], b[1] - b[0])
 
 
+@pytest.mark.parametrize("T", [10, 100, 250])
+def test_linear_and_quadratic_schedules_rescale_both_end_points_to_T(T: int) -> None:
+    """Nichol & Dhariwal 2021 (§3, App. D): for T != 1000 both end points of the linear betas scale by 1000/T, so
+    the chain still ends near pure noise; 'quad' is linear in √β between the same end points. Clipped at 0.999."""
+    scale = 1000 / T
+    for name in ("linear", "quadratic"):
+        b = make_betas(name, T)
+        assert float(b[0]) == pytest.approx(scale * 1e-4, rel=1e-12), name
+        assert float(b[-1]) == pytest.approx(min(scale * 0.02, 0.999), rel=1e-12), name
+    root = make_betas("quadratic", T).sqrt()
+    assert float(root[2] - root[1]) == pytest.approx(float(root[1] - root[0]), rel=1e-9)
+
+
 def test_cosine_schedule_closed_form_and_clipping() -> None:
     T, s = 1000, 0.008
     ab = NoiseSchedule.from_name("cosine", T).alphas_cumprod
@@ -119,6 +132,15 @@ def test_spaced_timesteps(spacing: str, steps: int) -> None:
         assert ts[0] == 999
     if spacing == "leading":
         assert ts[-1] == 0
+
+
+def test_uniform_spacings_closed_form() -> None:
+    """The three uniform spacings at T = 1000, 10 steps, written out (Lin et al. 2024, Table 2, for 'trailing' and
+    'leading'; 'linspace' is round(linspace(999, 0, 10)))."""
+    assert spaced_timesteps(1000, 10, "trailing") == list(range(999, 0, -100))
+    assert spaced_timesteps(1000, 10, "leading") == list(range(900, -1, -100))
+    assert spaced_timesteps(1000, 10, "linspace") == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+    assert spaced_timesteps(20, 5, "linspace") == [19, 14, 10, 5, 0]
 
 
 def test_spaced_timesteps_errors() -> None:
