@@ -59,8 +59,9 @@ def guarded_median(fn: Callable[[], Any], repeats: int, threads: int, warmup: in
     return timings["fn"].median_s, timings["fn"].redone
 
 
-def alternating_medians(fns: Mapping[str, Callable[[], Any]], repeats: int, threads: int, warmup: int = 2,
-                        retries: int = 3) -> dict[str, Timing]:
+def alternating_medians(
+    fns: Mapping[str, Callable[[], Any]], repeats: int, threads: int, warmup: int = 2, retries: int = 3
+) -> dict[str, Timing]:
     """Guarded medians of several functions, timed in turn (a, b, c, a, b, c, ...) so that a slow spell of
     the machine hits all of them alike. Each function is warmed up ``warmup`` times first."""
     if repeats < 1:
@@ -127,5 +128,7 @@ def load_average() -> float:
 
 def machine_line() -> str:
     """One line naming the machine state a table was measured in: cores, threads, torch, date, load."""
-    return (f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}, 1-min load average {load_average():.2f}")
+    return (
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}, 1-min load average {load_average():.2f}"
+    )

@@ -69,8 +69,13 @@ def peak_memory(args: argparse.Namespace, phase: str) -> float:
         f"print(b.memory_child(a, {phase!r}))"
     )
     argv = json.dumps(args.argv)
-    out = subprocess.run([sys.executable, "-c", code, argv], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code, argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -115,14 +120,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result["params_M"] = params / 1e6
     result["train_mem_MiB"] = peak_memory(args, "train")
     result["forward_mem_MiB"] = peak_memory(args, "forward")
-    print(f"Unet(dim={args.dim}, dim_mults={args.dim_mults}) at {args.image_size}x{args.image_size}, batch "
-          f"{args.batch}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| params | train step | images/s (train) | one network evaluation | peak memory, train | "
-          "peak memory, forward | redone iterations |")
+    print(
+        f"Unet(dim={args.dim}, dim_mults={args.dim_mults}) at {args.image_size}x{args.image_size}, batch "
+        f"{args.batch}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        "| params | train step | images/s (train) | one network evaluation | peak memory, train | "
+        "peak memory, forward | redone iterations |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {result['params_M']:.2f} M | {result['step_s']:.3f} s | {args.batch / result['step_s']:.1f} | "
-          f"{result['forward_s']:.3f} s | {result['train_mem_MiB']:.0f} MiB | {result['forward_mem_MiB']:.0f} MiB | "
-          f"{result['redone']:.0f} |")
+    print(
+        f"| {result['params_M']:.2f} M | {result['step_s']:.3f} s | {args.batch / result['step_s']:.1f} | "
+        f"{result['forward_s']:.3f} s | {result['train_mem_MiB']:.0f} MiB | {result['forward_mem_MiB']:.0f} MiB | "
+        f"{result['redone']:.0f} |"
+    )
     return result
 
 

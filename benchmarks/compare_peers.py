@@ -132,25 +132,41 @@ def build_ours(config: Config, device: str = "cpu", channels_last: bool = False,
     diffusion = GaussianDiffusion(net, image_size=config.image_size, timesteps=1000).to(device)
     diffusion.model = wrap(net)
     images, x_t, t = _inputs(config, device, channels_last)
-    return Subject(OURS, net, lambda: diffusion(images), lambda: diffusion.model(x_t, t),
-                   lambda: diffusion.sample(config.batch, sampler="ddim", steps=config.sample_steps),
-                   lambda params: make_adam(params, lr=1e-4, betas=(0.9, 0.99)))
+    return Subject(
+        OURS,
+        net,
+        lambda: diffusion(images),
+        lambda: diffusion.model(x_t, t),
+        lambda: diffusion.sample(config.batch, sampler="ddim", steps=config.sample_steps),
+        lambda params: make_adam(params, lr=1e-4, betas=(0.9, 0.99)),
+    )
 
 
-def build_lucidrains(config: Config, device: str = "cpu", channels_last: bool = False,
-                     wrap: Wrap = _identity) -> Subject:
+def build_lucidrains(
+    config: Config, device: str = "cpu", channels_last: bool = False, wrap: Wrap = _identity
+) -> Subject:
     """denoising-diffusion-pytorch: its Unet and GaussianDiffusion (ε-prediction, sampling_timesteps = DDIM steps)."""
     from denoising_diffusion_pytorch import GaussianDiffusion, Unet
 
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    diffusion = GaussianDiffusion(net, image_size=config.image_size, timesteps=1000, objective="pred_noise",
-                                  sampling_timesteps=config.sample_steps).to(device)
+    diffusion = GaussianDiffusion(
+        net,
+        image_size=config.image_size,
+        timesteps=1000,
+        objective="pred_noise",
+        sampling_timesteps=config.sample_steps,
+    ).to(device)
     diffusion.model = wrap(net)
     images, x_t, t = _inputs(config, device, channels_last)
-    return Subject(LUCIDRAINS, net, lambda: diffusion(images), lambda: diffusion.model(x_t, t),
-                   lambda: diffusion.sample(batch_size=config.batch))
+    return Subject(
+        LUCIDRAINS,
+        net,
+        lambda: diffusion(images),
+        lambda: diffusion.model(x_t, t),
+        lambda: diffusion.sample(batch_size=config.batch),
+    )
 
 
 def diffusers_network(config: Config) -> nn.Module:
@@ -160,13 +176,21 @@ def diffusers_network(config: Config) -> nn.Module:
     levels = len(config.diffusers_channels)
     down = ("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",)
     up = ("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
-    return UNet2DModel(sample_size=config.image_size, in_channels=config.channels, out_channels=config.channels,
-                       block_out_channels=config.diffusers_channels, layers_per_block=1, down_block_types=down,
-                       up_block_types=up, norm_num_groups=config.diffusers_groups)
+    return UNet2DModel(
+        sample_size=config.image_size,
+        in_channels=config.channels,
+        out_channels=config.channels,
+        block_out_channels=config.diffusers_channels,
+        layers_per_block=1,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=config.diffusers_groups,
+    )
 
 
-def build_diffusers(config: Config, device: str = "cpu", channels_last: bool = False,
-                    wrap: Wrap = _identity) -> Subject:
+def build_diffusers(
+    config: Config, device: str = "cpu", channels_last: bool = False, wrap: Wrap = _identity
+) -> Subject:
     """diffusers: UNet2DModel, ε-prediction MSE with DDIMScheduler.add_noise, DDIMScheduler sampling loop."""
     from diffusers import DDIMScheduler
 
@@ -193,8 +217,11 @@ def build_diffusers(config: Config, device: str = "cpu", channels_last: bool = F
     return Subject(DIFFUSERS, net, loss, lambda: run(x_t, t).sample, sample)
 
 
-BUILDERS: dict[str, Callable[..., Subject]] = {OURS: build_ours, LUCIDRAINS: build_lucidrains,
-                                               DIFFUSERS: build_diffusers}
+BUILDERS: dict[str, Callable[..., Subject]] = {
+    OURS: build_ours,
+    LUCIDRAINS: build_lucidrains,
+    DIFFUSERS: build_diffusers,
+}
 
 
 def available(library: str) -> bool:
@@ -218,8 +245,9 @@ def select_libraries(requested: list[str], skip_missing: bool) -> tuple[list[str
     return chosen, notes
 
 
-def train_step_fn(subject: Subject,
-                  autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> Callable[[], None]:
+def train_step_fn(
+    subject: Subject, autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
+) -> Callable[[], None]:
     """One training step of ``subject``: zero grads, loss (under ``autocast`` if given), backward, Adam step."""
     optimizer = subject.optimizer(subject.network.parameters())
 
@@ -273,8 +301,9 @@ class Row:
     memory_mib: dict[str, float]
 
 
-def measure(config: Config, libraries: list[str], repeats: int, sample_repeats: int,
-            memory_phases: tuple[str, ...]) -> list[Row]:
+def measure(
+    config: Config, libraries: list[str], repeats: int, sample_repeats: int, memory_phases: tuple[str, ...]
+) -> list[Row]:
     """Time every library on ``config`` (alternating them), then measure peak memory in child processes."""
     torch.manual_seed(0)
     subjects = [BUILDERS[lib](config) for lib in libraries]
@@ -282,27 +311,42 @@ def measure(config: Config, libraries: list[str], repeats: int, sample_repeats: 
     steps = {s.library: train_step_fn(s) for s in subjects}
     train = alternating_medians(steps, repeats, threads)
     forward = alternating_medians({s.library: inference_fn(s.forward) for s in subjects}, repeats, threads)
-    sample = alternating_medians({s.library: inference_fn(s.sample) for s in subjects}, sample_repeats, threads,
-                                 warmup=0, retries=1)
+    sample = alternating_medians(
+        {s.library: inference_fn(s.sample) for s in subjects}, sample_repeats, threads, warmup=0, retries=1
+    )
     rows = []
     for s in subjects:
-        memory = {phase: run_child("benchmarks.compare_peers", "memory_child",
-                                   {"config": asdict(config), "library": s.library, "phase": phase}, threads)
-                  for phase in memory_phases}
+        memory = {
+            phase: run_child(
+                "benchmarks.compare_peers",
+                "memory_child",
+                {"config": asdict(config), "library": s.library, "phase": phase},
+                threads,
+            )
+            for phase in memory_phases
+        }
         rows.append(Row(s.library, s.params, train[s.library], forward[s.library], sample[s.library], memory))
     return rows
 
 
 def memory_table(configs: list[Config], libraries: list[str], threads: int) -> str:
     """Peak memory only (no timing; unaffected by a busy machine): a markdown table, one row per config x library."""
-    lines = ["| config | library | params | peak memory, train | peak memory, forward |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| config | library | params | peak memory, train | peak memory, forward |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for config in configs:
         for lib in libraries:
             params = sum(p.numel() for p in BUILDERS[lib](config).network.parameters())
-            mem = [run_child("benchmarks.compare_peers", "memory_child",
-                             {"config": asdict(config), "library": lib, "phase": phase}, threads)
-                   for phase in ("train", "forward")]
+            mem = [
+                run_child(
+                    "benchmarks.compare_peers",
+                    "memory_child",
+                    {"config": asdict(config), "library": lib, "phase": phase},
+                    threads,
+                )
+                for phase in ("train", "forward")
+            ]
             lines.append(f"| {config.name} | {lib} | {params / 1e6:.2f} M | {mem[0]:.0f} MiB | {mem[1]:.0f} MiB |")
             print(lines[-1], flush=True)
     return "\n".join(lines)
@@ -312,12 +356,16 @@ def format_config_table(config: Config, rows: list[Row]) -> str:
     """A markdown table of one configuration's figures, one row per library."""
     ours = next((r.params for r in rows if r.library == OURS), None)
     lines = [
-        (f"**{config.name}**: {config.channels}x{config.image_size}x{config.image_size}, batch {config.batch}, "
-        f"dim_mults {config.dim_mults}, DDIM {config.sample_steps} steps; (!) marks a parameter count more than "
-        f"{PARAM_TOLERANCE:.0%} away from ours"),
+        (
+            f"**{config.name}**: {config.channels}x{config.image_size}x{config.image_size}, batch {config.batch}, "
+            f"dim_mults {config.dim_mults}, DDIM {config.sample_steps} steps; (!) marks a parameter count more than "
+            f"{PARAM_TOLERANCE:.0%} away from ours"
+        ),
         "",
-        ("| library | params | train step | images/s (train) | forward | DDIM sample | peak memory, train | "
-        "peak memory, forward | redone / kept under load |"),
+        (
+            "| library | params | train step | images/s (train) | forward | DDIM sample | peak memory, train | "
+            "peak memory, forward | redone / kept under load |"
+        ),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -325,24 +373,33 @@ def format_config_table(config: Config, rows: list[Row]) -> str:
         mem = [f"{r.memory_mib[p]:.0f} MiB" if p in r.memory_mib else "-" for p in ("train", "forward")]
         redone = sum(t.redone for t in (r.train, r.forward, r.sample))
         unguarded = sum(t.unguarded for t in (r.train, r.forward, r.sample))
-        lines.append(f"| {r.library} | {r.params / 1e6:.2f} M{flag} | {r.train.median_s:.3f} s | "
-                     f"{config.batch / r.train.median_s:.1f} | {r.forward.median_s:.3f} s | "
-                     f"{r.sample.median_s:.2f} s | {mem[0]} | {mem[1]} | {redone} / {unguarded} |")
+        lines.append(
+            f"| {r.library} | {r.params / 1e6:.2f} M{flag} | {r.train.median_s:.3f} s | "
+            f"{config.batch / r.train.median_s:.1f} | {r.forward.median_s:.3f} s | "
+            f"{r.sample.median_s:.2f} s | {mem[0]} | {mem[1]} | {redone} / {unguarded} |"
+        )
     return "\n".join(lines)
 
 
 def format_ratio_table(results: list[tuple[Config, list[Row]]]) -> str:
     """Markdown table of ours / peer: training images/s, forward time, DDIM time, peak training memory."""
-    lines = ["| config | ours / peer | train images/s | forward time | DDIM time | peak train memory |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| config | ours / peer | train images/s | forward time | DDIM time | peak train memory |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for config, rows in results:
         ours = next((r for r in rows if r.library == OURS), None)
         for peer in (r for r in rows if r.library != OURS and ours is not None):
-            mem = (f"{ours.memory_mib['train'] / peer.memory_mib['train']:.2f}"
-                   if "train" in ours.memory_mib and peer.memory_mib.get("train") else "-")
-            lines.append(f"| {config.name} | {peer.library} | {peer.train.median_s / ours.train.median_s:.2f} | "
-                         f"{ours.forward.median_s / peer.forward.median_s:.2f} | "
-                         f"{ours.sample.median_s / peer.sample.median_s:.2f} | {mem} |")
+            mem = (
+                f"{ours.memory_mib['train'] / peer.memory_mib['train']:.2f}"
+                if "train" in ours.memory_mib and peer.memory_mib.get("train")
+                else "-"
+            )
+            lines.append(
+                f"| {config.name} | {peer.library} | {peer.train.median_s / ours.train.median_s:.2f} | "
+                f"{ours.forward.median_s / peer.forward.median_s:.2f} | "
+                f"{ours.sample.median_s / peer.sample.median_s:.2f} | {mem} |"
+            )
     return "\n".join(lines)
 
 
@@ -360,12 +417,20 @@ def profile_ours(config: Config, steps: int = 3, top: int = 15) -> str:
             step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    lines = [(f"Our training step at {config.name}, batch {config.batch}: top ops by self CPU time "
-             f"({total / steps / 1e6:.3f} s per step under the profiler)"), "",
-             "| op | share | ms per step | calls per step |", "| --- | --- | --- | --- |"]
+    lines = [
+        (
+            f"Our training step at {config.name}, batch {config.batch}: top ops by self CPU time "
+            f"({total / steps / 1e6:.3f} s per step under the profiler)"
+        ),
+        "",
+        "| op | share | ms per step | calls per step |",
+        "| --- | --- | --- | --- |",
+    ]
     for e in events[:top]:
-        lines.append(f"| {e.key} | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / steps / 1e3:.1f} | "
-                     f"{e.count // steps} |")
+        lines.append(
+            f"| {e.key} | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / steps / 1e3:.1f} | "
+            f"{e.count // steps} |"
+        )
     return "\n".join(lines)
 
 
@@ -378,12 +443,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-repeats", type=int, default=2, help="timed DDIM samples per library")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--skip-missing", action="store_true", help="skip a peer that is not installed")
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="measure peak memory in child processes (--no-memory: timings only)")
+    p.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure peak memory in child processes (--no-memory: timings only)",
+    )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory table (no timing)")
-    p.add_argument("--profile", action="store_true",
-                   help="instead of comparing, profile our training step at the first config (top ops)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of comparing, profile our training step at the first config (top ops)",
+    )
     args = p.parse_args(argv)
     unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
     if unknown and not args.quick:

@@ -53,9 +53,13 @@ def record_convs(config: Config) -> list[ConvCall]:
     torch.manual_seed(0)
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels)
     calls: list[ConvCall] = []
-    hooks = [m.register_forward_hook(lambda m, inp, out: calls.append(
-        ConvCall(m, tuple(inp[0].shape), needs_input_grad=m is not net.init_conv)))
-        for m in net.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(
+            lambda m, inp, out: calls.append(ConvCall(m, tuple(inp[0].shape), needs_input_grad=m is not net.init_conv))
+        )
+        for m in net.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     shape = (config.batch, config.channels, config.image_size, config.image_size)
     with torch.no_grad():
         net(torch.randn(shape), torch.full((config.batch,), 500))
@@ -64,8 +68,14 @@ def record_convs(config: Config) -> list[ConvCall]:
     return calls
 
 
-def time_conv(conv: nn.Conv2d, shape: tuple[int, ...], backward: bool, channels_last: bool, input_grad: bool = True,
-              repeats: int = 5) -> float:
+def time_conv(
+    conv: nn.Conv2d,
+    shape: tuple[int, ...],
+    backward: bool,
+    channels_last: bool,
+    input_grad: bool = True,
+    repeats: int = 5,
+) -> float:
     """Median seconds of conv(x) (and its backward, for the weights and, if ``input_grad``, the input)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     layer = conv.to(memory_format=fmt)
@@ -98,9 +108,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     config = QUICK if args.quick else CONFIGS[args.config]
     repeats = 1 if args.quick else args.repeats
     calls = record_convs(config)
-    per_call = {key: [time_conv(c.conv, c.shape, backward, cl, c.needs_input_grad, repeats) for c in calls]
-                for key, backward, cl in (("forward", False, False), ("forward_cl", False, True),
-                                          ("train", True, False), ("train_cl", True, True))}
+    per_call = {
+        key: [time_conv(c.conv, c.shape, backward, cl, c.needs_input_grad, repeats) for c in calls]
+        for key, backward, cl in (
+            ("forward", False, False),
+            ("forward_cl", False, True),
+            ("train", True, False),
+            ("train_cl", True, True),
+        )
+    }
     totals = {"flops_forward": sum(c.flops for c in calls), **{key: sum(t) for key, t in per_call.items()}}
     totals["train_best"] = sum(min(a, b) for a, b in zip(per_call["train"], per_call["train_cl"]))
     totals["forward_best"] = sum(min(a, b) for a, b in zip(per_call["forward"], per_call["forward_cl"]))
@@ -113,15 +129,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print()
     print("| convolutions alone | default layout | channels_last | best of the two per layer | GFLOP/s (default) |")
     print("| --- | --- | --- | --- | --- |")
-    print(f"| forward ({flops / 1e9:.1f} GFLOP) | {totals['forward']:.3f} s | {totals['forward_cl']:.3f} s | "
-          f"{totals['forward_best']:.3f} s | {flops / totals['forward'] / 1e9:.0f} |")
-    print(f"| forward + backward (~{train_flops / 1e9:.0f} GFLOP) | {totals['train']:.3f} s | "
-          f"{totals['train_cl']:.3f} s | {totals['train_best']:.3f} s | {train_flops / totals['train'] / 1e9:.0f} |")
+    print(
+        f"| forward ({flops / 1e9:.1f} GFLOP) | {totals['forward']:.3f} s | {totals['forward_cl']:.3f} s | "
+        f"{totals['forward_best']:.3f} s | {flops / totals['forward'] / 1e9:.0f} |"
+    )
+    print(
+        f"| forward + backward (~{train_flops / 1e9:.0f} GFLOP) | {totals['train']:.3f} s | "
+        f"{totals['train_cl']:.3f} s | {totals['train_best']:.3f} s | {train_flops / totals['train'] / 1e9:.0f} |"
+    )
     print()
-    print(f"Reference: one 3x3 convolution {big} -> {big[1]} channels, forward: "
-          f"{totals['reference_gflops']:.0f} GFLOP/s")
-    print(f"Floor of a training step (convolutions only, each at its own best layout): {totals['train_best']:.3f} s "
-          f"= {config.batch / totals['train_best']:.1f} images/s")
+    print(
+        f"Reference: one 3x3 convolution {big} -> {big[1]} channels, forward: {totals['reference_gflops']:.0f} GFLOP/s"
+    )
+    print(
+        f"Floor of a training step (convolutions only, each at its own best layout): {totals['train_best']:.3f} s "
+        f"= {config.batch / totals['train_best']:.1f} images/s"
+    )
     return totals
 
 

@@ -143,8 +143,18 @@ def measure(config: Config, libraries: list[str], args: argparse.Namespace) -> l
     train = alternating_medians(steps, args.repeats, threads=0, warmup=3)
     forward = alternating_medians({lib: forward_of(s) for lib, s in subjects.items()}, args.repeats, 0, warmup=3)
     sample = alternating_medians({lib: sample_of(s) for lib, s in subjects.items()}, 1, 0, warmup=1)
-    return [Row(lib, s.params, train[lib].median_s, forward[lib].median_s, sample[lib].median_s, *flops[lib],
-                peak_train_memory_mib(steps[lib], device)) for lib, s in subjects.items()]
+    return [
+        Row(
+            lib,
+            s.params,
+            train[lib].median_s,
+            forward[lib].median_s,
+            sample[lib].median_s,
+            *flops[lib],
+            peak_train_memory_mib(steps[lib], device),
+        )
+        for lib, s in subjects.items()
+    ]
 
 
 def _under(context: Callable[[], contextlib.AbstractContextManager[Any]], fn: Callable[[], Any]) -> Any:
@@ -156,16 +166,23 @@ def _under(context: Callable[[], contextlib.AbstractContextManager[Any]], fn: Ca
 def format_table(config: Config, rows: list[Row], peak: float) -> str:
     """A markdown table of one configuration, with ratios to ours on images/s."""
     ours = next((r for r in rows if r.library == OURS), None)
-    lines = [f"**{config.name}**: {config.channels}x{config.image_size}x{config.image_size}, batch {config.batch}",
-             "", ("| library | params | train images/s | vs ours | train step | train share of peak | forward | "
-             "forward share of peak | DDIM sample | peak memory, train |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"**{config.name}**: {config.channels}x{config.image_size}x{config.image_size}, batch {config.batch}",
+        "",
+        (
+            "| library | params | train images/s | vs ours | train step | train share of peak | forward | "
+            "forward share of peak | DDIM sample | peak memory, train |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         ratio = f"{r.step_s / ours.step_s:.2f}" if ours else "-"
         memory = "-" if r.memory_mib is None else f"{r.memory_mib:.0f} MiB"
-        lines.append(f"| {r.library} | {r.params / 1e6:.2f} M | {config.batch / r.step_s:.1f} | {ratio} | "
-                     f"{r.step_s * 1e3:.1f} ms | {r.train_flops / r.step_s / peak:.1%} | {r.forward_s * 1e3:.2f} ms | "
-                     f"{r.forward_flops / r.forward_s / peak:.1%} | {r.sample_s:.2f} s | {memory} |")
+        lines.append(
+            f"| {r.library} | {r.params / 1e6:.2f} M | {config.batch / r.step_s:.1f} | {ratio} | "
+            f"{r.step_s * 1e3:.1f} ms | {r.train_flops / r.step_s / peak:.1%} | {r.forward_s * 1e3:.2f} ms | "
+            f"{r.forward_flops / r.forward_s / peak:.1%} | {r.sample_s:.2f} s | {memory} |"
+        )
     return "\n".join(lines)
 
 
@@ -173,17 +190,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--configs", default=None, help=f"comma-separated, from {', '.join(CONFIGS)} "
-                   "(default: all on an accelerator, the quick size on the CPU)")
+    p.add_argument(
+        "--configs",
+        default=None,
+        help=f"comma-separated, from {', '.join(CONFIGS)} (default: all on an accelerator, the quick size on the CPU)",
+    )
     p.add_argument("--libraries", default=",".join(LIBRARIES))
     p.add_argument("--skip-missing", action="store_true", help="skip a peer that is not installed")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the networks (default: on for CUDA, off for the CPU)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the networks (default: on for CUDA, off for the CPU)",
+    )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--time-budget", type=float, default=420,
-                   help="seconds; configurations that would not fit (at the pace so far) are skipped with a note")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=420,
+        help="seconds; configurations that would not fit (at the pace so far) are skipped with a note",
+    )
     args = p.parse_args(argv)
     on_cpu = args.device == "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -209,8 +237,10 @@ def main(argv: list[str] | None = None) -> list[tuple[Config, list[Row]]]:
     started = time.perf_counter()
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     peak = matmul_rate(args.device, DTYPES[args.dtype], 8192 if args.device.startswith("cuda") else 256)
-    print(f"{name}: measured {args.dtype} matmul rate {peak / 1e9:.1f} GFLOP/s; compile={args.compile}, "
-          f"channels_last={args.channels_last}; host: {machine_line()}")
+    print(
+        f"{name}: measured {args.dtype} matmul rate {peak / 1e9:.1f} GFLOP/s; compile={args.compile}, "
+        f"channels_last={args.channels_last}; host: {machine_line()}"
+    )
     for note in notes:
         print(f"Note: {note}")
     results = []
@@ -218,8 +248,10 @@ def main(argv: list[str] | None = None) -> list[tuple[Config, list[Row]]]:
         elapsed = time.perf_counter() - started
         if done and elapsed * (done + 1) / done > args.time_budget:
             left = ", ".join(c.name for c in args.config_list[done:])
-            print(f"\nNote: stopped before {left}: another configuration would pass --time-budget "
-                  f"{args.time_budget:.0f} s (elapsed {elapsed:.0f} s)")
+            print(
+                f"\nNote: stopped before {left}: another configuration would pass --time-budget "
+                f"{args.time_budget:.0f} s (elapsed {elapsed:.0f} s)"
+            )
             break
         rows = measure(config, libraries, args)
         results.append((config, rows))

@@ -95,8 +95,7 @@ def measure(size: int, batch: int, args: argparse.Namespace) -> Point:
     """Time, count and (in a child) measure one point."""
     diffusion = build(size, args.dim, args.dim_mults)
     flops = step_flops(diffusion, batch)
-    step_s, redone = guarded_median(train_step_fn(diffusion, batch), args.repeats, torch.get_num_threads(),
-                                    warmup=1)
+    step_s, redone = guarded_median(train_step_fn(diffusion, batch), args.repeats, torch.get_num_threads(), warmup=1)
     memory = None
     if args.memory:
         payload = {"size": size, "batch": batch, "dim": args.dim, "dim_mults": list(args.dim_mults)}
@@ -106,13 +105,20 @@ def measure(size: int, batch: int, args: argparse.Namespace) -> Point:
 
 def format_table(points: list[Point]) -> str:
     """A markdown table, one row per point."""
-    lines = [("| image size | batch | train step | images/s | GFLOP / step | GFLOP/s | peak memory, train | "
-             "MiB / image | redone |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        (
+            "| image size | batch | train step | images/s | GFLOP / step | GFLOP/s | peak memory, train | "
+            "MiB / image | redone |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for p in points:
         mem = "-" if p.memory_mib is None else f"{p.memory_mib:.0f} MiB"
         per_image = "-" if p.memory_mib is None else f"{p.memory_mib / p.batch:.0f}"
-        lines.append(f"| {p.size} | {p.batch} | {p.step_s:.3f} s | {p.batch / p.step_s:.1f} | {p.flops / 1e9:.1f} | "
-                     f"{p.gflop_per_s:.1f} | {mem} | {per_image} | {p.redone} |")
+        lines.append(
+            f"| {p.size} | {p.batch} | {p.step_s:.3f} s | {p.batch / p.step_s:.1f} | {p.flops / 1e9:.1f} | "
+            f"{p.gflop_per_s:.1f} | {mem} | {per_image} | {p.redone} |"
+        )
     return "\n".join(lines)
 
 
@@ -126,8 +132,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-pixels", type=int, default=16 * 64 * 64, help="skip points with batch x size² above this")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="measure peak memory in child processes")
+    p.add_argument(
+        "--memory", action=argparse.BooleanOptionalAction, default=True, help="measure peak memory in child processes"
+    )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     args = p.parse_args(argv)
     if args.quick:

@@ -108,8 +108,7 @@ def build_variant(name: str, config: Config) -> tuple[Callable[[], None], Callab
     if name == "compile_layout":
         subject.network.compile()  # torch.compile's own defaults (inductor with its layout optimization)
     params = list(subject.network.parameters())
-    optimizer = (torch.optim.Adam(params, lr=1e-4) if name in ("before", "attention")
-                 else subject.optimizer(params))
+    optimizer = torch.optim.Adam(params, lr=1e-4) if name in ("before", "attention") else subject.optimizer(params)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16")
 
     def train() -> None:
@@ -140,8 +139,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Measure the chosen variants and print a markdown table; returns {variant: {train_s, forward_s, memory_mib}}."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="3x32", choices=sorted(CONFIGS))
-    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v not in COMPILED),
-                   help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--variants",
+        default=",".join(v for v in VARIANTS if v not in COMPILED),
+        help=f"comma-separated, from {', '.join(VARIANTS)}",
+    )
     p.add_argument("--compile", action="store_true", help="add the torch.compile variants (minutes to compile)")
     p.add_argument("--repeats", type=int, default=7, help="timed iterations per variant")
     p.add_argument("--memory-runs", type=int, default=3, help="child processes per variant for peak memory (0: none)")
@@ -155,8 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config, repeats, memory_runs = (QUICK, 1, min(args.memory_runs, 1)) if args.quick else \
-        (CONFIGS[args.config], args.repeats, args.memory_runs)
+    config, repeats, memory_runs = (
+        (QUICK, 1, min(args.memory_runs, 1)) if args.quick else (CONFIGS[args.config], args.repeats, args.memory_runs)
+    )
     threads = torch.get_num_threads()
     print(f"Measured on {machine_line()}; {config.name}, batch {config.batch}")
     built = {name: build_variant(name, config) for name in names}
@@ -164,11 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     forward = alternating_medians({n: fns[1] for n, fns in built.items()}, repeats, threads)
     results: dict[str, dict[str, float]] = {}
     for name in names:
-        runs = [run_child("benchmarks.optimizations", "memory_child",
-                          {"config": asdict(config), "variant": name}, threads) for _ in range(memory_runs)]
-        results[name] = {"train_s": train[name].median_s, "forward_s": forward[name].median_s,
-                         "memory_mib": statistics.median(runs) if runs else math.nan,
-                         "redone": train[name].redone + forward[name].redone}
+        runs = [
+            run_child("benchmarks.optimizations", "memory_child", {"config": asdict(config), "variant": name}, threads)
+            for _ in range(memory_runs)
+        ]
+        results[name] = {
+            "train_s": train[name].median_s,
+            "forward_s": forward[name].median_s,
+            "memory_mib": statistics.median(runs) if runs else math.nan,
+            "redone": train[name].redone + forward[name].redone,
+        }
     print(format_table(results, config.batch))
     return results
 
@@ -176,13 +184,17 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 def format_table(results: dict[str, dict[str, float]], batch: int) -> str:
     """Markdown table; the change columns are relative to the first variant."""
     first = next(iter(results.values()))
-    lines = ["| variant | train step | images/s | change | forward | change | peak memory, train | redone |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | train step | images/s | change | forward | change | peak memory, train | redone |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['train_s']:.3f} s | {batch / r['train_s']:.1f} | "
-                     f"{r['train_s'] / first['train_s'] - 1:+.1%} | {r['forward_s']:.3f} s | "
-                     f"{r['forward_s'] / first['forward_s'] - 1:+.1%} | {r['memory_mib']:.0f} MiB | "
-                     f"{r['redone']:.0f} |")
+        lines.append(
+            f"| {name} | {r['train_s']:.3f} s | {batch / r['train_s']:.1f} | "
+            f"{r['train_s'] / first['train_s'] - 1:+.1%} | {r['forward_s']:.3f} s | "
+            f"{r['forward_s'] / first['forward_s'] - 1:+.1%} | {r['memory_mib']:.0f} MiB | "
+            f"{r['redone']:.0f} |"
+        )
     return "\n".join(lines)
 
 

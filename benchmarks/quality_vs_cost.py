@@ -42,8 +42,14 @@ import torch
 from torch import Tensor, nn
 
 from denoising_diffusion import SAMPLERS, GaussianDiffusion, Unet
-from denoising_diffusion.evaluation import (FeatureReference, classifier_accuracy, feature_reference,
-                                            frechet_distance_to, real_floor, train_classifier)
+from denoising_diffusion.evaluation import (
+    FeatureReference,
+    classifier_accuracy,
+    feature_reference,
+    frechet_distance_to,
+    real_floor,
+    train_classifier,
+)
 from denoising_diffusion.samplers import SamplerInfo, SamplerName
 
 NFE_BUDGETS = (5, 10, 20, 50, 100, 250, 1000)
@@ -57,17 +63,17 @@ Rows = dict[SamplerName, dict[int, tuple[float, int]]]  # sampler -> budget -> (
 class BenchConfig:
     """Everything that decides the numbers (the cache key is a hash of the diffusion-model fields)."""
 
-    dim: int = 32                      # Unet base width
+    dim: int = 32  # Unet base width
     dim_mults: tuple[int, ...] = (1, 2)
-    attn_heads: int = 2                # attention is most of the cost at 8x8: 2 heads of 16 halve an evaluation
+    attn_heads: int = 2  # attention is most of the cost at 8x8: 2 heads of 16 halve an evaluation
     attn_dim_head: int = 16
-    train_steps: int = 2500            # diffusion optimizer steps
-    batch_size: int = 128              # diffusion training batch
-    lr: float = 1e-3                   # Adam learning rate, after a linear warm-up, cosine decay to 10%
+    train_steps: int = 2500  # diffusion optimizer steps
+    batch_size: int = 128  # diffusion training batch
+    lr: float = 1e-3  # Adam learning rate, after a linear warm-up, cosine decay to 10%
     ema_decay: float = 0.999
-    classifier_steps: int = 1500       # feature-extractor optimizer steps (batch 128)
-    num_samples: int = 500             # generated images per cell (and training images in the floor)
-    target_draws: int = 3              # independent sample sets (seeds) for each of the target's two cells
+    classifier_steps: int = 1500  # feature-extractor optimizer steps (batch 128)
+    num_samples: int = 500  # generated images per cell (and training images in the floor)
+    target_draws: int = 3  # independent sample sets (seeds) for each of the target's two cells
     budgets: tuple[int, ...] = NFE_BUDGETS
     seed: int = 0
 
@@ -77,13 +83,23 @@ class BenchConfig:
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_MODEL_FIELDS = ("dim", "dim_mults", "attn_heads", "attn_dim_head", "train_steps", "batch_size", "lr", "ema_decay",
-                 "seed")
+_MODEL_FIELDS = (
+    "dim",
+    "dim_mults",
+    "attn_heads",
+    "attn_dim_head",
+    "train_steps",
+    "batch_size",
+    "lr",
+    "ema_decay",
+    "seed",
+)
 _WEIGHTS_VERSION = 2  # bump when the code changes the weights a configuration trains to (2: seeded Unet init)
 QUICK = BenchConfig(dim=8, train_steps=20, batch_size=32, classifier_steps=20, num_samples=32, budgets=(5, 10))
 
 
 # ----- data -----------------------------------------------------------------------------------------------------
+
 
 def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """scikit-learn's 8x8 digits as (train_x, train_y, heldout_x, heldout_y); images (N, 1, 8, 8) in [0, 1]."""
@@ -101,9 +117,16 @@ def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 # ----- diffusion model ------------------------------------------------------------------------------------------
 
+
 def build_diffusion(cfg: BenchConfig) -> GaussianDiffusion:
-    model = Unet(cfg.dim, dim_mults=cfg.dim_mults, channels=1, resnet_block_groups=min(8, cfg.dim),
-                 attn_heads=cfg.attn_heads, attn_dim_head=cfg.attn_dim_head)
+    model = Unet(
+        cfg.dim,
+        dim_mults=cfg.dim_mults,
+        channels=1,
+        resnet_block_groups=min(8, cfg.dim),
+        attn_heads=cfg.attn_heads,
+        attn_dim_head=cfg.attn_dim_head,
+    )
     return GaussianDiffusion(model, image_size=8, timesteps=1000)
 
 
@@ -155,6 +178,7 @@ def trained_diffusion(cfg: BenchConfig, images: Tensor, cache: Path) -> tuple[Ga
 
 # ----- the table ------------------------------------------------------------------------------------------------
 
+
 def steps_for_budget(info: SamplerInfo, nfe: int, num_timesteps: int) -> int | None:
     """The most timesteps whose network evaluations fit in ``nfe`` (Heun: 2·steps − 1), or None if none fit."""
     steps = min((nfe + info.evals_per_step - 1) // info.evals_per_step, num_timesteps)
@@ -163,12 +187,15 @@ def steps_for_budget(info: SamplerInfo, nfe: int, num_timesteps: int) -> int | N
     return steps if steps >= 1 else None
 
 
-def generate(diffusion: GaussianDiffusion, sampler: SamplerName, steps: int, num: int, seed: int,
-             chunk: int = 250) -> Tensor:
+def generate(
+    diffusion: GaussianDiffusion, sampler: SamplerName, steps: int, num: int, seed: int, chunk: int = 250
+) -> Tensor:
     """``num`` images (N, 1, 8, 8) in [0, 1], in chunks (faster on a CPU), all noise from one seeded generator."""
     generator = torch.Generator().manual_seed(seed)
-    parts = [diffusion.sample(min(chunk, num - i), sampler=sampler.value, steps=steps, generator=generator)
-             for i in range(0, num, chunk)]
+    parts = [
+        diffusion.sample(min(chunk, num - i), sampler=sampler.value, steps=steps, generator=generator)
+        for i in range(0, num, chunk)
+    ]
     return torch.cat(parts)
 
 
@@ -186,15 +213,24 @@ class Cell:
 def table_cells(cfg: BenchConfig, num_timesteps: int) -> list[Cell]:
     """Every (sampler, budget) that fits, plus the target's extra draws; most expensive first (so that a pool of
     workers finishes together)."""
-    cells = [Cell(name, nfe, steps) for name, info in SAMPLERS.items() for nfe in cfg.budgets
-             if (steps := steps_for_budget(info, nfe, num_timesteps)) is not None]
-    extra = [replace(c, draw=d) for c in cells if (c.sampler, c.nfe) in (TARGET_CANDIDATE, TARGET_REFERENCE)
-             for d in range(1, cfg.target_draws)]
+    cells = [
+        Cell(name, nfe, steps)
+        for name, info in SAMPLERS.items()
+        for nfe in cfg.budgets
+        if (steps := steps_for_budget(info, nfe, num_timesteps)) is not None
+    ]
+    extra = [
+        replace(c, draw=d)
+        for c in cells
+        if (c.sampler, c.nfe) in (TARGET_CANDIDATE, TARGET_REFERENCE)
+        for d in range(1, cfg.target_draws)
+    ]
     return sorted(cells + extra, key=lambda c: -SAMPLERS[c.sampler].nfe(c.steps))
 
 
-def run_cell(diffusion: GaussianDiffusion, reference: FeatureReference, cell: Cell, cfg: BenchConfig,
-             threads: int = 1) -> tuple[Cell, float, float]:
+def run_cell(
+    diffusion: GaussianDiffusion, reference: FeatureReference, cell: Cell, cfg: BenchConfig, threads: int = 1
+) -> tuple[Cell, float, float]:
     """(cell, Frechet distance of its samples to ``reference``, seconds)."""
     torch.set_num_threads(threads)  # a pool worker starts with torch's default
     start = time.perf_counter()
@@ -202,15 +238,19 @@ def run_cell(diffusion: GaussianDiffusion, reference: FeatureReference, cell: Ce
     return cell, frechet_distance_to(reference, images), time.perf_counter() - start
 
 
-def run_cells(diffusion: GaussianDiffusion, reference: FeatureReference, cfg: BenchConfig, jobs: int = 1,
-              threads: int = 1) -> dict[Cell, float]:
+def run_cells(
+    diffusion: GaussianDiffusion, reference: FeatureReference, cfg: BenchConfig, jobs: int = 1, threads: int = 1
+) -> dict[Cell, float]:
     """Frechet distance of every cell, in ``jobs`` processes (the numbers do not depend on ``jobs``)."""
     arguments = [(diffusion, reference, cell, cfg, threads) for cell in table_cells(cfg, diffusion.num_timesteps)]
     results = {}
     for cell, fd, seconds in _map(arguments, jobs):
         results[cell] = fd
-        print(f"  {cell.sampler.value} @ {cell.nfe} NFE ({cell.steps} steps, draw {cell.draw}): {fd:.2f} "
-              f"in {seconds:.0f} s", flush=True)
+        print(
+            f"  {cell.sampler.value} @ {cell.nfe} NFE ({cell.steps} steps, draw {cell.draw}): {fd:.2f} "
+            f"in {seconds:.0f} s",
+            flush=True,
+        )
     return results
 
 
@@ -235,11 +275,12 @@ def table_rows(results: dict[Cell, float]) -> Rows:
 
 def format_table(rows: Rows, floor: float, budgets: tuple[int, ...]) -> str:
     """A markdown table: one row per sampler, one column per budget; '(n)' marks cells that used n < budget."""
-    lines = ["| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
-             "| --- |" + " ---: |" * len(budgets)]
+    lines = ["| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |", "| --- |" + " ---: |" * len(budgets)]
     for name, row in rows.items():
-        cells = [("-" if b not in row else f"{row[b][0]:.2f}" + ("" if row[b][1] == b else f" ({row[b][1]})"))
-                 for b in budgets]
+        cells = [
+            ("-" if b not in row else f"{row[b][0]:.2f}" + ("" if row[b][1] == b else f" ({row[b][1]})"))
+            for b in budgets
+        ]
         lines.append(f"| {name.value} | " + " | ".join(cells) + " |")
     lines.append("| real vs real (floor) | " + " | ".join(f"{floor:.2f}" for _ in budgets) + " |")
     return "\n".join(lines)
@@ -250,15 +291,21 @@ def target_verdict(results: dict[Cell, float]) -> dict | None:
     its standard error ``ratio_se`` (delta method; nan with one draw). ``status`` is 'met' when ratio + 2 se ≤
     1 + TARGET_MARGIN, 'not met' when ratio − 2 se > 1 + TARGET_MARGIN, else 'undecided' (the sampling noise of
     the distance is too large to tell). None when the configuration has no target cells."""
-    fds = [[fd for c, fd in results.items() if (c.sampler, c.nfe) == key]
-           for key in (TARGET_CANDIDATE, TARGET_REFERENCE)]
+    fds = [
+        [fd for c, fd in results.items() if (c.sampler, c.nfe) == key] for key in (TARGET_CANDIDATE, TARGET_REFERENCE)
+    ]
     if not all(fds):
         return None
     (mean_c, sem_c), (mean_r, sem_r) = (_mean_sem(v) for v in fds)
     ratio = mean_c / mean_r
     se = ratio * math.hypot(sem_c / mean_c, sem_r / mean_r)
-    status = ("met" if ratio + 2 * se <= 1 + TARGET_MARGIN else
-              "not met" if ratio - 2 * se > 1 + TARGET_MARGIN else "undecided")
+    status = (
+        "met"
+        if ratio + 2 * se <= 1 + TARGET_MARGIN
+        else "not met"
+        if ratio - 2 * se > 1 + TARGET_MARGIN
+        else "undecided"
+    )
     return {"candidate": fds[0], "reference": fds[1], "ratio": ratio, "ratio_se": se, "status": status}
 
 
@@ -270,17 +317,27 @@ def _mean_sem(values: list[float]) -> tuple[float, float]:
 
 # ----- command line ---------------------------------------------------------------------------------------------
 
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "denoising_diffusion_bench",
-                   help="folder for the trained diffusion weights (default: %(default)s)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "denoising_diffusion_bench",
+        help="folder for the trained diffusion weights (default: %(default)s)",
+    )
     p.add_argument("--num-samples", type=int, default=None, help="images per cell (default 500; --quick: 32)")
     p.add_argument("--train-steps", type=int, default=None, help="diffusion training steps (default 2500)")
-    p.add_argument("--target-draws", type=int, default=None,
-                   help="sample sets for each of the target's two cells (default 3)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (default 1: tiny models run fastest on one, and a second busy "
-                        "process on a 2-core machine makes 2-thread ops stall)")
+    p.add_argument(
+        "--target-draws", type=int, default=None, help="sample sets for each of the target's two cells (default 3)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (default 1: tiny models run fastest on one, and a second busy "
+        "process on a 2-core machine makes 2-thread ops stall)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes for the sampling phase (default 1)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p.parse_args(argv)
@@ -291,11 +348,14 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     overrides = {"num_samples": args.num_samples, "train_steps": args.train_steps, "target_draws": args.target_draws}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if min(args.jobs, args.threads, cfg.train_steps, cfg.target_draws) < 1:
-        raise ValueError("--jobs, --threads, --train-steps and --target-draws must be >= 1, got "
-                         f"{args.jobs}, {args.threads}, {cfg.train_steps} and {cfg.target_draws}")
+        raise ValueError(
+            "--jobs, --threads, --train-steps and --target-draws must be >= 1, got "
+            f"{args.jobs}, {args.threads}, {cfg.train_steps} and {cfg.target_draws}"
+        )
     if not 2 <= cfg.num_samples <= 1297:
-        raise ValueError(f"--num-samples must be in [2, 1297] (the training split is the floor's sample), "
-                         f"got {cfg.num_samples}")
+        raise ValueError(
+            f"--num-samples must be in [2, 1297] (the training split is the floor's sample), got {cfg.num_samples}"
+        )
     return cfg
 
 
@@ -309,26 +369,40 @@ def prepare(cfg: BenchConfig, cache: Path) -> dict:
     diffusion, train_seconds = trained_diffusion(cfg, train_x, cache)
     params = sum(p.numel() for p in diffusion.model.parameters()) / 1e6
     source = "loaded from cache" if train_seconds is None else f"trained in {train_seconds:.0f} s"
-    print(f"diffusion: Unet(dim={cfg.dim}, dim_mults={cfg.dim_mults}), {params:.2f} M parameters, "
-          f"{cfg.train_steps} steps; {source}", flush=True)
+    print(
+        f"diffusion: Unet(dim={cfg.dim}, dim_mults={cfg.dim_mults}), {params:.2f} M parameters, "
+        f"{cfg.train_steps} steps; {source}",
+        flush=True,
+    )
     reference = feature_reference(net, held_x)
     floor = real_floor(reference, train_x, cfg.num_samples, draws=FLOOR_DRAWS, seed=cfg.seed + 2)
-    return {"accuracy": acc, "diffusion": diffusion, "train_seconds": train_seconds, "reference": reference,
-            "floor": floor}
+    return {
+        "accuracy": acc,
+        "diffusion": diffusion,
+        "train_seconds": train_seconds,
+        "reference": reference,
+        "floor": floor,
+    }
 
 
 def report(rows: Rows, floor: tuple[float, float], verdict: dict | None, cfg: BenchConfig, threads: int) -> None:
     """Print the table, the floor's spread and the target's verdict."""
-    print(f"\n{cfg.num_samples} samples per cell vs {NUM_HELDOUT} held-out digits; "
-          f"{threads} thread(s) per process, torch {torch.__version__}\n")
+    print(
+        f"\n{cfg.num_samples} samples per cell vs {NUM_HELDOUT} held-out digits; "
+        f"{threads} thread(s) per process, torch {torch.__version__}\n"
+    )
     print(format_table(rows, floor[0], cfg.budgets))
-    print(f"\nfloor: mean ± sd over {FLOOR_DRAWS} random sets of {cfg.num_samples} training images: "
-          f"{floor[0]:.2f} ± {floor[1]:.2f} (the sd is the sampling noise of any one cell)")
+    print(
+        f"\nfloor: mean ± sd over {FLOOR_DRAWS} random sets of {cfg.num_samples} training images: "
+        f"{floor[0]:.2f} ± {floor[1]:.2f} (the sd is the sampling noise of any one cell)"
+    )
     if verdict is not None:
         c, r = (" ".join(f"{v:.2f}" for v in verdict[k]) for k in ("candidate", "reference"))
-        print(f"target: DPM-Solver++(2M) @ 20 NFE [{c}] vs DDPM @ 1000 NFE [{r}] ({len(verdict['candidate'])} draws "
-              f"each): ratio of means {verdict['ratio']:.3f} ± {verdict['ratio_se']:.3f} (standard error); "
-              f"within {TARGET_MARGIN:.0%} (judged at ± 2 se): {verdict['status']}")
+        print(
+            f"target: DPM-Solver++(2M) @ 20 NFE [{c}] vs DDPM @ 1000 NFE [{r}] ({len(verdict['candidate'])} draws "
+            f"each): ratio of means {verdict['ratio']:.3f} ± {verdict['ratio_se']:.3f} (standard error); "
+            f"within {TARGET_MARGIN:.0%} (judged at ± 2 se): {verdict['status']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -342,8 +416,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"sampling: {time.perf_counter() - start:.0f} s", flush=True)
     rows, verdict = table_rows(results), target_verdict(results)
     report(rows, setup["floor"], verdict, cfg, args.threads)
-    return {"accuracy": setup["accuracy"], "floor": setup["floor"], "rows": rows,
-            "train_seconds": setup["train_seconds"], "verdict": verdict}
+    return {
+        "accuracy": setup["accuracy"],
+        "floor": setup["floor"],
+        "rows": rows,
+        "train_seconds": setup["train_seconds"],
+        "verdict": verdict,
+    }
 
 
 if __name__ == "__main__":

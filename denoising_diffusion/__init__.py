@@ -10,22 +10,61 @@ from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint
 from .data import BuiltinShapes, ImageFolderDataset, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
+from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import Unet
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
 from .registry import model_kind
-from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
-from .samplers import (SAMPLERS, invert_ddim, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_dpmpp_2m_sde,
-                       sample_euler, sample_euler_ancestral, sample_heun)
+from .samplers import (
+    SAMPLERS,
+    invert_ddim,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_euler,
+    sample_euler_ancestral,
+    sample_heun,
+)
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training import Trainable, Trainer, TrainingDivergedError
 from .viz import save_denoising_gif, save_image_grid
 
 __all__ = [
-    "BuiltinShapes", "CheckpointError", "CorruptCheckpointError", "GaussianDiffusion", "ImageFolderDataset",
-    "NoiseSchedule", "Prediction", "SAMPLERS", "StepRecord", "Trainable", "Trainer", "TrainingDivergedError",
-    "Unet", "__version__", "bits_per_dim", "build", "get_builtin_dataset", "invert_ddim", "load_checkpoint",
-    "load_pipeline", "model_kind", "ode_bits_per_dim", "ode_log_likelihood", "sample_ddim", "sample_ddpm",
-    "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun",
-    "save_checkpoint", "save_denoising_gif", "save_image_grid", "save_pipeline", "spaced_timesteps", "spec_of",
+    "BuiltinShapes",
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "GaussianDiffusion",
+    "ImageFolderDataset",
+    "NoiseSchedule",
+    "Prediction",
+    "SAMPLERS",
+    "StepRecord",
+    "Trainable",
+    "Trainer",
+    "TrainingDivergedError",
+    "Unet",
+    "__version__",
+    "bits_per_dim",
+    "build",
+    "get_builtin_dataset",
+    "invert_ddim",
+    "load_checkpoint",
+    "load_pipeline",
+    "model_kind",
+    "ode_bits_per_dim",
+    "ode_log_likelihood",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde",
+    "sample_euler",
+    "sample_euler_ancestral",
+    "sample_heun",
+    "save_checkpoint",
+    "save_denoising_gif",
+    "save_image_grid",
+    "save_pipeline",
+    "spaced_timesteps",
+    "spec_of",
     "vlb_terms",
 ]

@@ -24,8 +24,10 @@ from torch.utils.data import default_collate
 
 IMAGE_KEY = "image"
 Batch = Any  # Tensor | list | tuple | dict: see the module docstring
-ITEM_FORMS = (f"(C, H, W) tensors in [0, 1], tuples whose first element is one (e.g. (image, label)), or dicts "
-              f"with an {IMAGE_KEY!r} entry")
+ITEM_FORMS = (
+    f"(C, H, W) tensors in [0, 1], tuples whose first element is one (e.g. (image, label)), or dicts "
+    f"with an {IMAGE_KEY!r} entry"
+)
 
 
 def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
@@ -37,8 +39,10 @@ def split_batch(batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         return batch[0], {f"[{i}]": value for i, value in enumerate(batch[1:], start=1)}
     if isinstance(batch, Mapping) and IMAGE_KEY in batch:
         return batch[IMAGE_KEY], {key: value for key, value in batch.items() if key != IMAGE_KEY}
-    raise ValueError(f"a batch must be an image tensor, a tuple/list starting with one, or a dict with an "
-                     f"{IMAGE_KEY!r} entry; got {_describe(batch)}")
+    raise ValueError(
+        f"a batch must be an image tensor, a tuple/list starting with one, or a dict with an "
+        f"{IMAGE_KEY!r} entry; got {_describe(batch)}"
+    )
 
 
 def map_images(batch: Batch, fn: Callable[[Tensor], Tensor]) -> Batch:
@@ -67,7 +71,7 @@ def collate_batch(items: list[Any]) -> Batch:
 
 
 def describe_extras(extras: Mapping[str, Any]) -> str:
-    """"element [1] (a (16,) torch.int64 tensor), entry 'label' (...)": what a batch carries besides its images,
+    """ "element [1] (a (16,) torch.int64 tensor), entry 'label' (...)": what a batch carries besides its images,
     for messages."""
     names = (f"element {name}" if name.startswith("[") else f"entry {name!r}" for name in extras)
     return ", ".join(f"{name} ({_describe(value)})" for name, value in zip(names, extras.values()))

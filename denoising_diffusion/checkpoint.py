@@ -222,8 +222,12 @@ def make_checkpoint(*, config: Mapping[str, Any], **entries: Any) -> dict[str, A
     reserved = {"format_version", "package_version", "config"} & entries.keys()
     if reserved:
         raise ValueError(f"checkpoint entries may not use the reserved names {sorted(reserved)}")
-    return {"format_version": FORMAT_VERSION, "package_version": __version__, "config": _jsonable(dict(config)),
-            **entries}
+    return {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "config": _jsonable(dict(config)),
+        **entries,
+    }
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -22,8 +22,16 @@ from .choices import Choice
 from .image_files import UnreadableImageError, check_channels, load_image
 
 __all__ = [
-    "BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "BuiltinShapes", "ImageFolderDataset", "InfiniteBatchSampler",
-    "OnBadImage", "SkippedImage", "UnreadableImageError", "get_builtin_dataset", "list_image_files",
+    "BUILTIN_DATASETS",
+    "IMAGE_EXTENSIONS",
+    "BuiltinShapes",
+    "ImageFolderDataset",
+    "InfiniteBatchSampler",
+    "OnBadImage",
+    "SkippedImage",
+    "UnreadableImageError",
+    "get_builtin_dataset",
+    "list_image_files",
     "random_hflip",
 ]
 
@@ -184,8 +192,9 @@ class BuiltinShapes(Dataset):
     Items are float32 tensors (channels, H, W) in [0, 1]; all of them live in memory (``self.images``).
     """
 
-    def __init__(self, num_images: int = 2048, image_size: int | Sequence[int] = 16, channels: int = 3,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, num_images: int = 2048, image_size: int | Sequence[int] = 16, channels: int = 3, seed: int = 0
+    ) -> None:
         super().__init__()
         if not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
@@ -262,8 +271,16 @@ class InfiniteBatchSampler(Sampler[list[int]]):
         shard, num_shards: this process's index and the number of processes.
     """
 
-    def __init__(self, dataset_size: int, batch_size: int, *, seed: int, start_index: int = 0, shard: int = 0,
-                 num_shards: int = 1) -> None:
+    def __init__(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start_index: int = 0,
+        shard: int = 0,
+        num_shards: int = 1,
+    ) -> None:
         if dataset_size < 1:
             raise ValueError("cannot sample from an empty dataset")
         if num_shards < 1 or not 0 <= shard < num_shards:

@@ -18,8 +18,8 @@ from .batch import Batch, describe_extras, split_batch
 from .denoiser import Callback, Prediction, StepRecord
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
-from .samplers import SAMPLERS, SamplerInfo, SamplerName, invert_ddim
 from .registry import model_kind
+from .samplers import SAMPLERS, SamplerInfo, SamplerName, invert_ddim
 from .schedules import NoiseSchedule, PosteriorStep, Spacing, spaced_timesteps
 from .variance import VarianceType, reverse_log_variance
 
@@ -69,12 +69,25 @@ class GaussianDiffusion(nn.Module):
     snr: Tensor
     model: nn.Module
 
-    def __init__(self, model: nn.Module, *, image_size: int | Sequence[int], timesteps: int = 1000,
-                 sampling_timesteps: int | None = None, loss_type: str = "l2", objective: str = "pred_noise",
-                 beta_schedule: str | Tensor | Sequence[float] = "cosine", ddim_sampling_eta: float = 0.0,
-                 clip_denoised: bool = True, min_snr_loss_weight: bool = False, min_snr_gamma: float = 5.0,
-                 auto_normalize: bool = True, timestep_spacing: str | None = None, variance_type: str | None = None,
-                 vlb_weight: float = 0.001) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        image_size: int | Sequence[int],
+        timesteps: int = 1000,
+        sampling_timesteps: int | None = None,
+        loss_type: str = "l2",
+        objective: str = "pred_noise",
+        beta_schedule: str | Tensor | Sequence[float] = "cosine",
+        ddim_sampling_eta: float = 0.0,
+        clip_denoised: bool = True,
+        min_snr_loss_weight: bool = False,
+        min_snr_gamma: float = 5.0,
+        auto_normalize: bool = True,
+        timestep_spacing: str | None = None,
+        variance_type: str | None = None,
+        vlb_weight: float = 0.001,
+    ) -> None:
         super().__init__()
         self.model = model
         self.channels: int = int(getattr(model, "channels", 3))
@@ -103,13 +116,21 @@ class GaussianDiffusion(nn.Module):
             self.register_buffer(name, table.float(), persistent=False)
         schedule_config = beta_schedule if isinstance(beta_schedule, str) else self.schedule.betas.tolist()
         self.config: dict[str, Any] = dict(
-            image_size=list(self.image_size), timesteps=self.num_timesteps, sampling_timesteps=self.sampling_timesteps,
-            loss_type=self.loss_type.value, objective=self.objective.value, beta_schedule=schedule_config,
-            ddim_sampling_eta=self.ddim_sampling_eta, clip_denoised=self.clip_denoised,
-            min_snr_loss_weight=self.min_snr_loss_weight, min_snr_gamma=self.min_snr_gamma,
+            image_size=list(self.image_size),
+            timesteps=self.num_timesteps,
+            sampling_timesteps=self.sampling_timesteps,
+            loss_type=self.loss_type.value,
+            objective=self.objective.value,
+            beta_schedule=schedule_config,
+            ddim_sampling_eta=self.ddim_sampling_eta,
+            clip_denoised=self.clip_denoised,
+            min_snr_loss_weight=self.min_snr_loss_weight,
+            min_snr_gamma=self.min_snr_gamma,
             auto_normalize=self.auto_normalize,
             timestep_spacing=None if self.timestep_spacing is None else self.timestep_spacing.value,
-            variance_type=variance_type and self.variance_type.value, vlb_weight=self.vlb_weight)
+            variance_type=variance_type and self.variance_type.value,
+            vlb_weight=self.vlb_weight,
+        )
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:
         """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
@@ -137,8 +158,10 @@ class GaussianDiffusion(nn.Module):
         x_start: (B, C, H, W) in the model's space ([−1, 1]); t: (B,) int64 in [0, T); noise: like x_start.
         """
         noise = torch.randn_like(x_start) if noise is None else noise
-        return (extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
-                + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise)
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
+        )
 
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t−1} | x_t, x_0) (Ho et al. 2020, eqs. 6–7).
@@ -152,15 +175,19 @@ class GaussianDiffusion(nn.Module):
         """The posterior q(x_{t−1} | x_t, x_0) at a batch of indices t (B,), coefficients shaped (B, 1, …) for
         ``ndim``-dimensional images (from the float32 tables; schedules.PosteriorStep)."""
         return PosteriorStep(
-            c0=extract(self.posterior_mean_coef1, t, ndim), ct=extract(self.posterior_mean_coef2, t, ndim),
+            c0=extract(self.posterior_mean_coef1, t, ndim),
+            ct=extract(self.posterior_mean_coef2, t, ndim),
             variance=extract(self.posterior_variance, t, ndim),
             log_variance=extract(self.posterior_log_variance_clipped, t, ndim),
-            beta=extract(self.betas, t, ndim), log_beta=extract(self.betas, t, ndim).log())
+            beta=extract(self.betas, t, ndim),
+            log_beta=extract(self.betas, t, ndim).log(),
+        )
 
     # ----- the network's predictions ----------------------------------------------------------------------------
 
-    def _network(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None
-                 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    def _network(
+        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """The network's output split into (prediction, learned-variance output or None), and (α_t, σ_t) shaped
         (B, 1, 1, 1)."""
         out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
@@ -171,8 +198,9 @@ class GaussianDiffusion(nn.Module):
         sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
         return out, var_interp, alpha, sigma
 
-    def model_predictions(self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None,
-                          clip_x_start: bool = False) -> Prediction:
+    def model_predictions(
+        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None, clip_x_start: bool = False
+    ) -> Prediction:
         """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
 
         x_t: (B, C, H, W); t: (B,) int64. With ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
@@ -240,8 +268,12 @@ class GaussianDiffusion(nn.Module):
         img, extras = split_batch(batch)
         if extras and not self._warned_dropped:  # once per model, whatever the warning filters
             self._warned_dropped = True
-            warnings.warn(f"this GaussianDiffusion takes no condition, so the batch's {describe_extras(extras)} "
-                          "is dropped: only the images train the model", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"this GaussianDiffusion takes no condition, so the batch's {describe_extras(extras)} "
+                "is dropped: only the images train the model",
+                UserWarning,
+                stacklevel=2,
+            )
         self._check_batch(img)
         t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)
         return self.p_losses(self.normalize(img), t).mean()
@@ -249,14 +281,25 @@ class GaussianDiffusion(nn.Module):
     def _check_batch(self, img: Tensor) -> None:
         expected = (self.channels, *self.image_size)
         if not isinstance(img, Tensor) or img.ndim != 4 or tuple(img.shape[1:]) != expected:
-            raise ValueError(f"expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
-                             f"(channels, height, width from the model and image_size), got {tuple(img.shape)}")
+            raise ValueError(
+                f"expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
+                f"(channels, height, width from the model and image_size), got {tuple(img.shape)}"
+            )
 
     # ----- sampling ---------------------------------------------------------------------------------------------
 
-    def sample(self, batch_size: int = 16, *, sampler: str | None = None, steps: int | None = None,
-               generator: torch.Generator | None = None, return_all_timesteps: bool = False,
-               callback: Callback | None = None, spacing: str | None = None, **options: Any) -> Tensor:
+    def sample(
+        self,
+        batch_size: int = 16,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        return_all_timesteps: bool = False,
+        callback: Callback | None = None,
+        spacing: str | None = None,
+        **options: Any,
+    ) -> Tensor:
         """Generate images in [0, 1] (with auto_normalize off: in the data's range, clamped to [−1, 1] only when
         clip_denoised).
 
@@ -281,8 +324,9 @@ class GaussianDiffusion(nn.Module):
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
         dtype = next(self.model.parameters()).dtype
-        x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
-                          dtype=dtype)
+        x_T = torch.randn(
+            (batch_size, self.channels, *self.image_size), generator=generator, device=self.device, dtype=dtype
+        )
         trajectory = [x_T] if return_all_timesteps else None
 
         def on_step(record: StepRecord) -> None:
@@ -295,8 +339,9 @@ class GaussianDiffusion(nn.Module):
         self.model.eval()
         try:
             with torch.inference_mode():
-                x_0 = info.fn(self.denoiser(), x_T, self.schedule, timesteps, generator=generator,
-                              callback=on_step, **bound)
+                x_0 = info.fn(
+                    self.denoiser(), x_T, self.schedule, timesteps, generator=generator, callback=on_step, **bound
+                )
         finally:
             self.model.train(was_training)
         return self._output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
@@ -325,8 +370,11 @@ class GaussianDiffusion(nn.Module):
         Uses the network without x̂_0 clipping, so that the map stays smooth and invertible.
         """
         self._check_batch(img)
-        timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps,
-                                     spacing or self.timestep_spacing or self._sampler("ddim").spacing)
+        timesteps = spaced_timesteps(
+            self.schedule,
+            self.sampling_timesteps if steps is None else steps,
+            spacing or self.timestep_spacing or self._sampler("ddim").spacing,
+        )
         with torch.inference_mode():
             return invert_ddim(self.denoiser(clip_denoised=False), self.normalize(img), self.schedule, timesteps)
 

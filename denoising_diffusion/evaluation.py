@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -62,6 +62,7 @@ class FeatureReference:
 
 # ----- Gaussian fit and the Fréchet distance --------------------------------------------------------------------
 
+
 def gaussian_fit(features: Tensor) -> GaussianFit:
     """Mean (F,) and unbiased covariance (F, F) (divisor N − 1) of features (N, F), in float64."""
     if features.dim() != 2 or features.shape[0] < 2:
@@ -91,14 +92,17 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
     """
     mu1, cov1, mu2, cov2 = (t.to(torch.float64) for t in (mu1, cov1, mu2, cov2))
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.numel(), mu1.numel()):
-        raise ValueError(f"shape mismatch: means {tuple(mu1.shape)}, {tuple(mu2.shape)}; "
-                         f"covariances {tuple(cov1.shape)}, {tuple(cov2.shape)}")
+        raise ValueError(
+            f"shape mismatch: means {tuple(mu1.shape)}, {tuple(mu2.shape)}; "
+            f"covariances {tuple(cov1.shape)}, {tuple(cov2.shape)}"
+        )
     root1 = _sqrtm_psd(cov1)
     cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp(min=0).sqrt().sum()  # Tr((cov1 cov2)^{1/2})
     return float(((mu1 - mu2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * cross)
 
 
 # ----- features through any extractor ---------------------------------------------------------------------------
+
 
 def extract_features(extractor: FeatureExtractor, images: Tensor, *, batch_size: int = 256) -> Tensor:
     """Features (N, F), float64 on the CPU, of images (N, C, H, W) in [0, 1], in batches under inference_mode.
@@ -111,11 +115,12 @@ def extract_features(extractor: FeatureExtractor, images: Tensor, *, batch_size:
     if images.dim() != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
     with torch.inference_mode():
-        parts = [extractor(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        parts = [extractor(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     features = torch.cat([p.to("cpu", torch.float64) for p in parts])
     if features.shape[0] != len(images) or features.dim() != 2:
-        raise ValueError(f"a feature extractor must map (N, C, H, W) to (N, F); {tuple(images.shape)} gave "
-                         f"{tuple(features.shape)}")
+        raise ValueError(
+            f"a feature extractor must map (N, C, H, W) to (N, F); {tuple(images.shape)} gave {tuple(features.shape)}"
+        )
     return features
 
 
@@ -134,8 +139,15 @@ def frechet_distance_to(reference: FeatureReference, images: Tensor, *, batch_si
     return frechet_distance(*feature_statistics(reference.extractor, images, batch_size=batch_size), *reference.fit)
 
 
-def real_floor(reference: FeatureReference, real_images: Tensor, num_samples: int, *, draws: int = 20,
-               seed: int | torch.Generator = 0, batch_size: int = 256) -> NoiseFloor:
+def real_floor(
+    reference: FeatureReference,
+    real_images: Tensor,
+    num_samples: int,
+    *,
+    draws: int = 20,
+    seed: int | torch.Generator = 0,
+    batch_size: int = 256,
+) -> NoiseFloor:
     """The real-vs-real floor: mean ± sd, over ``draws`` random subsets of ``num_samples`` real images (drawn
     without replacement), of their distance to ``reference``.
 
@@ -145,13 +157,16 @@ def real_floor(reference: FeatureReference, real_images: Tensor, num_samples: in
     floor comes out too low. ``seed`` (an int or a CPU torch.Generator) decides the subsets.
     """
     if not 2 <= num_samples <= len(real_images) or draws < 2:
-        raise ValueError(f"need 2 <= num_samples <= {len(real_images)} (the real images) and draws >= 2, "
-                         f"got num_samples={num_samples}, draws={draws}")
+        raise ValueError(
+            f"need 2 <= num_samples <= {len(real_images)} (the real images) and draws >= 2, "
+            f"got num_samples={num_samples}, draws={draws}"
+        )
     generator = _generator(seed)
     features = extract_features(reference.extractor, real_images, batch_size=batch_size)  # each image once
     subsets = [torch.randperm(len(features), generator=generator)[:num_samples] for _ in range(draws)]
-    values = torch.tensor([frechet_distance(*gaussian_fit(features[s]), *reference.fit) for s in subsets],
-                          dtype=torch.float64)
+    values = torch.tensor(
+        [frechet_distance(*gaussian_fit(features[s]), *reference.fit) for s in subsets], dtype=torch.float64
+    )
     return NoiseFloor(float(values.mean()), float(values.std()))
 
 
@@ -160,6 +175,7 @@ def _generator(seed: int | torch.Generator) -> torch.Generator:
 
 
 # ----- a small classifier whose features stand in for Inception's ---------------------------------------------
+
 
 class SmallImageClassifier(nn.Module):
     """A small CNN for small images (B, C, H, W) in [0, 1]; calling it gives its penultimate features (B, F), so
@@ -172,12 +188,22 @@ class SmallImageClassifier(nn.Module):
     ``seed`` (an int or a CPU torch.Generator), never from the global RNG.
     """
 
-    def __init__(self, channels: int, image_size: int, num_classes: int, *, width: int = 32,
-                 num_features: int = 64, seed: int | torch.Generator = 0) -> None:
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        num_classes: int,
+        *,
+        width: int = 32,
+        num_features: int = 64,
+        seed: int | torch.Generator = 0,
+    ) -> None:
         super().__init__()
         if min(channels, width, num_features) < 1 or image_size < 2 or num_classes < 2:
-            raise ValueError(f"need channels, width, num_features >= 1, image_size >= 2 and num_classes >= 2; got "
-                             f"{channels}, {width}, {num_features}, {image_size} and {num_classes}")
+            raise ValueError(
+                f"need channels, width, num_features >= 1, image_size >= 2 and num_classes >= 2; got "
+                f"{channels}, {width}, {num_features}, {image_size} and {num_classes}"
+            )
         stages = max(1, math.ceil(math.log2(image_size / 4)))
         widths = [width * 2**i for i in range(stages + 1)]
         convs = [(channels, width), *pairwise(widths)]
@@ -209,9 +235,18 @@ class SmallImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def train_classifier(images: Tensor, labels: Tensor, *, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-                     max_shift: int = 1, width: int = 32, num_features: int = 64,
-                     seed: int | torch.Generator = 0) -> SmallImageClassifier:
+def train_classifier(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    max_shift: int = 1,
+    width: int = 32,
+    num_features: int = 64,
+    seed: int | torch.Generator = 0,
+) -> SmallImageClassifier:
     """A :class:`SmallImageClassifier` trained on labelled real images; returned in eval mode, ready as extractor.
 
     Adam at ``lr`` with cosine decay to 0 over ``steps``, cross-entropy on batches of ``batch_size`` drawn with
@@ -223,11 +258,13 @@ def train_classifier(images: Tensor, labels: Tensor, *, steps: int = 1500, batch
         images: (N, C, H, W) in [0, 1], square. labels: (N,) int64 in [0, K), K >= 2.
     """
     if images.dim() != 4 or images.shape[-1] != images.shape[-2] or labels.shape != images.shape[:1]:
-        raise ValueError(f"need square images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"need square images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     generator = _generator(seed)
-    net = SmallImageClassifier(images.shape[1], images.shape[-1], int(labels.max()) + 1, width=width,
-                               num_features=num_features, seed=generator).to(images.device)
+    net = SmallImageClassifier(
+        images.shape[1], images.shape[-1], int(labels.max()) + 1, width=width, num_features=num_features, seed=generator
+    ).to(images.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
@@ -241,11 +278,13 @@ def train_classifier(images: Tensor, labels: Tensor, *, steps: int = 1500, batch
     return net.eval()
 
 
-def classifier_accuracy(classifier: SmallImageClassifier, images: Tensor, labels: Tensor, *,
-                        batch_size: int = 256) -> float:
+def classifier_accuracy(
+    classifier: SmallImageClassifier, images: Tensor, labels: Tensor, *, batch_size: int = 256
+) -> float:
     """Fraction of images (N, C, H, W) whose arg-max logit is their label (N,): how well the extractor knows the
     data (a feature space that cannot tell the classes apart cannot tell a model that mixes them up)."""
     with torch.inference_mode():
-        predictions = torch.cat([classifier.logits(images[i:i + batch_size]).argmax(1)
-                                 for i in range(0, len(images), batch_size)])
+        predictions = torch.cat(
+            [classifier.logits(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+        )
     return float((predictions == labels.to(predictions.device)).float().mean())

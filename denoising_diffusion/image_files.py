@@ -140,8 +140,10 @@ def _open_checked(path: str | os.PathLike[str]) -> Image.Image:
         try:
             return Image.open(path)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-            reason = (f"too large to decode safely: {err} Raise PIL.Image.MAX_IMAGE_PIXELS (now "
-                      f"{Image.MAX_IMAGE_PIXELS}) to read it on purpose")
+            reason = (
+                f"too large to decode safely: {err} Raise PIL.Image.MAX_IMAGE_PIXELS (now "
+                f"{Image.MAX_IMAGE_PIXELS}) to read it on purpose"
+            )
             raise UnreadableImageError(f"image file {os.fspath(path)!r} is {reason}", reason) from err
 
 

@@ -69,8 +69,7 @@ def min_snr_weight(snr: Tensor, objective: Objective, gamma: float = 5.0) -> Ten
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -93,8 +92,15 @@ def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
     return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
 
 
-def vlb_term(x_start: Tensor, x_t: Tensor, pred_x0: Tensor, step: PosteriorStep, model_log_var: Tensor | float,
-             is_decoder: Tensor, decoder: Decoder = Decoder.DISCRETIZED) -> Tensor:
+def vlb_term(
+    x_start: Tensor,
+    x_t: Tensor,
+    pred_x0: Tensor,
+    step: PosteriorStep,
+    model_log_var: Tensor | float,
+    is_decoder: Tensor,
+    decoder: Decoder = Decoder.DISCRETIZED,
+) -> Tensor:
     """One term L_t of the variational bound, in bits per dimension (Ho et al. 2020, eq. 5).
 
     L_t = KL(q(x_{t−1} | x_t, x_0) || p_θ(x_{t−1} | x_t)) where ``is_decoder`` is False, and the decoder's

@@ -57,8 +57,9 @@ def eps_from_v(x_t: Tensor, v: Tensor, alpha: Coef, sigma: Coef) -> Tensor:
     return sigma * x_t + alpha * v
 
 
-def x0_eps_from_output(objective: Objective, x_t: Tensor, out: Tensor, alpha: Coef, sigma: Coef
-                       ) -> tuple[Tensor, Tensor]:
+def x0_eps_from_output(
+    objective: Objective, x_t: Tensor, out: Tensor, alpha: Coef, sigma: Coef
+) -> tuple[Tensor, Tensor]:
     """(x̂_0, ε̂) from the network output ``out`` under ``objective``. All tensors (B, C, H, W)."""
     if objective is Objective.PRED_NOISE:
         return x0_from_eps(x_t, out, alpha, sigma), out
@@ -74,4 +75,3 @@ def target_for(objective: Objective, x0: Tensor, eps: Tensor, alpha: Coef, sigma
     if objective is Objective.PRED_X0:
         return x0
     return v_from_x0_eps(x0, eps, alpha, sigma)
-

@@ -30,8 +30,15 @@ import torch
 from torch import nn
 
 from . import diffusion as _diffusion  # noqa: F401  (registers GaussianDiffusion)
-from .checkpoint import (CheckpointError, check_format, config_differences, load_checkpoint, make_checkpoint,
-                         network_weights, save_checkpoint)
+from .checkpoint import (
+    CheckpointError,
+    check_format,
+    config_differences,
+    load_checkpoint,
+    make_checkpoint,
+    network_weights,
+    save_checkpoint,
+)
 from .nn import unet as _unet  # noqa: F401  (registers Unet)
 from .registry import kind_named, kind_of, registered_kinds
 
@@ -76,9 +83,11 @@ def build(spec: Mapping[str, Any]) -> Any:
     registered (and listing those that are)."""
     missing = unbuildable_parts(dict(spec))
     if missing:
-        raise ValueError(f"cannot rebuild {', '.join(missing)}: not a registered model kind (registered: "
-                         f"{', '.join(registered_kinds())}). Import the module that defines it (its class must be "
-                         "decorated with @model_kind), or build the model yourself and load its weights")
+        raise ValueError(
+            f"cannot rebuild {', '.join(missing)}: not a registered model kind (registered: "
+            f"{', '.join(registered_kinds())}). Import the module that defines it (its class must be "
+            "decorated with @model_kind), or build the model yourself and load its weights"
+        )
     kind = kind_named(spec["kind"])
     assert kind is not None  # checked above
     args = {key: value for key, value in spec.items() if key != "kind"}
@@ -148,6 +157,8 @@ def save_pipeline(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     spec = spec_of(model)
     missing = unbuildable_parts(spec)
     if missing:
-        raise ValueError(f"cannot save {', '.join(missing)} as a pipeline: not a registered model kind (decorate its "
-                         "class with @model_kind and record its constructor arguments in .config)")
+        raise ValueError(
+            f"cannot save {', '.join(missing)} as a pipeline: not a registered model kind (decorate its "
+            "class with @model_kind and record its constructor arguments in .config)"
+        )
     return save_checkpoint(path, make_checkpoint(config=spec, weights=model.state_dict()))

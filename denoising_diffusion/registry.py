@@ -49,8 +49,10 @@ def model_kind(name: str | None = None, *, parts: Sequence[str] = ()) -> Callabl
         kind = ModelKind(name or cls.__name__, cls, tuple(parts))
         existing = _KINDS.get(kind.name)
         if existing is not None and _qualified(existing.cls) != _qualified(cls):
-            raise ValueError(f"model kind {kind.name!r} is already registered by {_qualified(existing.cls)}; "
-                             f"register {_qualified(cls)} under another name")
+            raise ValueError(
+                f"model kind {kind.name!r} is already registered by {_qualified(existing.cls)}; "
+                f"register {_qualified(cls)} under another name"
+            )
         _KINDS[kind.name] = kind
         return cls
 

@@ -69,7 +69,7 @@ def posterior_coefficients(alphabar_t: C, alphabar_s: C) -> tuple[C, C, C, C]:
     eqs. 6–7). With ᾱ_s = 1 (s = −1, clean data): c_0 = 1, c_t = 0, β̃ = 0.
     """
     beta = 1 - alphabar_t / alphabar_s
-    c0 = alphabar_s ** 0.5 * beta / (1 - alphabar_t)
+    c0 = alphabar_s**0.5 * beta / (1 - alphabar_t)
     ct = (1 - beta) ** 0.5 * (1 - alphabar_s) / (1 - alphabar_t)
     return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta
 
@@ -114,8 +114,9 @@ def cosine_beta_schedule(timesteps: int, s: float = 0.008, max_beta: float = 0.9
     return betas.clamp(0, max_beta)
 
 
-def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
-                          max_beta: float = 0.999) -> Tensor:
+def sigmoid_beta_schedule(
+    timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+) -> Tensor:
     """Sigmoid schedule of ᾱ (Jabri et al. 2022, "Scalable Adaptive Computation", Alg. 1; good for > 64x64)."""
     t = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
@@ -150,8 +151,9 @@ def make_betas(schedule: str | BetaSchedule | Tensor | Sequence[float], timestep
         return _BUILDERS[BetaSchedule(schedule)](timesteps)
     betas = torch.as_tensor(schedule, dtype=torch.float64).detach().cpu()
     if betas.ndim != 1 or len(betas) != timesteps:
-        raise ValueError(f"explicit betas must be a 1-D tensor of length timesteps={timesteps}, got shape "
-                         f"{tuple(betas.shape)}")
+        raise ValueError(
+            f"explicit betas must be a 1-D tensor of length timesteps={timesteps}, got shape {tuple(betas.shape)}"
+        )
     if not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError("explicit betas must all lie strictly between 0 and 1")
     return betas
@@ -268,8 +270,14 @@ class Spacing(Choice):
     KARRAS = "karras"
 
 
-def spaced_timesteps(schedule: NoiseSchedule | int, steps: int, spacing: str | Spacing = "linspace", *,
-                     rho: float = 7.0, sigma_max: float = 80.0) -> list[int]:
+def spaced_timesteps(
+    schedule: NoiseSchedule | int,
+    steps: int,
+    spacing: str | Spacing = "linspace",
+    *,
+    rho: float = 7.0,
+    sigma_max: float = 80.0,
+) -> list[int]:
     """A strictly decreasing list of ``steps`` time indices to visit, in sampling order.
 
     * ``linspace`` (default): round(linspace(T−1, 0, steps)); starts at T−1 and ends exactly on t = 0.
@@ -299,13 +307,14 @@ def spaced_timesteps(schedule: NoiseSchedule | int, steps: int, spacing: str | S
         raise ValueError(f"steps must be an integer in [1, {num_timesteps}] (the model's timesteps), got {steps!r}")
     spacing = Spacing(spacing)
     if spacing is Spacing.TRAILING:
-        return _distinct((num_timesteps - torch.arange(steps, dtype=torch.float64) * (num_timesteps / steps))
-                         .round().long() - 1, num_timesteps)
+        return _distinct(
+            (num_timesteps - torch.arange(steps, dtype=torch.float64) * (num_timesteps / steps)).round().long() - 1,
+            num_timesteps,
+        )
     if spacing is Spacing.LEADING:
         return _distinct((torch.arange(steps) * (num_timesteps // steps)).flip(0), num_timesteps)
     if spacing is Spacing.LINSPACE:
-        return _distinct(torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long(),
-                         num_timesteps)
+        return _distinct(torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long(), num_timesteps)
     if isinstance(schedule, int):
         raise ValueError(f"timestep spacing {spacing.value!r} needs the NoiseSchedule, not just T")
     log_sigma_tilde = 0.5 * torch.log((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod)  # = −λ_t, increasing

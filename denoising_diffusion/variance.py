@@ -38,8 +38,14 @@ def learned_log_variance(var_interp: Tensor, log_beta: Coef, log_posterior_varia
     return frac * log_beta + (1 - frac) * log_posterior_variance
 
 
-def reverse_log_variance(variance: VarianceType, log_beta: Coef, log_posterior_variance: Coef,
-                         var_interp: Tensor | None = None, *, decoder_step: bool = False) -> Coef:
+def reverse_log_variance(
+    variance: VarianceType,
+    log_beta: Coef,
+    log_posterior_variance: Coef,
+    var_interp: Tensor | None = None,
+    *,
+    decoder_step: bool = False,
+) -> Coef:
     """log Σ_θ of the reverse step, as a float or a tensor broadcastable to the images.
 
     Args:

@@ -40,15 +40,24 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from denoising_diffusion import (GaussianDiffusion, ImageFolderDataset, StepRecord, Unet, get_builtin_dataset,
-                                 sample_ddim, save_image_grid, spaced_timesteps)
+from denoising_diffusion import (
+    GaussianDiffusion,
+    ImageFolderDataset,
+    StepRecord,
+    Unet,
+    get_builtin_dataset,
+    sample_ddim,
+    save_image_grid,
+    spaced_timesteps,
+)
 
 NAME = "custom_training_loop"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, help="a folder of images (default: the built-in shapes dataset)")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--channels", type=int, default=3, choices=(1, 3, 4))
@@ -87,8 +96,13 @@ def endless(loader: DataLoader) -> Iterator[torch.Tensor]:
 
 def train(diffusion: GaussianDiffusion, dataset: Dataset, args: argparse.Namespace) -> None:
     """A plain PyTorch loop: the only diffusion-specific line is ``loss = diffusion(batch)``."""
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=len(dataset) >= args.batch_size,
-                        generator=torch.Generator().manual_seed(args.seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= args.batch_size,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=args.lr)
     batches = endless(loader)
     diffusion.train()
@@ -113,8 +127,7 @@ def sample(diffusion: GaussianDiffusion, args: argparse.Namespace) -> tuple[torc
     """DDIM straight from the sampler function. Returns (samples (N, C, H, W), progress (N, K, C, H, W)), in [0, 1]."""
     diffusion.eval()
     g = torch.Generator(device=args.device).manual_seed(args.seed)
-    x_T = torch.randn((args.num_samples, diffusion.channels, *diffusion.image_size), generator=g,
-                      device=args.device)
+    x_T = torch.randn((args.num_samples, diffusion.channels, *diffusion.image_size), generator=g, device=args.device)
     snapshots: list[torch.Tensor] = []
     keep_every = max(1, args.sampling_steps // 8)
 
@@ -122,9 +135,15 @@ def sample(diffusion: GaussianDiffusion, args: argparse.Namespace) -> tuple[torc
         if record.index % keep_every == 0 or record.index == args.sampling_steps - 1:
             snapshots.append(record.pred_x0.cpu())
 
-    x_0 = sample_ddim(diffusion.denoiser(), x_T, diffusion.schedule,
-                      spaced_timesteps(diffusion.num_timesteps, args.sampling_steps), eta=0.0, generator=g,
-                      callback=keep_prediction)
+    x_0 = sample_ddim(
+        diffusion.denoiser(),
+        x_T,
+        diffusion.schedule,
+        spaced_timesteps(diffusion.num_timesteps, args.sampling_steps),
+        eta=0.0,
+        generator=g,
+        callback=keep_prediction,
+    )
     images = diffusion.unnormalize(x_0).clamp(0.0, 1.0)
     progress = diffusion.unnormalize(torch.stack(snapshots, dim=1)).clamp(0.0, 1.0)
     return images.cpu(), progress
@@ -144,9 +163,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     train(diffusion, dataset, args)
     images, progress = sample(diffusion, args)
 
-    paths = {"samples": save_image_grid(images, args.out / "samples.png"),
-             "progress": save_image_grid(progress.flatten(0, 1), args.out / "progress.png", nrow=progress.shape[1]),
-             "loss": args.out / "loss.csv"}
+    paths = {
+        "samples": save_image_grid(images, args.out / "samples.png"),
+        "progress": save_image_grid(progress.flatten(0, 1), args.out / "progress.png", nrow=progress.shape[1]),
+        "loss": args.out / "loss.csv",
+    }
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths
 

@@ -46,8 +46,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
-from denoising_diffusion import (GaussianDiffusion, Trainer, Unet, get_builtin_dataset, load_pipeline,
-                                 save_denoising_gif, save_image_grid)
+from denoising_diffusion import (
+    GaussianDiffusion,
+    Trainer,
+    Unet,
+    get_builtin_dataset,
+    load_pipeline,
+    save_denoising_gif,
+    save_image_grid,
+)
 
 NAME = "train_mnist_gif"
 GRID = 3  # the GIF shows GRID x GRID samples
@@ -105,8 +112,9 @@ def write_generated_images(folder: Path, count: int = 12, size: int = 24) -> Pat
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=sorted(PRESETS), help="a torchvision dataset (default: mnist)")
     source.add_argument("--data", type=Path, help="a folder of images instead of a torchvision dataset")
@@ -156,14 +164,26 @@ def train(args: argparse.Namespace) -> Path:
     """Train with the Trainer; returns the path of the last checkpoint."""
     with ExitStack() as stack:
         data, preset = prepare_data(args, stack)
-        model = Unet(args.dim or preset.dim, dim_mults=tuple(args.dim_mults or preset.dim_mults),
-                     channels=preset.channels)
-        diffusion = GaussianDiffusion(model, image_size=preset.image_size, timesteps=args.timesteps,
-                                      sampling_timesteps=min(250, args.timesteps))
-        trainer = Trainer(diffusion, data, train_batch_size=args.batch_size, train_lr=args.lr,
-                          train_num_steps=args.steps, save_and_sample_every=args.save_every,
-                          num_samples=GRID * GRID, augment_horizontal_flip=preset.flip, amp=args.amp,
-                          results_folder=args.out, seed=args.seed, num_workers=0 if args.smoke else None)
+        model = Unet(
+            args.dim or preset.dim, dim_mults=tuple(args.dim_mults or preset.dim_mults), channels=preset.channels
+        )
+        diffusion = GaussianDiffusion(
+            model, image_size=preset.image_size, timesteps=args.timesteps, sampling_timesteps=min(250, args.timesteps)
+        )
+        trainer = Trainer(
+            diffusion,
+            data,
+            train_batch_size=args.batch_size,
+            train_lr=args.lr,
+            train_num_steps=args.steps,
+            save_and_sample_every=args.save_every,
+            num_samples=GRID * GRID,
+            augment_horizontal_flip=preset.flip,
+            amp=args.amp,
+            results_folder=args.out,
+            seed=args.seed,
+            num_workers=0 if args.smoke else None,
+        )
         trainer.train()
     return trainer.checkpoint_path(trainer.latest_milestone())
 
@@ -173,11 +193,18 @@ def make_gif(checkpoint: Path, args: argparse.Namespace) -> dict[str, Path]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     diffusion = load_pipeline(checkpoint, use_ema=True, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    trajectory = diffusion.sample(batch_size=GRID * GRID, sampler=args.sampler, steps=args.sample_steps,
-                                  generator=generator, return_all_timesteps=True)  # (9, S + 1, C, H, W) in [0, 1]
+    trajectory = diffusion.sample(
+        batch_size=GRID * GRID,
+        sampler=args.sampler,
+        steps=args.sample_steps,
+        generator=generator,
+        return_all_timesteps=True,
+    )  # (9, S + 1, C, H, W) in [0, 1]
     print(f"sampled {trajectory.shape[1] - 1} steps with {args.sampler} from {checkpoint}")
-    return {"gif": save_denoising_gif(trajectory, args.out / "denoising.gif", nrow=GRID),
-            "grid": save_image_grid(trajectory[:, -1], args.out / "final-samples.png", nrow=GRID)}
+    return {
+        "gif": save_denoising_gif(trajectory, args.out / "denoising.gif", nrow=GRID),
+        "grid": save_image_grid(trajectory[:, -1], args.out / "final-samples.png", nrow=GRID),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:

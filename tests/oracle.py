@@ -31,12 +31,13 @@ class GaussianMixture:
     def posterior_mean(self, x_t: Tensor, alpha: float, sigma: float) -> Tensor:
         """E[x_0 | x_t] for x_t (N, D, 1, 1); returns (N, D, 1, 1)."""
         x = x_t[:, :, 0, 0]  # (N, D)
-        var = alpha ** 2 * self.stds ** 2 + sigma ** 2  # (K,)
+        var = alpha**2 * self.stds**2 + sigma**2  # (K,)
         diff = x[:, None, :] - alpha * self.means[None]  # (N, K, D)
-        log_r = (self.weights.log() - 0.5 * self.dim * torch.log(2 * math.pi * var)
-                 - 0.5 * (diff ** 2).sum(-1) / var)  # (N, K)
+        log_r = (
+            self.weights.log() - 0.5 * self.dim * torch.log(2 * math.pi * var) - 0.5 * (diff**2).sum(-1) / var
+        )  # (N, K)
         r = torch.softmax(log_r, dim=1)
-        cond = self.means[None] + (alpha * self.stds ** 2 / var)[None, :, None] * diff  # (N, K, D)
+        cond = self.means[None] + (alpha * self.stds**2 / var)[None, :, None] * diff  # (N, K, D)
         return (r[..., None] * cond).sum(1)[:, :, None, None]
 
     def denoiser(self, schedule: NoiseSchedule):

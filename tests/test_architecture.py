@@ -60,7 +60,7 @@ def test_no_import_cycles() -> None:
         state[module] = 1
         for dep in sorted(IMPORTS[module] - {ROOT}):
             if state.get(dep) == 1:
-                pytest.fail("import cycle: " + " -> ".join(chain[chain.index(dep):] + [module, dep]))
+                pytest.fail("import cycle: " + " -> ".join(chain[chain.index(dep) :] + [module, dep]))
             if dep not in state:
                 visit(dep, chain + [module])
         state[module] = 2
@@ -74,10 +74,13 @@ def test_nothing_imports_names_from_the_package_root() -> None:
     assert [m for m in IMPORTS if ROOT in IMPORTS[m]] == []
 
 
-@pytest.mark.parametrize("layer,allowed", [
-    ("training", {"denoising_diffusion", "denoising_diffusion.cli"}),
-    ("cli", {"denoising_diffusion.__main__"}),
-])
+@pytest.mark.parametrize(
+    "layer,allowed",
+    [
+        ("training", {"denoising_diffusion", "denoising_diffusion.cli"}),
+        ("cli", {"denoising_diffusion.__main__"}),
+    ],
+)
 def test_only_the_layers_above_import_training_and_cli(layer: str, allowed: set[str]) -> None:
     inside = f"{ROOT}.{layer}"
     outside = {m for m in importers_of(inside) if not (m == inside or m.startswith(inside + "."))}
@@ -88,16 +91,23 @@ def test_checkpoint_is_the_file_format_only() -> None:
     assert IMPORTS[f"{ROOT}.checkpoint"] <= {f"{ROOT}._version"}
 
 
-@pytest.mark.parametrize("layer,forbidden", [
-    ("nn", ["schedules", "diffusion", "samplers", "pipeline", "likelihood", "losses", "training", "cli"]),
-    ("samplers", ["nn", "diffusion", "pipeline", "training", "cli"]),
-    ("diffusion", ["pipeline", "training", "cli", "nn"]),
-    ("schedules", ["diffusion", "samplers", "nn", "pipeline"]),
-    ("registry", ["nn", "diffusion", "pipeline", "checkpoint"]),
-])
+@pytest.mark.parametrize(
+    "layer,forbidden",
+    [
+        ("nn", ["schedules", "diffusion", "samplers", "pipeline", "likelihood", "losses", "training", "cli"]),
+        ("samplers", ["nn", "diffusion", "pipeline", "training", "cli"]),
+        ("diffusion", ["pipeline", "training", "cli", "nn"]),
+        ("schedules", ["diffusion", "samplers", "nn", "pipeline"]),
+        ("registry", ["nn", "diffusion", "pipeline", "checkpoint"]),
+    ],
+)
 def test_lower_layers_do_not_import_upper_ones(layer: str, forbidden: list[str]) -> None:
     modules = [m for m in IMPORTS if m == f"{ROOT}.{layer}" or m.startswith(f"{ROOT}.{layer}.")]
     assert modules
-    bad = {(m, d) for m in modules for d in IMPORTS[m]
-           if any(d == f"{ROOT}.{f}" or d.startswith(f"{ROOT}.{f}.") for f in forbidden)}
+    bad = {
+        (m, d)
+        for m in modules
+        for d in IMPORTS[m]
+        if any(d == f"{ROOT}.{f}" or d.startswith(f"{ROOT}.{f}.") for f in forbidden)
+    }
     assert bad == set()

@@ -25,8 +25,7 @@ def png_bytes(width: int, height: int, bit_depth: int, color_type: int, raw: byt
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def sixteen_bit_rgb_png(width: int = 5, height: int = 4) -> bytes:
@@ -51,8 +50,15 @@ GOOD = {  # name -> expected mean colour (R, G, B) of the 8x8 item, or None (jus
     "cmyk.jpg": None,
     "exif_rotated.jpg": None,
 }
-BAD = ["zero_bytes.png", "truncated.jpg", "truncated.png", "text_named.jpg", "corrupt_data.png",
-       "bomb_warning_range.png", "bomb_error_range.png"]
+BAD = [
+    "zero_bytes.png",
+    "truncated.jpg",
+    "truncated.png",
+    "text_named.jpg",
+    "corrupt_data.png",
+    "bomb_warning_range.png",
+    "bomb_error_range.png",
+]
 
 
 def write_bad_folder(root: Path) -> Path:
@@ -140,8 +146,17 @@ def test_with_error_each_bad_file_stops_with_its_name(bad_folder: Path, name: st
 
 
 def test_training_names_each_bad_file_once_and_counts_them(bad_folder: Path, tmp_path: Path, caplog) -> None:
-    trainer = make_trainer(tiny_diffusion(), bad_folder, tmp_path / "r", on_bad_image="skip", num_workers=2,
-                           train_batch_size=8, train_num_steps=4, save_and_sample_every=4, num_samples=0)
+    trainer = make_trainer(
+        tiny_diffusion(),
+        bad_folder,
+        tmp_path / "r",
+        on_bad_image="skip",
+        num_workers=2,
+        train_batch_size=8,
+        train_num_steps=4,
+        save_and_sample_every=4,
+        num_samples=0,
+    )
     with caplog.at_level(logging.WARNING):
         trainer.train()  # 32 items: every file is read at least once, by two DataLoader workers
     per_file = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping unreadable image")]
@@ -153,8 +168,16 @@ def test_training_names_each_bad_file_once_and_counts_them(bad_folder: Path, tmp
 
 
 def test_training_with_error_stops_naming_the_file(bad_folder: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_diffusion(), bad_folder, tmp_path / "r", on_bad_image="error", num_workers=0,
-                           train_batch_size=16, train_num_steps=2, num_samples=0)
+    trainer = make_trainer(
+        tiny_diffusion(),
+        bad_folder,
+        tmp_path / "r",
+        on_bad_image="error",
+        num_workers=0,
+        train_batch_size=16,
+        train_num_steps=2,
+        num_samples=0,
+    )
     names = "|".join(BAD).replace(".", r"\.")
     with pytest.raises(UnreadableImageError, match=rf"({names}).*on_bad_image='skip'"):
         trainer.train()

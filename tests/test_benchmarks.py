@@ -18,7 +18,7 @@ def test_bench_unet_tiny_runs(capsys) -> None:
 def test_compare_peers_quick_runs(capsys) -> None:
     """All three libraries (peers skipped when not installed) at the quick size, timings only."""
     results = compare_peers.main(["--quick", "--skip-missing", "--threads", "1", "--no-memory"])
-    (config, rows), = results
+    ((config, rows),) = results
     assert config.name == "quick" and rows[0].library == "ours"
     assert all(r.params > 0 and r.train.median_s > 0 and r.sample.median_s > 0 for r in rows)
     out = capsys.readouterr().out
@@ -50,7 +50,7 @@ def test_growth_quick_runs(capsys) -> None:
 def test_gpu_cpu_dry_run(capsys) -> None:
     """The accelerator script at its CPU dry-run size (bf16 autocast, no compile)."""
     results = gpu.main(["--device", "cpu", "--skip-missing", "--repeats", "1"])
-    (_, rows), = results
+    ((_, rows),) = results
     assert rows and rows[0].library == "ours" and rows[0].train_flops > 0
     assert "share of peak" in capsys.readouterr().out
 
@@ -115,7 +115,9 @@ def test_conv_floor_counts_the_networks_flops() -> None:
     torch.manual_seed(0)
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(torch.randn(config.batch, config.channels, config.image_size, config.image_size),
-            torch.full((config.batch,), 5))
+        net(
+            torch.randn(config.batch, config.channels, config.image_size, config.image_size),
+            torch.full((config.batch,), 5),
+        )
     conv_flops = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(k))
     assert sum(c.flops for c in calls) == conv_flops

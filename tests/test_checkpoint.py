@@ -17,9 +17,9 @@ from denoising_diffusion.checkpoint import (
     save_checkpoint,
     verify_checkpoint_file,
 )
-from denoising_diffusion.pipeline import load_pipeline, load_weights, spec_of
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
+from denoising_diffusion.pipeline import load_pipeline, load_weights, spec_of
 
 
 class NotAllowed:
@@ -100,8 +100,15 @@ def flip_a_byte_in_the_middle(data: bytes) -> bytes:
 def test_corrupt_file_is_a_clear_error_naming_it(tmp_path: Path, damage: str) -> None:
     path = save_checkpoint(tmp_path / "model-3.pt", {"w": torch.randn(1000)})
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint", "empty": b"",
-                      "bitflip": flip_a_byte_in_the_middle(data), "tail": data[:-10]}[damage])
+    path.write_bytes(
+        {
+            "truncate": data[: len(data) // 2],
+            "garbage": b"not a checkpoint",
+            "empty": b"",
+            "bitflip": flip_a_byte_in_the_middle(data),
+            "tail": data[:-10],
+        }[damage]
+    )
     with pytest.raises(CorruptCheckpointError, match="model-3.pt"):
         load_checkpoint(path)
     with pytest.raises(CorruptCheckpointError, match="model-3.pt"):
@@ -145,8 +152,13 @@ def trained_checkpoint(tmp_path: Path) -> tuple[Path, GaussianDiffusion, EMA]:
             p.add_(0.1)
     ema.update()
     opt = torch.optim.Adam(diffusion.parameters())
-    payload = make_checkpoint(config=spec_of(diffusion), step=5, model=diffusion.model.state_dict(),
-                              ema=ema.state_dict(), opt=opt.state_dict())
+    payload = make_checkpoint(
+        config=spec_of(diffusion),
+        step=5,
+        model=diffusion.model.state_dict(),
+        ema=ema.state_dict(),
+        opt=opt.state_dict(),
+    )
     return save_checkpoint(tmp_path / "model-1.pt", payload), diffusion, ema
 
 
@@ -181,8 +193,9 @@ def test_load_weights_names_the_mismatching_config_fields(tmp_path: Path) -> Non
         load_weights(other, load_checkpoint(path))
     same = tiny_diffusion(dim=8)
     load_weights(same, load_checkpoint(path), use_ema=False)
-    assert torch.equal(next(same.model.parameters()), load_checkpoint(path)["model"][next(iter(
-        same.model.state_dict()))])
+    assert torch.equal(
+        next(same.model.parameters()), load_checkpoint(path)["model"][next(iter(same.model.state_dict()))]
+    )
 
 
 def test_load_pipeline_refuses_unknown_networks(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ LN2 = math.log(2.0)
 
 # ----- independent references ----------------------------------------------------------------------------------
 
+
 def alphabar(betas: Tensor) -> Tensor:
     """ᾱ_t = ∏_{u ≤ t} (1 − β_u), float64."""
     return torch.cumprod(1 - betas.to(F64), dim=0)
@@ -45,8 +46,7 @@ def forward_conditional(ab_s: float, ab_t: float) -> tuple[float, float, float]:
     Returns (c_0, c_t, var) with E = c_0 x_0 + c_t x_t.
     """
     a = ab_t / ab_s
-    A = torch.tensor([[math.sqrt(1 - ab_s), 0.0],
-                      [math.sqrt(a) * math.sqrt(1 - ab_s), math.sqrt(1 - a)]], dtype=F64)
+    A = torch.tensor([[math.sqrt(1 - ab_s), 0.0], [math.sqrt(a) * math.sqrt(1 - ab_s), math.sqrt(1 - a)]], dtype=F64)
     cov = A @ A.T
     gain = cov[0:1, 1:] @ torch.linalg.inv(cov[1:, 1:])  # Σ_12 Σ_22⁻¹, (1, 1)
     var = cov[0:1, 0:1] - gain @ cov[1:, 0:1]
@@ -87,7 +87,7 @@ class LinearOracle:
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         alpha, sigma = self.ab[t].sqrt(), (1 - self.ab[t]).sqrt()
-        return alpha, sigma, alpha * self.s ** 2 / (alpha ** 2 * self.s ** 2 + sigma ** 2)
+        return alpha, sigma, alpha * self.s**2 / (alpha**2 * self.s**2 + sigma**2)
 
     def x0(self, x_t: Tensor, t: Tensor) -> Tensor:
         alpha, _, k = (c.view(-1, *[1] * (x_t.ndim - 1)).to(x_t.dtype) for c in self.coefficients(t))
@@ -115,8 +115,10 @@ class FunctionNet(nn.Module):
 
 # ----- 1. the variational bound with the default fixed_small variance ----------------------------------------
 
-def expected_terms(ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Callable[[Tensor, int], Tensor],
-                   large: bool = False) -> tuple[Tensor, Tensor]:
+
+def expected_terms(
+    ab: Tensor, x0: Tensor, x_t: dict[int, Tensor], x0_hat: Callable[[Tensor, int], Tensor], large: bool = False
+) -> tuple[Tensor, Tensor]:
     """Per-sample nats summed over dims: (terms (B, T), prior (B,)) of the bound with Σ = β̃_t, or Σ = β_t =
     1 − ᾱ_t/ᾱ_{t−1} when ``large``; at t = 0 (the decoder) Σ = β̃_1 for both (improved-diffusion's convention for
     fixed_large), given the x_t the model saw. x0_hat(x_t, t) is the model's prediction as the bound uses it."""
@@ -153,10 +155,12 @@ def test_vlb_terms_match_closed_forms_term_by_term(variance: str) -> None:
         seen[int(t[0])] = x_t.clone()
         return oracle(x_t, t)
 
-    result = vlb_terms(recording, NoiseSchedule(betas), x0, variance=variance,
-                       generator=torch.Generator().manual_seed(1))
-    terms, prior = expected_terms(ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])),
-                                  large=variance == "fixed_large")
+    result = vlb_terms(
+        recording, NoiseSchedule(betas), x0, variance=variance, generator=torch.Generator().manual_seed(1)
+    )
+    terms, prior = expected_terms(
+        ab, x0, seen, lambda x, t: oracle.x0(x, torch.tensor([t])), large=variance == "fixed_large"
+    )
     D = x0[0].numel()
     torch.testing.assert_close(result.terms, terms / (D * LN2), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(result.prior, prior / (D * LN2), rtol=1e-9, atol=1e-12)
@@ -179,11 +183,11 @@ def test_vlb_terms_kl_expectations_over_the_forward_draws() -> None:
     for t in range(1, len(ab)):
         c0, _, var = forward_conditional(float(ab[t - 1]), float(ab[t]))
         alpha, sigma = math.sqrt(float(ab[t])), math.sqrt(1 - float(ab[t]))
-        k = alpha * s ** 2 / (alpha ** 2 * s ** 2 + sigma ** 2)
+        k = alpha * s**2 / (alpha**2 * s**2 + sigma**2)
         a, b = (1 - k * alpha) * (x0 - m), -k * sigma
-        scale = 0.5 * c0 ** 2 / var / (D * LN2)  # bits/dim per unit squared error, per dim
-        mean = (scale * (a ** 2 + b ** 2)).flatten(1).sum(1).mean()
-        standard_error = float((scale ** 2 * (4 * a ** 2 * b ** 2 + 2 * b ** 4)).sum()) ** 0.5 / N
+        scale = 0.5 * c0**2 / var / (D * LN2)  # bits/dim per unit squared error, per dim
+        mean = (scale * (a**2 + b**2)).flatten(1).sum(1).mean()
+        standard_error = float((scale**2 * (4 * a**2 * b**2 + 2 * b**4)).sum()) ** 0.5 / N
         got = float(result.terms[:, t].mean())
         assert abs(got - float(mean)) < 5 * standard_error, (t, got, float(mean), standard_error)
 
@@ -204,13 +208,13 @@ def test_bits_per_dim_default_gaussian_diffusion_end_to_end() -> None:
     x0 = images * 2 - 1
     clipped = [(oracle.x0(net.seen[t], torch.tensor([t])).abs() > 1).any() for t in range(T)]
     assert any(clipped), "the clamp of x̂_0 is exercised"
-    terms, prior = expected_terms(ab, x0, net.seen,
-                                  lambda x, t: oracle.x0(x, torch.tensor([t])).clamp(-1, 1))
+    terms, prior = expected_terms(ab, x0, net.seen, lambda x, t: oracle.x0(x, torch.tensor([t])).clamp(-1, 1))
     expected = (terms.sum(1) + prior) / (x0[0].numel() * LN2)
     torch.testing.assert_close(bpd, expected, rtol=1e-6, atol=1e-6)
 
 
 # ----- 2. q_posterior and the learned-variance term --------------------------------------------------------------
+
 
 class Inert(nn.Module):
     channels, self_condition, learned_variance = 2, False, True
@@ -275,6 +279,7 @@ def test_learned_range_vlb_term_against_torch_distributions() -> None:
 
 # ----- 3. DDPM with the learned-range variance -------------------------------------------------------------------
 
+
 def step_log_variance(frac: Tensor, ab_s: float, ab_t: float) -> Tensor:
     """log Σ of the step t → s for v' = frac: v' log β' + (1 − v') log β̃', β' = 1 − ᾱ_t/ᾱ_s, β̃' the variance of
     q(x_s | x_t, x_0) from forward_conditional."""
@@ -282,12 +287,15 @@ def step_log_variance(frac: Tensor, ab_s: float, ab_t: float) -> Tensor:
 
 
 @pytest.mark.parametrize("schedule,t,s", [("linear", 1, 0), ("cosine", 100, 20), ("cosine", 600, 300)])
-@pytest.mark.parametrize("v", [(-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0), (0.3, -0.6)], ids=["small", "large", "both", "inner"])
+@pytest.mark.parametrize(
+    "v", [(-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0), (0.3, -0.6)], ids=["small", "large", "both", "inner"]
+)
 def test_ddpm_learned_range_one_step_spread(schedule: str, t: int, s: int, v: tuple[float, float]) -> None:
     """One DDPM step t → s (respaced when s < t − 1) from a fixed x_t with a denoiser returning a fixed x̂_0 and a
     fixed v per channel (both channels at one endpoint, one at each, or inside): the draws of x_s have mean
-    c_0 x̂_0 + c_t x_t and per-channel std exp(0.5 log Σ(v')), i.e. √β̃' at v = −1 and √β' at v = +1. N = 20000 draws per channel: the std's standard error is 1/√(2N) = 0.5%,
-    checked within 2.5% (5 SE); the mean within 5 std/√N. Here √β'/√β̃' is 1.5 to 4.7, far outside that."""
+    c_0 x̂_0 + c_t x_t and per-channel std exp(0.5 log Σ(v')), i.e. √β̃' at v = −1 and √β' at v = +1. N = 20000
+    draws per channel: the std's standard error is 1/√(2N) = 0.5%, checked within 2.5% (5 SE); the mean within
+    5 std/√N. Here √β'/√β̃' is 1.5 to 4.7, far outside that."""
     N = 20000
     ab = alphabar(NoiseSchedule.from_name(schedule, 1000).betas)
     ab_t, ab_s = float(ab[t]), float(ab[s])
@@ -300,8 +308,15 @@ def test_ddpm_learned_range_one_step_spread(schedule: str, t: int, s: int, v: tu
         return Prediction(x0=x0_hat, eps=(x - a * x0_hat) / sg, var_interp=var_interp)
 
     records = []
-    sample_ddpm(denoiser, x_t, NoiseSchedule.from_name(schedule, 1000), [t, s], variance="learned_range",
-                generator=torch.Generator().manual_seed(8), callback=records.append)
+    sample_ddpm(
+        denoiser,
+        x_t,
+        NoiseSchedule.from_name(schedule, 1000),
+        [t, s],
+        variance="learned_range",
+        generator=torch.Generator().manual_seed(8),
+        callback=records.append,
+    )
     x_s = records[0].x_next[:, :, 0, 0]
     c0, ct, _ = forward_conditional(ab_s, ab_t)
     std = torch.exp(0.5 * step_log_variance((torch.tensor(v, dtype=F64) + 1) / 2, ab_s, ab_t))
@@ -318,8 +333,9 @@ def test_gaussian_diffusion_samples_with_the_learned_variance() -> None:
     T, N = 50, 20000
     ab = alphabar(NoiseSchedule.from_name("cosine", T).betas)
     x0_hat, v = torch.tensor([0.3, -0.5]).view(1, 2, 1, 1), torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
-    net = FunctionNet(lambda x, t: torch.cat([x0_hat, v], 1).expand(x.shape[0], 4, 1, 1), channels=2,
-                      learned_variance=True)
+    net = FunctionNet(
+        lambda x, t: torch.cat([x0_hat, v], 1).expand(x.shape[0], 4, 1, 1), channels=2, learned_variance=True
+    )
     d = GaussianDiffusion(net, image_size=1, timesteps=T, objective="pred_x0").double()
     assert d.variance_type.value == "learned_range"
     records = []
@@ -334,6 +350,7 @@ def test_gaussian_diffusion_samples_with_the_learned_variance() -> None:
 
 
 # ----- 4. the default sampling path: clip x̂_0, then recompute ε̂ from it -----------------------------------------
+
 
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
 def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: str) -> None:
@@ -377,8 +394,14 @@ def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: s
 
 # ----- 5. DPM-Solver++(2M) on non-uniform grids --------------------------------------------------------------------
 
-def dpmpp_2m_reference(oracle: LinearOracle, ab: Tensor, timesteps: list[int], x: Tensor,
-                       ratio: Callable[[float, float], float] = lambda h_prev, h: h_prev / h) -> list[Tensor]:
+
+def dpmpp_2m_reference(
+    oracle: LinearOracle,
+    ab: Tensor,
+    timesteps: list[int],
+    x: Tensor,
+    ratio: Callable[[float, float], float] = lambda h_prev, h: h_prev / h,
+) -> list[Tensor]:
     """Lu et al. 2022, Alg. 2, written out: λ = log(α/σ), h = λ_s − λ_t, r = h_prev/h,
     D̃ = (1 + 1/(2r)) D_t − 1/(2r) D_prev (D̃ = D_t on the first step), x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D̃;
     the step into clean data returns D_t. Returns the state at every visited index, then the output.
@@ -390,8 +413,9 @@ def dpmpp_2m_reference(oracle: LinearOracle, ab: Tensor, timesteps: list[int], x
             states.append(d)
             break
         s = timesteps[i + 1]
-        a_t, sg_t, a_s, sg_s = (math.sqrt(float(ab[u])) if k == 0 else math.sqrt(1 - float(ab[u]))
-                                for u in (t, s) for k in (0, 1))
+        a_t, sg_t, a_s, sg_s = (
+            math.sqrt(float(ab[u])) if k == 0 else math.sqrt(1 - float(ab[u])) for u in (t, s) for k in (0, 1)
+        )
         h = math.log(a_s / sg_s) - math.log(a_t / sg_t)
         if d_prev is None:
             d_tilde = d
@@ -404,10 +428,14 @@ def dpmpp_2m_reference(oracle: LinearOracle, ab: Tensor, timesteps: list[int], x
     return states
 
 
-@pytest.mark.parametrize("timesteps", [
-    [999, 990, 700, 690, 400, 395, 150, 145, 40, 38, 5, 0],   # alternating long and short steps
-    [999, 900, 600, 400, 250, 150, 90, 50, 25, 12, 5, 2, 0],  # geometric-ish, h changes steadily
-], ids=["alternating", "geometric"])
+@pytest.mark.parametrize(
+    "timesteps",
+    [
+        [999, 990, 700, 690, 400, 395, 150, 145, 40, 38, 5, 0],  # alternating long and short steps
+        [999, 900, 600, 400, 250, 150, 90, 50, 25, 12, 5, 2, 0],  # geometric-ish, h changes steadily
+    ],
+    ids=["alternating", "geometric"],
+)
 def test_dpmpp_2m_follows_algorithm_2_on_a_non_uniform_grid(timesteps: list[int]) -> None:
     """Every state of sample_dpmpp_2m with the Gaussian oracle equals dpmpp_2m_reference's to 1e-10 (float64). The
     step-size ratio matters here: with r inverted or set to 1 the reference moves by > 1e-3, checked below."""
@@ -456,25 +484,42 @@ def test_dpmpp_2m_is_second_order_on_an_alternating_grid() -> None:
 
 # ----- 6. the range of samples with and without auto_normalize --------------------------------------------------
 
-@pytest.mark.parametrize("auto_normalize,clip_denoised,expected", [
-    (True, True, [1.0, 0.0, 0.75]),     # clamp(x̂_0) = (1, −1, 0.5) -> [0, 1] images
-    (True, False, [1.0, 0.0, 0.75]),    # (3, −3, 0.5) -> (2, −1, 0.75) -> clamped to [0, 1]
-    (False, True, [1.0, -1.0, 0.5]),    # the data's own range [−1, 1], clamped there
-    (False, False, [3.0, -3.0, 0.5]),   # nothing clamps: a latent model's samples come back as they are
-])
-def test_sample_range_follows_auto_normalize_and_clip_denoised(auto_normalize: bool, clip_denoised: bool,
-                                                               expected: list[float]) -> None:
+
+@pytest.mark.parametrize(
+    "auto_normalize,clip_denoised,expected",
+    [
+        (True, True, [1.0, 0.0, 0.75]),  # clamp(x̂_0) = (1, −1, 0.5) -> [0, 1] images
+        (True, False, [1.0, 0.0, 0.75]),  # (3, −3, 0.5) -> (2, −1, 0.75) -> clamped to [0, 1]
+        (False, True, [1.0, -1.0, 0.5]),  # the data's own range [−1, 1], clamped there
+        (False, False, [3.0, -3.0, 0.5]),  # nothing clamps: a latent model's samples come back as they are
+    ],
+)
+def test_sample_range_follows_auto_normalize_and_clip_denoised(
+    auto_normalize: bool, clip_denoised: bool, expected: list[float]
+) -> None:
     """A network predicting x̂_0 = (3, −3, 0.5) per channel: DDIM's last step returns x̂_0 (clamped when
     clip_denoised), so the sample is exactly ``expected``; the trajectory (x_T first) is the callback's states
     mapped the same way: unnormalized and clamped to [0, 1], else clamped to [−1, 1] only when clip_denoised."""
     x0 = torch.tensor([3.0, -3.0, 0.5]).view(1, 3, 1, 1)
-    d = GaussianDiffusion(FunctionNet(lambda x, t: x0.expand(x.shape[0], 3, 1, 1), channels=3), image_size=1,
-                          timesteps=20, objective="pred_x0", auto_normalize=auto_normalize, clip_denoised=clip_denoised)
+    d = GaussianDiffusion(
+        FunctionNet(lambda x, t: x0.expand(x.shape[0], 3, 1, 1), channels=3),
+        image_size=1,
+        timesteps=20,
+        objective="pred_x0",
+        auto_normalize=auto_normalize,
+        clip_denoised=clip_denoised,
+    )
     out = d.sample(8, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(13))
     torch.testing.assert_close(out, torch.tensor(expected).view(1, 3, 1, 1).expand(8, 3, 1, 1))
     records = []
-    trajectory = d.sample(8, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(13),
-                          return_all_timesteps=True, callback=records.append)
+    trajectory = d.sample(
+        8,
+        sampler="ddim",
+        steps=4,
+        generator=torch.Generator().manual_seed(13),
+        return_all_timesteps=True,
+        callback=records.append,
+    )
     states = torch.stack([records[0].x_t] + [r.x_next for r in records], dim=1)
     assert float(states.abs().max()) > 2.0, "raw states leave every range"
     if auto_normalize:
@@ -487,6 +532,7 @@ def test_sample_range_follows_auto_normalize_and_clip_denoised(auto_normalize: b
 
 # ----- 7. the training loss: L_simple, min-SNR and the hybrid loss ------------------------------------------------
 
+
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
 @pytest.mark.parametrize("loss_type", ["l2", "l1", "huber"])
 @pytest.mark.parametrize("min_snr", [False, True], ids=["plain", "min_snr"])
@@ -497,9 +543,15 @@ def test_p_losses_closed_form(objective: str, loss_type: str, min_snr: bool) -> 
     min(SNR, γ)/SNR, min(SNR, γ) or min(SNR, γ)/(SNR + 1) by objective (Hang et al. 2023, eq. 9)."""
     T, gamma = 50, 2.0
     ab = alphabar(NoiseSchedule.from_name("cosine", T).betas)
-    d = GaussianDiffusion(FunctionNet(lambda x, t: 2.0 * x + 0.1, channels=2), image_size=3, timesteps=T,
-                          objective=objective, loss_type=loss_type, min_snr_loss_weight=min_snr,
-                          min_snr_gamma=gamma).double()
+    d = GaussianDiffusion(
+        FunctionNet(lambda x, t: 2.0 * x + 0.1, channels=2),
+        image_size=3,
+        timesteps=T,
+        objective=objective,
+        loss_type=loss_type,
+        min_snr_loss_weight=min_snr,
+        min_snr_gamma=gamma,
+    ).double()
     g = torch.Generator().manual_seed(14)
     t = torch.tensor([0, 1, 10, 25, 40, 48, 49])
     x0 = torch.randn(len(t), 2, 3, 3, generator=g, dtype=F64)
@@ -509,7 +561,7 @@ def test_p_losses_closed_form(objective: str, loss_type: str, min_snr: bool) -> 
     x_t = alpha * x0 + sigma * noise
     target = {"pred_noise": noise, "pred_x0": x0, "pred_v": alpha * noise - sigma * x0}[objective]
     err = (2.0 * x_t + 0.1 - target).abs()
-    elementwise = {"l2": err ** 2, "l1": err, "huber": torch.where(err < 1, 0.5 * err ** 2, err - 0.5)}[loss_type]
+    elementwise = {"l2": err**2, "l1": err, "huber": torch.where(err < 1, 0.5 * err**2, err - 0.5)}[loss_type]
     want = elementwise.flatten(1).mean(1)
     if min_snr:
         snr = ab[t] / (1 - ab[t])
@@ -561,8 +613,9 @@ def test_hybrid_loss_gradient_reaches_the_mean_only_through_l_simple() -> None:
     channels get a non-zero gradient (from L_vlb)."""
     T, B = 50, 6
     g = torch.Generator().manual_seed(16)
-    out = torch.cat([torch.randn(B, 2, 2, 2, generator=g, dtype=F64),
-                     torch.rand(B, 2, 2, 2, generator=g, dtype=F64) * 2 - 1], 1).requires_grad_(True)
+    out = torch.cat(
+        [torch.randn(B, 2, 2, 2, generator=g, dtype=F64), torch.rand(B, 2, 2, 2, generator=g, dtype=F64) * 2 - 1], 1
+    ).requires_grad_(True)
     net = FunctionNet(lambda x, time: out, channels=2, learned_variance=True)
     d = GaussianDiffusion(net, image_size=2, timesteps=T).double()
     x0 = quantize_images(0.4 * torch.randn(B, 2, 2, 2, generator=g, dtype=F64)) * 2 - 1

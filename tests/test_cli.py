@@ -12,17 +12,33 @@ import torch
 from PIL import Image
 
 from denoising_diffusion.checkpoint import load_checkpoint
-from denoising_diffusion.pipeline import save_pipeline
 from denoising_diffusion.cli import BUILTIN_PRESET, FOLDER_PRESET, build_parser, main, resolve_train_options
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
+from denoising_diffusion.pipeline import save_pipeline
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
 from tests.trainer_helpers import isolated_accelerate, reset_accelerate  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 # A model small enough that a few steps, a checkpoint and 5-step sampling take a second or two.
-TINY = ["--dim", "8", "--dim-mults", "1,2", "--timesteps", "20", "--sampling-timesteps", "5", "--batch-size", "4",
-        "--steps", "4", "--save-every", "2", "--num-samples", "4"]
+TINY = [
+    "--dim",
+    "8",
+    "--dim-mults",
+    "1,2",
+    "--timesteps",
+    "20",
+    "--sampling-timesteps",
+    "5",
+    "--batch-size",
+    "4",
+    "--steps",
+    "4",
+    "--save-every",
+    "2",
+    "--num-samples",
+    "4",
+]
 
 
 def write_pngs(folder: Path, count: int = 5, size: tuple[int, int] = (20, 14)) -> Path:
@@ -52,8 +68,27 @@ def test_train_on_builtin_data_then_sample_with_gif(tmp_path: Path, capsys) -> N
         assert gif.n_frames > 1  # 5 steps + the noise, minus frames Pillow merges
 
     png = tmp_path / "out" / "grid.png"
-    code = main(["sample", str(results / "model-2.pt"), "--num", "4", "--sampler", "ddim", "--steps", "3",
-                 "--eta", "0.5", "--out", str(png), "--gif", "--seed", "1", "--device", "cpu"])
+    code = main(
+        [
+            "sample",
+            str(results / "model-2.pt"),
+            "--num",
+            "4",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--eta",
+            "0.5",
+            "--out",
+            str(png),
+            "--gif",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     with Image.open(png) as grid:
         assert grid.size == (2 + 2 * (16 + 2), 2 + 2 * (16 + 2))  # 2x2 grid of 16 px images, 2 px padding
@@ -69,18 +104,79 @@ def test_sample_is_reproducible_with_a_seed_and_ddpm_refuses_eta(tmp_path: Path,
     assert main(["train", *TINY, "--steps", "1", "--num-samples", "0", "--no-gif", "--results", str(results)]) == 0
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     for path in (a, b):
-        assert main(["sample", str(results / "model-1.pt"), "--num", "2", "--sampler", "ddpm", "--steps", "4",
-                     "--seed", "7", "--no-ema", "--out", str(path)]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    str(results / "model-1.pt"),
+                    "--num",
+                    "2",
+                    "--sampler",
+                    "ddpm",
+                    "--steps",
+                    "4",
+                    "--seed",
+                    "7",
+                    "--no-ema",
+                    "--out",
+                    str(path),
+                ]
+            )
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes()
-    assert main(["sample", str(results / "model-1.pt"), "--sampler", "ddpm", "--eta", "0.5",
-                 "--out", str(tmp_path / "c.png")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                str(results / "model-1.pt"),
+                "--sampler",
+                "ddpm",
+                "--eta",
+                "0.5",
+                "--out",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 2
+    )
     assert "sampler 'ddpm' takes no option 'eta' (its options: variance)" in error_line(capsys)
     assert not (tmp_path / "c.png").exists()
-    assert main(["sample", str(results / "model-1.pt"), "--sampler", "ddim", "--eta", "lots",
-                 "--out", str(tmp_path / "c.png")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                str(results / "model-1.pt"),
+                "--sampler",
+                "ddim",
+                "--eta",
+                "lots",
+                "--out",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 2
+    )
     assert "sampler option eta='lots'" in error_line(capsys)
-    assert main(["sample", str(results / "model-1.pt"), "--num", "2", "--sampler", "ddpm", "--steps", "4",
-                 "--variance", "fixed_large", "--out", str(tmp_path / "d.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(results / "model-1.pt"),
+                "--num",
+                "2",
+                "--sampler",
+                "ddpm",
+                "--steps",
+                "4",
+                "--variance",
+                "fixed_large",
+                "--out",
+                str(tmp_path / "d.png"),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +189,31 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sampler", [name.value for name in SamplerName])
-def test_every_registered_sampler_runs_from_the_command_line(untrained_checkpoint: Path, tmp_path: Path,
-                                                             sampler: str) -> None:
+def test_every_registered_sampler_runs_from_the_command_line(
+    untrained_checkpoint: Path, tmp_path: Path, sampler: str
+) -> None:
     out = tmp_path / "s.png"
-    assert main(["sample", str(untrained_checkpoint), "--sampler", sampler, "--steps", "3", "--num", "3",
-                 "--batch-size", "2", "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(untrained_checkpoint),
+                "--sampler",
+                sampler,
+                "--steps",
+                "3",
+                "--num",
+                "3",
+                "--batch-size",
+                "2",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out) as grid:
         assert grid.size == (2 + 2 * (8 + 2), 2 + 2 * (8 + 2))  # 3 images in a 2x2 grid (ceil(sqrt(3)) per row)
 
@@ -105,8 +221,7 @@ def test_every_registered_sampler_runs_from_the_command_line(untrained_checkpoin
 def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     images = write_pngs(tmp_path / "images")
     results = tmp_path / "results"
-    common = [str(images), "--image-size", "8", "--channels", "1", *TINY, "--results", str(results),
-              "--seed", "0"]
+    common = [str(images), "--image-size", "8", "--channels", "1", *TINY, "--results", str(results), "--seed", "0"]
     assert main(["train", *common, "--resume", "latest"]) == 0  # nothing to resume yet: a fresh start
     assert "starting from step 0" in capsys.readouterr().out
     names = sorted(p.name for p in results.iterdir())
@@ -116,8 +231,10 @@ def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     assert config["beta_schedule"] == FOLDER_PRESET.beta_schedule
 
     reset_accelerate()
-    assert main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2",
-                 "--no-keep-powers-of-two"]) == 0
+    assert (
+        main(["train", *common, "--steps", "6", "--resume", "latest", "--keep-last", "2", "--no-keep-powers-of-two"])
+        == 0
+    )
     assert "at step 4" in capsys.readouterr().out
     assert load_checkpoint(results / "model-3.pt")["step"] == 6
     assert sorted(p.name for p in results.glob("model-*.pt")) == ["model-2.pt", "model-3.pt"]  # --keep-last 2
@@ -156,10 +273,13 @@ def test_compile_flag_reaches_the_trainer(argv: list[str], expected: bool, monke
     assert seen["compile"] is expected
 
 
-@pytest.mark.parametrize("make_folder, expected", [
-    (lambda root: root / "missing", "does not exist"),
-    (lambda root: (root / "empty").mkdir() or root / "empty", "no images found in"),
-])
+@pytest.mark.parametrize(
+    "make_folder, expected",
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: (root / "empty").mkdir() or root / "empty", "no images found in"),
+    ],
+)
 def test_bad_folders_fail_cleanly_and_leave_results_alone(tmp_path: Path, capsys, make_folder, expected) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -197,15 +317,18 @@ def test_bad_checkpoints_and_model_options_are_one_line_errors(tmp_path: Path, c
     assert not (tmp_path / "s.png").exists() and not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["sample", "x.pt", "--sampler", "nope"], "invalid choice: 'nope'"),
-    (["train", "--objective", "pred_eps"], "invalid choice: 'pred_eps'"),
-    (["train", "--dim-mults", "1,two"], "comma-separated positive integers"),
-    (["train", "--steps", "0"], "expected an integer >= 1, got 0"),
-    (["train", "--resume", "0"], "milestones start at 1"),
-    (["train", "--max-bad-steps", "-1"], "expected an integer >= 1"),
-    ([], "required: COMMAND"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["sample", "x.pt", "--sampler", "nope"], "invalid choice: 'nope'"),
+        (["train", "--objective", "pred_eps"], "invalid choice: 'pred_eps'"),
+        (["train", "--dim-mults", "1,two"], "comma-separated positive integers"),
+        (["train", "--steps", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--resume", "0"], "milestones start at 1"),
+        (["train", "--max-bad-steps", "-1"], "expected an integer >= 1"),
+        ([], "required: COMMAND"),
+    ],
+)
 def test_invalid_arguments_exit_2_naming_the_argument(argv: list[str], expected: str, capsys) -> None:
     assert main(argv) == 2
     assert expected in capsys.readouterr().err
@@ -221,7 +344,13 @@ def test_samplers_lists_the_registry(capsys) -> None:
 
 def test_module_entry_point_runs() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "denoising_diffusion", "samplers"], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "denoising_diffusion", "samplers"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "ddpm" in done.stdout and "ddim" in done.stdout

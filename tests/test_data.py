@@ -55,8 +55,14 @@ def test_items_have_requested_size_channels_and_range(mixed_folder: Path, channe
 def test_files_are_found_recursively_and_sorted(mixed_folder: Path) -> None:
     dataset = ImageFolderDataset(mixed_folder, 8)
     assert dataset.paths == sorted(dataset.paths)
-    assert {p.name for p in dataset.paths} == {"rgb.png", "rgba.png", "gray.jpg", "palette.PNG", "sixteen.png",
-                                               "cmyk.jpg"}
+    assert {p.name for p in dataset.paths} == {
+        "rgb.png",
+        "rgba.png",
+        "gray.jpg",
+        "palette.PNG",
+        "sixteen.png",
+        "cmyk.jpg",
+    }
 
 
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(mixed_folder: Path) -> None:

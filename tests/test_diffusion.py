@@ -17,27 +17,32 @@ from denoising_diffusion.parameterization import Objective
 def tiny(**kwargs) -> GaussianDiffusion:
     unet_kwargs = {k: kwargs.pop(k) for k in ("self_condition", "learned_variance", "channels") if k in kwargs}
     model = Unet(dim=8, dim_mults=(1, 2), resnet_block_groups=4, attn_heads=2, attn_dim_head=8, **unet_kwargs)
-    return GaussianDiffusion(model, image_size=kwargs.pop("image_size", 8), timesteps=kwargs.pop("timesteps", 20),
-                             **kwargs)
+    return GaussianDiffusion(
+        model, image_size=kwargs.pop("image_size", 8), timesteps=kwargs.pop("timesteps", 20), **kwargs
+    )
 
 
 def test_tutorial_snippet_loss_and_backward_at_full_size() -> None:
     """The tutorial's first snippet at its real size (sampling 1000 steps at 128x128 is left to the small test)."""
+    # fmt: off
     model = Unet(dim = 64, dim_mults = (1, 2, 4, 8))  # noqa: E251 (exactly as the tutorial writes it)
     diffusion = GaussianDiffusion(model, image_size = 128, timesteps = 1000, loss_type = 'l1')  # noqa: E251
     training_images = torch.rand(8, 3, 128, 128)  # images are normalized from 0 to 1
     loss = diffusion(training_images)
     loss.backward()
+    # fmt: on
     assert loss.ndim == 0 and math.isfinite(loss.item())
     assert all(p.grad is not None for p in model.parameters())
 
 
 def test_tutorial_snippet_small_sizes_samples() -> None:
+    # fmt: off
     model = Unet(dim = 8, dim_mults = (1, 2, 4, 8))  # noqa: E251
     diffusion = GaussianDiffusion(model, image_size = 16, timesteps = 10, loss_type = 'l1')  # noqa: E251
     loss = diffusion(torch.rand(8, 3, 16, 16))
     loss.backward()
     sampled_images = diffusion.sample(batch_size = 4)  # noqa: E251
+    # fmt: on
     assert sampled_images.shape == (4, 3, 16, 16)
     assert float(sampled_images.min()) >= 0 and float(sampled_images.max()) <= 1
 
@@ -116,8 +121,11 @@ def test_vlb_term_is_zero_when_the_model_matches_the_posterior() -> None:
 
 def test_learned_variance_and_self_condition_train_and_sample() -> None:
     torch.manual_seed(0)
-    for kwargs in ({"learned_variance": True}, {"self_condition": True},
-                   {"learned_variance": True, "self_condition": True}):
+    for kwargs in (
+        {"learned_variance": True},
+        {"self_condition": True},
+        {"learned_variance": True, "self_condition": True},
+    ):
         d = tiny(**kwargs)
         loss = d(torch.rand(4, 3, 8, 8))
         loss.backward()
@@ -192,16 +200,19 @@ def test_denoiser_clip_override() -> None:
             torch.testing.assert_close(pred.eps, (x - alpha * want) / sigma)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"objective": "pred_eps"}, "unknown objective 'pred_eps'; allowed values: 'pred_noise', 'pred_x0', 'pred_v'"),
-    ({"beta_schedule": "cosin"}, "unknown beta_schedule 'cosin'; allowed values: 'linear', 'cosine'"),
-    ({"loss_type": "l3"}, "unknown loss_type 'l3'; allowed values: 'l1', 'l2', 'huber'"),
-    ({"image_size": 9}, r"image size \(9, 9\) is not divisible by 2"),
-    ({"sampling_timesteps": 50}, r"steps must be an integer in \[1, 20\]"),
-    ({"timestep_spacing": "even"}, "unknown timestep spacing 'even'"),
-    ({"variance_type": "learned"}, "unknown variance type 'learned'; allowed values: 'fixed_small'"),
-    ({"variance_type": "learned_range"}, "'learned_range' needs a network built with learned_variance=True"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"objective": "pred_eps"}, "unknown objective 'pred_eps'; allowed values: 'pred_noise', 'pred_x0', 'pred_v'"),
+        ({"beta_schedule": "cosin"}, "unknown beta_schedule 'cosin'; allowed values: 'linear', 'cosine'"),
+        ({"loss_type": "l3"}, "unknown loss_type 'l3'; allowed values: 'l1', 'l2', 'huber'"),
+        ({"image_size": 9}, r"image size \(9, 9\) is not divisible by 2"),
+        ({"sampling_timesteps": 50}, r"steps must be an integer in \[1, 20\]"),
+        ({"timestep_spacing": "even"}, "unknown timestep spacing 'even'"),
+        ({"variance_type": "learned"}, "unknown variance type 'learned'; allowed values: 'fixed_small'"),
+        ({"variance_type": "learned_range"}, "'learned_range' needs a network built with learned_variance=True"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny(**kwargs)
@@ -245,5 +256,6 @@ def test_invert_then_sample_reconstructs() -> None:
     assert back.shape == images.shape
     from denoising_diffusion.samplers import sample_ddim
     from denoising_diffusion.schedules import spaced_timesteps
+
     x0 = sample_ddim(d.denoiser(), latent, d.schedule, spaced_timesteps(d.schedule, 200, "linspace"))
     assert float((d.unnormalize(x0) - images).abs().max()) < 0.02

@@ -18,10 +18,21 @@ import math
 import pytest
 import torch
 
-from denoising_diffusion.evaluation import (FeatureReference, GaussianFit, NoiseFloor, SmallImageClassifier,
-                                            classifier_accuracy, extract_features, feature_reference,
-                                            feature_statistics, frechet_distance, frechet_distance_to, gaussian_fit,
-                                            real_floor, train_classifier)
+from denoising_diffusion.evaluation import (
+    FeatureReference,
+    GaussianFit,
+    NoiseFloor,
+    SmallImageClassifier,
+    classifier_accuracy,
+    extract_features,
+    feature_reference,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_to,
+    gaussian_fit,
+    real_floor,
+    train_classifier,
+)
 
 
 def _random_spd(dim: int, seed: int) -> torch.Tensor:
@@ -35,6 +46,7 @@ def _flatten(images: torch.Tensor) -> torch.Tensor:
 
 
 # ----- the Fréchet distance against closed forms ----------------------------------------------------------------
+
 
 def test_identical_gaussians_are_at_distance_zero() -> None:
     mu, cov = torch.randn(6, dtype=torch.float64), _random_spd(6, 0)
@@ -51,8 +63,7 @@ def test_commuting_diagonal_closed_form() -> None:
 def test_scaled_covariance_closed_form() -> None:
     cov, c = _random_spd(5, 1), 3.0
     zeros = torch.zeros(5, dtype=torch.float64)
-    assert frechet_distance(zeros, cov, zeros, c**2 * cov) == pytest.approx((1 - c) ** 2 * float(cov.trace()),
-                                                                             rel=1e-8)
+    assert frechet_distance(zeros, cov, zeros, c**2 * cov) == pytest.approx((1 - c) ** 2 * float(cov.trace()), rel=1e-8)
 
 
 def test_non_commuting_2x2_closed_form() -> None:
@@ -95,6 +106,7 @@ def test_shape_mismatch_is_a_value_error() -> None:
 
 # ----- the Gaussian fit and sample estimates --------------------------------------------------------------------
 
+
 def test_gaussian_fit_is_the_unbiased_fit_in_float64() -> None:
     """Rows ±(1, 0), ±(0, 2) about a mean: Σ x² = 2, Σ y² = 8, Σ xy = 0 over N = 4, so the unbiased covariance is
     diag(2/3, 8/3) (the biased one would be diag(1/2, 2)). Float32 features far from 0 lose the spread unless the fit
@@ -129,8 +141,12 @@ def test_sample_estimate_approaches_the_closed_form() -> None:
     generator = torch.Generator().manual_seed(5)
     errors = []
     for n in (100, 100_000):
-        estimates = [frechet_distance(*gaussian_fit(_sample(n, mu1, cov1, generator)),
-                                      *gaussian_fit(_sample(n, mu2, cov2, generator))) for _ in range(20)]
+        estimates = [
+            frechet_distance(
+                *gaussian_fit(_sample(n, mu1, cov1, generator)), *gaussian_fit(_sample(n, mu2, cov2, generator))
+            )
+            for _ in range(20)
+        ]
         errors.append(abs(sum(estimates) / len(estimates) - exact))
     assert errors[1] < 0.01 * exact and errors[1] < errors[0]
 
@@ -140,13 +156,21 @@ def test_bias_between_samples_of_one_gaussian_falls_as_one_over_n() -> None:
     O(F / N): ten times the samples, about a tenth of the bias."""
     mean, cov = torch.zeros(4, dtype=torch.float64), _random_spd(4, 6)
     generator = torch.Generator().manual_seed(7)
-    bias = [sum(frechet_distance(*gaussian_fit(_sample(n, mean, cov, generator)),
-                                 *gaussian_fit(_sample(n, mean, cov, generator))) for _ in range(50)) / 50
-            for n in (200, 2000)]
+    bias = [
+        sum(
+            frechet_distance(
+                *gaussian_fit(_sample(n, mean, cov, generator)), *gaussian_fit(_sample(n, mean, cov, generator))
+            )
+            for _ in range(50)
+        )
+        / 50
+        for n in (200, 2000)
+    ]
     assert bias[0] > 0 and 6 < bias[0] / bias[1] < 16
 
 
 # ----- any feature extractor ------------------------------------------------------------------------------------
+
 
 def test_any_callable_is_an_extractor_and_batching_does_not_matter() -> None:
     images = torch.rand(50, 1, 2, 3, generator=torch.Generator().manual_seed(8))
@@ -186,6 +210,7 @@ def test_real_floor_is_mean_and_sd_and_falls_with_n() -> None:
 
 # ----- the small classifier -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("channels", "size"), [(1, 8), (3, 16), (3, 32), (1, 28), (3, 5)])
 def test_classifier_shapes_follow_channels_and_size(channels: int, size: int) -> None:
     net = SmallImageClassifier(channels, size, num_classes=7, num_features=24).eval()
@@ -207,7 +232,7 @@ def _squares(num: int, classes: int, generator: torch.Generator) -> tuple[torch.
     labels = torch.randint(0, classes, (num,), generator=generator)
     images = 0.3 * torch.rand(num, 3, 12, 12, generator=generator)
     for k, (row, col) in enumerate([(1, 1), (1, 8), (8, 1), (8, 8)][:classes]):
-        images[labels == k, :, row:row + 3, col:col + 3] = 1.0
+        images[labels == k, :, row : row + 3, col : col + 3] = 1.0
     return images, labels
 
 

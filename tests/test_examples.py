@@ -109,14 +109,17 @@ def test_quickstart_smoke(tmp_path: Path) -> None:
 
 
 def test_tutorial_trainer_holds_the_tutorial_calls() -> None:
-    assert_lines_in_order(source_lines("tutorial_trainer"), [
-        "model = Unet(dim = 64, dim_mults = (1, 2, 4, 8))",
-        "diffusion = GaussianDiffusion(model, image_size = 128, timesteps = 1000, sampling_timesteps = 250, "
-        "loss_type = 'l1')",
-        "trainer = Trainer(diffusion, folder, train_batch_size = 32, train_lr = 8e-5, train_num_steps = 700000, "
-        "gradient_accumulate_every = 2, ema_decay = 0.995, amp = True, results_folder = out)",
-        "trainer.train()",
-    ])
+    assert_lines_in_order(
+        source_lines("tutorial_trainer"),
+        [
+            "model = Unet(dim = 64, dim_mults = (1, 2, 4, 8))",
+            "diffusion = GaussianDiffusion(model, image_size = 128, timesteps = 1000, sampling_timesteps = 250, "
+            "loss_type = 'l1')",
+            "trainer = Trainer(diffusion, folder, train_batch_size = 32, train_lr = 8e-5, train_num_steps = 700000, "
+            "gradient_accumulate_every = 2, ema_decay = 0.995, amp = True, results_folder = out)",
+            "trainer.train()",
+        ],
+    )
 
 
 def assert_trainer_outputs(out: Path, steps: int, milestones: int) -> None:
@@ -166,8 +169,9 @@ def test_custom_training_loop_smoke(tmp_path: Path) -> None:
 
 def test_custom_training_loop_smoke_on_a_folder(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    load_example("custom_training_loop").main(["--smoke", "--data", str(image_folder), "--image-size", "8",
-                                               "--out", str(out)])
+    load_example("custom_training_loop").main(
+        ["--smoke", "--data", str(image_folder), "--image-size", "8", "--out", str(out)]
+    )
     assert image_size(out / "samples.png") == (grid_side(2, 8), grid_side(2, 8))
 
 
@@ -191,8 +195,9 @@ def test_train_mnist_gif_smoke_on_a_folder_then_from_the_checkpoint(image_folder
     assert image_size(out / "final-samples.png") == (grid_side(3, 16), grid_side(3, 16))
 
     again = tmp_path / "again"  # --checkpoint: no training, the GIF from the saved EMA network
-    example.main(["--checkpoint", str(paths["checkpoint"]), "--sampler", "ddim", "--sample-steps", "5",
-                  "--out", str(again)])
+    example.main(
+        ["--checkpoint", str(paths["checkpoint"]), "--sampler", "ddim", "--sample-steps", "5", "--out", str(again)]
+    )
     assert sorted(p.name for p in again.iterdir()) == ["denoising.gif", "final-samples.png"]
     with Image.open(again / "denoising.gif") as gif:
         assert gif.n_frames == 6  # x_T and 5 DDIM steps
@@ -240,7 +245,7 @@ def test_28x28_fits_the_mnist_unet() -> None:
     from denoising_diffusion import Unet
 
     presets = load_example("train_mnist_gif").PRESETS
-    for name, preset in presets.items():
+    for preset in presets.values():
         unet = Unet(8, dim_mults=preset.dim_mults, channels=preset.channels)
         unet.check_image_size(preset.image_size, preset.image_size)  # raises if the side is not divisible
     with pytest.raises(ValueError, match="not divisible"):

@@ -13,8 +13,8 @@ from trainer_helpers import isolated_accelerate, make_trainer, read_loss_log  # 
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.diffusion import GaussianDiffusion
-from denoising_diffusion.training.guards import NonFiniteGuard, TrainingDivergedError
 from denoising_diffusion.nn.unet import Unet
+from denoising_diffusion.training.guards import NonFiniteGuard, TrainingDivergedError
 
 
 class PoisonedDiffusion(GaussianDiffusion):
@@ -56,8 +56,9 @@ def test_a_nan_step_is_skipped_counted_and_leaves_weights_and_ema_alone(images, 
     def record(row: dict) -> None:  # runs after each step's EMA update
         states[row["step"]] = (snapshot(trainer.diffusion.model), snapshot(trainer.ema))
 
-    trainer = make_trainer(poisoned_diffusion({3}), images, tmp_path / "r", train_num_steps=5, num_samples=0,
-                           log_fn=record)
+    trainer = make_trainer(
+        poisoned_diffusion({3}), images, tmp_path / "r", train_num_steps=5, num_samples=0, log_fn=record
+    )
     with caplog.at_level(logging.WARNING):
         trainer.train()
     rows = read_loss_log(tmp_path / "r" / "loss.csv")
@@ -72,8 +73,9 @@ def test_a_nan_step_is_skipped_counted_and_leaves_weights_and_ema_alone(images, 
 
 def test_consecutive_bad_steps_stop_training_with_the_last_good_checkpoint_intact(images, tmp_path: Path) -> None:
     results = tmp_path / "r"
-    trainer = make_trainer(poisoned_diffusion(set(range(5, 100))), images, results, train_num_steps=20,
-                           num_samples=0, max_bad_steps=3)
+    trainer = make_trainer(
+        poisoned_diffusion(set(range(5, 100))), images, results, train_num_steps=20, num_samples=0, max_bad_steps=3
+    )
     with pytest.raises(TrainingDivergedError, match=r"stopped at step 7: 3 optimizer steps in a row .*non-finite"):
         trainer.train()
     # checkpoints at steps 2 and 4; step 6 was bad, so model-3.pt was not written from it
@@ -98,8 +100,11 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_a_bad_step(images, tmp_path
     trainer.train_num_steps = 2
     trainer.train()
     rows = read_loss_log(tmp_path / "r" / "loss.csv")
-    assert rows[-1]["skipped"] == "1" and math.isfinite(float(rows[-1]["loss"])) and rows[-1]["grad_norm"] in (
-        "inf", "nan")
+    assert (
+        rows[-1]["skipped"] == "1"
+        and math.isfinite(float(rows[-1]["loss"]))
+        and rows[-1]["grad_norm"] in ("inf", "nan")
+    )
     assert same(snapshot(diffusion.model), before) and trainer.guard.consecutive_bad == 1
 
 
@@ -138,8 +143,9 @@ def test_under_a_grad_scaler_an_overflow_is_skipped_once_and_not_counted_as_bad(
 
 
 def test_under_a_grad_scaler_a_nan_loss_is_still_a_bad_step(images, tmp_path: Path) -> None:
-    trainer = make_trainer(poisoned_diffusion({2}), images, tmp_path / "r", train_num_steps=3, num_samples=0,
-                           max_bad_steps=1)
+    trainer = make_trainer(
+        poisoned_diffusion({2}), images, tmp_path / "r", train_num_steps=3, num_samples=0, max_bad_steps=1
+    )
     with_cpu_grad_scaler(trainer)
     with pytest.raises(TrainingDivergedError, match="stopped at step 2"):
         trainer.train()
@@ -160,8 +166,11 @@ def test_the_ema_and_the_checkpoint_hold_no_schedule_tables(images, tmp_path: Pa
     schedule_names = set(dict(trainer.diffusion.named_buffers()))  # betas, alphas_cumprod, ...
     assert {"betas", "alphas_cumprod"} <= schedule_names
     checkpoint = load_checkpoint(tmp_path / "r" / "model-1.pt")
-    for where, state in (("ema", trainer.ema.state_dict()), ("saved ema", checkpoint["ema"]),
-                         ("saved model", checkpoint["model"])):
+    for where, state in (
+        ("ema", trainer.ema.state_dict()),
+        ("saved ema", checkpoint["ema"]),
+        ("saved model", checkpoint["model"]),
+    ):
         leaked = [k for k in state if k.rsplit(".", 1)[-1] in schedule_names]
         assert not leaked, f"{where} holds schedule tables {leaked}"
 

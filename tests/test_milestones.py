@@ -9,8 +9,8 @@ import pytest
 import torch
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
-from denoising_diffusion.training import checkpoints as milestones
 from denoising_diffusion.checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from denoising_diffusion.training import checkpoints as milestones
 
 
 class Foreign:
@@ -95,8 +95,10 @@ def test_resume_arguments(trained: Path, images, tmp_path: Path, caplog) -> None
             make_trainer(tiny_diffusion(), images, trained, resume=bad)
     with caplog.at_level(logging.WARNING):
         assert make_trainer(tiny_diffusion(), images, trained).step == 0  # resume=None: a fresh start, with a word
-    assert any("model-1.pt, model-2.pt, model-3.pt" in r.getMessage() and "resume='auto'" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "model-1.pt, model-2.pt, model-3.pt" in r.getMessage() and "resume='auto'" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_keep_last_deletes_only_the_oldest_own_checkpoints(images, tmp_path: Path) -> None:
@@ -105,17 +107,23 @@ def test_keep_last_deletes_only_the_oldest_own_checkpoints(images, tmp_path: Pat
     keep = ["model-best.pt", "model-3.pt.bak", "notes.txt", "my-model-1.pt"]
     for name in keep:
         (results / name).write_text("not ours")
-    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=9, num_samples=0, keep_last=2,
-                           keep_powers_of_two=False)
+    trainer = make_trainer(
+        tiny_diffusion(), images, results, train_num_steps=9, num_samples=0, keep_last=2, keep_powers_of_two=False
+    )
     trainer.train()  # milestones 1..5 (steps 2, 4, 6, 8 and the end, 9)
-    assert sorted(p.name for p in results.glob("*.pt")) == ["model-4.pt", "model-5.pt", "model-best.pt",
-                                                            "my-model-1.pt"]
+    assert sorted(p.name for p in results.glob("*.pt")) == [
+        "model-4.pt",
+        "model-5.pt",
+        "model-best.pt",
+        "my-model-1.pt",
+    ]
     assert all((results / name).read_text() == "not ours" for name in keep)
     assert load_checkpoint(results / "model-5.pt")["step"] == 9
 
 
-def test_keep_last_never_deletes_the_last_good_checkpoint_when_a_save_fails(images, tmp_path: Path,
-                                                                           monkeypatch) -> None:
+def test_keep_last_never_deletes_the_last_good_checkpoint_when_a_save_fails(
+    images, tmp_path: Path, monkeypatch
+) -> None:
     results = tmp_path / "results"
     trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=2, num_samples=0, keep_last=1)
     trainer.train()
@@ -157,8 +165,9 @@ def test_the_default_retention_keeps_the_newest_three_and_the_powers_of_two(imag
     """The Trainer's defaults (keep_last=3, keep_powers_of_two=True) over 12 milestones keep 1, 2, 4, 8 and the
     newest three, 10-12: 7 files where keeping all would be 12 (and log2(n) + 3 for n milestones in general)."""
     results = tmp_path / "results"
-    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=12, save_and_sample_every=1,
-                           num_samples=0)
+    trainer = make_trainer(
+        tiny_diffusion(), images, results, train_num_steps=12, save_and_sample_every=1, num_samples=0
+    )
     trainer.train()
     assert milestones.list_milestones(results) == [1, 2, 4, 8, 10, 11, 12]
 

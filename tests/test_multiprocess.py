@@ -40,8 +40,22 @@ def launcher(name: str) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     # On a machine without a GPU, --multi_gpu still starts the processes (torch's elastic launcher); the Trainer
     # then asks accelerate for the CPU and gloo. (`--cpu` alone would start a single process.)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        port,
+    ]
 
 
 @pytest.fixture(scope="module")

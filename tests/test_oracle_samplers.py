@@ -23,8 +23,9 @@ def run(sampler: str, data, schedule: NoiseSchedule, steps: int, seed: int = 0, 
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(N, data.dim, 1, 1, generator=g, dtype=torch.float64)
     fn = {"ddpm": sample_ddpm, "ddim": sample_ddim}[sampler]
-    return fn(data.denoiser(schedule), x_T, schedule, spaced_timesteps(schedule.num_timesteps, steps),
-              generator=g, **options)
+    return fn(
+        data.denoiser(schedule), x_T, schedule, spaced_timesteps(schedule.num_timesteps, steps), generator=g, **options
+    )
 
 
 def check_mixture(data, x: torch.Tensor, std_rel_tol: float) -> None:
@@ -52,10 +53,12 @@ def test_ddpm_1000_steps_reproduces_gaussian_and_mixture(schedule_name: str, gau
 
 
 @pytest.mark.parametrize("schedule_name", SCHEDULES)
-@pytest.mark.parametrize("steps,eta,std_rel_tol", [(50, 0.0, 0.08), (1000, 0.0, 0.06), (50, 1.0, 0.2),
-                                                   (1000, 1.0, 0.06)])
-def test_ddim_reproduces_gaussian_and_mixture(schedule_name: str, steps: int, eta: float, std_rel_tol: float,
-                                              gaussian, mixture) -> None:
+@pytest.mark.parametrize(
+    "steps,eta,std_rel_tol", [(50, 0.0, 0.08), (1000, 0.0, 0.06), (50, 1.0, 0.2), (1000, 1.0, 0.06)]
+)
+def test_ddim_reproduces_gaussian_and_mixture(
+    schedule_name: str, steps: int, eta: float, std_rel_tol: float, gaussian, mixture
+) -> None:
     """Tolerances: at 1000 steps only sampling error remains. At 50 steps the method itself is biased: the ODE
     (η = 0) by its first-order discretization, and η = 1 under-disperses because each step's variance β̃ omits
     c_0² Var[x_0 | x_t]; ``test_ddim_few_steps_matches_exact_variance_propagation`` checks those biases exactly."""
@@ -72,9 +75,9 @@ def exact_ddim_variance(schedule: NoiseSchedule, timesteps: list[int], s: float,
         u = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         (a_t, sig_t), (a_s, sig_s) = schedule.alpha_sigma(t), schedule.alpha_sigma(u)
         c = eta * sig_s / sig_t * math.sqrt(max(1 - (a_t / a_s) ** 2, 0.0))
-        d = math.sqrt(max(sig_s ** 2 - c ** 2, 0.0))
-        k = a_t * s ** 2 / (a_t ** 2 * s ** 2 + sig_t ** 2)
-        var = (a_s * k + d * (1 - a_t * k) / sig_t) ** 2 * var + c ** 2
+        d = math.sqrt(max(sig_s**2 - c**2, 0.0))
+        k = a_t * s**2 / (a_t**2 * s**2 + sig_t**2)
+        var = (a_s * k + d * (1 - a_t * k) / sig_t) ** 2 * var + c**2
     return var
 
 
@@ -103,9 +106,15 @@ def test_ddim_eta1_all_steps_equals_ancestral_ddpm_fixed_small(mixture) -> None:
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("sampler,options", [("ddpm", {"variance": "fixed_small"}),
-                                             ("ddpm", {"variance": "fixed_large"}),
-                                             ("ddim", {"eta": 1.0}), ("ddim", {"eta": 0.0})])
+@pytest.mark.parametrize(
+    "sampler,options",
+    [
+        ("ddpm", {"variance": "fixed_small"}),
+        ("ddpm", {"variance": "fixed_large"}),
+        ("ddim", {"eta": 1.0}),
+        ("ddim", {"eta": 0.0}),
+    ],
+)
 def test_last_step_adds_no_noise(sampler: str, options: dict) -> None:
     """The step from t = 0 (or from any final index) returns x̂_0 exactly, whatever the generator draws."""
     schedule = NoiseSchedule.from_name("linear", 1000)
@@ -117,8 +126,14 @@ def test_last_step_adds_no_noise(sampler: str, options: dict) -> None:
 
     fn = {"ddpm": sample_ddpm, "ddim": sample_ddim}[sampler]
     for timesteps in ([0], [5, 0], [999, 500, 3]):
-        out = fn(denoiser, torch.randn(8, 3, 4, 4), schedule, timesteps, generator=torch.Generator().manual_seed(1),
-                 **options)
+        out = fn(
+            denoiser,
+            torch.randn(8, 3, 4, 4),
+            schedule,
+            timesteps,
+            generator=torch.Generator().manual_seed(1),
+            **options,
+        )
         torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
 
 

@@ -103,8 +103,12 @@ def test_an_unregistered_network_is_refused_by_name_before_anything_is_written(t
 def test_a_config_cannot_build_anything_but_declared_parts() -> None:
     """A spec-shaped dict in an ordinary config field stays data; only a kind's declared parts are built, and only
     registered kinds are."""
-    spec = {"kind": "test_pipeline.Cascade", "label": {"kind": "Unet", "dim": 8},
-            "stages": [], "refiner": {"kind": "test_pipeline.Scale", "channels": 1}}
+    spec = {
+        "kind": "test_pipeline.Cascade",
+        "label": {"kind": "Unet", "dim": 8},
+        "stages": [],
+        "refiner": {"kind": "test_pipeline.Scale", "channels": 1},
+    }
     cascade = build(spec)
     assert cascade.config == {"label": {"kind": "Unet", "dim": 8}}
     with pytest.raises(ValueError, match=r"cannot rebuild stages\[0\]: 'os.system'"):
@@ -123,9 +127,16 @@ def test_a_name_is_registered_once() -> None:
 def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
     """Checkpoints written before the registry stored {"model_class", "model", "diffusion"}."""
     d = tiny()
-    payload = {"format_version": 1, "package_version": "0.1.0", "step": 3, "model": d.model.state_dict(),
-               "ema": None, "opt": None, "scaler": None,
-               "config": {"model_class": "Unet", "model": d.model.config, "diffusion": d.config}}
+    payload = {
+        "format_version": 1,
+        "package_version": "0.1.0",
+        "step": 3,
+        "model": d.model.state_dict(),
+        "ema": None,
+        "opt": None,
+        "scaler": None,
+        "config": {"model_class": "Unet", "model": d.model.config, "diffusion": d.config},
+    }
     path = save_checkpoint(tmp_path / "model-1.pt", payload)
     loaded = load_pipeline(path)
     assert spec_of(loaded) == spec_of(d)

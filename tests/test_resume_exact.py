@@ -18,7 +18,6 @@ RNG states). With one thread (the isolated_accelerate fixture) the CPU kernels u
 from __future__ import annotations
 
 import logging
-
 import random
 import re
 import types
@@ -107,17 +106,28 @@ def scramble_global_rngs() -> None:
     torch.manual_seed(987)
 
 
-def straight_and_resumed(make_model: Callable[[], nn.Module], data: Any, tmp_path: Path, *,
-                         resumed_options: dict[str, Any] | None = None, **options: Any
-                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+def straight_and_resumed(
+    make_model: Callable[[], nn.Module],
+    data: Any,
+    tmp_path: Path,
+    *,
+    resumed_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final checkpoints of an uninterrupted 5-step run (checkpoints at steps 3 and 5) and of a new Trainer,
     built after scrambling the global RNGs and without a seed, that resumes from the step-3 checkpoint."""
     options = dict(train_num_steps=5, save_and_sample_every=3, num_samples=0, **options)
     straight = make_trainer(make_model(), data, tmp_path / "straight", **options)
     straight.train()
     scramble_global_rngs()
-    resumed = make_trainer(make_model(), data, tmp_path / "resumed", **{**options, **(resumed_options or {})},
-                           seed=None, resume=tmp_path / "straight" / "model-1.pt")
+    resumed = make_trainer(
+        make_model(),
+        data,
+        tmp_path / "resumed",
+        **{**options, **(resumed_options or {})},
+        seed=None,
+        resume=tmp_path / "straight" / "model-1.pt",
+    )
     assert resumed.step == 3
     resumed.train()
     final = load_checkpoint(tmp_path / "resumed" / "model-2.pt")
@@ -217,8 +227,14 @@ def test_the_items_a_run_sees_do_not_depend_on_num_workers(make_dataset, tmp_pat
     finals = []
     for workers in (0, 2):
         torch.manual_seed(0)  # the same initial weights
-        trainer = make_trainer(TinyTrainable(), data, tmp_path / f"workers-{workers}", num_workers=workers,
-                               num_samples=0, gradient_accumulate_every=2)
+        trainer = make_trainer(
+            TinyTrainable(),
+            data,
+            tmp_path / f"workers-{workers}",
+            num_workers=workers,
+            num_samples=0,
+            gradient_accumulate_every=2,
+        )
         trainer.train()
         finals.append(load_checkpoint(tmp_path / f"workers-{workers}" / "model-2.pt"))
     assert_identical(finals[1], finals[0])
@@ -226,8 +242,9 @@ def test_the_items_a_run_sees_do_not_depend_on_num_workers(make_dataset, tmp_pat
 
 @RANDOM_DATASETS
 def test_a_run_with_workers_resumes_exactly_without_them(make_dataset, tmp_path: Path) -> None:
-    expected, resumed = straight_and_resumed(TinyTrainable, make_dataset(tmp_path), tmp_path, num_workers=2,
-                                             resumed_options={"num_workers": 0})
+    expected, resumed = straight_and_resumed(
+        TinyTrainable, make_dataset(tmp_path), tmp_path, num_workers=2, resumed_options={"num_workers": 0}
+    )
     assert_identical(resumed, expected)
 
 
@@ -254,8 +271,7 @@ def test_a_custom_trainable_trains_with_ema_and_checkpoints_but_writes_no_sample
     with pytest.raises(TypeError, match="TinyTrainable has no with_model"):
         trainer.sample(4)
 
-    resumed = make_trainer(TinyTrainable(), random_images(), results, num_samples=4, train_num_steps=6,
-                           resume="auto")
+    resumed = make_trainer(TinyTrainable(), random_images(), results, num_samples=4, train_num_steps=6, resume="auto")
     assert resumed.step == 4
     assert_identical(resumed.ema.state_dict(), checkpoint["ema"], "ema")
     resumed.train()
@@ -284,12 +300,15 @@ def not_a_module() -> Any:
     return types.SimpleNamespace(model=nn.Conv2d(3, 3, 1), channels=3, image_size=(SIZE, SIZE))
 
 
-@pytest.mark.parametrize("make, missing", [
-    (NoNetwork, "no .model network"),
-    (NoChannels, "no int .channels"),
-    (NoImageSize, r"no .image_size \(height, width\)"),
-    (not_a_module, "it is a SimpleNamespace, not a torch.nn.Module"),
-])
+@pytest.mark.parametrize(
+    "make, missing",
+    [
+        (NoNetwork, "no .model network"),
+        (NoChannels, "no int .channels"),
+        (NoImageSize, r"no .image_size \(height, width\)"),
+        (not_a_module, "it is a SimpleNamespace, not a torch.nn.Module"),
+    ],
+)
 def test_check_trainable_names_what_is_missing(make, missing: str, tmp_path: Path) -> None:
     obj = make()
     with pytest.raises(ValueError, match=missing):
@@ -337,23 +356,24 @@ def test_dicts_and_tuples_reach_the_model_batched(form, tmp_path: Path) -> None:
     assert sorted(seen) == list(range(12))  # one epoch of 12 in 3 batches of 4: each item once
 
 
-DROPPED = [(as_tuples, r"element \[1\] \(a \(4,\) torch.int64 tensor\)"),
-           (as_dicts, r"entry 'label' \(a \(4,\) torch.int64 tensor\)")]
+DROPPED = [
+    (as_tuples, r"element \[1\] \(a \(4,\) torch.int64 tensor\)"),
+    (as_dicts, r"entry 'label' \(a \(4,\) torch.int64 tensor\)"),
+]
 
 
 @pytest.mark.parametrize("form, named", DROPPED)
 def test_gaussian_diffusion_warns_that_it_drops_the_labels(form, named: str, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=1,
-                           num_samples=0)
+    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=1, num_samples=0)
     with pytest.warns(UserWarning, match=f"takes no condition, so the batch's {named} is dropped"):
         trainer.train()
 
 
 @pytest.mark.parametrize("form, named", DROPPED)
-def test_the_dropped_labels_warning_comes_once_even_when_every_warning_is_shown(form, named: str,
-                                                                                tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=3,
-                           num_samples=0)
+def test_the_dropped_labels_warning_comes_once_even_when_every_warning_is_shown(
+    form, named: str, tmp_path: Path
+) -> None:
+    trainer = make_trainer(tiny_diffusion(), form(labelled_images()), tmp_path / "r", train_num_steps=3, num_samples=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # the model itself warns once, not the warnings filter
         trainer.train()
@@ -361,13 +381,20 @@ def test_the_dropped_labels_warning_comes_once_even_when_every_warning_is_shown(
     assert len(dropped) == 1 and dropped[0].category is UserWarning and re.search(named, str(dropped[0].message))
 
 
-@pytest.mark.parametrize("items, says", [
-    (["abc", "def"], "items must be .*dicts with an 'image' entry; got a str$"),
-    ([{"picture": torch.rand(3, SIZE, SIZE)}], r"items must be .*; got a dict with the keys \['picture'\]"),
-    ([(torch.rand(3, SIZE, SIZE, SIZE), 1)], r"items must be .*; got a tuple whose first element is a \(3, 8, 8, 8\)"),
-])
-def test_items_of_a_wrong_form_fail_at_construction_before_anything_is_written(items, says: str,
-                                                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "items, says",
+    [
+        (["abc", "def"], "items must be .*dicts with an 'image' entry; got a str$"),
+        ([{"picture": torch.rand(3, SIZE, SIZE)}], r"items must be .*; got a dict with the keys \['picture'\]"),
+        (
+            [(torch.rand(3, SIZE, SIZE, SIZE), 1)],
+            r"items must be .*; got a tuple whose first element is a \(3, 8, 8, 8\)",
+        ),
+    ],
+)
+def test_items_of_a_wrong_form_fail_at_construction_before_anything_is_written(
+    items, says: str, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match=says):
         make_trainer(TinyTrainable(), items, tmp_path / "r")
     assert not (tmp_path / "r").exists()

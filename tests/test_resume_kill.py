@@ -43,8 +43,9 @@ def assert_identical(a, b, where: str = "checkpoint") -> None:
 
 def start_child(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, str(CHILD), *args], env=child_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(CHILD), *args], env=child_env(), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def kill_after_checkpoint(process: subprocess.Popen, checkpoint: Path, timeout: float = 120) -> None:

@@ -40,8 +40,14 @@ def test_seeded_reproducibility(name: str) -> None:
     x_T = torch.randn(4, 1, 4, 4)
 
     def once(seed: int) -> torch.Tensor:
-        return fn(toy_denoiser, x_T, SCHEDULE, spaced_timesteps(100, 8), generator=torch.Generator().manual_seed(seed),
-                  **options(name))
+        return fn(
+            toy_denoiser,
+            x_T,
+            SCHEDULE,
+            spaced_timesteps(100, 8),
+            generator=torch.Generator().manual_seed(seed),
+            **options(name),
+        )
 
     torch.testing.assert_close(once(0), once(0), rtol=0, atol=0)
     if SAMPLERS[SamplerName(name)].stochastic:
@@ -55,8 +61,9 @@ def test_seeded_reproducibility(name: str) -> None:
 def test_callback_once_per_step(name: str, steps: int) -> None:
     records = []
     timesteps = spaced_timesteps(100, steps)
-    out = SAMPLERS[SamplerName(name)].fn(toy_denoiser, torch.randn(2, 1, 4, 4), SCHEDULE, timesteps,
-                                         callback=records.append, **options(name))
+    out = SAMPLERS[SamplerName(name)].fn(
+        toy_denoiser, torch.randn(2, 1, 4, 4), SCHEDULE, timesteps, callback=records.append, **options(name)
+    )
     assert [r.index for r in records] == list(range(steps)) and [r.t for r in records] == timesteps
     assert torch.equal(records[-1].x_next, out)
     assert all(torch.equal(a.x_next, b.x_t) for a, b in zip(records, records[1:]))

@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from denoising_diffusion.parameterization import (
-    Objective, eps_from_v, eps_from_x0, target_for, v_from_x0_eps, x0_eps_from_output, x0_from_eps, x0_from_v)
-from denoising_diffusion.schedules import (
-    CLEAN, BetaSchedule, NoiseSchedule, make_betas, spaced_timesteps)
+    Objective,
+    eps_from_v,
+    eps_from_x0,
+    target_for,
+    v_from_x0_eps,
+    x0_eps_from_output,
+    x0_from_eps,
+    x0_from_v,
+)
+from denoising_diffusion.schedules import CLEAN, BetaSchedule, NoiseSchedule, make_betas, spaced_timesteps
 
 NAMES = [s.value for s in BetaSchedule]
 
@@ -91,7 +98,7 @@ def test_q_posterior_matches_brute_force_gaussian_conditioning(t: int) -> None:
     var_prev, cov, var_t = 1 - ab_prev, math.sqrt(a_t) * (1 - ab_prev), a_t * (1 - ab_prev) + (1 - a_t)
     x0, xt = 0.3, -1.1
     mean_brute = math.sqrt(ab_prev) * x0 + cov / var_t * (xt - math.sqrt(a_t * ab_prev) * x0)
-    var_brute = var_prev - cov ** 2 / var_t
+    var_brute = var_prev - cov**2 / var_t
     mean = float(s.posterior_mean_coef1[t]) * x0 + float(s.posterior_mean_coef2[t]) * xt
     assert mean == pytest.approx(mean_brute, abs=1e-10)
     assert float(s.posterior_variance[t]) == pytest.approx(var_brute, abs=1e-12)
@@ -99,8 +106,10 @@ def test_q_posterior_matches_brute_force_gaussian_conditioning(t: int) -> None:
 
 def test_parameterization_round_trips() -> None:
     g = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64), torch.randn(4, 3, 5, 5, generator=g,
-                                                                                       dtype=torch.float64)
+    x0, eps = (
+        torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64),
+        torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64),
+    )
     ab = torch.rand(4, 1, 1, 1, generator=g, dtype=torch.float64) * 0.98 + 0.01
     alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
     xt = alpha * x0 + sigma * eps

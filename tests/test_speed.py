@@ -9,8 +9,7 @@ import torch
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.training.optimizer import load_optimizer_state, make_adam
-from tests.trainer_helpers import (isolated_accelerate, make_trainer, reset_accelerate,  # noqa: F401 (fixture)
-                                   tiny_diffusion)
+from tests.trainer_helpers import isolated_accelerate, make_trainer, reset_accelerate, tiny_diffusion  # noqa: F401 (fixture)
 
 
 def _train_steps(optimizer: torch.optim.Optimizer, model: torch.nn.Module, steps: int = 3) -> None:
@@ -57,14 +56,27 @@ def test_compiled_training_keeps_plain_checkpoints(tmp_path: Path) -> None:
     twin = copy.deepcopy(diffusion)
     eager_losses: list[float] = []
     compiled_losses: list[float] = []
-    eager = make_trainer(diffusion, data, tmp_path / "eager", train_num_steps=2, num_samples=0,
-                         log_fn=lambda row: eager_losses.append(row["loss"]))
+    eager = make_trainer(
+        diffusion,
+        data,
+        tmp_path / "eager",
+        train_num_steps=2,
+        num_samples=0,
+        log_fn=lambda row: eager_losses.append(row["loss"]),
+    )
     eager.train()
     reset_accelerate()
     # aot_eager traces forward and backward like the default inductor backend, but skips code generation
     # (inductor itself takes ~75 s to compile even this tiny network on 2 cores; benchmarks/ run it).
-    compiled = make_trainer(twin, data, tmp_path / "compiled", train_num_steps=2, num_samples=0,
-                            compile={"backend": "aot_eager"}, log_fn=lambda row: compiled_losses.append(row["loss"]))
+    compiled = make_trainer(
+        twin,
+        data,
+        tmp_path / "compiled",
+        train_num_steps=2,
+        num_samples=0,
+        compile={"backend": "aot_eager"},
+        log_fn=lambda row: compiled_losses.append(row["loss"]),
+    )
     assert compiled.ema is not None
     assert getattr(compiled.ema.ema_model, "_compiled_call_impl", None) is None  # the EMA copy stays eager
     compiled.train()

@@ -29,8 +29,16 @@ def test_training_writes_checkpoints_samples_and_loss_log(image_folder: Path, tm
     trainer.train()
     names = sorted(p.name for p in results.iterdir())
     # milestones at steps 2 and 4, and the end (step 5) as milestone ceil(5 / 2) = 3
-    assert names == ["loss.csv", "model-1.pt", "model-2.pt", "model-3.pt", "notes.txt", "sample-1.png",
-                     "sample-2.png", "sample-3.png"]
+    assert names == [
+        "loss.csv",
+        "model-1.pt",
+        "model-2.pt",
+        "model-3.pt",
+        "notes.txt",
+        "sample-1.png",
+        "sample-2.png",
+        "sample-3.png",
+    ]
     assert (results / "notes.txt").read_text() == "keep me"
     rows = read_loss_log(results / "loss.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
@@ -87,8 +95,9 @@ def test_load_into_a_different_model_names_the_fields(image_folder: Path, tmp_pa
 
 
 def test_amp_on_cpu_trains_in_bf16(image_folder: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_diffusion(), image_folder, tmp_path / "results", amp=True, train_num_steps=2,
-                           num_samples=2)
+    trainer = make_trainer(
+        tiny_diffusion(), image_folder, tmp_path / "results", amp=True, train_num_steps=2, num_samples=2
+    )
     assert trainer.accelerator.mixed_precision == "bf16"
     trainer.train()
     losses = [float(r["loss"]) for r in read_loss_log(tmp_path / "results" / "loss.csv")]
@@ -106,14 +115,23 @@ def test_dataset_objects_are_accepted(tmp_path: Path) -> None:
 
 
 def test_dataloader_workers_and_gradient_accumulation(image_folder: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(tiny_diffusion(), image_folder, tmp_path / "results", num_workers=1,
-                           gradient_accumulate_every=3, train_num_steps=2, num_samples=0)
+    trainer = make_trainer(
+        tiny_diffusion(),
+        image_folder,
+        tmp_path / "results",
+        num_workers=1,
+        gradient_accumulate_every=3,
+        train_num_steps=2,
+        num_samples=0,
+    )
     trainer.train()
     assert trainer.step == 2 and trainer.samples_seen == 2 * 3 * 4
     trainer.train_num_steps = 3  # training further continues at the same place in the data order
     trainer.train()
     assert trainer.step == 3 and [p.name for p in sorted((tmp_path / "results").glob("model-*.pt"))] == [
-        "model-1.pt", "model-2.pt"]
+        "model-1.pt",
+        "model-2.pt",
+    ]
 
 
 def test_a_plain_list_of_images_is_accepted(tmp_path: Path) -> None:
@@ -142,9 +160,16 @@ def test_empty_folder_fails_in_the_constructor_and_writes_nothing(tmp_path: Path
 
 
 def test_invalid_options_are_value_errors(image_folder: Path, tmp_path: Path) -> None:
-    for bad in [dict(train_batch_size=0), dict(gradient_accumulate_every=0), dict(train_lr=0.0),
-                dict(ema_decay=1.5), dict(max_grad_norm=-1.0), dict(on_bad_image="maybe"),
-                dict(amp=True, mixed_precision_type="fp8"), dict(compile="yes")]:
+    for bad in [
+        dict(train_batch_size=0),
+        dict(gradient_accumulate_every=0),
+        dict(train_lr=0.0),
+        dict(ema_decay=1.5),
+        dict(max_grad_norm=-1.0),
+        dict(on_bad_image="maybe"),
+        dict(amp=True, mixed_precision_type="fp8"),
+        dict(compile="yes"),
+    ]:
         with pytest.raises(ValueError):
             make_trainer(tiny_diffusion(), image_folder, tmp_path / "results", **bad)
     assert not (tmp_path / "results").exists()
@@ -152,8 +177,16 @@ def test_invalid_options_are_value_errors(image_folder: Path, tmp_path: Path) ->
 
 def test_tutorial_call_constructs(image_folder: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    trainer = Trainer(tiny_diffusion(), image_folder, train_batch_size=32, train_lr=8e-5, train_num_steps=700000,
-                      gradient_accumulate_every=2, ema_decay=0.995, amp=True)
+    trainer = Trainer(
+        tiny_diffusion(),
+        image_folder,
+        train_batch_size=32,
+        train_lr=8e-5,
+        train_num_steps=700000,
+        gradient_accumulate_every=2,
+        ema_decay=0.995,
+        amp=True,
+    )
     assert trainer.train_num_steps == 700000 and (tmp_path / "results").is_dir()
     assert trainer.accelerator.gradient_accumulation_steps == 2
 
@@ -167,8 +200,7 @@ def test_a_second_mixed_precision_setting_in_one_process_is_a_clear_error(image_
 def test_loss_log_columns_progress_bar_and_log_fn(tmp_path: Path, capsys) -> None:
     rows = []
     images = list(torch.rand(8, 3, 8, 8).unbind(0))
-    make_trainer(tiny_diffusion(), images, tmp_path / "r", train_num_steps=3, num_samples=0,
-                 log_fn=rows.append).train()
+    make_trainer(tiny_diffusion(), images, tmp_path / "r", train_num_steps=3, num_samples=0, log_fn=rows.append).train()
     with open(tmp_path / "r" / "loss.csv") as file:
         assert file.readline().strip() == "step,loss,lr,grad_norm,skipped"
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["skipped"] == 0 for r in rows)
@@ -228,8 +260,15 @@ def test_trackers_receive_every_step_and_missing_ones_are_skipped(tmp_path: Path
     recorder = Recorder()
     images = list(torch.rand(8, 3, 8, 8).unbind(0))
     with caplog.at_level(logging.WARNING):
-        trainer = make_trainer(tiny_diffusion(), images, tmp_path / "r", train_num_steps=2, num_samples=0,
-                               log_with=[recorder, "tensorboard"], tracker_project_name="tiny-run")
+        trainer = make_trainer(
+            tiny_diffusion(),
+            images,
+            tmp_path / "r",
+            train_num_steps=2,
+            num_samples=0,
+            log_with=[recorder, "tensorboard"],
+            tracker_project_name="tiny-run",
+        )
         trainer.train()
     assert recorder.config["train_num_steps"] == 2 and recorder.config["global_batch_size"] == 4
     assert [step for step, _ in recorder.logged] == [1, 2]

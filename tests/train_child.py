@@ -82,20 +82,42 @@ def folder_trainer(args: argparse.Namespace) -> Trainer:
     unet = Unet(8, dim_mults=(1, 2), resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
     diffusion = GaussianDiffusion(unet, image_size=8, timesteps=10)
     log_fn = (lambda row: time.sleep(args.sleep)) if args.sleep > 0 else None
-    return Trainer(diffusion, args.data, train_batch_size=4, train_num_steps=args.steps,
-                   save_and_sample_every=args.save_every, num_samples=4, results_folder=args.results,
-                   num_workers=0, seed=0, ema_update_every=1, gradient_accumulate_every=2,
-                   resume=args.resume, log_fn=log_fn)
+    return Trainer(
+        diffusion,
+        args.data,
+        train_batch_size=4,
+        train_num_steps=args.steps,
+        save_and_sample_every=args.save_every,
+        num_samples=4,
+        results_folder=args.results,
+        num_workers=0,
+        seed=0,
+        ema_update_every=1,
+        gradient_accumulate_every=2,
+        resume=args.resume,
+        log_fn=log_fn,
+    )
 
 
 def sharded_trainer(args: argparse.Namespace) -> Trainer:
     torch.manual_seed(0)  # the same initial weights in every process
     diffusion = IndexedDiffusion(PlainNet(timesteps=10), image_size=8, timesteps=10)
     diffusion.seen = []
-    return Trainer(diffusion, list(indexed_images().unbind(0)), train_batch_size=8, train_num_steps=args.steps,
-                   save_and_sample_every=args.steps, num_samples=0, results_folder=args.results, num_workers=0,
-                   seed=0, ema_update_every=1, augment_horizontal_flip=False, train_lr=1e-3,
-                   gradient_accumulate_every=2)
+    return Trainer(
+        diffusion,
+        list(indexed_images().unbind(0)),
+        train_batch_size=8,
+        train_num_steps=args.steps,
+        save_and_sample_every=args.steps,
+        num_samples=0,
+        results_folder=args.results,
+        num_workers=0,
+        seed=0,
+        ema_update_every=1,
+        augment_horizontal_flip=False,
+        train_lr=1e-3,
+        gradient_accumulate_every=2,
+    )
 
 
 def main() -> None:

@@ -46,8 +46,16 @@ def tiny_diffusion(dim: int = 8, channels: int = 3) -> GaussianDiffusion:
 
 
 def make_trainer(diffusion: GaussianDiffusion, data, results: Path, **kwargs) -> Trainer:
-    options = dict(train_batch_size=4, train_num_steps=4, save_and_sample_every=2, num_samples=4,
-                   results_folder=results, num_workers=0, seed=0, ema_update_every=1)
+    options = dict(
+        train_batch_size=4,
+        train_num_steps=4,
+        save_and_sample_every=2,
+        num_samples=4,
+        results_folder=results,
+        num_workers=0,
+        seed=0,
+        ema_update_every=1,
+    )
     options.update(kwargs)
     return Trainer(diffusion, data, **options)
 
@@ -60,8 +68,13 @@ def read_loss_log(path: Path) -> list[dict[str, str]]:
 def child_env() -> dict[str, str]:
     """Environment for training subprocesses: the repository importable, one thread each, no GPU."""
     env = dict(os.environ)
-    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 

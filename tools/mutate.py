@@ -33,8 +33,18 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-IGNORED = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.egg-info",
-                                 "build", "dist", "results", "*.pyc")
+IGNORED = shutil.ignore_patterns(
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    "results",
+    "*.pyc",
+)
 PYTEST = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header"]
 
 
@@ -65,10 +75,18 @@ class Outcome:
 def run_pytest(copy: Path, node_ids: list[str], timeout: float) -> tuple[int | None, str]:
     """(exit code or None on timeout, combined output) of pytest on node_ids, run in the copy."""
     python_path = os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=python_path,
-               PYTHONDONTWRITEBYTECODE="1")  # no stale .pyc: two mutants of a file may share its size and mtime
-    proc = subprocess.Popen([sys.executable, *PYTEST, *node_ids], cwd=copy, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = dict(
+        os.environ, PYTHONPATH=python_path, PYTHONDONTWRITEBYTECODE="1"
+    )  # no stale .pyc: two mutants of a file may share its size and mtime
+    proc = subprocess.Popen(
+        [sys.executable, *PYTEST, *node_ids],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
@@ -90,8 +108,14 @@ def first_failure(output: str) -> str:
 def check_copy_imports_itself(copy: Path) -> None:
     """The copy's package, not the editable install, must be the one the tests import."""
     env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
-    out = subprocess.run([sys.executable, "-c", "import denoising_diffusion; print(denoising_diffusion.__file__)"],
-                         cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "import denoising_diffusion; print(denoising_diffusion.__file__)"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not Path(out).resolve().is_relative_to(copy.resolve()):
         sys.exit(f"mutate: the copy imports {out}, not its own package under {copy}: mutants would not be tested")
 
@@ -167,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stale = [m for m in mutations if occurrences(ROOT, m) != 1]
     for m in stale:
-        print(f"mutate: STALE {m.id}: its snippet occurs {occurrences(ROOT, m)} times in {m.file} (must be once)",
-              file=sys.stderr)
+        print(
+            f"mutate: STALE {m.id}: its snippet occurs {occurrences(ROOT, m)} times in {m.file} (must be once)",
+            file=sys.stderr,
+        )
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutate-") as tmp:
@@ -188,17 +214,21 @@ def main(argv: list[str] | None = None) -> int:
         for n, m in enumerate(mutations, 1):
             outcome = run_one(copy, m, args.timeout)
             outcomes.append(outcome)
-            print(f"[{n:2}/{len(mutations)}] {m.id:32} {outcome.result:9} {outcome.seconds:5.0f} s  {outcome.detail}",
-                  flush=True)
+            print(
+                f"[{n:2}/{len(mutations)}] {m.id:32} {outcome.result:9} {outcome.seconds:5.0f} s  {outcome.detail}",
+                flush=True,
+            )
 
     print_table(outcomes)
     caught = sum(o.result == "caught" for o in outcomes)
     survived = [o for o in outcomes if o.result == "survived"]
     errors = [o for o in outcomes if o.result == "error"]
     rate = caught / len(outcomes) if outcomes else 1.0
-    print(f"\n{caught}/{len(outcomes)} caught ({rate:.1%}); {len(survived)} survived "
-          f"({sum(o.mutation.equivalent for o in survived)} known equivalent); {len(errors)} errors; "
-          f"{time.monotonic() - started:.0f} s in all")
+    print(
+        f"\n{caught}/{len(outcomes)} caught ({rate:.1%}); {len(survived)} survived "
+        f"({sum(o.mutation.equivalent for o in survived)} known equivalent); {len(errors)} errors; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )
     if survived:
         print("survivors: " + ", ".join(o.mutation.id for o in survived))
     if errors:

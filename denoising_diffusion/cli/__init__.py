@@ -50,7 +50,7 @@ def _one_line(err: BaseException) -> str:
     if any(line.startswith("Traceback (most recent call last)") for line in lines):
         last = lines[-1]
         prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
-        return last[len(prefix):] if last.startswith(prefix) else last
+        return last[len(prefix) :] if last.startswith(prefix) else last
     return "; ".join(lines) if lines else type(err).__name__
 
 
@@ -71,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError, TrainingDivergedError) as err:  # CheckpointError is a ValueError
-
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -52,7 +52,9 @@ def _values(enum: Any) -> list[str]:
 
 
 def _add_threads_option(parser: Any) -> None:
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads (default: torch's own choice; 1 helps on a busy machine)")
-
-
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads (default: torch's own choice; 1 helps on a busy machine)",
+    )

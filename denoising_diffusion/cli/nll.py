@@ -14,25 +14,31 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..pipeline import load_pipeline
 from ..data import ImageFolderDataset
 from ..likelihood import bits_per_dim, ode_bits_per_dim
+from ..pipeline import load_pipeline
 from .args import _add_threads_option, device, non_negative_int, positive_int
 
 
 def add_nll_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "nll", help="negative log-likelihood (bits/dim) of a folder of images under a checkpoint",
+        "nll",
+        help="negative log-likelihood (bits/dim) of a folder of images under a checkpoint",
         description="Rebuild the model from CHECKPOINT and report bits per dimension on the images in FOLDER "
         "(resized and center-cropped to the model's size): the variational bound, and with --ode the "
-        "probability-flow ODE likelihood.")
+        "probability-flow ODE likelihood.",
+    )
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
     p.add_argument("folder", type=Path, metavar="FOLDER", help="image folder, read recursively")
     p.add_argument("--num", type=positive_int, default=None, help="use the first N images (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
     p.add_argument("--ode", action="store_true", help="also compute the ODE likelihood (slower)")
-    p.add_argument("--ode-steps", type=positive_int, default=100,
-                   help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100)")
+    p.add_argument(
+        "--ode-steps",
+        type=positive_int,
+        default=100,
+        help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100)",
+    )
     p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes for the ODE (default: 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the VLB noise and probes (default: 0)")
     p.add_argument("--no-ema", action="store_true", help="use the online weights instead of the EMA weights")
@@ -60,8 +66,18 @@ def run_nll(args: argparse.Namespace) -> int:
         batch = batch.to(dev)
         vlb.append(bits_per_dim(diffusion, batch, generator=generator).cpu())
         if args.ode:
-            ode.append(ode_bits_per_dim(diffusion, batch, steps=args.ode_steps, exact_trace=False,
-                                        num_probes=args.probes, generator=generator).detach().cpu())
+            ode.append(
+                ode_bits_per_dim(
+                    diffusion,
+                    batch,
+                    steps=args.ode_steps,
+                    exact_trace=False,
+                    num_probes=args.probes,
+                    generator=generator,
+                )
+                .detach()
+                .cpu()
+            )
     print(f"images:         {count} from {args.folder}")
     print(f"VLB bits/dim:   {_mean_and_error(torch.cat(vlb))}  (an upper bound)")
     if ode:

@@ -19,21 +19,36 @@ from .args import PROG, _add_threads_option, _values, device, non_negative_int, 
 
 def add_sample_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "sample", help="sample images from a checkpoint",
-        description="Rebuild the model from CHECKPOINT alone (its config travels inside) and write a grid of samples.")
+        "sample",
+        help="sample images from a checkpoint",
+        description="Rebuild the model from CHECKPOINT alone (its config travels inside) and write a grid of samples.",
+    )
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
     p.add_argument("--num", type=positive_int, default=16, help="number of images (default: 16)")
-    p.add_argument("--sampler", choices=_values(SamplerName), default=None,
-                   help=f"see `{PROG} samplers` (default: the model's own, DDIM when its sampling_timesteps < T, "
-                   "else DDPM)")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="network evaluations (default: the model's sampling_timesteps)")
+    p.add_argument(
+        "--sampler",
+        choices=_values(SamplerName),
+        default=None,
+        help=f"see `{PROG} samplers` (default: the model's own, DDIM when its sampling_timesteps < T, else DDPM)",
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="network evaluations (default: the model's sampling_timesteps)"
+    )
     for option in sampler_options().values():  # each sampler's own options, declared in its registry entry
         takes = ", ".join(info.name for info in SAMPLERS.values() if option.name in info.option_names)
-        p.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, default=None, metavar="VALUE",
-                       help=f"{option.help}; only for: {takes}")
-    p.add_argument("--spacing", choices=_values(Spacing), default=None,
-                   help="which timesteps to visit (default: the model's timestep_spacing, else the sampler's own)")
+        p.add_argument(
+            f"--{option.name.replace('_', '-')}",
+            dest=option.name,
+            default=None,
+            metavar="VALUE",
+            help=f"{option.help}; only for: {takes}",
+        )
+    p.add_argument(
+        "--spacing",
+        choices=_values(Spacing),
+        default=None,
+        help="which timesteps to visit (default: the model's timestep_spacing, else the sampler's own)",
+    )
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG grid (default: samples.png)")
     p.add_argument("--gif", action="store_true", help="also write the denoising GIF next to --out (same stem, .gif)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the noise (default: random)")
@@ -56,9 +71,18 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         generator.seed()
     options = {name: getattr(args, name) for name in sampler_options()}
-    chunks = [diffusion.sample(n, sampler=args.sampler, steps=args.steps, spacing=args.spacing, generator=generator,
-                               return_all_timesteps=args.gif, **options).cpu()
-              for n in chunk_sizes(args.num, args.batch_size)]
+    chunks = [
+        diffusion.sample(
+            n,
+            sampler=args.sampler,
+            steps=args.steps,
+            spacing=args.spacing,
+            generator=generator,
+            return_all_timesteps=args.gif,
+            **options,
+        ).cpu()
+        for n in chunk_sizes(args.num, args.batch_size)
+    ]
     result = torch.cat(chunks)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
     images = result[:, -1] if args.gif else result
     print(f"samples:    {save_image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.num)))}")
@@ -77,9 +101,8 @@ def run_samplers(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def add_samplers_parser(subparsers: Any) -> None:
-    samplers = subparsers.add_parser("samplers", help="list the available samplers",
-                                     description="List the samplers that --sampler accepts.")
+    samplers = subparsers.add_parser(
+        "samplers", help="list the available samplers", description="List the samplers that --sampler accepts."
+    )
     samplers.set_defaults(run=run_samplers)

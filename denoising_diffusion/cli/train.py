@@ -54,15 +54,45 @@ class TrainPreset:
 
 # The documented defaults of Unet, GaussianDiffusion and Trainer; image size and width from the tutorial (DESIGN.md).
 FOLDER_PRESET = TrainPreset(
-    image_size=128, channels=3, dim=64, dim_mults=(1, 2, 4, 8), timesteps=1000, sampling_timesteps=None, ddim_eta=0.0,
-    objective="pred_noise", beta_schedule="cosine", loss_type="l2", batch_size=16, lr=1e-4, steps=100_000,
-    grad_accum=1, ema_decay=0.995, ema_update_every=10, save_every=1000, num_samples=25, seed=None, gif=False)
+    image_size=128,
+    channels=3,
+    dim=64,
+    dim_mults=(1, 2, 4, 8),
+    timesteps=1000,
+    sampling_timesteps=None,
+    ddim_eta=0.0,
+    objective="pred_noise",
+    beta_schedule="cosine",
+    loss_type="l2",
+    batch_size=16,
+    lr=1e-4,
+    steps=100_000,
+    grad_accum=1,
+    ema_decay=0.995,
+    ema_update_every=10,
+    save_every=1000,
+    num_samples=25,
+    seed=None,
+    gif=False,
+)
 
 # A few minutes on a 2-core CPU, and the samples clearly show coloured discs and squares (timing: docs/cli.md).
 # ddim_eta=1: after 800 steps deterministic DDIM (eta=0) tints the backgrounds; stochastic sampling does not.
 BUILTIN_PRESET = replace(
-    FOLDER_PRESET, image_size=16, dim=16, dim_mults=(1, 2, 2), sampling_timesteps=50, ddim_eta=1.0, batch_size=32,
-    lr=1e-3, steps=800, ema_update_every=1, save_every=200, seed=0, gif=True)
+    FOLDER_PRESET,
+    image_size=16,
+    dim=16,
+    dim_mults=(1, 2, 2),
+    sampling_timesteps=50,
+    ddim_eta=1.0,
+    batch_size=32,
+    lr=1e-3,
+    steps=800,
+    ema_update_every=1,
+    save_every=200,
+    seed=0,
+    gif=True,
+)
 
 
 def _show(name: str, value: Any) -> str:
@@ -88,13 +118,20 @@ def _add_preset_option(group: Any, flag: str, name: str, kind: Callable[[str], A
 
 def add_train_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "train", help="train on a folder of images, or on built-in shapes when no folder is given",
+        "train",
+        help="train on a folder of images, or on built-in shapes when no folder is given",
         description="Train a Unet + GaussianDiffusion. Without FOLDER: a small demo on procedurally generated "
         "shapes (a few minutes on a CPU), ending with a denoising GIF. With FOLDER: the library's defaults. "
-        "Every option overrides either default set.")
-    p.add_argument("folder", nargs="?", default=None, metavar="FOLDER",
-                   help="image folder, read recursively (jpg, jpeg, png, webp, bmp, tif, tiff); omit it to train on "
-                   "built-in shapes")
+        "Every option overrides either default set.",
+    )
+    p.add_argument(
+        "folder",
+        nargs="?",
+        default=None,
+        metavar="FOLDER",
+        help="image folder, read recursively (jpg, jpeg, png, webp, bmp, tif, tiff); omit it to train on "
+        "built-in shapes",
+    )
     model = p.add_argument_group("model (saved in the checkpoint)")
     for flag, name, kind, text in [
         ("--image-size", "image_size", positive_int, "image side in pixels; images are resized and center-cropped"),
@@ -102,14 +139,20 @@ def add_train_parser(subparsers: Any) -> None:
         ("--dim", "dim", positive_int, "Unet base width (a multiple of 8)"),
         ("--dim-mults", "dim_mults", dim_mults, "Unet width multiplier per resolution level, e.g. 1,2,4"),
         ("--timesteps", "timesteps", positive_int, "T, the length of the diffusion chain"),
-        ("--sampling-timesteps", "sampling_timesteps", positive_int,
-         "reverse steps for sample grids; below T the default sampler is DDIM, at T ancestral DDPM"),
+        (
+            "--sampling-timesteps",
+            "sampling_timesteps",
+            positive_int,
+            "reverse steps for sample grids; below T the default sampler is DDIM, at T ancestral DDPM",
+        ),
         ("--ddim-eta", "ddim_eta", float, "DDIM's eta for sample grids: 0 deterministic, 1 ancestral"),
     ]:
         _add_preset_option(model, flag, name, kind, text)
-    for flag, name, enum, text in [("--objective", "objective", Objective, "what the network predicts"),
-                                   ("--beta-schedule", "beta_schedule", BetaSchedule, "noise schedule"),
-                                   ("--loss-type", "loss_type", LossType, "training distance")]:
+    for flag, name, enum, text in [
+        ("--objective", "objective", Objective, "what the network predicts"),
+        ("--beta-schedule", "beta_schedule", BetaSchedule, "noise schedule"),
+        ("--loss-type", "loss_type", LossType, "training distance"),
+    ]:
         model.add_argument(flag, choices=_values(enum), default=None, help=_preset_help(text, name))
     train = p.add_argument_group("training")
     options: list[tuple[str, str, Callable[[str], Any], str]] = [
@@ -125,28 +168,66 @@ def add_train_parser(subparsers: Any) -> None:
     ]
     for flag, name, kind, text in options:
         _add_preset_option(train, flag, name, kind, text)
-    train.add_argument("--gif", action=argparse.BooleanOptionalAction, default=None,
-                       help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"))
+    train.add_argument(
+        "--gif",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"),
+    )
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
-    train.add_argument("--compile", action="store_true",
-                       help="torch.compile the network (the first step compiles for minutes; what it gains is "
-                       "measured in benchmarks/README.md)")
-    train.add_argument("--resume", type=resume_target, default=None, metavar="auto|N|PATH",
-                       help="continue from the newest valid checkpoint in --results ('auto', alias 'latest'; a fresh "
-                       "start when there is none), from results/model-N.pt, or from a checkpoint file")
-    train.add_argument("--keep-last", type=keep_last, default=3, metavar="N|all",
-                       help="keep the N newest checkpoints; 'all' keeps every one (default: 3)")
-    train.add_argument("--keep-powers-of-two", action=argparse.BooleanOptionalAction, default=True,
-                       help="also keep milestones 1, 2, 4, 8, ... (sparse history of the whole run; default: on)")
-    train.add_argument("--max-bad-steps", type=bad_steps, default=10, metavar="N",
-                       help="stop after N non-finite steps in a row; 0 or 'none': never (default: 10)")
-    train.add_argument("--log-with", action="append", default=None, metavar="TRACKER",
-                       help="also log to an accelerate tracker (tensorboard, wandb, ...) when installed; repeatable")
-    train.add_argument("--tracker-project", default="denoising_diffusion",
-                       help="project name for --log-with trackers (default: denoising_diffusion)")
-    train.add_argument("--on-bad-image", choices=_values(OnBadImage), default=OnBadImage.ERROR.value,
-                       help="what to do with an unreadable image file in FOLDER (default: error)")
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (the first step compiles for minutes; what it gains is "
+        "measured in benchmarks/README.md)",
+    )
+    train.add_argument(
+        "--resume",
+        type=resume_target,
+        default=None,
+        metavar="auto|N|PATH",
+        help="continue from the newest valid checkpoint in --results ('auto', alias 'latest'; a fresh "
+        "start when there is none), from results/model-N.pt, or from a checkpoint file",
+    )
+    train.add_argument(
+        "--keep-last",
+        type=keep_last,
+        default=3,
+        metavar="N|all",
+        help="keep the N newest checkpoints; 'all' keeps every one (default: 3)",
+    )
+    train.add_argument(
+        "--keep-powers-of-two",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also keep milestones 1, 2, 4, 8, ... (sparse history of the whole run; default: on)",
+    )
+    train.add_argument(
+        "--max-bad-steps",
+        type=bad_steps,
+        default=10,
+        metavar="N",
+        help="stop after N non-finite steps in a row; 0 or 'none': never (default: 10)",
+    )
+    train.add_argument(
+        "--log-with",
+        action="append",
+        default=None,
+        metavar="TRACKER",
+        help="also log to an accelerate tracker (tensorboard, wandb, ...) when installed; repeatable",
+    )
+    train.add_argument(
+        "--tracker-project",
+        default="denoising_diffusion",
+        help="project name for --log-with trackers (default: denoising_diffusion)",
+    )
+    train.add_argument(
+        "--on-bad-image",
+        choices=_values(OnBadImage),
+        default=OnBadImage.ERROR.value,
+        help="what to do with an unreadable image file in FOLDER (default: error)",
+    )
     _add_threads_option(train)
     p.set_defaults(run=run_train)
 
@@ -167,9 +248,16 @@ def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
 def build_diffusion(opts: TrainPreset) -> GaussianDiffusion:
     """Unet + GaussianDiffusion from the resolved options (ValueError for options that cannot build a model)."""
     unet = Unet(opts.dim, dim_mults=opts.dim_mults, channels=opts.channels)
-    return GaussianDiffusion(unet, image_size=opts.image_size, timesteps=opts.timesteps,
-                             sampling_timesteps=opts.sampling_timesteps, ddim_sampling_eta=opts.ddim_eta,
-                             objective=opts.objective, beta_schedule=opts.beta_schedule, loss_type=opts.loss_type)
+    return GaussianDiffusion(
+        unet,
+        image_size=opts.image_size,
+        timesteps=opts.timesteps,
+        sampling_timesteps=opts.sampling_timesteps,
+        ddim_sampling_eta=opts.ddim_eta,
+        objective=opts.objective,
+        beta_schedule=opts.beta_schedule,
+        loss_type=opts.loss_type,
+    )
 
 
 def resume_target(text: str) -> str | int:
@@ -208,17 +296,34 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"training on the images in {args.folder}")
     else:
         data = get_builtin_dataset("shapes", opts.image_size, channels=opts.channels, num_images=BUILTIN_IMAGES)
-        print(f"training on {BUILTIN_IMAGES} built-in {opts.image_size}x{opts.image_size} shape images "
-              f"({opts.steps} steps; pass a FOLDER to train on your own images)")
+        print(
+            f"training on {BUILTIN_IMAGES} built-in {opts.image_size}x{opts.image_size} shape images "
+            f"({opts.steps} steps; pass a FOLDER to train on your own images)"
+        )
     diffusion = build_diffusion(opts)
-    trainer = Trainer(diffusion, data, train_batch_size=opts.batch_size, gradient_accumulate_every=opts.grad_accum,
-                      train_lr=opts.lr, train_num_steps=opts.steps, ema_update_every=opts.ema_update_every,
-                      ema_decay=opts.ema_decay, save_and_sample_every=opts.save_every,
-                      num_samples=opts.num_samples, results_folder=args.results, amp=args.amp, compile=args.compile,
-                      on_bad_image=args.on_bad_image, seed=opts.seed, resume=args.resume, keep_last=args.keep_last,
-                      keep_powers_of_two=args.keep_powers_of_two,
-                      max_bad_steps=args.max_bad_steps, log_with=args.log_with,
-                      tracker_project_name=args.tracker_project)
+    trainer = Trainer(
+        diffusion,
+        data,
+        train_batch_size=opts.batch_size,
+        gradient_accumulate_every=opts.grad_accum,
+        train_lr=opts.lr,
+        train_num_steps=opts.steps,
+        ema_update_every=opts.ema_update_every,
+        ema_decay=opts.ema_decay,
+        save_and_sample_every=opts.save_every,
+        num_samples=opts.num_samples,
+        results_folder=args.results,
+        amp=args.amp,
+        compile=args.compile,
+        on_bad_image=args.on_bad_image,
+        seed=opts.seed,
+        resume=args.resume,
+        keep_last=args.keep_last,
+        keep_powers_of_two=args.keep_powers_of_two,
+        max_bad_steps=args.max_bad_steps,
+        log_with=args.log_with,
+        tracker_project_name=args.tracker_project,
+    )
     if trainer.step > 0:
         print(f"resumed at step {trainer.step} of {opts.steps}")
     elif args.resume is not None:
@@ -227,16 +332,20 @@ def run_train(args: argparse.Namespace) -> int:
     if not trainer.accelerator.is_main_process:
         return 0  # only the main process writes (and reports)
     milestone_number = trainer.milestone_of(trainer.step)
-    written = [("checkpoint", trainer.checkpoint_path(milestone_number)),
-               ("samples", trainer.results_folder / f"sample-{milestone_number}.png"),
-               ("loss log", trainer.results_folder / "loss.csv")]
+    written = [
+        ("checkpoint", trainer.checkpoint_path(milestone_number)),
+        ("samples", trainer.results_folder / f"sample-{milestone_number}.png"),
+        ("loss log", trainer.results_folder / "loss.csv"),
+    ]
     if opts.gif and opts.num_samples > 0:
-        written.append(("denoising", write_training_gif(trainer, opts.num_samples, opts.seed,
-                                                        trainer.results_folder / "denoising.gif")))
+        written.append(
+            (
+                "denoising",
+                write_training_gif(trainer, opts.num_samples, opts.seed, trainer.results_folder / "denoising.gif"),
+            )
+        )
     for label, path in written:
         if path.exists():
             print(f"{label + ':':12}{path}")
     print(f"sample more with: {PROG} sample {trainer.checkpoint_path(milestone_number)} --gif")
     return 0
-
-

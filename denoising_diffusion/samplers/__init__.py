@@ -43,10 +43,14 @@ class SamplerOption:
     help: str
 
 
-ETA = SamplerOption("eta", _non_negative_float, "DDIM's eta: 0 deterministic .. 1 ancestral (default: the model's "
-                    "ddim_sampling_eta)")
-VARIANCE = SamplerOption("variance", VarianceType, "DDPM's reverse variance: fixed_small, fixed_large or "
-                         "learned_range (default: the model's variance_type)")
+ETA = SamplerOption(
+    "eta", _non_negative_float, "DDIM's eta: 0 deterministic .. 1 ancestral (default: the model's ddim_sampling_eta)"
+)
+VARIANCE = SamplerOption(
+    "variance",
+    VarianceType,
+    "DDPM's reverse variance: fixed_small, fixed_large or learned_range (default: the model's variance_type)",
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,9 @@ class SamplerInfo:
         unknown = sorted(set(given) - set(self.option_names))
         if unknown:
             takes = ", ".join(self.option_names) or "none"
-            raise ValueError(f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))} (its options: "
-                             f"{takes})")
+            raise ValueError(
+                f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))} (its options: {takes})"
+            )
         merged = {**defaults, **given}
         return {option.name: _parse(option, merged[option.name]) for option in self.options if option.name in merged}
 
@@ -95,22 +100,63 @@ def _parse(option: SamplerOption, value: Any) -> Any:
 
 
 _REGISTRY = (
-    SamplerInfo("ddpm", sample_ddpm, "ancestral DDPM (Ho et al. 2020), stochastic; respaced betas on fewer steps",
-                stochastic=True, recommended_steps=1000, options=(VARIANCE,)),
-    SamplerInfo("ddim", sample_ddim, "DDIM (Song et al. 2021); eta=0 deterministic ODE, eta=1 ancestral",
-                stochastic=True, recommended_steps=50, options=(ETA,)),
-    SamplerInfo("dpmpp_2m", sample_dpmpp_2m,
-                "DPM-Solver++(2M) (Lu et al. 2022), deterministic 2nd-order multistep: 10-25 steps",
-                stochastic=False, recommended_steps=20, spacing=Spacing.LOGSNR),
-    SamplerInfo("dpmpp_2m_sde", sample_dpmpp_2m_sde,
-                "SDE-DPM-Solver++(2M) (Lu et al. 2022), stochastic 2nd-order multistep",
-                stochastic=True, recommended_steps=50, spacing=Spacing.LOGSNR),
-    SamplerInfo("heun", sample_heun, "Heun on the probability-flow ODE (Karras et al. 2022), 2 evaluations per step",
-                stochastic=False, recommended_steps=25, spacing=Spacing.KARRAS, evals_per_step=2),
-    SamplerInfo("euler", sample_euler, "Euler on the probability-flow ODE (k-diffusion's name)",
-                stochastic=False, recommended_steps=50, alias="ddim with eta=0"),
-    SamplerInfo("euler_ancestral", sample_euler_ancestral, "Euler-ancestral (k-diffusion's name)",
-                stochastic=True, recommended_steps=250, alias="ddim with eta=1"),
+    SamplerInfo(
+        "ddpm",
+        sample_ddpm,
+        "ancestral DDPM (Ho et al. 2020), stochastic; respaced betas on fewer steps",
+        stochastic=True,
+        recommended_steps=1000,
+        options=(VARIANCE,),
+    ),
+    SamplerInfo(
+        "ddim",
+        sample_ddim,
+        "DDIM (Song et al. 2021); eta=0 deterministic ODE, eta=1 ancestral",
+        stochastic=True,
+        recommended_steps=50,
+        options=(ETA,),
+    ),
+    SamplerInfo(
+        "dpmpp_2m",
+        sample_dpmpp_2m,
+        "DPM-Solver++(2M) (Lu et al. 2022), deterministic 2nd-order multistep: 10-25 steps",
+        stochastic=False,
+        recommended_steps=20,
+        spacing=Spacing.LOGSNR,
+    ),
+    SamplerInfo(
+        "dpmpp_2m_sde",
+        sample_dpmpp_2m_sde,
+        "SDE-DPM-Solver++(2M) (Lu et al. 2022), stochastic 2nd-order multistep",
+        stochastic=True,
+        recommended_steps=50,
+        spacing=Spacing.LOGSNR,
+    ),
+    SamplerInfo(
+        "heun",
+        sample_heun,
+        "Heun on the probability-flow ODE (Karras et al. 2022), 2 evaluations per step",
+        stochastic=False,
+        recommended_steps=25,
+        spacing=Spacing.KARRAS,
+        evals_per_step=2,
+    ),
+    SamplerInfo(
+        "euler",
+        sample_euler,
+        "Euler on the probability-flow ODE (k-diffusion's name)",
+        stochastic=False,
+        recommended_steps=50,
+        alias="ddim with eta=0",
+    ),
+    SamplerInfo(
+        "euler_ancestral",
+        sample_euler_ancestral,
+        "Euler-ancestral (k-diffusion's name)",
+        stochastic=True,
+        recommended_steps=250,
+        alias="ddim with eta=1",
+    ),
 )
 
 SamplerName = Choice("SamplerName", [(info.name.upper(), info.name) for info in _REGISTRY])  # type: ignore[call-overload]
@@ -126,6 +172,18 @@ def sampler_options() -> dict[str, SamplerOption]:
     return {option.name: option for info in _REGISTRY for option in info.options}
 
 
-__all__ = ["SAMPLERS", "SamplerInfo", "SamplerName", "SamplerOption", "invert_ddim", "sample_ddim", "sample_ddpm",
-           "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_euler", "sample_euler_ancestral", "sample_heun",
-           "sampler_options"]
+__all__ = [
+    "SAMPLERS",
+    "SamplerInfo",
+    "SamplerName",
+    "SamplerOption",
+    "invert_ddim",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde",
+    "sample_euler",
+    "sample_euler_ancestral",
+    "sample_heun",
+    "sampler_options",
+]

@@ -20,8 +20,10 @@ def time_pairs(timesteps: Sequence[int], schedule: NoiseSchedule) -> Iterator[tu
     if not ts:
         raise ValueError("timesteps is empty: a sampler needs at least one step")
     if any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= schedule.num_timesteps:
-        raise ValueError(f"timesteps must be strictly decreasing integers in [0, {schedule.num_timesteps - 1}], "
-                         f"got {ts[:5]}{'...' if len(ts) > 5 else ''}")
+        raise ValueError(
+            f"timesteps must be strictly decreasing integers in [0, {schedule.num_timesteps - 1}], "
+            f"got {ts[:5]}{'...' if len(ts) > 5 else ''}"
+        )
     for i, t in enumerate(ts):
         yield i, t, ts[i + 1] if i + 1 < len(ts) else CLEAN
 
@@ -36,8 +38,9 @@ def time_batch(x: Tensor, t: int) -> Tensor:
     return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
 
 
-def heun_step(slope_at: Callable[[list[Tensor]], Sequence[Tensor]], y: Sequence[Tensor], slope: Sequence[Tensor],
-              h: float) -> list[Tensor]:
+def heun_step(
+    slope_at: Callable[[list[Tensor]], Sequence[Tensor]], y: Sequence[Tensor], slope: Sequence[Tensor], h: float
+) -> list[Tensor]:
     """One step of Heun's method (the explicit trapezoidal rule) on a system of tensors y' = f(y):
     ŷ = y + h f(y) (Euler predictor), then y + h (f(y) + f(ŷ))/2 (Karras et al. 2022, Alg. 1, lines 5-7).
 

@@ -14,9 +14,16 @@ from .common import randn_like, time_batch, time_pairs
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                eta: float = 0.0, generator: torch.Generator | None = None,
-                callback: Callback | None = None) -> Tensor:
+def sample_ddim(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """DDIM: x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z, with c = η σ_s/σ_t √(1 − α_t²/α_s²) (eqs. 12, 16).
 
     Symbols: α, σ are the Gaussian-path coefficients of schedules.py (α_t = √ᾱ_t); t → s is one step, s = −1 after
@@ -44,7 +51,7 @@ def sample_ddim(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timest
         # 1. c = η σ_s/σ_t · √(1 − ᾱ_t/ᾱ_s): the noise injected (DDIM eq. 16).
         c = eta * sigma_s / sigma_t * math.sqrt(max(1.0 - (alpha_t / alpha_s) ** 2, 0.0))
         # 2. Deterministic part points along the predicted ε (eq. 12).
-        x_next = alpha_s * pred.x0 + math.sqrt(max(sigma_s ** 2 - c ** 2, 0.0)) * pred.eps
+        x_next = alpha_s * pred.x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * pred.eps
         if c > 0:
             x_next = x_next + c * randn_like(x, generator)
         if callback is not None:
@@ -54,8 +61,15 @@ def sample_ddim(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timest
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+def sample_euler(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """Euler on the probability-flow ODE dx̃/dσ̃ = ε̂ in x̃ = x/α, σ̃ = σ/α (Karras et al. 2022, Alg. 1 without the
     correction): x̃_s = x̃_t + (σ̃_s − σ̃_t) ε̂. Multiplying by α_s gives α_s x̂_0 + σ_s ε̂, DDIM's η = 0 update, so
     this is sample_ddim(eta=0) under the name samplers from k-diffusion use."""
@@ -63,8 +77,15 @@ def sample_euler(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, times
 
 
 @torch.no_grad()
-def sample_euler_ancestral(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                           generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+def sample_euler_ancestral(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """Euler-ancestral: an Euler step down to σ̃_down, then fresh noise σ̃_up, with
     σ̃_up² = σ̃_s² (σ̃_t² − σ̃_s²)/σ̃_t². On a variance-preserving path σ̃_up·α_s equals DDIM's c at η = 1
     (both reduce to σ_s/σ_t √(1 − α_t²/α_s²)), so this is sample_ddim(eta=1) under its k-diffusion name."""

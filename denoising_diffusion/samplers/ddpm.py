@@ -15,9 +15,16 @@ from .common import randn_like, time_batch, time_pairs
 
 
 @torch.no_grad()
-def sample_ddpm(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                variance: str | VarianceType = VarianceType.FIXED_SMALL, generator: torch.Generator | None = None,
-                callback: Callback | None = None) -> Tensor:
+def sample_ddpm(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    variance: str | VarianceType = VarianceType.FIXED_SMALL,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """Ancestral sampling x_s ~ N(μ̃(x_t, x̂_0), Σ) (Ho et al. 2020, Alg. 2; respaced as Nichol & Dhariwal 2021).
 
     Args:

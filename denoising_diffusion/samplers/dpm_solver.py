@@ -30,8 +30,15 @@ def _second_order(d: Tensor, d_prev: Tensor | None, h: float, h_prev: float | No
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                    generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """DPM-Solver++(2M): x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D̃ (Lu et al. 2022, Alg. 2).
 
     D̃ is D_t on the first step and the second-order extrapolation afterwards. The step into clean data (σ = 0,
@@ -44,8 +51,15 @@ def sample_dpmpp_2m(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, ti
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                        generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+def sample_dpmpp_2m_sde(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, §5, midpoint form), a second-order solver of the reverse SDE:
 
     x_s = (σ_s/σ_t) e^{−h} x_t + α_s (1 − e^{−2h}) D̃ + σ_s √(1 − e^{−2h}) z, with D̃ as in sample_dpmpp_2m.
@@ -55,8 +69,16 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule
     return _multistep(denoiser, x_T, schedule, timesteps, stochastic=True, generator=generator, callback=callback)
 
 
-def _multistep(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-               stochastic: bool, generator: torch.Generator | None, callback: Callback | None) -> Tensor:
+def _multistep(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    stochastic: bool,
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> Tensor:
     x = x_T
     d_prev, h_prev = None, None
     for i, t, s in time_pairs(timesteps, schedule):

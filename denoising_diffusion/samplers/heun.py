@@ -19,8 +19,15 @@ from .common import heun_step, time_batch, time_pairs
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoiser, x_T: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int], *,
-                generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+def sample_heun(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    timesteps: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """Heun (2nd order): x̃' = x̃_t + (σ̃_s − σ̃_t) ε̂_t; x̃_s = x̃_t + (σ̃_s − σ̃_t) (ε̂_t + ε̂_s(x̃'))/2.
 
     Two network evaluations per step, one on the final step into clean data (σ̃ = 0, where the Euler step returns

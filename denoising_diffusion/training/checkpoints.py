@@ -27,8 +27,14 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ..checkpoint import (CheckpointError, CorruptCheckpointError, check_format, load_checkpoint, save_checkpoint,
-                          verify_checkpoint_file)
+from ..checkpoint import (
+    CheckpointError,
+    CorruptCheckpointError,
+    check_format,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint_file,
+)
 from .distributed import broadcast_value
 from .guards import TrainingDivergedError, non_finite_entries
 
@@ -89,12 +95,14 @@ def newest_valid_checkpoint(folder: str | os.PathLike[str]) -> tuple[Path, dict[
             logger.warning("%s; falling back to the previous checkpoint", err)
             continue
         if problems:
-            logger.warning("resuming from %s, the newest valid checkpoint (%d newer file(s) skipped)", path,
-                           len(problems))
+            logger.warning(
+                "resuming from %s, the newest valid checkpoint (%d newer file(s) skipped)", path, len(problems)
+            )
         return path, checkpoint
     if problems:
         raise CorruptCheckpointError(
-            f"no valid checkpoint in {os.fspath(folder)!r} to resume from:\n  " + "\n  ".join(problems)
+            f"no valid checkpoint in {os.fspath(folder)!r} to resume from:\n  "
+            + "\n  ".join(problems)
             + "\nMove these files away to start over, or pass resume=None to overwrite them"
         )
     return None
@@ -117,8 +125,7 @@ def find_resume_checkpoint(folder: str | os.PathLike[str], resume: Any) -> tuple
         path = checkpoint_path(folder, resume)
         if not path.is_file():
             present = ", ".join(map(str, list_milestones(folder))) or "none"
-            raise FileNotFoundError(f"resume={resume}: there is no {os.fspath(path)!r} (milestones present: "
-                                    f"{present})")
+            raise FileNotFoundError(f"resume={resume}: there is no {os.fspath(path)!r} (milestones present: {present})")
     else:
         path = Path(resume)
     return path, load_valid_checkpoint(path)
@@ -131,11 +138,19 @@ def warn_about_newer_checkpoints(folder: str | os.PathLike[str], resumed_milesto
         return
     names = ", ".join(f"model-{m}.pt" for m in newer)
     if resumed_milestone is None:
-        logger.warning("%s already holds %s; this run starts from step 0 and overwrites them as it reaches their "
-                       "milestones (pass resume='auto' to continue from the newest instead)", folder, names)
+        logger.warning(
+            "%s already holds %s; this run starts from step 0 and overwrites them as it reaches their "
+            "milestones (pass resume='auto' to continue from the newest instead)",
+            folder,
+            names,
+        )
     else:
-        logger.warning("%s holds checkpoints newer than the one resumed from (%s); training overwrites them as it "
-                       "reaches them, and until then resume='auto' would pick them", folder, names)
+        logger.warning(
+            "%s holds checkpoints newer than the one resumed from (%s); training overwrites them as it "
+            "reaches them, and until then resume='auto' would pick them",
+            folder,
+            names,
+        )
 
 
 def milestone_of_path(path: Path) -> int | None:
@@ -149,8 +164,9 @@ def is_power_of_two(milestone: int) -> bool:
     return milestone >= 1 and milestone & (milestone - 1) == 0
 
 
-def prune_checkpoints(folder: str | os.PathLike[str], keep_last: int | None, written: int,
-                      keep_powers_of_two: bool = False) -> list[Path]:
+def prune_checkpoints(
+    folder: str | os.PathLike[str], keep_last: int | None, written: int, keep_powers_of_two: bool = False
+) -> list[Path]:
     """Delete the ``model-{n}.pt`` with n < ``written`` that the retention policy does not keep; returns them.
 
     Kept: the newest ``keep_last`` checkpoints up to ``written`` (``written`` included), and with
@@ -162,7 +178,7 @@ def prune_checkpoints(folder: str | os.PathLike[str], keep_last: int | None, wri
     if keep_last is None:
         return []
     older = [m for m in list_milestones(folder) if m < written]
-    newest = set(older[max(0, len(older) - (keep_last - 1)):]) if keep_last > 1 else set()
+    newest = set(older[max(0, len(older) - (keep_last - 1)) :]) if keep_last > 1 else set()
     excess = [m for m in older if m not in newest and not (keep_powers_of_two and is_power_of_two(m))]
     deleted = []
     for milestone in excess:
@@ -173,13 +189,23 @@ def prune_checkpoints(folder: str | os.PathLike[str], keep_last: int | None, wri
             continue
         deleted.append(path)
     if deleted:
-        logger.info("keep_last=%d%s: deleted %s", keep_last, " (and powers of two)" if keep_powers_of_two else "",
-                    ", ".join(p.name for p in deleted))
+        logger.info(
+            "keep_last=%d%s: deleted %s",
+            keep_last,
+            " (and powers of two)" if keep_powers_of_two else "",
+            ", ".join(p.name for p in deleted),
+        )
     return deleted
 
 
-def write_checkpoint(folder: str | os.PathLike[str], milestone: int, state: dict[str, Any], *,
-                     keep_last: int | None, keep_powers_of_two: bool) -> Path:
+def write_checkpoint(
+    folder: str | os.PathLike[str],
+    milestone: int,
+    state: dict[str, Any],
+    *,
+    keep_last: int | None,
+    keep_powers_of_two: bool,
+) -> Path:
     """Write ``state`` (a Trainer's state_dict) as ``folder/model-{milestone}.pt`` atomically, read it back, then
     apply the retention policy (:func:`prune_checkpoints`); returns the path.
 
@@ -188,16 +214,19 @@ def write_checkpoint(folder: str | os.PathLike[str], milestone: int, state: dict
     path = checkpoint_path(folder, milestone)
     bad = non_finite_entries(state["model"]) + [f"ema.{n}" for n in non_finite_entries(state.get("ema") or {})]
     if bad:
-        raise TrainingDivergedError(f"refusing to write {os.fspath(path)!r}: the weights hold NaN or inf in "
-                                    f"{', '.join(bad[:5])}; the earlier checkpoints are left as they are")
+        raise TrainingDivergedError(
+            f"refusing to write {os.fspath(path)!r}: the weights hold NaN or inf in "
+            f"{', '.join(bad[:5])}; the earlier checkpoints are left as they are"
+        )
     save_checkpoint(path, state)
     verify_checkpoint_file(path)  # read back before any older checkpoint may be deleted
     prune_checkpoints(folder, keep_last, milestone, keep_powers_of_two)
     return path
 
 
-def choose_resume_checkpoint(accelerator: Accelerator, folder: str | os.PathLike[str], resume: Any
-                             ) -> tuple[Path, dict[str, Any]] | None:
+def choose_resume_checkpoint(
+    accelerator: Accelerator, folder: str | os.PathLike[str], resume: Any
+) -> tuple[Path, dict[str, Any]] | None:
     """The Trainer's ``resume`` argument on every process: the main process resolves it
     (:func:`find_resume_checkpoint`) and broadcasts the path, every process loads that file. None: start at step 0.
 
@@ -236,14 +265,28 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
-        logger.info("removed %d temporary file(s) left by an interrupted checkpoint save: %s", len(stale),
-                    ", ".join(p.name for p in stale))
+        logger.info(
+            "removed %d temporary file(s) left by an interrupted checkpoint save: %s",
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
     return stale
 
 
 __all__ = [
-    "CheckpointError", "CorruptCheckpointError", "checkpoint_path", "find_resume_checkpoint", "is_power_of_two",
-    "list_milestones", "load_valid_checkpoint", "milestone_of_path", "newest_valid_checkpoint", "prune_checkpoints",
-    "remove_stale_temporaries", "validate_checkpoint", "warn_about_newer_checkpoints", "write_checkpoint",
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "checkpoint_path",
+    "find_resume_checkpoint",
+    "is_power_of_two",
+    "list_milestones",
+    "load_valid_checkpoint",
+    "milestone_of_path",
+    "newest_valid_checkpoint",
+    "prune_checkpoints",
+    "remove_stale_temporaries",
+    "validate_checkpoint",
+    "warn_about_newer_checkpoints",
+    "write_checkpoint",
     "choose_resume_checkpoint",
 ]

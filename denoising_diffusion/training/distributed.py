@@ -25,8 +25,11 @@ def gpu_available() -> bool:
     """Whether torch sees an accelerator accelerate can train on (CUDA, Apple MPS, Intel XPU)."""
     mps = getattr(torch.backends, "mps", None)
     xpu = getattr(torch, "xpu", None)
-    return bool(torch.cuda.is_available() or (mps is not None and mps.is_available())
-                or (xpu is not None and xpu.is_available()))
+    return bool(
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
 
 
 def use_cpu() -> bool:
@@ -47,12 +50,23 @@ def resolve_mixed_precision(amp: bool, mixed_precision_type: str, cpu: bool) -> 
     return mixed_precision_type
 
 
-def make_accelerator(mixed_precision: str, gradient_accumulate_every: int, *, cpu: bool,
-                     log_with: list[Any] | None, project_dir: str | os.PathLike[str]) -> Accelerator:
+def make_accelerator(
+    mixed_precision: str,
+    gradient_accumulate_every: int,
+    *,
+    cpu: bool,
+    log_with: list[Any] | None,
+    project_dir: str | os.PathLike[str],
+) -> Accelerator:
     """The Accelerator, with a clear error when this process already chose another mixed-precision setting."""
     try:
-        return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulate_every,
-                           cpu=cpu, log_with=log_with or None, project_dir=os.fspath(project_dir))
+        return Accelerator(
+            mixed_precision=mixed_precision,
+            gradient_accumulation_steps=gradient_accumulate_every,
+            cpu=cpu,
+            log_with=log_with or None,
+            project_dir=os.fspath(project_dir),
+        )
     except ValueError as err:
         if "already been initialized" not in str(err):
             raise

@@ -46,8 +46,9 @@ class NonFiniteGuard:
     """
 
     def __init__(self, max_bad_steps: int | None = 10) -> None:
-        if max_bad_steps is not None and (isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int)
-                                          or max_bad_steps < 1):
+        if max_bad_steps is not None and (
+            isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int) or max_bad_steps < 1
+        ):
             raise ValueError(f"max_bad_steps must be an int >= 1 or None, got {max_bad_steps!r}")
         self.max_bad_steps = max_bad_steps
         self.consecutive_bad = 0
@@ -63,8 +64,7 @@ class NonFiniteGuard:
             return has_scaler
         return loss_finite
 
-    def record(self, step: int, *, loss: float, grad_norm: float, has_scaler: bool,
-               scaler_skipped: bool) -> StepReport:
+    def record(self, step: int, *, loss: float, grad_norm: float, has_scaler: bool, scaler_skipped: bool) -> StepReport:
         """Account for optimizer step ``step`` (logging a warning for a bad one) and say what happened to it.
 
         ``scaler_skipped``: the GradScaler found an overflow and skipped the update (its scale backed off).
@@ -81,9 +81,16 @@ class NonFiniteGuard:
         self.consecutive_bad += 1
         self.total_bad += 1
         limit = "never stopping" if self.max_bad_steps is None else f"stopping at {self.max_bad_steps}"
-        logger.warning("step %d: non-finite %s (loss=%s, grad_norm=%s); optimizer step skipped, EMA not updated "
-                       "(%d bad step(s) in a row, %s)", step, "loss" if not loss_finite else "gradient norm",
-                       loss, grad_norm, self.consecutive_bad, limit)
+        logger.warning(
+            "step %d: non-finite %s (loss=%s, grad_norm=%s); optimizer step skipped, EMA not updated "
+            "(%d bad step(s) in a row, %s)",
+            step,
+            "loss" if not loss_finite else "gradient norm",
+            loss,
+            grad_norm,
+            self.consecutive_bad,
+            limit,
+        )
         return StepReport(skipped=True, bad=True)
 
     def raise_if_diverged(self, step: int, *, loss: float, grad_norm: float) -> None:
@@ -101,5 +108,8 @@ class NonFiniteGuard:
 
 def non_finite_entries(state: dict[str, Tensor]) -> list[str]:
     """Names of the floating-point entries of a state dict that hold NaN or inf."""
-    return [name for name, t in state.items()
-            if isinstance(t, Tensor) and torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+    return [
+        name
+        for name, t in state.items()
+        if isinstance(t, Tensor) and torch.is_floating_point(t) and not bool(torch.isfinite(t).all())
+    ]

@@ -37,8 +37,10 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     if isinstance(source, (str, os.PathLike)):
         return ImageFolderDataset(source, image_size, channels=expected[0], on_bad_image=on_bad_image)
     if not (isinstance(source, Dataset) or (hasattr(source, "__getitem__") and hasattr(source, "__len__"))):
-        raise ValueError("folder_or_dataset must be a folder path or a torch Dataset (or a sequence of images), "
-                         f"got {type(source).__name__}")
+        raise ValueError(
+            "folder_or_dataset must be a folder path or a torch Dataset (or a sequence of images), "
+            f"got {type(source).__name__}"
+        )
     if len(source) == 0:
         raise ValueError("the dataset is empty")
     try:
@@ -46,8 +48,10 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     except (TypeError, RuntimeError) as err:  # default_collate's own complaints
         raise ValueError(f"the dataset's items must be {ITEM_FORMS}: {err}") from None
     if tuple(first.shape) != expected:
-        raise ValueError(f"the dataset's images have shape {tuple(first.shape)} (C, H, W) but the model expects "
-                         f"{expected} (its channels and image_size)")
+        raise ValueError(
+            f"the dataset's images have shape {tuple(first.shape)} (C, H, W) but the model expects "
+            f"{expected} (its channels and image_size)"
+        )
     return source
 
 
@@ -119,8 +123,17 @@ class DataStream:
         num_workers, pin_memory: DataLoader options.
     """
 
-    def __init__(self, dataset: Any, global_batch_size: int, *, data_seed: int, shard: int, num_shards: int,
-                 num_workers: int, pin_memory: bool) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        global_batch_size: int,
+        *,
+        data_seed: int,
+        shard: int,
+        num_shards: int,
+        num_workers: int,
+        pin_memory: bool,
+    ) -> None:
         self.dataset = dataset
         self.global_batch_size = global_batch_size
         self.data_seed = data_seed
@@ -132,8 +145,15 @@ class DataStream:
         """This process's next micro-batch (on the CPU) and the files skipped while reading it."""
         if self._batches is None:
             self._batches = training_batches(
-                self.dataset, self.global_batch_size, seed=self.data_seed, start_index=self.samples_seen,
-                shard=self.shard, num_shards=self.num_shards, num_workers=self.num_workers, pin_memory=self.pin_memory)
+                self.dataset,
+                self.global_batch_size,
+                seed=self.data_seed,
+                start_index=self.samples_seen,
+                shard=self.shard,
+                num_shards=self.num_shards,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
         batch, skipped = next(self._batches)
         self.samples_seen += self.global_batch_size
         return batch, skipped
@@ -150,16 +170,30 @@ class DataStream:
         self.reset()
 
 
-def training_batches(dataset: Any, global_batch_size: int, *, seed: int, start_index: int, shard: int,
-                     num_shards: int, num_workers: int, pin_memory: bool) -> Batches:
+def training_batches(
+    dataset: Any,
+    global_batch_size: int,
+    *,
+    seed: int,
+    start_index: int,
+    shard: int,
+    num_shards: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> Batches:
     """Endless (micro-batch of global_batch_size / num_shards items on the CPU, skipped files) for one process.
 
     ``seed`` orders the data and seeds each item's reading; the global RNGs are untouched.
     """
-    sampler = InfiniteBatchSampler(len(dataset), global_batch_size, seed=seed, start_index=start_index,
-                                   shard=shard, num_shards=num_shards)
-    loader = DataLoader(TrainingItems(dataset, seed), batch_sampler=PositionedBatches(sampler),
-                        num_workers=num_workers, collate_fn=collate_training_items, pin_memory=pin_memory,
-                        generator=torch.Generator().manual_seed(seed))
+    sampler = InfiniteBatchSampler(
+        len(dataset), global_batch_size, seed=seed, start_index=start_index, shard=shard, num_shards=num_shards
+    )
+    loader = DataLoader(
+        TrainingItems(dataset, seed),
+        batch_sampler=PositionedBatches(sampler),
+        num_workers=num_workers,
+        collate_fn=collate_training_items,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return iter(loader)
-

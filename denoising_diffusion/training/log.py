@@ -93,8 +93,12 @@ def _migrate(path: Path, old_width: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    logger.info("%s: added the column(s) %s (0 for the %d earlier rows)", path,
-                ", ".join(LOSS_LOG_COLUMNS[old_width:]), len(rows))
+    logger.info(
+        "%s: added the column(s) %s (0 for the %d earlier rows)",
+        path,
+        ", ".join(LOSS_LOG_COLUMNS[old_width:]),
+        len(rows),
+    )
 
 
 def _free_backup_name(path: Path) -> Path:
@@ -119,8 +123,7 @@ def available_trackers(log_with: LogWith) -> list[Any]:
     for tracker in wanted:
         name = str(getattr(tracker, "value", tracker)) if isinstance(tracker, str) else None
         if name is not None and name != "all" and _is_known_tracker(name) and name not in installed:
-            logger.warning("log_with: %r is not installed, so the run is not logged to it (pip install %s)",
-                           name, name)
+            logger.warning("log_with: %r is not installed, so the run is not logged to it (pip install %s)", name, name)
             continue
         kept.append(tracker)
     return kept

@@ -43,8 +43,9 @@ class Previewable(Protocol):
 
     def with_model(self, model: nn.Module) -> Any: ...
 
-    def sample(self, batch_size: int = 16, *, generator: torch.Generator | None = None,
-               return_all_timesteps: bool = False) -> Tensor: ...
+    def sample(
+        self, batch_size: int = 16, *, generator: torch.Generator | None = None, return_all_timesteps: bool = False
+    ) -> Tensor: ...
 
 
 def check_trainable(obj: Any) -> None:
@@ -60,6 +61,8 @@ def check_trainable(obj: Any) -> None:
     if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(s, int) for s in size)):
         problems.append("it has no .image_size (height, width)")
     if problems:
-        raise ValueError("the Trainer trains an nn.Module whose call maps a batch to a loss and that names its "
-                         f"network, channels and image_size (a GaussianDiffusion, for example); {type(obj).__name__} "
-                         f"cannot be trained: {'; '.join(problems)}")
+        raise ValueError(
+            "the Trainer trains an nn.Module whose call maps a batch to a loss and that names its "
+            f"network, channels and image_size (a GaussianDiffusion, for example); {type(obj).__name__} "
+            f"cannot be trained: {'; '.join(problems)}"
+        )

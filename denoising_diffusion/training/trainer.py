@@ -177,36 +177,55 @@ class Trainer:
 
         # Everything that can fail on user input happens before anything is written or any device is touched.
         check_trainable(diffusion)
-        self.trainable: Any = cast(Any, diffusion)  # an nn.Module meeting trainable.Trainable; self.model may wrap it (DDP)
-        self.dataset = as_training_dataset(folder_or_dataset, self.trainable.channels, self.trainable.image_size,
-                                           OnBadImage(on_bad_image))
-        num_workers = default_num_workers(self.dataset) if num_workers is None else _check_int(
-            "num_workers", num_workers, minimum=0)
+        self.trainable: Any = cast(
+            Any, diffusion
+        )  # an nn.Module meeting trainable.Trainable; self.model may wrap it (DDP)
+        self.dataset = as_training_dataset(
+            folder_or_dataset, self.trainable.channels, self.trainable.image_size, OnBadImage(on_bad_image)
+        )
+        num_workers = (
+            default_num_workers(self.dataset)
+            if num_workers is None
+            else _check_int("num_workers", num_workers, minimum=0)
+        )
 
         cpu = use_cpu()
         mixed_precision = resolve_mixed_precision(amp, mixed_precision_type, cpu)
-        self.accelerator = make_accelerator(mixed_precision, self.gradient_accumulate_every, cpu=cpu,
-                                            log_with=available_trackers(log_with), project_dir=self.results_folder)
+        self.accelerator = make_accelerator(
+            mixed_precision,
+            self.gradient_accumulate_every,
+            cpu=cpu,
+            log_with=available_trackers(log_with),
+            project_dir=self.results_folder,
+        )
         acc = self.accelerator
         self.global_batch_size = self.train_batch_size * (1 if split_batches else acc.num_processes)
         if self.global_batch_size % acc.num_processes:
-            raise ValueError(f"train_batch_size ({train_batch_size}) must be divisible by the number of processes "
-                             f"({acc.num_processes}) when split_batches=True")
+            raise ValueError(
+                f"train_batch_size ({train_batch_size}) must be divisible by the number of processes "
+                f"({acc.num_processes}) when split_batches=True"
+            )
 
         if seed is not None:
             set_seed(seed, device_specific=True)
         data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        self.data = DataStream(self.dataset, self.global_batch_size, shard=acc.process_index,
-                               data_seed=broadcast_value(acc, data_seed),  # one data order shared by every process
-                               num_shards=acc.num_processes, num_workers=num_workers,
-                               pin_memory=acc.device.type == "cuda")
+        self.data = DataStream(
+            self.dataset,
+            self.global_batch_size,
+            shard=acc.process_index,
+            data_seed=broadcast_value(acc, data_seed),  # one data order shared by every process
+            num_shards=acc.num_processes,
+            num_workers=num_workers,
+            pin_memory=acc.device.type == "cuda",
+        )
 
         opt = make_adam(diffusion.parameters(), lr=train_lr, betas=(adam_betas[0], adam_betas[1]))
         self.model, self.opt = acc.prepare(diffusion, opt)
         self.ema: EMA | None = None
         if acc.is_main_process:  # the only process that keeps an EMA and writes
-            self.ema = EMA(diffusion.model, beta=ema_decay, update_every=ema_update_every,
-                           include_online_model=False).to(acc.device)
+            self.ema = EMA(
+                diffusion.model, beta=ema_decay, update_every=ema_update_every, include_online_model=False
+            ).to(acc.device)
             self.results_folder.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_stale_temporaries(self.results_folder)
         if compile:  # after the EMA's copy, which stays uncompiled
@@ -216,9 +235,14 @@ class Trainer:
         self.skipped_images: dict[str, str] = {}  # path -> reason for every file skipped so far (main process)
         self._new_skipped: list[SkippedImage] = []  # met by this process since the last optimizer step
         self._resume(resume)
-        logger.info("training on %d images, device %s, mixed precision %s, %d process(es), %d images per "
-                    "optimizer step", len(self.dataset), acc.device, mixed_precision, acc.num_processes,
-                    self.global_batch_size * self.gradient_accumulate_every)
+        logger.info(
+            "training on %d images, device %s, mixed precision %s, %d process(es), %d images per optimizer step",
+            len(self.dataset),
+            acc.device,
+            mixed_precision,
+            acc.num_processes,
+            self.global_batch_size * self.gradient_accumulate_every,
+        )
 
     @property
     def diffusion(self) -> nn.Module:
@@ -304,8 +328,9 @@ class Trainer:
         for path, reason in (item for per_process in found for item in per_process):
             if path not in self.skipped_images:
                 self.skipped_images[path] = reason
-                logger.warning("skipping unreadable image %s: %s (%d skipped so far)", path, reason,
-                               len(self.skipped_images))
+                logger.warning(
+                    "skipping unreadable image %s: %s (%d skipped so far)", path, reason, len(self.skipped_images)
+                )
 
     # ----- the loop ---------------------------------------------------------------------------------------------
 
@@ -316,21 +341,35 @@ class Trainer:
         """
         acc = self.accelerator
         main = acc.is_main_process
-        start_trackers(acc, self.tracker_project_name, {
-            "train_batch_size": self.train_batch_size, "global_batch_size": self.global_batch_size,
-            "gradient_accumulate_every": self.gradient_accumulate_every, "train_lr": self.opt.param_groups[0]["lr"],
-            "train_num_steps": self.train_num_steps, "num_processes": acc.num_processes})
+        start_trackers(
+            acc,
+            self.tracker_project_name,
+            {
+                "train_batch_size": self.train_batch_size,
+                "global_batch_size": self.global_batch_size,
+                "gradient_accumulate_every": self.gradient_accumulate_every,
+                "train_lr": self.opt.param_groups[0]["lr"],
+                "train_num_steps": self.train_num_steps,
+                "num_processes": acc.num_processes,
+            },
+        )
         throughput = Throughput(self.global_batch_size * self.gradient_accumulate_every)
         try:
-            with (LossLog(self.results_folder / "loss.csv") if main else nullcontext()) as log, \
-                    tqdm(initial=self.step, total=self.train_num_steps, disable=not main, dynamic_ncols=True) as bar:
+            with (
+                LossLog(self.results_folder / "loss.csv") if main else nullcontext() as log,
+                tqdm(initial=self.step, total=self.train_num_steps, disable=not main, dynamic_ncols=True) as bar,
+            ):
                 while self.step < self.train_num_steps:
                     self.model.train()
                     loss, grad_norm, stepped, overflowed = self._train_step()
                     self.step += 1
-                    report = self.guard.record(self.step, loss=loss, grad_norm=grad_norm,
-                                               has_scaler=acc.scaler is not None,
-                                               scaler_skipped=overflowed)
+                    report = self.guard.record(
+                        self.step,
+                        loss=loss,
+                        grad_norm=grad_norm,
+                        has_scaler=acc.scaler is not None,
+                        scaler_skipped=overflowed,
+                    )
                     if main:
                         self._after_step(log, bar, throughput.tick(), loss, grad_norm, report)
                     self.guard.raise_if_diverged(self.step, loss=loss, grad_norm=grad_norm)
@@ -341,12 +380,18 @@ class Trainer:
         if main and self.skipped_images:
             names = sorted(self.skipped_images)
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
-            logger.warning("on_bad_image='skip': %d unreadable image file(s) were skipped (each replaced by the next "
-                           "readable one): %s%s", len(names), ", ".join(names[:10]), more)
+            logger.warning(
+                "on_bad_image='skip': %d unreadable image file(s) were skipped (each replaced by the next "
+                "readable one): %s%s",
+                len(names),
+                ", ".join(names[:10]),
+                more,
+            )
         acc.wait_for_everyone()
 
-    def _after_step(self, log: LossLog | None, bar: Any, images_per_s: float, loss: float, grad_norm: float,
-                    report: StepReport) -> None:
+    def _after_step(
+        self, log: LossLog | None, bar: Any, images_per_s: float, loss: float, grad_norm: float, report: StepReport
+    ) -> None:
         """Main process: EMA update (good steps only), loss.csv row, log_fn, trackers, progress bar."""
         assert self.ema is not None and log is not None  # the main process holds both
         if not report.skipped:
@@ -371,8 +416,11 @@ class Trainer:
         milestone = self.milestone_of(self.step)
         if report.bad:  # every process agrees: the loss and the gradient norm were reduced over processes
             if self.accelerator.is_main_process:
-                logger.warning("not writing %s at step %d: the step was non-finite (the previous checkpoint stays "
-                               "the newest)", self.checkpoint_path(milestone).name, self.step)
+                logger.warning(
+                    "not writing %s at step %d: the step was non-finite (the previous checkpoint stays the newest)",
+                    self.checkpoint_path(milestone).name,
+                    self.step,
+                )
             return
         self.accelerator.wait_for_everyone()
         self.save(milestone)
@@ -395,8 +443,10 @@ class Trainer:
         device = self.accelerator.device
         ema_model = self.trainable.with_model(self.ema.ema_model).to(device)
         generator = torch.Generator(device=device).manual_seed(self.data_seed if seed is None else seed)
-        images = [ema_model.sample(batch_size=n, generator=generator, return_all_timesteps=return_all_timesteps)
-                  for n in chunk_sizes(num_samples, self.train_batch_size)]
+        images = [
+            ema_model.sample(batch_size=n, generator=generator, return_all_timesteps=return_all_timesteps)
+            for n in chunk_sizes(num_samples, self.train_batch_size)
+        ]
         return torch.cat(images).cpu()
 
     def save_samples(self, milestone: int) -> Path | None:
@@ -407,8 +457,9 @@ class Trainer:
         if not isinstance(self.trainable, Previewable):
             return None
         images = self.sample(self.num_samples)
-        return save_image_grid(images, self.results_folder / f"sample-{milestone}.png",
-                               nrow=math.ceil(math.sqrt(self.num_samples)))
+        return save_image_grid(
+            images, self.results_folder / f"sample-{milestone}.png", nrow=math.ceil(math.sqrt(self.num_samples))
+        )
 
     # ----- state and checkpoints --------------------------------------------------------------------------------
 
@@ -421,12 +472,20 @@ class Trainer:
         the EMA state (the others keep no EMA).
         """
         acc = self.accelerator
-        trainer = {**self.data.state_dict(), "rng": gather_values(acc, capture_rng_state()),
-                   "num_processes": acc.num_processes}
+        trainer = {
+            **self.data.state_dict(),
+            "rng": gather_values(acc, capture_rng_state()),
+            "num_processes": acc.num_processes,
+        }
         return make_checkpoint(
-            config=spec_of(self.trainable), step=self.step, model=self.trainable.model.state_dict(),
-            ema=self.ema.state_dict() if self.ema is not None else None, opt=self.opt.state_dict(),
-            scaler=acc.scaler.state_dict() if acc.scaler is not None else None, trainer=trainer)
+            config=spec_of(self.trainable),
+            step=self.step,
+            model=self.trainable.model.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            opt=self.opt.state_dict(),
+            scaler=acc.scaler.state_dict() if acc.scaler is not None else None,
+            trainer=trainer,
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (or a checkpoint file's contents): the network after checking
@@ -440,11 +499,14 @@ class Trainer:
         if acc.scaler is not None and state.get("scaler") is not None:
             acc.scaler.load_state_dict(state["scaler"])
         elif state.get("scaler") is not None:
-            logger.warning("the checkpoint holds a gradient-scaler state, which this run (without fp16 mixed "
-                           "precision on a GPU) does not use")
+            logger.warning(
+                "the checkpoint holds a gradient-scaler state, which this run (without fp16 mixed "
+                "precision on a GPU) does not use"
+            )
         elif acc.scaler is not None:
-            logger.warning("the checkpoint holds no gradient-scaler state: this run's fp16 scaler starts from its "
-                           "initial scale")
+            logger.warning(
+                "the checkpoint holds no gradient-scaler state: this run's fp16 scaler starts from its initial scale"
+            )
         if self.ema is not None:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
@@ -452,10 +514,14 @@ class Trainer:
                 logger.warning("the checkpoint has no EMA state; the EMA restarts from the loaded weights")
                 self.ema.copy_params_from_model_to_ema()
         trainer = state.get("trainer") or {}
-        self.data.load_state_dict({  # the iterator restarts at the restored position on the next step
-            "data_seed": trainer.get("data_seed", self.data_seed),
-            "samples_seen": trainer.get("samples_seen", self.step * self.gradient_accumulate_every
-                                        * self.global_batch_size)})
+        self.data.load_state_dict(
+            {  # the iterator restarts at the restored position on the next step
+                "data_seed": trainer.get("data_seed", self.data_seed),
+                "samples_seen": trainer.get(
+                    "samples_seen", self.step * self.gradient_accumulate_every * self.global_batch_size
+                ),
+            }
+        )
         self._restore_rng(trainer.get("rng"))
 
     def _restore_rng(self, saved: Any) -> None:
@@ -465,9 +531,13 @@ class Trainer:
         if len(states) == acc.num_processes:
             restore_rng_state(states[acc.process_index])
         elif states and acc.is_main_process:
-            logger.warning("the checkpoint was written by %d process(es) and this run has %d: the data order "
-                           "continues exactly, but the random timesteps and noise restart from the seed instead of "
-                           "continuing", len(states), acc.num_processes)
+            logger.warning(
+                "the checkpoint was written by %d process(es) and this run has %d: the data order "
+                "continues exactly, but the random timesteps and noise restart from the seed instead of "
+                "continuing",
+                len(states),
+                acc.num_processes,
+            )
 
     def milestone_of(self, step: int) -> int:
         """The milestone a checkpoint at ``step`` is saved under: ceil(step / save_and_sample_every)."""
@@ -484,8 +554,9 @@ class Trainer:
         state = self.state_dict()
         if not self.accelerator.is_main_process:
             return None
-        return checkpoints.write_checkpoint(self.results_folder, milestone, state, keep_last=self.keep_last,
-                                            keep_powers_of_two=self.keep_powers_of_two)
+        return checkpoints.write_checkpoint(
+            self.results_folder, milestone, state, keep_last=self.keep_last, keep_powers_of_two=self.keep_powers_of_two
+        )
 
     def load(self, milestone: int) -> None:
         """Restore results/model-{milestone}.pt; see :meth:`resume_from`."""
