@@ -12,8 +12,11 @@ def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
         raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
     if isinstance(image_size, int):
         size = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) for s in image_size):
+    elif (
+        isinstance(image_size, Sequence)
+        and len(image_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
+    ):
         size = (int(image_size[0]), int(image_size[1]))
     else:
         raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")

@@ -24,8 +24,9 @@ from pathlib import Path
 
 # The tutorial's two import lines (Trainer is unused here: tutorial_trainer.py shows it).
 import torch
+from denoising_diffusion import Unet, GaussianDiffusion, Trainer
 
-from denoising_diffusion import GaussianDiffusion, Unet, save_image_grid
+from denoising_diffusion import save_image_grid
 
 NAME = "tutorial_quickstart"
 

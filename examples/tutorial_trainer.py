@@ -26,7 +26,8 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from denoising_diffusion import GaussianDiffusion, Trainer, Unet, get_builtin_dataset, save_image_grid
+from denoising_diffusion import Unet, GaussianDiffusion, Trainer
+from denoising_diffusion import get_builtin_dataset, save_image_grid
 
 NAME = "tutorial_trainer"
 
