@@ -205,3 +205,52 @@ def to_device(condition: Condition, device: torch.device) -> Condition:
 def repeat_condition(condition: Condition, times: int) -> Condition:
     """Each entry repeated ``times`` along the batch: the condition of a batch stacked ``times`` over itself."""
     return {name: value.repeat(times, *([1] * (value.ndim - 1))) for name, value in condition.items()}
+
+
+def batch_condition(extras: Mapping[str, Any], spec: ConditionSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split what a batch carries besides its images (batch.split_batch's extras) into (the condition the network
+    takes, what it drops). An (image, label) pair's label (extra '[1]') and a dict's ``label`` are ``classes``;
+    a dict's ``context``, ``context_mask``, ``cond_image`` and ``cond_level`` are those conditions."""
+    taken = set(spec.required) | ({"context_mask"} if spec.context_dim is not None else set())
+    condition: dict[str, Any] = {}
+    dropped: dict[str, Any] = {}
+    for key, value in extras.items():
+        name = "classes" if key == "[1]" else DATASET_KEYS.get(key)
+        if name is not None and name in taken:
+            condition[name] = value
+        else:
+            dropped[key] = value
+    return condition, dropped
+
+
+def check_class_names(names: Any, spec: ConditionSpec) -> list[str] | None:
+    """``class_names`` as a list of distinct strings, one per class of a class-conditional network (or None)."""
+    if names is None:
+        return None
+    if spec.num_classes is None:
+        raise ValueError("class_names were given, but the network takes no classes (build it with num_classes=)")
+    names = [str(name) for name in names]
+    if len(names) != spec.num_classes or len(set(names)) != len(names):
+        raise ValueError(
+            f"class_names must be {spec.num_classes} distinct names (the network's num_classes), got "
+            f"{len(names)}{' with repeats' if len(set(names)) != len(names) else ''}"
+        )
+    return names
+
+
+def class_indices(classes: Any, class_names: list[str] | None) -> Any:
+    """Labels as given, with class names (a str, or strs in a sequence) replaced by their indices. Raises
+    ValueError listing the known names for a name that is not one of them."""
+    if isinstance(classes, Tensor) or classes is None:
+        return classes
+    single = isinstance(classes, (str, int))
+    items = [classes] if single else list(classes)
+    indices = []
+    for item in items:
+        if isinstance(item, str):
+            if class_names is None or item not in class_names:
+                known = ", ".join(map(repr, class_names)) if class_names else "none (the model has no class_names)"
+                raise ValueError(f"unknown class {item!r}; known classes: {known}")
+            item = class_names.index(item)
+        indices.append(int(item))
+    return indices[0] if single else torch.tensor(indices, dtype=torch.long)

@@ -8,14 +8,26 @@ schedules.py. Images enter and leave the public API in [0, 1]; inside, data live
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ._utils import normalize_image_size
 from .batch import Batch, describe_extras, split_batch
-from .denoiser import Callback, Prediction, StepRecord
+from .conditioning import (
+    Condition,
+    batch_condition,
+    broadcast_condition,
+    check_class_names,
+    check_condition,
+    class_indices,
+    condition_spec_of,
+    repeat_condition,
+)
+from .denoiser import Callback, Denoiser, Prediction, StepRecord
+from .guidance import guided_prediction
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
 from .registry import model_kind
@@ -55,6 +67,13 @@ class GaussianDiffusion(nn.Module):
         variance_type: DDPM's reverse variance: 'fixed_small' (β̃), 'fixed_large' (β) or 'learned_range'; None:
             'learned_range' for a learned_variance network, else 'fixed_small'.
         vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
+        class_names: the names of a class-conditional network's classes (index order), so that samples can be asked
+            for by name; None: names are the indices. Stored in the config (and so in checkpoints).
+
+    A network that takes a condition (``model.condition_spec``: class labels, a context sequence, an image, a
+    level; conditioning.py) trains with it (``diffusion(images, classes=y)``, or from (image, label) and dict
+    batches) and samples with it (``sample(n, classes=y, guidance_scale=s)``); the training loss replaces classes
+    and contexts by the network's learned nulls at the rate ``model.cond_drop_prob`` (Ho & Salimans 2021).
     """
 
     # The schedule tables (schedules.NoiseSchedule.buffers), registered as non-persistent float32 buffers.
@@ -87,6 +106,7 @@ class GaussianDiffusion(nn.Module):
         timestep_spacing: str | None = None,
         variance_type: str | None = None,
         vlb_weight: float = 0.001,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -111,6 +131,9 @@ class GaussianDiffusion(nn.Module):
         self.min_snr_gamma = float(min_snr_gamma)
         self.auto_normalize = bool(auto_normalize)
         self.vlb_weight = float(vlb_weight)
+        self.condition_spec = condition_spec_of(model)
+        self.cond_drop_prob = float(getattr(model, "cond_drop_prob", 0.0)) if self.condition_spec.droppable else 0.0
+        self.class_names = check_class_names(class_names, self.condition_spec)
         self._warned_dropped = False  # forward() names dropped batch entries once
         for name, table in self.schedule.buffers().items():  # derived from the config: never saved, never EMA'd
             self.register_buffer(name, table.float(), persistent=False)
@@ -131,6 +154,8 @@ class GaussianDiffusion(nn.Module):
             variance_type=variance_type and self.variance_type.value,
             vlb_weight=self.vlb_weight,
         )
+        if self.class_names is not None:  # recorded only when given: unconditional configs stay as they were
+            self.config["class_names"] = list(self.class_names)
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:
         """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
@@ -186,11 +211,14 @@ class GaussianDiffusion(nn.Module):
     # ----- the network's predictions ----------------------------------------------------------------------------
 
     def _network(
-        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None
+        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None, condition: Condition, drop: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """The network's output split into (prediction, learned-variance output or None), and (α_t, σ_t) shaped
-        (B, 1, 1, 1)."""
-        out = self.model(x_t, t, x_self_cond) if self.self_condition else self.model(x_t, t)
+        (B, 1, 1, 1). ``condition`` is checked; ``drop`` (B,) bool asks for the null class/context."""
+        kwargs: dict[str, Any] = dict(condition)
+        if drop is not None:
+            kwargs["drop"] = drop
+        out = self.model(x_t, t, x_self_cond, **kwargs) if self.self_condition else self.model(x_t, t, **kwargs)
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
@@ -198,52 +226,141 @@ class GaussianDiffusion(nn.Module):
         sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
         return out, var_interp, alpha, sigma
 
+    def _predict(
+        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None, condition: Condition, drop: Tensor | None = None
+    ) -> Prediction:
+        """The network's (x̂_0, ε̂[, v]) under the objective, unclipped."""
+        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond, condition, drop)
+        x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma)
+        return Prediction(x0=x0, eps=eps, var_interp=var_interp)
+
+    def _clipped(self, pred: Prediction, x_t: Tensor, t: Tensor) -> Prediction:
+        """x̂_0 clamped to [−1, 1] and ε̂ recomputed from the clamped x̂_0."""
+        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
+        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        x0 = pred.x0.clamp(-1.0, 1.0)
+        return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma, var_interp=pred.var_interp)
+
     def model_predictions(
-        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None, clip_x_start: bool = False
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        x_self_cond: Tensor | None = None,
+        clip_x_start: bool = False,
+        **condition: Any,
     ) -> Prediction:
         """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
 
-        x_t: (B, C, H, W); t: (B,) int64. With ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
+        x_t: (B, C, H, W); t: (B,) int64; ``condition``: what the network takes (classes=, context=, ...). With
+        ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
         """
-        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond)
-        x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma)
-        if clip_x_start:
-            x0 = x0.clamp(-1.0, 1.0)
-            eps = (x_t - alpha * x0) / sigma
-        return Prediction(x0=x0, eps=eps, var_interp=var_interp)
+        pred = self._predict(x_t, t, x_self_cond, self.check_condition(condition, x_t.shape[0]))
+        return self._clipped(pred, x_t, t) if clip_x_start else pred
 
-    def denoiser(self, clip_denoised: bool | None = None):
-        """A fresh denoiser callable (x_t, t) -> Prediction for the samplers.
+    def check_condition(self, condition: Mapping[str, Any], batch_size: int) -> Condition:
+        """``condition`` checked against the network's (conditioning.check_condition), class names resolved, on
+        this model's device. Raises ValueError naming a missing, unexpected or malformed entry."""
+        resolved = dict(condition)
+        if "classes" in resolved:
+            resolved["classes"] = class_indices(resolved["classes"], self.class_names)
+        checked = check_condition(self.condition_spec, resolved, batch_size, self.image_size)
+        return {name: value.to(self.device) for name, value in checked.items()}
 
-        With a self-conditioned network it feeds each call the previous call's x̂_0 (Chen et al. 2022, "Analog
-        Bits", §3): that history lives in this closure, so make a new denoiser per sampling run.
+    def denoiser(
+        self,
+        clip_denoised: bool | None = None,
+        *,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+        **condition: Any,
+    ) -> Denoiser:
+        """A fresh denoiser callable (x_t, t) -> Prediction for the samplers, with the condition bound.
+
+        ``guidance_scale`` s ≠ 1: classifier-free guidance (guidance.py), both branches in one batched network
+        call ([x_t; x_t] with the condition and with the nulls); x̂_0 clipping applies to the guided prediction,
+        a learned variance comes from the conditional branch. With a self-conditioned network each call gets the
+        previous call's x̂_0 (Chen et al. 2022, "Analog Bits", §3): that history lives in this closure, so make a
+        new denoiser per sampling run.
         """
         clip = self.clip_denoised if clip_denoised is None else clip_denoised
+        batch = next((len(v) for v in condition.values() if isinstance(v, Tensor) and v.ndim), None)
+        bound = self.check_condition(condition, batch) if batch is not None else self.check_condition(condition, 0)
+        guided = self._check_guidance(guidance_scale, guidance_rescale)
         last_x0: list[Tensor | None] = [None]
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            pred = self.model_predictions(x_t, t, last_x0[0], clip_x_start=clip)
+            if batch is not None and x_t.shape[0] != batch:
+                raise ValueError(f"the denoiser's condition is for {batch} images, but x_t holds {x_t.shape[0]}")
+            if guided:
+                pred = self._guided(x_t, t, last_x0[0], bound, guidance_scale, guidance_rescale)
+            else:
+                pred = self._predict(x_t, t, last_x0[0], bound)
+            if clip:
+                pred = self._clipped(pred, x_t, t)
             if self.self_condition:
                 last_x0[0] = pred.x0
             return pred
 
         return denoise
 
+    def _guided(
+        self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None, condition: Condition, scale: float, rescale: float
+    ) -> Prediction:
+        """The classifier-free-guided Prediction: one network call on [x_t; x_t], conditional then null."""
+        batch = x_t.shape[0]
+        drop = torch.arange(2 * batch, device=x_t.device) >= batch  # (2B,): the second half takes the nulls
+        self_cond = None if x_self_cond is None else x_self_cond.repeat(2, 1, 1, 1)
+        both = self._predict(x_t.repeat(2, 1, 1, 1), t.repeat(2), self_cond, repeat_condition(condition, 2), drop)
+        var = both.var_interp
+        cond = Prediction(both.x0[:batch], both.eps[:batch], None if var is None else var[:batch])
+        uncond = Prediction(both.x0[batch:], both.eps[batch:], None if var is None else var[batch:])
+        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
+        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)
+
+    def _check_guidance(self, scale: float, rescale: float) -> bool:
+        """Whether guidance is on; ValueError when the model cannot be guided, a warning when its null branch was
+        never trained."""
+        if not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must be in [0, 1], got {rescale}")
+        if scale == 1.0:
+            return False
+        if not self.condition_spec.droppable:
+            raise ValueError(
+                f"classifier-free guidance needs a model with classes or a context (num_classes= or "
+                f"context_dim=); this one takes {self.condition_spec.describe()}"
+            )
+        if self.cond_drop_prob == 0.0:
+            warnings.warn(
+                "guidance_scale != 1 with a network built with cond_drop_prob=0: its null class/context "
+                "was never trained, so the unconditional branch is arbitrary",
+                UserWarning,
+                stacklevel=3,
+            )
+        return True
+
     # ----- training ---------------------------------------------------------------------------------------------
 
-    def p_losses(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+    def p_losses(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None, **condition: Any) -> Tensor:
         """Per-sample training loss (B,) at timesteps t (B,) for x_start (B, C, H, W) in [−1, 1].
 
         L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance, optionally min-SNR weighted;
-        plus λ·T·L_t^vlb for learned variances (Nichol & Dhariwal 2021, eq. 16).
+        plus λ·T·L_t^vlb for learned variances (Nichol & Dhariwal 2021, eq. 16). ``condition`` is what the network
+        takes; classes and contexts are replaced by their nulls at the rate cond_drop_prob (Ho & Salimans 2021).
         """
+        return self._losses(x_start, t, noise, self.check_condition(condition, x_start.shape[0]))
+
+    def _losses(self, x_start: Tensor, t: Tensor, noise: Tensor | None, condition: Condition) -> Tensor:
         noise = torch.randn_like(x_start) if noise is None else noise
         x_t = self.q_sample(x_start, t, noise)
+        drop = None
+        if condition and self.cond_drop_prob > 0:
+            drop = torch.rand(x_start.shape[0], device=x_start.device) < self.cond_drop_prob
         x_self_cond = None
         if self.self_condition and torch.rand(()) < 0.5:
             with torch.no_grad():
-                x_self_cond = self.model_predictions(x_t, t).x0.detach()
-        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond)
+                x_self_cond = self._predict(x_t, t, None, condition, drop).x0.detach()
+        out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond, condition, drop)
         loss = per_sample_loss(self.loss_type, out, target_for(self.objective, x_start, noise, alpha, sigma))
         if self.min_snr_loss_weight:
             loss = loss * min_snr_weight(self.snr.gather(0, t), self.objective, self.min_snr_gamma)
@@ -259,24 +376,28 @@ class GaussianDiffusion(nn.Module):
         model_log_var = reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_beta, step.log_variance, var_interp)
         return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 0)
 
-    def forward(self, batch: Batch) -> Tensor:
+    def forward(self, batch: Batch, **condition: Any) -> Tensor:
         """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε.
 
-        ``batch`` may also be what a Trainer collates from (image, label) pairs or dicts (batch.py): this model is
-        unconditional, so everything but the images is dropped, with a warning naming it.
+        ``condition``: what the network takes (``classes=``, ``context=``, ...). ``batch`` may also be what a
+        Trainer collates from (image, label) pairs or dicts (batch.py): the label is ``classes``, and a dict's
+        ``label``, ``context``, ``context_mask``, ``cond_image`` and ``cond_level`` entries are those conditions;
+        whatever the network does not take is dropped, with a warning naming it (once per model).
         """
         img, extras = split_batch(batch)
-        if extras and not self._warned_dropped:  # once per model, whatever the warning filters
+        from_batch, dropped = batch_condition(extras, self.condition_spec)
+        if dropped and not self._warned_dropped:
             self._warned_dropped = True
             warnings.warn(
-                f"this GaussianDiffusion takes no condition, so the batch's {describe_extras(extras)} "
-                "is dropped: only the images train the model",
+                f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's "
+                f"{describe_extras(dropped)} is dropped",
                 UserWarning,
                 stacklevel=2,
             )
         self._check_batch(img)
+        checked = self.check_condition({**from_batch, **condition}, img.shape[0])
         t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)
-        return self.p_losses(self.normalize(img), t).mean()
+        return self._losses(self.normalize(img), t, None, checked).mean()
 
     def _check_batch(self, img: Tensor) -> None:
         expected = (self.channels, *self.image_size)
@@ -298,6 +419,13 @@ class GaussianDiffusion(nn.Module):
         return_all_timesteps: bool = False,
         callback: Callback | None = None,
         spacing: str | None = None,
+        classes: Any = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cond_image: Tensor | None = None,
+        cond_level: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
         **options: Any,
     ) -> Tensor:
         """Generate images in [0, 1] (with auto_normalize off: in the data's range, clamped to [−1, 1] only when
@@ -313,6 +441,12 @@ class GaussianDiffusion(nn.Module):
             return_all_timesteps: also return the trajectory.
             callback: receives a StepRecord per step; its tensors are in the model's space ([−1, 1]).
             spacing: which timesteps to visit; None: timestep_spacing, or else the sampler's recommendation.
+            classes, context, context_mask, cond_image, cond_level: the condition a conditional network takes
+                (conditioning.py), for all B images: ``classes`` may be an int, a class name, a sequence of
+                either, or a (B,) tensor; a single label (or any entry with a batch of 1) is repeated B times.
+            guidance_scale: s of classifier-free guidance (guidance.py): 1 (default) samples the conditional model
+                as it is, 0 the unconditional one, s > 1 guides towards the condition.
+            guidance_rescale: φ in [0, 1] of Lin et al. 2024 (0: off).
             options: the sampler's own options (``SAMPLERS[name].options``; None means "not given"): ``eta`` for
                 'ddim' (default: ddim_sampling_eta), ``variance`` for 'ddpm' (default: variance_type). An
                 option the sampler does not take is a ValueError.
@@ -321,6 +455,17 @@ class GaussianDiffusion(nn.Module):
         """
         info = self._sampler(sampler)
         bound = info.bind(options, self.sampler_defaults())
+        given = {
+            "classes": classes,
+            "context": context,
+            "context_mask": context_mask,
+            "cond_image": cond_image,
+            "cond_level": cond_level,
+        }
+        if isinstance(classes, str) or (isinstance(classes, Sequence) and not isinstance(classes, Tensor)):
+            given["classes"] = class_indices(classes, self.class_names)
+        condition = broadcast_condition(given, batch_size)
+        denoiser = self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
         dtype = next(self.model.parameters()).dtype
@@ -339,9 +484,7 @@ class GaussianDiffusion(nn.Module):
         self.model.eval()
         try:
             with torch.inference_mode():
-                x_0 = info.fn(
-                    self.denoiser(), x_T, self.schedule, timesteps, generator=generator, callback=on_step, **bound
-                )
+                x_0 = info.fn(denoiser, x_T, self.schedule, timesteps, generator=generator, callback=on_step, **bound)
         finally:
             self.model.train(was_training)
         return self._output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
@@ -363,11 +506,12 @@ class GaussianDiffusion(nn.Module):
         """This model's defaults for sampler options: ``eta`` (ddim_sampling_eta), ``variance`` (variance_type)."""
         return {"eta": self.ddim_sampling_eta, "variance": self.variance_type}
 
-    def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None) -> Tensor:
+    def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None, **condition: Any) -> Tensor:
         """DDIM inversion: images (B, C, H, W) in [0, 1] -> the latent x_T (model space) from which
         ``sample(sampler='ddim', eta=0, steps=steps)``'s update reconstructs them (see samplers.invert_ddim).
 
-        Uses the network without x̂_0 clipping, so that the map stays smooth and invertible.
+        Uses the network without x̂_0 clipping, so that the map stays smooth and invertible; ``condition`` is the
+        network's (as for ``sample``).
         """
         self._check_batch(img)
         timesteps = spaced_timesteps(
@@ -376,7 +520,8 @@ class GaussianDiffusion(nn.Module):
             spacing or self.timestep_spacing or self._sampler("ddim").spacing,
         )
         with torch.inference_mode():
-            return invert_ddim(self.denoiser(clip_denoised=False), self.normalize(img), self.schedule, timesteps)
+            denoiser = self.denoiser(clip_denoised=False, **broadcast_condition(condition, img.shape[0]))
+            return invert_ddim(denoiser, self.normalize(img), self.schedule, timesteps)
 
 
 def _variance_type(variance_type: str | None, learned_variance: bool) -> VarianceType:

@@ -67,3 +67,29 @@ class LinearAttention(_SelfAttention2d):
         k = k.softmax(dim=-1)  # ρ_k: over the positions of each key feature
         context = k @ v.transpose(-1, -2)  # (B, heads, d, d): context[i, j] = Σ_n k[i, n] v[j, n]
         return self.merge_heads(x, context.transpose(-1, -2) @ q)  # (B, heads, d, N)
+
+
+class CrossAttention(nn.Module):
+    """Residual multi-head softmax attention from the pixels of a feature map to a sequence of context tokens
+    (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", §3.3, eq. 3):
+    Q from GroupNorm(x), K and V from LayerNorm(context); masked-out tokens get no weight.
+
+    (B, dim, H, W) with context (B, L, context_dim) and mask (B, L) bool (True: a real token) -> (B, dim, H, W).
+    """
+
+    def __init__(self, dim: int, context_dim: int, *, heads: int = 4, dim_head: int = 32, groups: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        hidden = heads * dim_head
+        self.norm = group_norm(groups, dim)
+        self.norm_context = nn.LayerNorm(context_dim)
+        self.to_q = nn.Conv2d(dim, hidden, 1, bias=False)
+        self.to_kv = nn.Linear(context_dim, 2 * hidden, bias=False)
+        self.to_out = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        q = self.to_q(self.norm(x)).flatten(2).unflatten(1, (self.heads, -1)).transpose(-1, -2)  # (B, h, N, d)
+        kv = self.to_kv(self.norm_context(context)).unflatten(-1, (2, self.heads, -1))  # (B, L, 2, h, d)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, h, N, d)
+        return x + self.to_out(out.transpose(-1, -2).flatten(1, 2).unflatten(-1, x.shape[-2:]))

@@ -24,9 +24,11 @@ from typing import Any, Sequence, cast
 import torch
 from torch import Tensor, nn
 
+from ..conditioning import ConditionSpec
 from ..registry import model_kind
-from .attention import Attention, LinearAttention
+from .attention import Attention, CrossAttention, LinearAttention
 from .blocks import Downsample, ResnetBlock, Upsample
+from .conditioning import ClassEmbedding, LevelEmbedding, NullContext
 from .embeddings import TimestepEmbedding
 
 
@@ -47,6 +49,16 @@ class Unet(nn.Module):
         full_attn: per level, whether it uses full softmax attention instead of linear attention
             (default: only the deepest level). The middle always uses full attention.
         dropout: dropout probability inside the ResNet blocks.
+        num_classes: K: take class labels in [0, K) (a learned embedding added to the time embedding, plus a
+            learned null class for classifier-free guidance); None: no labels.
+        cond_drop_prob: how often GaussianDiffusion replaces the classes and the context by their learned nulls
+            while training (Ho & Salimans 2021, §3.1: 0.1 and 0.2 worked best); 0 trains no unconditional branch.
+        context_dim: D: take a context sequence (B, L, D) (with an optional (B, L) bool mask) through
+            cross-attention (Rombach et al. 2022, §3.3), with a learned null context; None: no context.
+        cross_attn: per level, whether it attends to the context (default: the levels with full attention); the
+            middle always does when there is a context.
+        cond_image_channels: C': take an image (B, C', H, W) concatenated to the input; None: none.
+        cond_level: take a per-sample scalar (B,) such as a conditioning-augmentation noise level.
     """
 
     def __init__(
@@ -64,6 +76,12 @@ class Unet(nn.Module):
         attn_dim_head: int = 32,
         full_attn: Sequence[bool] | None = None,
         dropout: float = 0.0,
+        num_classes: int | None = None,
+        cond_drop_prob: float = 0.1,
+        context_dim: int | None = None,
+        cross_attn: Sequence[bool] | None = None,
+        cond_image_channels: int | None = None,
+        cond_level: bool = False,
     ) -> None:
         super().__init__()
         dim_mults = tuple(int(m) for m in dim_mults)
@@ -71,12 +89,17 @@ class Unet(nn.Module):
         out_dim = (2 * channels if learned_variance else channels) if out_dim is None else out_dim
         full_attn = (False,) * (len(dim_mults) - 1) + (True,) if full_attn is None else tuple(map(bool, full_attn))
         _check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, full_attn, dropout)
+        cross_attn = full_attn if cross_attn is None else tuple(map(bool, cross_attn))
+        self.condition_spec = ConditionSpec(num_classes, context_dim, cond_image_channels, bool(cond_level))
+        _check_conditions(self.condition_spec, cond_drop_prob, cross_attn, len(dim_mults))
+        self.cond_drop_prob = float(cond_drop_prob) if self.condition_spec.droppable else 0.0
         self.config: dict[str, Any] = {
             "dim": dim, "init_dim": init_dim, "out_dim": out_dim, "dim_mults": list(dim_mults),
             "channels": channels, "self_condition": self_condition, "learned_variance": learned_variance,
             "resnet_block_groups": resnet_block_groups, "attn_heads": attn_heads, "attn_dim_head": attn_dim_head,
             "full_attn": list(full_attn), "dropout": dropout,
         }  # fmt: skip
+        self.config.update(_condition_config(self.condition_spec, self.cond_drop_prob, cross_attn, full_attn))
         self.channels = channels
         self.out_dim = out_dim
         self.self_condition = self_condition
@@ -94,8 +117,25 @@ class Unet(nn.Module):
             kind = Attention if full else LinearAttention
             return kind(d, heads=attn_heads, dim_head=attn_dim_head, groups=resnet_block_groups)
 
-        self.init_conv = nn.Conv2d(channels * (2 if self_condition else 1), init_dim, 7, padding=3)
+        in_channels = channels * (2 if self_condition else 1) + (cond_image_channels or 0)
+        self.init_conv = nn.Conv2d(in_channels, init_dim, 7, padding=3)
         self.time_embedding = TimestepEmbedding(dim, time_dim)
+        self.class_embedding = ClassEmbedding(num_classes, time_dim) if num_classes is not None else None
+        self.level_embedding = LevelEmbedding(dim, time_dim) if cond_level else None
+        self.null_context = NullContext(context_dim) if context_dim is not None else None
+
+        def cross(d: int) -> CrossAttention:
+            assert context_dim is not None
+            return CrossAttention(d, context_dim, heads=attn_heads, dim_head=attn_dim_head, groups=resnet_block_groups)
+
+        has_context = context_dim is not None
+        self.down_cross = nn.ModuleDict(
+            {str(i): cross(dims[i]) for i in range(len(in_out)) if has_context and cross_attn[i]}
+        )
+        self.mid_cross = cross(dims[-1]) if has_context else None
+        self.up_cross = nn.ModuleDict(
+            {str(i): cross(dims[i + 1]) for i in range(len(in_out)) if has_context and cross_attn[i]}
+        )
 
         self.downs = nn.ModuleList()
         for level, ((d_in, d_out), full) in enumerate(zip(in_out, full_attn)):
@@ -121,42 +161,85 @@ class Unet(nn.Module):
         """Raise ValueError unless height and width are positive multiples of ``downsample_factor``."""
         check_image_size(height, width, self.downsample_factor, len(self.config["dim_mults"]))
 
-    def forward(self, x: Tensor, time: Tensor, x_self_cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        time: Tensor,
+        x_self_cond: Tensor | None = None,
+        *,
+        classes: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        cond_image: Tensor | None = None,
+        cond_level: Tensor | None = None,
+        drop: Tensor | None = None,
+    ) -> Tensor:
         """Run the U-Net.
 
         Args:
             x: (B, channels, H, W) float; H and W multiples of ``downsample_factor``.
             time: (B,) or scalar; int64 diffusion steps in [0, T) or float (continuous) times, embedded as floats.
             x_self_cond: (B, channels, H, W) previous estimate, only with ``self_condition`` (None: zeros).
+            classes, context, context_mask, cond_image, cond_level: the condition this Unet was built to take
+                (``condition_spec``; see conditioning.py): (B,) int64, (B, L, context_dim), (B, L) bool,
+                (B, cond_image_channels, H, W), (B,).
+            drop: (B,) bool: use the learned null class and null context for these samples.
 
         Returns:
             (B, out_dim, H, W).
         """
         time = self._check_inputs(x, time, x_self_cond)
+        given = {"classes": classes, "context": context, "cond_image": cond_image, "cond_level": cond_level}
+        missing = [name for name in self.condition_spec.required if given[name] is None]
+        unexpected = [
+            name for name, value in given.items() if value is not None and name not in self.condition_spec.required
+        ]
+        if missing or unexpected:
+            raise ValueError(
+                f"this Unet takes {self.condition_spec.describe()}; missing: {missing or 'none'}, "
+                f"not taken: {unexpected or 'none'}"
+            )
         if self.self_condition:
             x = torch.cat((x, torch.zeros_like(x) if x_self_cond is None else x_self_cond), dim=1)
+        if cond_image is not None:
+            x = torch.cat((x, cond_image.to(x.dtype)), dim=1)
         t_emb = self.time_embedding(time)  # (B, 4·dim)
+        if self.class_embedding is not None and classes is not None:
+            t_emb = t_emb + self.class_embedding(classes, drop)
+        if self.level_embedding is not None and cond_level is not None:
+            t_emb = t_emb + self.level_embedding(cond_level)
+        ctx = None if self.null_context is None or context is None else self.null_context(context, context_mask, drop)
         x = self.init_conv(x)
         r = x
         skips: list[Tensor] = []
-        for level in self.downs:
+        for i, level in enumerate(self.downs):
             block_1, block_2, attn, downsample = cast(nn.ModuleList, level)
             x = block_1(x, t_emb)
             skips.append(x)
-            x = attn(block_2(x, t_emb))
+            x = self._cross(self.down_cross, i, attn(block_2(x, t_emb)), ctx)
             skips.append(x)
             x = downsample(x)
 
-        x = self.mid_block_2(self.mid_attn(self.mid_block_1(x, t_emb)), t_emb)
+        x = self.mid_attn(self.mid_block_1(x, t_emb))
+        if self.mid_cross is not None and ctx is not None:
+            x = self.mid_cross(x, *ctx)
+        x = self.mid_block_2(x, t_emb)
 
-        for level in self.ups:
+        for j, level in enumerate(self.ups):
             block_1, block_2, attn, upsample = cast(nn.ModuleList, level)
             x = block_1(torch.cat((x, skips.pop()), dim=1), t_emb)
             x = block_2(torch.cat((x, skips.pop()), dim=1), t_emb)
-            x = upsample(attn(x))
+            x = upsample(self._cross(self.up_cross, len(self.ups) - 1 - j, attn(x), ctx))
 
         x = self.final_block(torch.cat((x, r), dim=1), t_emb)
         return self.final_conv(x)
+
+    @staticmethod
+    def _cross(layers: nn.ModuleDict, level: int, x: Tensor, ctx: tuple[Tensor, Tensor] | None) -> Tensor:
+        """x attended to the context at ``level`` when that level has cross-attention, else x."""
+        if ctx is None or str(level) not in layers:
+            return x
+        return layers[str(level)](x, *ctx)
 
     def _check_inputs(self, x: Tensor, time: Tensor, x_self_cond: Tensor | None) -> Tensor:
         """Validate the forward inputs; return ``time`` as a (B,) tensor on x's device."""
@@ -221,3 +304,39 @@ def _check_arguments(
             f"choose dim and init_dim as multiples of resnet_block_groups, "
             f"e.g. dim={max(groups, dim // groups * groups)}"
         )
+
+
+def _check_conditions(spec: ConditionSpec, cond_drop_prob: float, cross_attn: tuple[bool, ...], levels: int) -> None:
+    """Raise ValueError for condition arguments that cannot build a network."""
+    for name, value in (
+        ("num_classes", spec.num_classes),
+        ("context_dim", spec.context_dim),
+        ("cond_image_channels", spec.cond_image_channels),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if not 0.0 <= cond_drop_prob < 1.0:
+        raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+    if len(cross_attn) != levels:
+        raise ValueError(f"cross_attn needs one flag per level ({levels}), got {len(cross_attn)}")
+
+
+def _condition_config(
+    spec: ConditionSpec, cond_drop_prob: float, cross_attn: tuple[bool, ...], full_attn: tuple[bool, ...]
+) -> dict[str, Any]:
+    """The condition arguments for ``config``, only those that differ from an unconditional Unet, so that an
+    unconditional Unet's config (and its checkpoints) stay as they were."""
+    config: dict[str, Any] = {}
+    if spec.num_classes is not None:
+        config["num_classes"] = spec.num_classes
+    if spec.context_dim is not None:
+        config["context_dim"] = spec.context_dim
+        if cross_attn != full_attn:
+            config["cross_attn"] = list(cross_attn)
+    if spec.droppable:
+        config["cond_drop_prob"] = cond_drop_prob
+    if spec.cond_image_channels is not None:
+        config["cond_image_channels"] = spec.cond_image_channels
+    if spec.cond_level:
+        config["cond_level"] = True
+    return config
