@@ -239,18 +239,18 @@ def check_class_names(names: Any, spec: ConditionSpec) -> list[str] | None:
 
 
 def class_indices(classes: Any, class_names: list[str] | None) -> Any:
-    """Labels as given, with class names (a str, or strs in a sequence) replaced by their indices. Raises
-    ValueError listing the known names for a name that is not one of them."""
-    if isinstance(classes, Tensor) or classes is None:
-        return classes
-    single = isinstance(classes, (str, int))
-    items = [classes] if single else list(classes)
-    indices = []
-    for item in items:
-        if isinstance(item, str):
-            if class_names is None or item not in class_names:
-                known = ", ".join(map(repr, class_names)) if class_names else "none (the model has no class_names)"
-                raise ValueError(f"unknown class {item!r}; known classes: {known}")
-            item = class_names.index(item)
-        indices.append(int(item))
-    return indices[0] if single else torch.tensor(indices, dtype=torch.long)
+    """Labels as given, with class names (a str, or strs in a list or tuple) replaced by their indices; anything
+    else is returned as it is (check_condition judges it). Raises ValueError listing the known names for a name
+    that is not one of them."""
+    if isinstance(classes, str):
+        return _class_index(classes, class_names)
+    if isinstance(classes, (list, tuple)):
+        return torch.tensor([_class_index(c, class_names) if isinstance(c, str) else c for c in classes])
+    return classes
+
+
+def _class_index(name: str, class_names: list[str] | None) -> int:
+    if class_names is None or name not in class_names:
+        known = ", ".join(map(repr, class_names)) if class_names else "none (the model has no class_names)"
+        raise ValueError(f"unknown class {name!r}; known classes: {known}")
+    return class_names.index(name)

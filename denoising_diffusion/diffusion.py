@@ -462,8 +462,7 @@ class GaussianDiffusion(nn.Module):
             "cond_image": cond_image,
             "cond_level": cond_level,
         }
-        if isinstance(classes, str) or (isinstance(classes, Sequence) and not isinstance(classes, Tensor)):
-            given["classes"] = class_indices(classes, self.class_names)
+        given["classes"] = class_indices(classes, self.class_names)
         condition = broadcast_condition(given, batch_size)
         denoiser = self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
         spacing = spacing or self.timestep_spacing or info.spacing

@@ -55,6 +55,18 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     return source
 
 
+def check_dataset_classes(dataset: Any, num_classes: int | None) -> None:
+    """Raise ValueError when a labelled dataset (one with ``classes``) has another number of classes than a
+    class-conditional model's ``num_classes``."""
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and num_classes is not None and len(classes) != num_classes:
+        raise ValueError(
+            f"the dataset has {len(classes)} classes ({', '.join(map(str, list(classes)[:5]))}"
+            f"{', ...' if len(classes) > 5 else ''}) but the model was built with num_classes="
+            f"{num_classes}"
+        )
+
+
 def default_num_workers(dataset: Any) -> int:
     """0 for datasets already in memory (worker processes would only add start-up and copying), else
     min(4, CPU count - 1)."""

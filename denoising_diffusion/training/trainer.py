@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._utils import chunk_sizes
 from ..batch import Batch, map_images
 from ..checkpoint import make_checkpoint
+from ..conditioning import condition_spec_of
 from ..data import OnBadImage, SkippedImage, random_hflip
 from ..pipeline import load_weights, spec_of
 from ..viz import save_image_grid
@@ -48,9 +48,10 @@ from . import checkpoints
 from .compilation import compile_network
 from .distributed import broadcast_value, gather_values, make_accelerator, resolve_mixed_precision, use_cpu
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from .loader import DataStream, as_training_dataset, default_num_workers
+from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers
 from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
 from .optimizer import load_optimizer_state, make_adam
+from .preview import preview_condition, sample_in_chunks
 from .rng import capture_rng_state, restore_rng_state
 from .trainable import Previewable, check_trainable
 
@@ -101,7 +102,10 @@ class Trainer:
         ema_update_every, ema_decay: EMA update period (in optimizer steps) and decay β.
         adam_betas: Adam's (β1, β2).
         save_and_sample_every: steps between checkpoints and sample grids.
-        num_samples: images in each sample grid (0: no grids).
+        num_samples: images in each sample grid (0: no grids); a class-conditional model's grid has one class per
+            row (at most 10 rows) and num_samples // rows images per row.
+        sample_guidance_scale: the classifier-free guidance scale of those grids (1: the conditional model as it
+            is, which needs no trained null branch); logged with each grid.
         results_folder: where model-*.pt, sample-*.png and loss.csv go; created if missing.
         amp: mixed precision: ``mixed_precision_type`` on GPU, bf16 on CPU (fp16 autocast does not run there).
         mixed_precision_type: 'fp16' or 'bf16'.
@@ -141,6 +145,7 @@ class Trainer:
         adam_betas: tuple[float, float] = (0.9, 0.99),
         save_and_sample_every: int = 1000,
         num_samples: int = 25,
+        sample_guidance_scale: float = 1.0,
         results_folder: str | os.PathLike[str] = "./results",
         amp: bool = False,
         mixed_precision_type: str = "fp16",
@@ -163,6 +168,7 @@ class Trainer:
         self.train_num_steps = _check_int("train_num_steps", train_num_steps)
         self.save_and_sample_every = _check_int("save_and_sample_every", save_and_sample_every)
         self.num_samples = _check_int("num_samples", num_samples, minimum=0)
+        self.sample_guidance_scale = float(sample_guidance_scale)
         self.keep_last = _check_int("keep_last", keep_last, allow_none=True)
         self.keep_powers_of_two = bool(keep_powers_of_two)
         _check_options(train_lr, ema_decay, max_grad_norm, resume)
@@ -183,6 +189,7 @@ class Trainer:
         self.dataset = as_training_dataset(
             folder_or_dataset, self.trainable.channels, self.trainable.image_size, OnBadImage(on_bad_image)
         )
+        check_dataset_classes(self.dataset, condition_spec_of(self.trainable.model).num_classes)
         num_workers = (
             default_num_workers(self.dataset)
             if num_workers is None
@@ -429,9 +436,12 @@ class Trainer:
     # ----- samples ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, seed: int | None = None, return_all_timesteps: bool = False) -> Tensor:
+    def sample(
+        self, num_samples: int, *, seed: int | None = None, return_all_timesteps: bool = False, **condition: Any
+    ) -> Tensor:
         """``num_samples`` images from the EMA network (main process only) -> (N, C, H, W) in [0, 1], or the
         trajectories (N, S + 1, C, H, W) with ``return_all_timesteps``; drawn train_batch_size at a time.
+        ``condition``: what the model takes (``classes=``, ...) and ``guidance_scale=``, as for its ``sample``.
 
         Noise comes from its own generator (seed default: the data seed), so the training RNG is untouched.
         Raises RuntimeError off the main process and TypeError for a model that cannot sample.
@@ -443,23 +453,31 @@ class Trainer:
         device = self.accelerator.device
         ema_model = self.trainable.with_model(self.ema.ema_model).to(device)
         generator = torch.Generator(device=device).manual_seed(self.data_seed if seed is None else seed)
-        images = [
-            ema_model.sample(batch_size=n, generator=generator, return_all_timesteps=return_all_timesteps)
-            for n in chunk_sizes(num_samples, self.train_batch_size)
-        ]
-        return torch.cat(images).cpu()
+        return sample_in_chunks(
+            ema_model,
+            num_samples,
+            self.train_batch_size,
+            generator,
+            condition,
+            return_all_timesteps=return_all_timesteps,
+        )
 
     def save_samples(self, milestone: int) -> Path | None:
-        """Write results/sample-{milestone}.png, a grid of num_samples EMA samples (main process, models that can
-        sample; None otherwise)."""
+        """Write results/sample-{milestone}.png, a grid of EMA samples (main process, models that can sample; None
+        otherwise): num_samples images, or for a class-conditional model one class per row (preview.py), sampled
+        with ``sample_guidance_scale``."""
         if not self.accelerator.is_main_process or self.num_samples == 0:
             return None
         if not isinstance(self.trainable, Previewable):
             return None
-        images = self.sample(self.num_samples)
-        return save_image_grid(
-            images, self.results_folder / f"sample-{milestone}.png", nrow=math.ceil(math.sqrt(self.num_samples))
-        )
+        condition, count, per_row = preview_condition(self.trainable, self.dataset, self.num_samples)
+        if self.sample_guidance_scale != 1.0:
+            condition["guidance_scale"] = self.sample_guidance_scale
+        images = self.sample(count, **condition)
+        path = save_image_grid(images, self.results_folder / f"sample-{milestone}.png", nrow=per_row)
+        if "classes" in condition:
+            logger.info("%s: one class per row, guidance scale %g", path.name, self.sample_guidance_scale)
+        return path
 
     # ----- state and checkpoints --------------------------------------------------------------------------------
 
