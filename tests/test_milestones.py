@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,17 @@ def trained(images, tmp_path: Path) -> Path:
     return results
 
 
+def tensor_data_offset(path: Path) -> int:
+    """The file offset of a byte in the middle of the largest tensor's data (not in a header or its padding,
+    which no CRC covers): from the record's local header, whose name and extra fields precede the data."""
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.compress_size)
+    with open(path, "rb") as file:
+        file.seek(record.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", file.read(4))
+    return record.header_offset + 30 + name_length + extra_length + record.compress_size // 2
+
+
 def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncate":
@@ -40,7 +53,7 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(b"this is not a checkpoint")
     elif how == "bitflip":  # inside the tensor data: only the zip records' CRC-32 notices
         flipped = bytearray(data)
-        flipped[len(data) // 2] ^= 0x01
+        flipped[tensor_data_offset(path)] ^= 0x01
         path.write_bytes(bytes(flipped))
     elif how == "nan":
         checkpoint = load_checkpoint(path)
