@@ -308,10 +308,14 @@ class LabelledImageFolder(ImageFiles[tuple[Tensor, int]]):
 # The built-in dataset.
 
 
-def get_builtin_dataset(name: str, image_size: int | Sequence[int], channels: int = 3, **kwargs: int) -> Dataset:
-    """A built-in dataset by name (see BUILTIN_DATASETS); extra keyword arguments go to its constructor."""
+def get_builtin_dataset(
+    name: str, image_size: int | Sequence[int], channels: int = 3, *, labelled: bool = False, **kwargs: int
+) -> Dataset:
+    """A built-in dataset by name (see BUILTIN_DATASETS): items are images, or (image, label) pairs with
+    ``labelled=True`` (the dataset's ``classes`` name the labels). Extra keyword arguments go to its constructor
+    (for "shapes": num_images, seed)."""
     if name == "shapes":
-        return BuiltinShapes(image_size=image_size, channels=channels, **kwargs)
+        return BuiltinShapes(image_size=image_size, channels=channels, labelled=labelled, **kwargs)
     raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
 
 

@@ -1,6 +1,6 @@
 """The built-in dataset: shapes drawn from a seed, shipped with the package (data.py names it).
 
-Items are float32 tensors (C, H, W) with values in [0, 1], like every dataset of data.py.
+Items are float32 tensors (C, H, W) with values in [0, 1], like every dataset of data.py, or (image, label) pairs.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from torch.utils.data import Dataset
 from ._utils import normalize_image_size
 from .image_files import check_channels
 
-__all__ = ["BuiltinShapes"]
+__all__ = ["SHAPE_CLASSES", "BuiltinShapes"]
 
 # Saturated colours with distinct luminance, so the shapes stay distinguishable in grayscale too.
 _SHAPE_COLORS = ((0.90, 0.15, 0.15), (0.15, 0.70, 0.20), (0.15, 0.30, 0.90), (0.95, 0.85, 0.10))
+_COLOR_NAMES = ("red", "green", "blue", "yellow")
+_SHAPE_NAMES = ("disc", "square")
 _BACKGROUND = (0.95, 0.95, 0.95)
+SHAPE_CLASSES: tuple[str, ...] = tuple(f"{color} {shape}" for shape in _SHAPE_NAMES for color in _COLOR_NAMES)
+"""BuiltinShapes' 8 classes: label = 4 * shape + colour, shapes (disc, square), colours (red, green, blue, yellow)."""
 
 
 class BuiltinShapes(Dataset):
@@ -30,17 +34,32 @@ class BuiltinShapes(Dataset):
     ``torch.Generator().manual_seed(seed)``: the same arguments always give the same images. Edges are antialiased
     over one pixel.
 
+    Every image has a class, one of 8: its shape and its colour (``classes``: "red disc", "green disc", "blue disc",
+    "yellow disc", "red square", ..., "yellow square"; label = 4 * shape + colour). 8 rather than 2 (disc, square)
+    so that the class fixes everything but position and size: the samples of a class-conditional model then show
+    at a glance whether they follow their label, and classifier-free guidance has something to sharpen. The four
+    colours differ in luminance, so the classes stay distinct with ``channels=1``. ``labelled`` only chooses the
+    item's form: the images are the same either way.
+
     Args:
         num_images: dataset length.
         image_size: int or (H, W); at least 4 pixels each way.
         channels: 1 (luminance), 3 (RGB) or 4 (RGB plus an opaque alpha channel).
         seed: generator seed.
+        labelled: items are (image, label) pairs instead of images.
 
-    Items are float32 tensors (channels, H, W) in [0, 1]; all of them live in memory (``self.images``).
+    Items are float32 tensors (channels, H, W) in [0, 1], or (image, label int) with ``labelled=True``; all of them
+    live in memory (``self.images``, and ``self.labels``, (N,) int64, labelled or not). ``classes`` and
+    ``class_to_idx`` are named as in LabelledImageFolder (and torchvision).
     """
 
     def __init__(
-        self, num_images: int = 2048, image_size: int | Sequence[int] = 16, channels: int = 3, seed: int = 0
+        self,
+        num_images: int = 2048,
+        image_size: int | Sequence[int] = 16,
+        channels: int = 3,
+        seed: int = 0,
+        labelled: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(num_images, int) or num_images < 1:
@@ -51,18 +70,23 @@ class BuiltinShapes(Dataset):
             raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")
         self.channels = channels
         self.seed = seed
-        self.images = _render_shapes(num_images, self.image_size, channels, seed)  # (N, C, H, W)
+        self.labelled = bool(labelled)
+        self.classes = list(SHAPE_CLASSES)
+        self.class_to_idx = {name: label for label, name in enumerate(SHAPE_CLASSES)}
+        self.images, self.labels = _render_shapes(num_images, self.image_size, channels, seed)  # (N, C, H, W), (N,)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int) -> Tensor:
-        """Returns (C, H, W) float32 in [0, 1]."""
+    def __getitem__(self, index: int) -> Tensor | tuple[Tensor, int]:
+        """Returns (C, H, W) float32 in [0, 1], or (that, label) with ``labelled=True``."""
+        if self.labelled:
+            return self.images[index], int(self.labels[index])
         return self.images[index]
 
 
-def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> Tensor:
-    """Render n shape images -> (n, channels, H, W) in [0, 1]."""
+def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Render n shape images -> ((n, channels, H, W) in [0, 1], (n,) int64 labels 4 * shape + colour)."""
     height, width = size
     gen = torch.Generator().manual_seed(seed)
     short = min(height, width)
@@ -87,4 +111,4 @@ def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> T
         images = (images * luma).sum(dim=1, keepdim=True)
     elif channels == 4:
         images = torch.cat([images, torch.ones(n, 1, height, width)], dim=1)
-    return images.clamp_(0.0, 1.0).contiguous()
+    return images.clamp_(0.0, 1.0).contiguous(), kind * len(_SHAPE_COLORS) + color

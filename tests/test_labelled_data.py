@@ -1,7 +1,8 @@
-"""Labelled data: a folder with one sub-folder per class (LabelledImageFolder)."""
+"""Labelled data: a folder with one sub-folder per class (LabelledImageFolder), and the built-in shapes with labels."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ from torchvision.datasets import ImageFolder
 
 from denoising_diffusion.batch import collate_batch
 from denoising_diffusion.data import (
+    BuiltinShapes,
     ImageFolderDataset,
     LabelledImageFolder,
     UnreadableImageError,
+    get_builtin_dataset,
 )
 from denoising_diffusion.training.loader import (
     TrainingItems,
@@ -237,3 +240,85 @@ def test_training_batches_carry_labels_through_the_data_loader(class_folder: Pat
         (images, labels), _ = next(stream)
         assert images.shape == (6, 3, 8, 8) and labels.dtype == torch.int64
         assert [class_of_colour(image) for image in images] == [dataset.classes[t] for t in labels.tolist()]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The built-in shapes, labelled.
+
+# sha256 of BuiltinShapes(64, 16, channels=3, seed=0).images as float32 bytes, computed before labels existed: the
+# unlabelled images must never change (same seed, same images, every release).
+SHAPES_SHA256 = "31094a2b54ab3f3350bf3b1beca399305602c7b689143c02f5e7a73a27c3a3e5"
+
+
+def test_unlabelled_shapes_are_unchanged_bit_for_bit() -> None:
+    dataset = BuiltinShapes(64, 16, channels=3, seed=0)
+    assert hashlib.sha256(dataset.images.numpy().tobytes()).hexdigest() == SHAPES_SHA256
+    assert isinstance(dataset[0], torch.Tensor) and dataset[0].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_labelled_shapes_have_the_same_images_and_deterministic_labels(channels: int) -> None:
+    plain = BuiltinShapes(64, (12, 16), channels=channels, seed=5)
+    labelled = BuiltinShapes(64, (12, 16), channels=channels, seed=5, labelled=True)
+    assert torch.equal(plain.images, labelled.images)
+    assert torch.equal(labelled.labels, BuiltinShapes(64, (12, 16), channels, seed=5, labelled=True).labels)
+    assert not torch.equal(labelled.labels, BuiltinShapes(64, (12, 16), channels, seed=6, labelled=True).labels)
+    image, label = labelled[3]
+    assert torch.equal(image, plain[3]) and isinstance(label, int) and label == int(labelled.labels[3])
+    assert labelled.labels.dtype == torch.int64 and set(labelled.labels.tolist()) <= set(range(8))
+
+
+def test_shape_classes() -> None:
+    dataset = BuiltinShapes(8, 16, labelled=True)
+    assert dataset.classes == [
+        "red disc",
+        "green disc",
+        "blue disc",
+        "yellow disc",
+        "red square",
+        "green square",
+        "blue square",
+        "yellow square",
+    ]
+    assert dataset.class_to_idx["blue square"] == 6
+    dataset.classes.append("mutated")  # each dataset owns its lists
+    assert len(BuiltinShapes(8, 16).classes) == 8
+
+
+SHAPE_RGB = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.70, 0.20),
+    "blue": (0.15, 0.30, 0.90),
+    "yellow": (0.95, 0.85, 0.10),
+}
+
+
+def drawn_class(image: torch.Tensor) -> str:
+    """What an image shows, read from its pixels: the colour nearest to the shape's, and disc or square from how
+    much of the shape's bounding box it fills (pi/4 for a disc, 1 for a square)."""
+    background = torch.tensor([0.95, 0.95, 0.95]).view(3, 1, 1)
+    inside = (image - background).abs().sum(dim=0) > 0.3  # (H, W): well inside the shape
+    rows, cols = inside.any(dim=1).nonzero(), inside.any(dim=0).nonzero()
+    box = (int(rows[-1]) - int(rows[0]) + 1) * (int(cols[-1]) - int(cols[0]) + 1)
+    shape = "square" if inside.sum().item() / box > 0.9 else "disc"
+    mean = image[:, inside].mean(dim=1)
+    colour = min(SHAPE_RGB, key=lambda c: float((mean - torch.tensor(SHAPE_RGB[c])).abs().sum()))
+    return f"{colour} {shape}"
+
+
+def test_shape_labels_say_what_is_drawn() -> None:
+    dataset = get_builtin_dataset("shapes", 32, num_images=200, seed=11, labelled=True)
+    assert isinstance(dataset, BuiltinShapes)
+    item = dataset[0]
+    assert isinstance(item, tuple) and item[1] == int(dataset.labels[0])
+    shown = [drawn_class(dataset.images[i]) for i in range(len(dataset))]
+    assert shown == [dataset.classes[int(t)] for t in dataset.labels]
+    assert set(dataset.labels.tolist()) == set(range(8))  # every class occurs
+
+
+def test_labelled_shapes_collate_to_int64_labels() -> None:
+    dataset = BuiltinShapes(16, 16, labelled=True)
+    items = TrainingItems(dataset, data_seed=0)
+    (images, labels), skipped = collate_training_items([items[(i, i)] for i in range(16)])
+    assert images.shape == (16, 3, 16, 16) and labels.dtype == torch.int64 and skipped == []
+    assert torch.equal(labels, dataset.labels)
