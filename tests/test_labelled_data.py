@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
+from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
 from denoising_diffusion.batch import collate_batch
 from denoising_diffusion.data import (
@@ -240,6 +242,21 @@ def test_training_batches_carry_labels_through_the_data_loader(class_folder: Pat
         (images, labels), _ = next(stream)
         assert images.shape == (6, 3, 8, 8) and labels.dtype == torch.int64
         assert [class_of_colour(image) for image in images] == [dataset.classes[t] for t in labels.tolist()]
+
+
+@pytest.mark.filterwarnings("ignore:this GaussianDiffusion takes no condition")  # an unconditional model drops labels
+def test_the_trainer_trains_on_a_labelled_folder_and_counts_its_skipped_files(
+    class_folder: Path, tmp_path: Path, caplog
+) -> None:
+    (class_folder / "apple" / "9_broken.png").write_bytes(b"garbage")
+    dataset = LabelledImageFolder(class_folder, 8, on_bad_image="skip")
+    trainer = make_trainer(
+        tiny_diffusion(), dataset, tmp_path / "r", train_batch_size=5, train_num_steps=4, save_and_sample_every=4
+    )
+    with caplog.at_level(logging.WARNING):
+        trainer.train()  # 20 items: every file is read at least once
+    assert [Path(p).name for p in trainer.skipped_images] == ["9_broken.png"]
+    assert (tmp_path / "r" / "model-1.pt").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
