@@ -7,7 +7,7 @@ public boundary.
 
 from ._version import __version__
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
-from .data import BuiltinShapes, ImageFolderDataset, get_builtin_dataset
+from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
@@ -35,6 +35,7 @@ __all__ = [
     "CorruptCheckpointError",
     "GaussianDiffusion",
     "ImageFolderDataset",
+    "LabelledImageFolder",
     "NoiseSchedule",
     "Prediction",
     "SAMPLERS",

@@ -1,17 +1,22 @@
-"""Datasets: an image folder, a procedurally generated built-in dataset, and a resumable infinite batch sampler.
+"""Datasets: image folders (unlabelled, and labelled by sub-folder), the built-in datasets by name (shapes.py draws
+the shapes), and a resumable infinite batch sampler.
 
-Every dataset here returns float32 tensors of shape (C, H, W) with values in [0, 1] (DESIGN.md, Data);
-GaussianDiffusion maps them to [-1, 1] itself. Decoding one file (modes, bit depths, EXIF, bad files, huge files)
-is image_files.py's job; what a batch of items may be (images, (image, label) pairs, dicts) is batch.py's.
+Every dataset here returns float32 tensors of shape (C, H, W) with values in [0, 1] (DESIGN.md, Data), or
+(image, label) pairs when labelled; GaussianDiffusion maps images to [-1, 1] itself. Decoding one file (modes, bit
+depths, EXIF, bad files, huge files) is image_files.py's job; what a batch of items may be (images, (image, label)
+pairs, dicts) is batch.py's.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -20,17 +25,21 @@ from torch.utils.data import Dataset, Sampler
 from ._utils import normalize_image_size
 from .choices import Choice
 from .image_files import UnreadableImageError, check_channels, load_image
+from .shapes import BuiltinShapes
 
 __all__ = [
     "BUILTIN_DATASETS",
     "IMAGE_EXTENSIONS",
     "BuiltinShapes",
+    "ImageFiles",
     "ImageFolderDataset",
     "InfiniteBatchSampler",
+    "LabelledImageFolder",
     "OnBadImage",
     "SkippedImage",
     "UnreadableImageError",
     "get_builtin_dataset",
+    "list_class_folders",
     "list_image_files",
     "random_hflip",
 ]
@@ -65,7 +74,23 @@ def random_hflip(images: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The image folder.
+# Image folders, unlabelled and labelled.
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise ValueError(f"image folder {os.fspath(root)!r} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"image folder {os.fspath(root)!r} is not a directory")
+
+
+def _image_files(root: Path, wanted: set[str]) -> list[Path]:
+    """The files under ``root`` (recursively) with an extension in ``wanted``, sorted; possibly none."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in wanted and p.is_file())
+
+
+def _extensions(exts: Sequence[str]) -> set[str]:
+    return {e.lower().lstrip(".") for e in exts}
 
 
 def list_image_files(folder: str | os.PathLike[str], exts: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -74,19 +99,139 @@ def list_image_files(folder: str | os.PathLike[str], exts: Sequence[str] = IMAGE
     Raises ValueError naming the folder and the extensions when the folder is missing or holds no such file.
     """
     root = Path(folder)
-    wanted = {e.lower().lstrip(".") for e in exts}
-    listed = ", ".join(sorted(wanted))
-    if not root.exists():
-        raise ValueError(f"image folder {os.fspath(root)!r} does not exist")
-    if not root.is_dir():
-        raise ValueError(f"image folder {os.fspath(root)!r} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in wanted and p.is_file())
+    wanted = _extensions(exts)
+    _check_folder(root)
+    files = _image_files(root, wanted)
     if not files:
+        listed = ", ".join(sorted(wanted))
         raise ValueError(f"no images found in {os.fspath(root)!r} (searched recursively for extensions: {listed})")
     return files
 
 
-class ImageFolderDataset(Dataset):
+def list_class_folders(
+    folder: str | os.PathLike[str], exts: Sequence[str] = IMAGE_EXTENSIONS
+) -> tuple[list[str], list[list[Path]]]:
+    """A labelled folder's classes, the names of its immediate sub-folders sorted as strings (torchvision's
+    ImageFolder order), and each class's image files (recursively under its sub-folder, sorted).
+
+    Raises ValueError naming the folder when it is missing, has no sub-folders, holds image files directly (they
+    belong to no class), or has a sub-folder without images (named).
+    """
+    root = Path(folder)
+    wanted = _extensions(exts)
+    _check_folder(root)
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    loose = sorted(p for p in root.iterdir() if p.suffix.lower().lstrip(".") in wanted and p.is_file())
+    if not classes:
+        found = f"; it holds {len(loose)} image file(s) directly, for which use ImageFolderDataset" if loose else ""
+        raise ValueError(
+            f"labelled image folder {os.fspath(root)!r} has no sub-folders: it must hold one sub-folder of images "
+            f"per class ({os.fspath(root / '<class>')}/...){found}"
+        )
+    if loose:
+        raise ValueError(
+            f"labelled image folder {os.fspath(root)!r} holds {len(loose)} image file(s) directly (e.g. "
+            f"{loose[0].name!r}) that belong to no class: move them into a class sub-folder, or remove them"
+        )
+    files = [_image_files(root / name, wanted) for name in classes]
+    empty = [name for name, paths in zip(classes, files) if not paths]
+    if empty:
+        listed = ", ".join(sorted(wanted))
+        others = f" (and {len(empty) - 1} other class folder(s))" if len(empty) > 1 else ""
+        raise ValueError(
+            f"class folder {empty[0]!r} of labelled image folder {os.fspath(root)!r}{others} holds no images "
+            f"(searched recursively for extensions: {listed}); remove it or add images"
+        )
+    return classes, files
+
+
+ItemT = TypeVar("ItemT")
+
+
+class ImageFiles(Dataset, Generic[ItemT]):
+    """What the image-folder datasets share: their options, reading each file (image_files.py) and skipping
+    unreadable ones. Subclasses say which files there are, in *groups*, and what an item is.
+
+    An unreadable file is replaced, with on_bad_image='skip', by the next readable file **of its group** in order
+    (wrapping around within the group): the whole folder for ImageFolderDataset, one class for LabelledImageFolder,
+    so a replacement never changes what an item means (a label never points at another class's image).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        image_size: int | Sequence[int],
+        channels: int = 3,
+        augment_horizontal_flip: bool = False,
+        on_bad_image: str | OnBadImage = "error",
+        exts: Sequence[str] = IMAGE_EXTENSIONS,
+    ) -> None:
+        super().__init__()
+        check_channels(channels)
+        self.image_size = normalize_image_size(image_size)
+        self.channels = channels
+        self.augment_horizontal_flip = bool(augment_horizontal_flip)
+        self.on_bad_image = OnBadImage(on_bad_image)
+        self.folder = Path(folder)
+        groups = self._list_groups(exts)
+        self.paths: list[Path] = [path for _, paths in groups for path in paths]
+        self._group_names = [name for name, _ in groups]  # "under '<folder>'", "of class 'cat' ('<folder>/cat')"
+        self._group_starts = list(itertools.accumulate((len(paths) for _, paths in groups), initial=0))
+        self._bad: set[int] = set()  # indices already found unreadable (per process)
+
+    def _list_groups(self, exts: Sequence[str]) -> list[tuple[str, list[Path]]]:
+        """The files, as (where they are, for messages; the group's files in order) per group."""
+        raise NotImplementedError
+
+    def _item(self, index: int, image: Tensor) -> ItemT:
+        """Item ``index`` given its image (which may be a replacement from the same group)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> ItemT:
+        """Item ``index``; a file skipped on the way is named in one warning."""
+        item, skipped = self.load(index)
+        for s in skipped:
+            logger.warning("skipping unreadable image %s: %s", s.path, s.reason)
+        return item
+
+    def load(self, index: int) -> tuple[ItemT, list[SkippedImage]]:
+        """Item ``index`` and the files newly found unreadable while looking for it (not logged here).
+
+        Raises UnreadableImageError naming the file with on_bad_image='error', or when no file of the item's group
+        can be read; IndexError outside [-len, len).
+        """
+        n = len(self.paths)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for a dataset of {n} images")
+        index %= n
+        image, skipped = self._load_first_readable(index)
+        if self.augment_horizontal_flip:
+            image = random_hflip(image[None])[0]
+        return self._item(index, image), skipped
+
+    def _load_first_readable(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
+        group = bisect.bisect_right(self._group_starts, index) - 1
+        start, size = self._group_starts[group], self._group_starts[group + 1] - self._group_starts[group]
+        skipped: list[SkippedImage] = []
+        for offset in range(size):
+            candidate = start + (index - start + offset) % size
+            if candidate in self._bad:
+                continue
+            try:
+                return load_image(self.paths[candidate], self.image_size, self.channels), skipped
+            except UnreadableImageError as err:
+                if self.on_bad_image is OnBadImage.ERROR:
+                    hint = "to skip unreadable files: on_bad_image='skip', or --on-bad-image skip on the command line"
+                    raise UnreadableImageError(f"{err} ({hint})") from err
+                self._bad.add(candidate)
+                skipped.append(SkippedImage(os.fspath(self.paths[candidate]), err.reason))
+        raise UnreadableImageError(f"none of the {size} image files {self._group_names[group]} could be read")
+
+
+class ImageFolderDataset(ImageFiles[Tensor]):
     """Every image under a folder (recursively, sorted by path), as (C, H, W) float tensors in [0, 1].
 
     Each file is EXIF-rotated, converted to ``channels`` (see :func:`convert_to_channels`), resized so that it
@@ -106,147 +251,71 @@ class ImageFolderDataset(Dataset):
         augment_horizontal_flip: flip each item left-right with probability 1/2 (global torch RNG).
         on_bad_image: 'error' or 'skip'.
         exts: file extensions to include, without dots.
+
+    For class labels from sub-folders, see :class:`LabelledImageFolder`.
     """
 
-    def __init__(
-        self,
-        folder: str | os.PathLike[str],
-        image_size: int | Sequence[int],
-        channels: int = 3,
-        augment_horizontal_flip: bool = False,
-        on_bad_image: str | OnBadImage = "error",
-        exts: Sequence[str] = IMAGE_EXTENSIONS,
-    ) -> None:
-        super().__init__()
-        check_channels(channels)
-        self.image_size = normalize_image_size(image_size)
-        self.channels = channels
-        self.augment_horizontal_flip = bool(augment_horizontal_flip)
-        self.on_bad_image = OnBadImage(on_bad_image)
-        self.folder = Path(folder)
-        self.paths = list_image_files(folder, exts)
-        self._bad: set[int] = set()  # indices already found unreadable (per process)
+    def _list_groups(self, exts: Sequence[str]) -> list[tuple[str, list[Path]]]:
+        return [(f"under {os.fspath(self.folder)!r}", list_image_files(self.folder, exts))]
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Tensor:
-        """Returns (C, H, W) float32 in [0, 1]; a file skipped on the way is named in one warning."""
-        image, skipped = self.load(index)
-        for item in skipped:
-            logger.warning("skipping unreadable image %s: %s", item.path, item.reason)
+    def _item(self, index: int, image: Tensor) -> Tensor:
         return image
 
-    def load(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
-        """Item ``index`` and the files newly found unreadable while looking for it (not logged here).
 
-        Returns ((C, H, W) float32 in [0, 1], skipped files). Raises UnreadableImageError naming the file with
-        on_bad_image='error', or when no file of the folder can be read.
-        """
-        image, skipped = self._load_first_readable(index)
-        if self.augment_horizontal_flip:
-            image = random_hflip(image[None])[0]
-        return image, skipped
+class LabelledImageFolder(ImageFiles[tuple[Tensor, int]]):
+    """A folder with one sub-folder of images per class, as (image, label) items: torchvision's ImageFolder layout.
 
-    def _load_first_readable(self, index: int) -> tuple[Tensor, list[SkippedImage]]:
-        n = len(self.paths)
-        skipped: list[SkippedImage] = []
-        for offset in range(n):
-            candidate = (index + offset) % n
-            if candidate in self._bad:
-                continue
-            try:
-                return load_image(self.paths[candidate], self.image_size, self.channels), skipped
-            except UnreadableImageError as err:
-                if self.on_bad_image is OnBadImage.ERROR:
-                    hint = "to skip unreadable files: on_bad_image='skip', or --on-bad-image skip on the command line"
-                    raise UnreadableImageError(f"{err} ({hint})") from err
-                self._bad.add(candidate)
-                skipped.append(SkippedImage(os.fspath(self.paths[candidate]), err.reason))
-        raise UnreadableImageError(f"none of the {n} image files under {os.fspath(self.folder)!r} could be read")
+    ``folder/<class>/**/<image>``: the classes are the names of the immediate sub-folders, sorted as strings, and an
+    image's label is the index of its class in that order (torchvision's convention, so labels agree with an
+    ImageFolder of the same folder). Files nested deeper inside a class sub-folder belong to that class. Items
+    are ``(image, label)``: image (C, H, W) float32 in [0, 1], read exactly as :class:`ImageFolderDataset` reads it;
+    label a Python int (batched by the Trainer into a (B,) int64 tensor).
+
+    The order is deterministic: class by class in sorted order, each class's files sorted by path. With
+    ``on_bad_image='skip'`` an unreadable file is replaced by the next readable file **of the same class**
+    (wrapping around within the class), so a label always describes its image; a class none of whose files can be
+    read is an UnreadableImageError naming it. The same keyword options as ImageFolderDataset, the same
+    :meth:`load` protocol (the Trainer's), the same flip and decoding.
+
+    A single class is allowed (a class-conditional model with one class is legal, if not useful). Raises ValueError
+    naming the folder when it has no sub-folders, holds image files directly (they belong to no class; one is
+    named, and the count given), or has a sub-folder without images (named). Other files (notes, CSVs) are ignored.
+
+    Attributes:
+        classes: the class names, sorted; ``classes[label]`` is the name of a label.
+        class_to_idx: {class name: label}.
+        targets: the label of each file, in dataset order (``paths[i]`` has label ``targets[i]``).
+    """
+
+    classes: list[str]
+    class_to_idx: dict[str, int]
+    targets: list[int]
+
+    def _list_groups(self, exts: Sequence[str]) -> list[tuple[str, list[Path]]]:
+        self.classes, files = list_class_folders(self.folder, exts)
+        self.class_to_idx = {name: label for label, name in enumerate(self.classes)}
+        self.targets = [label for label, paths in enumerate(files) for _ in paths]
+        return [
+            (f"of class {name!r} ({os.fspath(self.folder / name)!r})", paths)
+            for name, paths in zip(self.classes, files)
+        ]
+
+    def _item(self, index: int, image: Tensor) -> tuple[Tensor, int]:
+        return image, self.targets[index]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The built-in dataset.
 
-# Saturated colours with distinct luminance, so the shapes stay distinguishable in grayscale too.
-_SHAPE_COLORS = ((0.90, 0.15, 0.15), (0.15, 0.70, 0.20), (0.15, 0.30, 0.90), (0.95, 0.85, 0.10))
-_BACKGROUND = (0.95, 0.95, 0.95)
 
-
-class BuiltinShapes(Dataset):
-    """One filled disc or square of one of four colours on a light-grey background, generated from a seed.
-
-    Why it exists: the command line's default job (``denoising-diffusion train`` without a folder) needs data that
-    ships with the package, needs no download, and is simple enough that a tiny Unet learns it in a few minutes on
-    a 2-core CPU, so that its samples visibly resemble the data. Shape kind, colour, centre and size are drawn from
-    ``torch.Generator().manual_seed(seed)``: the same arguments always give the same images. Edges are antialiased
-    over one pixel.
-
-    Args:
-        num_images: dataset length.
-        image_size: int or (H, W); at least 4 pixels each way.
-        channels: 1 (luminance), 3 (RGB) or 4 (RGB plus an opaque alpha channel).
-        seed: generator seed.
-
-    Items are float32 tensors (channels, H, W) in [0, 1]; all of them live in memory (``self.images``).
-    """
-
-    def __init__(
-        self, num_images: int = 2048, image_size: int | Sequence[int] = 16, channels: int = 3, seed: int = 0
-    ) -> None:
-        super().__init__()
-        if not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-        check_channels(channels)
-        self.image_size = normalize_image_size(image_size)
-        if min(self.image_size) < 4:
-            raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")
-        self.channels = channels
-        self.seed = seed
-        self.images = _render_shapes(num_images, self.image_size, channels, seed)  # (N, C, H, W)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> Tensor:
-        """Returns (C, H, W) float32 in [0, 1]."""
-        return self.images[index]
-
-
-def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> Tensor:
-    """Render n shape images -> (n, channels, H, W) in [0, 1]."""
-    height, width = size
-    gen = torch.Generator().manual_seed(seed)
-    short = min(height, width)
-    kind = torch.randint(0, 2, (n,), generator=gen)  # 0: disc, 1: square
-    color = torch.randint(0, len(_SHAPE_COLORS), (n,), generator=gen)
-    radius = short * (0.18 + 0.14 * torch.rand(n, generator=gen))  # half side for squares
-    cy = radius + (height - 2 * radius) * torch.rand(n, generator=gen)  # keep the shape inside the image
-    cx = radius + (width - 2 * radius) * torch.rand(n, generator=gen)
-    ys = torch.arange(height, dtype=torch.float32) + 0.5  # pixel centres
-    xs = torch.arange(width, dtype=torch.float32) + 0.5
-    dy = ys.view(1, height, 1) - cy.view(n, 1, 1)  # (n, H, 1)
-    dx = xs.view(1, 1, width) - cx.view(n, 1, 1)  # (n, 1, W)
-    disc_dist = torch.sqrt(dy**2 + dx**2)  # (n, H, W)
-    square_dist = torch.maximum(dy.abs(), dx.abs())  # Chebyshev distance: level sets are squares
-    dist = torch.where(kind.view(n, 1, 1) == 0, disc_dist, square_dist)
-    mask = (radius.view(n, 1, 1) - dist + 0.5).clamp(0.0, 1.0).unsqueeze(1)  # (n, 1, H, W), 1-pixel antialiasing
-    rgb = torch.tensor(_SHAPE_COLORS)[color].view(n, 3, 1, 1)
-    background = torch.tensor(_BACKGROUND).view(1, 3, 1, 1)
-    images = background * (1 - mask) + rgb * mask  # (n, 3, H, W)
-    if channels == 1:
-        luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        images = (images * luma).sum(dim=1, keepdim=True)
-    elif channels == 4:
-        images = torch.cat([images, torch.ones(n, 1, height, width)], dim=1)
-    return images.clamp_(0.0, 1.0).contiguous()
-
-
-def get_builtin_dataset(name: str, image_size: int | Sequence[int], channels: int = 3, **kwargs: int) -> Dataset:
-    """A built-in dataset by name (see BUILTIN_DATASETS); extra keyword arguments go to its constructor."""
+def get_builtin_dataset(
+    name: str, image_size: int | Sequence[int], channels: int = 3, *, labelled: bool = False, **kwargs: int
+) -> Dataset:
+    """A built-in dataset by name (see BUILTIN_DATASETS): items are images, or (image, label) pairs with
+    ``labelled=True`` (the dataset's ``classes`` name the labels). Extra keyword arguments go to its constructor
+    (for "shapes": num_images, seed)."""
     if name == "shapes":
-        return BuiltinShapes(image_size=image_size, channels=channels, **kwargs)
+        return BuiltinShapes(image_size=image_size, channels=channels, labelled=labelled, **kwargs)
     raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
 
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ..batch import ITEM_FORMS, Batch, collate_batch, split_batch
-from ..data import BuiltinShapes, ImageFolderDataset, InfiniteBatchSampler, OnBadImage, SkippedImage
+from ..data import BuiltinShapes, ImageFiles, ImageFolderDataset, InfiniteBatchSampler, OnBadImage, SkippedImage
 from .rng import item_seed, seeded_rngs
 
 Batches = Iterator[tuple[Batch, list[SkippedImage]]]
@@ -96,9 +96,10 @@ class PositionedBatches(Sampler[list[tuple[int, int]]]):
 class TrainingItems(Dataset):
     """A dataset's items as (item, files skipped on the way), each read under RNGs seeded by its position.
 
-    Indexed by (position, dataset index) pairs (see :class:`PositionedBatches`). For an ImageFolderDataset the
-    skipped files come from :meth:`ImageFolderDataset.load` and are not logged by the dataset; every other
-    dataset's items are taken as they are, with none skipped.
+    Indexed by (position, dataset index) pairs (see :class:`PositionedBatches`). For an image folder
+    (ImageFolderDataset, LabelledImageFolder: any :class:`~denoising_diffusion.data.ImageFiles`) the skipped files
+    come from its :meth:`load` and are not logged by the dataset; every other dataset's items are taken as they are,
+    with none skipped.
     """
 
     def __init__(self, dataset: Any, data_seed: int) -> None:
@@ -112,7 +113,7 @@ class TrainingItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, list[SkippedImage]]:
         position, index = key
         with seeded_rngs(item_seed(self.data_seed, position)):
-            if isinstance(self.dataset, ImageFolderDataset):
+            if isinstance(self.dataset, ImageFiles):
                 return self.dataset.load(index)
             return self.dataset[index], []
 
