@@ -365,8 +365,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diff-network-alpha-no-sqrt",
         D,
-        "alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)\n        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
-        "alpha = extract(self.alphas_cumprod, t, x_t.ndim)\n        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
+        "alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)\n"
+        "        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
+        "alpha = extract(self.alphas_cumprod, t, x_t.ndim)\n"
+        "        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
         "the network's α_t taken as ᾱ_t",
         DIFFUSION,
     ),
