@@ -251,6 +251,8 @@ def class_indices(classes: Any, class_names: list[str] | None) -> Any:
 
 def _class_index(name: str, class_names: list[str] | None) -> int:
     if class_names is None or name not in class_names:
-        known = ", ".join(map(repr, class_names)) if class_names else "none (the model has no class_names)"
+        known = (
+            ", ".join(map(repr, class_names)) if class_names else "none (the model has no class_names: ask by index)"
+        )
         raise ValueError(f"unknown class {name!r}; known classes: {known}")
     return class_names.index(name)

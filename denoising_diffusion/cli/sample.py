@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
-from .._utils import chunk_sizes
+from ..conditioning import class_indices
 from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS, SamplerName, sampler_options
 from ..schedules import Spacing
+from ..training.preview import preview_condition, sample_in_chunks
 from ..viz import save_denoising_gif, save_image_grid
 from .args import PROG, _add_threads_option, _values, device, non_negative_int, positive_int
 
@@ -49,6 +50,32 @@ def add_sample_parser(subparsers: Any) -> None:
         default=None,
         help="which timesteps to visit (default: the model's timestep_spacing, else the sampler's own)",
     )
+    cond = p.add_argument_group("conditioning and guidance")
+    cond.add_argument(
+        "--class",
+        dest="class_name",
+        action="append",
+        metavar="NAME",
+        help="sample this class, by name (repeat for several, cycled over --num); default for a class-conditional "
+        "model: one class per row",
+    )
+    cond.add_argument(
+        "--class-index",
+        type=non_negative_int,
+        action="append",
+        metavar="N",
+        help="sample class number N (so that a folder named '1' is never mistaken for an index); repeatable",
+    )
+    cond.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="classifier-free guidance scale: 1 the conditional model as it is (default), 0 unconditional, >1 guided",
+    )
+    cond.add_argument(
+        "--guidance-rescale", type=float, default=0.0, metavar="PHI", help="guidance rescale in [0, 1] (default: 0)"
+    )
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG grid (default: samples.png)")
     p.add_argument("--gif", action="store_true", help="also write the denoising GIF next to --out (same stem, .gif)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the noise (default: random)")
@@ -71,24 +98,32 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         generator.seed()
     options = {name: getattr(args, name) for name in sampler_options()}
-    chunks = [
-        diffusion.sample(
-            n,
-            sampler=args.sampler,
-            steps=args.steps,
-            spacing=args.spacing,
-            generator=generator,
-            return_all_timesteps=args.gif,
-            **options,
-        ).cpu()
-        for n in chunk_sizes(args.num, args.batch_size)
-    ]
-    result = torch.cat(chunks)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
-    images = result[:, -1] if args.gif else result
-    print(f"samples:    {save_image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.num)))}")
+    condition, count, per_row = sample_condition(diffusion, args)
+    generator_options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
+    result = sample_in_chunks(diffusion, count, args.batch_size, generator, condition,
+                              return_all_timesteps=args.gif, **generator_options, **options)  # fmt: skip
+    images = result[:, -1] if args.gif else result  # result: (N, C, H, W), or (N, S + 1, C, H, W) with --gif
+    print(f"samples:    {save_image_grid(images, args.out, nrow=per_row)}")
     if args.gif:
-        print(f"denoising:  {save_denoising_gif(result, args.out.with_suffix('.gif'))}")
+        print(f"denoising:  {save_denoising_gif(result, args.out.with_suffix('.gif'), nrow=per_row)}")
     return 0
+
+
+def sample_condition(diffusion: Any, args: argparse.Namespace) -> tuple[dict[str, Any], int, int]:
+    """(condition, images, images per grid row) from --class/--class-index/--guidance: the given classes cycled
+    over --num images; for a class-conditional model without them, one class per row (at most 10 rows)."""
+    names, indices = args.class_name or [], args.class_index or []
+    if names and indices:
+        raise ValueError("give classes by --class NAME or by --class-index N, not both")
+    guidance = {"guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale}
+    if names or indices:
+        given: list[Any] = names or indices
+        classes = class_indices([given[i % len(given)] for i in range(args.num)], diffusion.class_names)
+        return {"classes": classes, **guidance}, args.num, math.ceil(math.sqrt(args.num))
+    if diffusion.condition_spec.num_classes is None:
+        return guidance, args.num, math.ceil(math.sqrt(args.num))
+    condition, count, per_row = preview_condition(diffusion, [], args.num)
+    return {**condition, **guidance}, count, per_row
 
 
 def run_samplers(args: argparse.Namespace) -> int:

@@ -13,13 +13,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..data import OnBadImage, get_builtin_dataset
+from ..data import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..diffusion import GaussianDiffusion
 from ..losses import LossType
 from ..nn.unet import Unet
 from ..parameterization import Objective
 from ..schedules import BetaSchedule
 from ..training import Trainer
+from ..training.preview import preview_condition
 from ..viz import save_denoising_gif
 from .args import PROG, _add_threads_option, _values, dim_mults, non_negative_int, positive_int
 
@@ -222,6 +223,27 @@ def add_train_parser(subparsers: Any) -> None:
         default="denoising_diffusion",
         help="project name for --log-with trackers (default: denoising_diffusion)",
     )
+    cond = p.add_argument_group("class conditioning (saved in the checkpoint)")
+    cond.add_argument(
+        "--class-cond",
+        action="store_true",
+        help="class-conditional: labels from FOLDER's sub-folders (one per class), or the built-in shapes' 8 classes "
+        "(shape x colour); sample by class name afterwards",
+    )
+    cond.add_argument(
+        "--cond-drop-prob",
+        type=float,
+        default=0.1,
+        help="how often a label is replaced by the null class while training, which trains the unconditional "
+        "branch that classifier-free guidance needs (default: 0.1, Ho & Salimans 2021)",
+    )
+    cond.add_argument(
+        "--sample-guidance",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="classifier-free guidance scale of the sample grids and GIF (default: 1, the conditional model as it is)",
+    )
     train.add_argument(
         "--on-bad-image",
         choices=_values(OnBadImage),
@@ -245,11 +267,19 @@ def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
     return opts
 
 
-def build_diffusion(opts: TrainPreset) -> GaussianDiffusion:
-    """Unet + GaussianDiffusion from the resolved options (ValueError for options that cannot build a model)."""
-    unet = Unet(opts.dim, dim_mults=opts.dim_mults, channels=opts.channels)
+def build_diffusion(
+    opts: TrainPreset, class_names: list[str] | None = None, cond_drop_prob: float = 0.1
+) -> GaussianDiffusion:
+    """Unet + GaussianDiffusion from the resolved options (ValueError for options that cannot build a model);
+    class-conditional on ``class_names`` when given."""
+    num_classes = None if class_names is None else len(class_names)
+    unet = Unet(
+        opts.dim, dim_mults=opts.dim_mults, channels=opts.channels, num_classes=num_classes,
+        cond_drop_prob=cond_drop_prob,
+    )  # fmt: skip
     return GaussianDiffusion(
         unet,
+        class_names=class_names,
         image_size=opts.image_size,
         timesteps=opts.timesteps,
         sampling_timesteps=opts.sampling_timesteps,
@@ -284,23 +314,37 @@ def bad_steps(text: str) -> int | None:
 
 
 def write_training_gif(trainer: Trainer, num: int, seed: int | None, path: Path) -> Path:
-    """A denoising GIF of ``num`` samples from the trainer's EMA network (noise seeded by ``seed`` or the data seed)."""
-    return save_denoising_gif(trainer.sample(num, seed=seed, return_all_timesteps=True), path)
+    """A denoising GIF of ``num`` samples from the trainer's EMA network (noise seeded by ``seed`` or the data
+    seed); a class-conditional model's rows are its classes, as in the sample grids."""
+    condition, count, per_row = preview_condition(trainer.trainable, trainer.dataset, num)
+    if trainer.sample_guidance_scale != 1.0:
+        condition["guidance_scale"] = trainer.sample_guidance_scale
+    trajectory = trainer.sample(count, seed=seed, return_all_timesteps=True, **condition)
+    return save_denoising_gif(trajectory, path, nrow=per_row)
+
+
+def training_data(args: argparse.Namespace, opts: TrainPreset) -> Any:
+    """The folder (labelled by its sub-folders with --class-cond), or the built-in shapes; says which."""
+    if args.folder is not None:
+        print(f"training on the images in {args.folder}{' (a class per sub-folder)' if args.class_cond else ''}")
+        if not args.class_cond:
+            return args.folder
+        return LabelledImageFolder(args.folder, opts.image_size, channels=opts.channels, on_bad_image=args.on_bad_image)
+    print(
+        f"training on {BUILTIN_IMAGES} built-in {opts.image_size}x{opts.image_size} shape images "
+        f"({opts.steps} steps; pass a FOLDER to train on your own images)"
+    )
+    return get_builtin_dataset(
+        "shapes", opts.image_size, channels=opts.channels, labelled=args.class_cond, num_images=BUILTIN_IMAGES
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
     """The ``train`` subcommand: build, train, then report the files written."""
     opts = resolve_train_options(args)
-    if args.folder is not None:
-        data: Any = args.folder
-        print(f"training on the images in {args.folder}")
-    else:
-        data = get_builtin_dataset("shapes", opts.image_size, channels=opts.channels, num_images=BUILTIN_IMAGES)
-        print(
-            f"training on {BUILTIN_IMAGES} built-in {opts.image_size}x{opts.image_size} shape images "
-            f"({opts.steps} steps; pass a FOLDER to train on your own images)"
-        )
-    diffusion = build_diffusion(opts)
+    data = training_data(args, opts)
+    class_names = list(data.classes) if args.class_cond else None
+    diffusion = build_diffusion(opts, class_names, args.cond_drop_prob)
     trainer = Trainer(
         diffusion,
         data,
@@ -323,6 +367,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_bad_steps=args.max_bad_steps,
         log_with=args.log_with,
         tracker_project_name=args.tracker_project,
+        sample_guidance_scale=args.sample_guidance,
     )
     if trainer.step > 0:
         print(f"resumed at step {trainer.step} of {opts.steps}")

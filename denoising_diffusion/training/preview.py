@@ -32,6 +32,8 @@ def preview_condition(model: Any, dataset: Any, num_samples: int) -> tuple[dict[
         count = rows * per_row
         condition["classes"] = torch.arange(rows).repeat_interleave(per_row)
     others = [name for name in spec.required if name != "classes"]
+    if others and not len(dataset):
+        raise ValueError(f"the model takes {', '.join(others)}, which only a dataset can provide here")
     if others:
         extras = split_batch(collate_batch([dataset[i % len(dataset)] for i in range(count)]))[1]
         from_data = batch_condition(extras, spec)[0]
