@@ -10,6 +10,8 @@ a bug in guidance.py or a sampler, never a modelling error.
    sample (Lin et al. 2024, Alg. 2); guidance is the implicit classifier's gradient (Ho & Salimans 2021, §3.2).
 3. The guided probability-flow ODE of two Gaussians, in closed form (derivation below): the wrapper's ε̃, and the
    moments of the deterministic samplers' output.
+4. Contracts: every sampler runs with the guidance wrapper, whose closure holds the labels the sampler never sees.
+
 Derivation of 3 (per dimension; the data are isotropic, so every dimension follows the same scalar ODE). Take the
 conditional model p(x | y) = N(m_y, s_y²) and, as the "unconditional" one, p(x | ∅) = N(m_0, s_0²). On the path
 x_t = α x_0 + σ ε the exact noise prediction of N(m, s²) is ε̂ = σ (x_t − α m)/(α² s² + σ²); in the scaled variables
@@ -429,3 +431,71 @@ def test_guidance_above_one_narrows_and_pushes_past_the_conditional_mean() -> No
         assert float((three.std(0) / one.std(0)).max()) < 0.4, name
         assert along(three.mean(0))[0] - along(one.mean(0))[0] > 0.4, name
         assert along(three.mean(0))[1] < 0.03, name
+
+
+# ----- 4. contracts: every sampler with the guidance wrapper -----------------------------------------------------
+
+COSINE_100 = NoiseSchedule.from_name("cosine", 100)
+CONTRACT_SHAPE = (6, 2, 3, 4)
+CONTRACT_LABELS = torch.tensor([0, 1, 2, 1, 0, 2])
+NAMES = [name.value for name in SAMPLERS]
+
+
+def contract_options(name: str) -> dict:
+    """As tests/test_sampler_contracts.py: stochastic samplers draw noise (DDIM at η = 1)."""
+    return SAMPLERS[SamplerName(name)].bind({}, defaults={"eta": 1.0, "variance": "fixed_small"})
+
+
+def sample(name: str, denoiser, seed: int, dtype: torch.dtype = F64, steps: int = 10) -> torch.Tensor:
+    x_T = torch.randn(CONTRACT_SHAPE, generator=torch.Generator().manual_seed(100), dtype=dtype)
+    return SAMPLERS[SamplerName(name)].fn(
+        denoiser,
+        x_T,
+        COSINE_100,
+        spaced_timesteps(COSINE_100, steps, SAMPLERS[SamplerName(name)].spacing),
+        generator=torch.Generator().manual_seed(seed),
+        **contract_options(name),
+    )
+
+
+@pytest.mark.parametrize("rescale", [0.0, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sampler_runs_guided_with_labels_it_never_sees(name: str, dtype: torch.dtype, rescale: float) -> None:
+    """The labels live in the branches closure; the sampler calls the wrapper with (x_t, t) only, once per network
+    evaluation (info.nfe), and keeps shape and dtype; the same seed gives the same samples, and a stochastic sampler
+    uses its generator."""
+    calls: list[int] = []
+    inner = CLASSES.branches(COSINE_100, CONTRACT_LABELS)
+
+    def branches(x_t: torch.Tensor, t: torch.Tensor) -> tuple[Prediction, Prediction]:
+        assert x_t.shape == CONTRACT_SHAPE and x_t.dtype == dtype and t.shape == (len(x_t),) and t.dtype == torch.long
+        calls.append(int(t[0]))
+        return inner(x_t, t)
+
+    denoiser = classifier_free_guidance(branches, COSINE_100, 3.0, rescale)
+    out = sample(name, denoiser, 0, dtype)
+    assert out.shape == CONTRACT_SHAPE and out.dtype == dtype and bool(out.isfinite().all())
+    assert len(calls) == SAMPLERS[SamplerName(name)].nfe(10)
+    assert torch.equal(sample(name, denoiser, 0, dtype), out)
+    if SAMPLERS[SamplerName(name)].stochastic:
+        assert not torch.equal(sample(name, denoiser, 1, dtype), out), "a stochastic sampler must use its generator"
+    else:
+        assert torch.equal(sample(name, denoiser, 1, dtype), out), "a deterministic sampler must not draw noise"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_guided_sampling_at_scale_one_and_zero_is_the_bare_branch(name: str) -> None:
+    """Sampling through the wrapper at s = 1 gives the samples of the conditional denoiser (labels bound), at s = 0
+    those of the unconditional one, for the same seed, up to the round-off of forming ε̃ and x̂_0 again; and the
+    labels matter (other labels, other samples)."""
+    branches = CLASSES.branches(COSINE_100, CONTRACT_LABELS)
+    conditional, unconditional = (
+        CLASSES.denoiser(COSINE_100, CONTRACT_LABELS),
+        CLASSES.unconditional_denoiser(COSINE_100),
+    )
+    for scale, bare in ((1.0, conditional), (0.0, unconditional)):
+        guided = sample(name, classifier_free_guidance(branches, COSINE_100, scale), 0)
+        torch.testing.assert_close(guided, sample(name, bare, 0), rtol=1e-9, atol=1e-9)
+    other = sample(name, CLASSES.denoiser(COSINE_100, CONTRACT_LABELS.roll(1)), 0)
+    assert float((other - sample(name, conditional, 0)).abs().max()) > 1.0
