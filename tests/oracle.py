@@ -1,4 +1,5 @@
-"""The ideal denoiser of Gaussian-mixture data, in closed form (DESIGN.md, Tests: oracle samplers).
+"""The ideal denoisers of Gaussian-mixture data, in closed form (DESIGN.md, Tests: oracle samplers): unconditional
+(GaussianMixture) and class-conditional (ClassConditionalGaussians, for conditional sampling and guidance).
 
 Data x_0 ~ Σ_k w_k N(m_k, s_k² I) in D dims, stored as tensors of shape (N, D, 1, 1) so samplers see images.
 On the path x_t = α x_0 + σ ε: p(x_t) = Σ_k w_k N(α m_k, (α² s_k² + σ²) I), and the MMSE prediction is
@@ -53,3 +54,93 @@ class GaussianMixture:
     def assign(self, x: Tensor) -> Tensor:
         """Index of the nearest mode mean for each sample x (N, D, 1, 1)."""
         return torch.cdist(x[:, :, 0, 0].double(), self.means).argmin(1)
+
+
+class ClassConditionalGaussians:
+    """Labelled data for class-conditional sampling and guidance: class y ∈ {0, …, K−1} has probability w_y and
+    x_0 | y ~ N(m_y, s_y² I).
+
+    Works on images (N, C, H, W) with C = D: the class mean is the image whose channel c is m_y[c] at every pixel,
+    and every element is independent given y (data shaped (N, D, 1, 1), as GaussianMixture's, is the 2-D case).
+
+    * Conditional (one Gaussian, elementwise): E[x_0 | x_t, y] = m_y + α s_y² / (α² s_y² + σ²) (x_t − α m_y), hence
+      ε̂_y = (x_t − α x̂_0)/σ = σ (x_t − α m_y) / (α² s_y² + σ²).
+    * Unconditional (the mixture Σ_y w_y N(m_y, s_y² I)): E[x_0 | x_t] = Σ_y p(y | x_t) E[x_0 | x_t, y] with
+      log p(y | x_t) = log w_y + log N(x_t; α m_y, (α² s_y² + σ²) I) − log Σ (over all elements of the image).
+
+    Computed in float64 and returned in x_t's dtype. Denoisers are built for a NoiseSchedule's discrete indices.
+    """
+
+    def __init__(self, weights: list[float], means: list[list[float]], stds: list[float]) -> None:
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+        self.means = torch.tensor(means, dtype=torch.float64)  # (K, D)
+        self.stds = torch.tensor(stds, dtype=torch.float64)  # (K,)
+        self.dim = self.means.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.weights)
+
+    def labels(self, n: int, generator: torch.Generator) -> Tensor:
+        """n labels drawn from the class weights, (n,) int64."""
+        return torch.multinomial(self.weights, n, replacement=True, generator=generator)
+
+    def _class_images(self, labels: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(m_y, s_y) of each sample as tensors broadcastable to ``like`` (N, C, H, W), float64."""
+        mean = self.means[labels.cpu()].view(len(labels), self.dim, *([1] * (like.ndim - 2)))
+        std = self.stds[labels.cpu()].view(len(labels), *([1] * (like.ndim - 1)))
+        return mean.to(like.device), std.to(like.device)
+
+    def conditional_mean(self, x_t: Tensor, labels: Tensor, alpha: float, sigma: float) -> Tensor:
+        """E[x_0 | x_t, y] for each sample's label, x_t (N, C, H, W); float64."""
+        x = x_t.double()
+        m, s = self._class_images(labels, x)
+        return m + alpha * s**2 / (alpha**2 * s**2 + sigma**2) * (x - alpha * m)
+
+    def class_log_posterior(self, x_t: Tensor, alpha: float, sigma: float) -> Tensor:
+        """log p(y | x_t), (N, K), float64 (differentiable in x_t)."""
+        x = x_t.double()
+        elements = x[0].numel()
+        var = alpha**2 * self.stds**2 + sigma**2  # (K,)
+        means = self.means.view(1, self.num_classes, self.dim, *([1] * (x.ndim - 2))).to(x.device)
+        sq = ((x[:, None] - alpha * means) ** 2).flatten(2).sum(-1)  # (N, K)
+        log_joint = self.weights.log() - 0.5 * elements * torch.log(2 * math.pi * var) - 0.5 * sq / var
+        return torch.log_softmax(log_joint, dim=1)
+
+    def unconditional_mean(self, x_t: Tensor, alpha: float, sigma: float) -> Tensor:
+        """E[x_0 | x_t] = Σ_y p(y | x_t) E[x_0 | x_t, y], x_t (N, C, H, W); float64."""
+        r = self.class_log_posterior(x_t, alpha, sigma).exp()  # (N, K)
+        out = torch.zeros_like(x_t, dtype=torch.float64)
+        for y in range(self.num_classes):
+            labels = torch.full((len(x_t),), y, dtype=torch.long)
+            out = out + r[:, y].view(-1, *([1] * (x_t.ndim - 1))) * self.conditional_mean(x_t, labels, alpha, sigma)
+        return out
+
+    @staticmethod
+    def _prediction(x_t: Tensor, x0: Tensor, alpha: float, sigma: float) -> Prediction:
+        x0 = x0.to(x_t.dtype)
+        return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
+
+    def denoiser(self, schedule: NoiseSchedule, labels: Tensor):
+        """The exact conditional denoiser with ``labels`` (N,) bound: samplers see only (x_t, t)."""
+
+        def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            return self._prediction(x_t, self.conditional_mean(x_t, labels, alpha, sigma), alpha, sigma)
+
+        return denoise
+
+    def unconditional_denoiser(self, schedule: NoiseSchedule):
+        """The exact denoiser of the mixture (what a model trained with the label dropped learns)."""
+
+        def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            return self._prediction(x_t, self.unconditional_mean(x_t, alpha, sigma), alpha, sigma)
+
+        return denoise
+
+    def branches(self, schedule: NoiseSchedule, labels: Tensor):
+        """(x_t, t) -> (conditional, unconditional) Predictions, the labels held here: what
+        guidance.classifier_free_guidance takes."""
+        cond, uncond = self.denoiser(schedule, labels), self.unconditional_denoiser(schedule)
+        return lambda x_t, t: (cond(x_t, t), uncond(x_t, t))

@@ -75,12 +75,17 @@ SAMPLERS = (
     "tests/test_oracle_samplers.py",
 )
 HEUN_STEP = SAMPLERS + ("tests/test_likelihood.py",)  # samplers.common.heun_step also integrates the likelihood ODE
+GUIDANCE = ("tests/test_guidance.py",)
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
     for name in ("schedules", "variance", "parameterization", "losses", "diffusion", "likelihood")
 )
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
+G = "denoising_diffusion/guidance.py"
+CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
+STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
+X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma)"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # ----- schedules.py: the posterior, the path coefficients, the schedules, the spacings -----------------------
@@ -686,5 +691,86 @@ MUTATIONS: tuple[Mutation, ...] = (
         "denoiser(y[0], time_batch(y[0], s))",
         "Heun's corrector feeds x̃ to the denoiser instead of x = α x̃",
         SAMPLERS,
+    ),
+    # ----- guidance.py: classifier-free guidance and its rescale ----------------------------------------------------
+    Mutation(
+        "guid-swapped-branches",
+        G,
+        CFG,
+        "eps = eps_cond + scale * (eps_uncond - eps_cond)",
+        "classifier-free guidance with the conditional and unconditional branches swapped",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-one-plus-s",
+        G,
+        CFG,
+        "eps = eps_uncond + (1 + scale) * (eps_cond - eps_uncond)",
+        "guidance weight 1 + s (the (1 + w) ε_y − w ε_∅ convention mixed in) instead of s",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-var-from-uncond",
+        G,
+        "var_interp=cond.var_interp",
+        "var_interp=uncond.var_interp",
+        "the learned variance taken from the unconditional branch",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-rescale-uncond-std",
+        G,
+        "factor = eps_cond.std(dim=dims",
+        "factor = eps_uncond.std(dim=dims",
+        "guidance rescale towards the unconditional prediction's std instead of the conditional one's",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-rescale-batch-std",
+        G,
+        "dims = tuple(range(1, eps.ndim))",
+        "dims = tuple(range(0, eps.ndim))",
+        "guidance rescale with stds over the whole batch instead of per sample",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-rescale-inverted",
+        G,
+        STD_RATIO,
+        "factor = eps.std(dim=dims, keepdim=True) / eps_cond.std(dim=dims, keepdim=True)",
+        "guidance rescale factor std(ε̃)/std(ε_y), inverted",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-rescale-mix-swapped",
+        G,
+        "eps = eps * (rescale * factor + (1.0 - rescale))",
+        "eps = eps * ((1.0 - rescale) * factor + rescale)",
+        "guidance rescale mixes with φ and 1 − φ swapped",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-x0-conditional",
+        G,
+        X0_GUIDED,
+        "x0=cond.x0",
+        "the guided prediction keeps the conditional x̂_0 instead of recomputing it from ε̃",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-x0-combined",
+        G,
+        X0_GUIDED,
+        "x0=uncond.x0 + scale * (cond.x0 - uncond.x0)",
+        "x̂_0 combined like ε̂ (equal without rescale) instead of recomputed from the rescaled ε̃",
+        GUIDANCE,
+    ),
+    Mutation(
+        "guid-wrapper-time-index",
+        G,
+        "schedule.alpha_sigma(int(t[0]))",
+        "schedule.alpha_sigma(int(t[0]) - 1)",
+        "the guidance wrapper forms x̂_0 with (α, σ) of the next index t − 1",
+        GUIDANCE,
     ),
 )
