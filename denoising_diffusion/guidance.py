@@ -11,8 +11,9 @@ p(x_t): the guided score ∇ log p(x_t) + s ∇ log p(y | x_t) = (1 − s) ∇ l
 so s = 1 is the conditional model and s = 0 the unconditional one. With guidance rescale φ (Lin et al. 2024,
 "Common Diffusion Noise Schedules and Sample Steps are Flawed", §3.4, Alg. 2), the guided ε̃ is rescaled towards
 the conditional prediction's standard deviation, which large s inflates: ε̃ ← ε̃ (φ std(ε̂_y)/std(ε̃) + 1 − φ),
-std taken per sample over all its elements. (Lin et al. rescale the v-prediction of their v-model; like
-diffusers, this package rescales ε̂, whatever the objective.)
+std taken per sample over all its elements. Lin et al. rescale their v-model's output v, and diffusers rescales
+whatever the network outputs (ε for an ε-model, v for a v-model); this package always rescales ε̂, whatever the
+objective, so the same φ means the same thing for every objective (for an ε-model it is diffusers' operation).
 
 The combined x̂_0 is recomputed from ε̃, so clipping x̂_0 (GaussianDiffusion's clip_denoised) applies to the
 guided prediction; a learned variance comes from the conditional branch.
