@@ -354,3 +354,51 @@ def test_module_entry_point_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "ddpm" in done.stdout and "ddim" in done.stdout
+
+
+def test_class_conditional_train_and_sample_by_name_index_and_rows(tmp_path: Path, capsys) -> None:
+    """--class-cond labels the folder's sub-folders; sample asks by name (even a name like '1'), by index, or shows
+    one class per row; unknown names, out-of-range indices and mixing both are one-line errors."""
+    for name in ("red", "1", "blue"):
+        write_pngs(tmp_path / "images" / name, count=3)
+    results = tmp_path / "results"
+    common = [str(tmp_path / "images"), "--image-size", "8", *TINY, "--results", str(results), "--no-gif"]
+    assert main(["train", *common, "--class-cond", "--sample-guidance", "2"]) == 0
+    spec = load_checkpoint(results / "model-2.pt")["config"]
+    assert spec["class_names"] == ["1", "blue", "red"] and spec["model"]["num_classes"] == 3
+    assert spec["model"]["cond_drop_prob"] == 0.1
+    checkpoint = str(results / "model-2.pt")
+    for extra, size in [
+        (["--class", "1", "--class", "red", "--num", "4"], (2 + 2 * 10, 2 + 2 * 10)),
+        (["--class-index", "2", "--num", "3", "--guidance", "3"], (2 + 2 * 10, 2 + 2 * 10)),
+        (["--num", "6"], (2 + 2 * 10, 2 + 3 * 10)),
+    ]:  # 3 classes in rows of 6 // 3 = 2
+        out = tmp_path / "s.png"
+        assert main(["sample", checkpoint, *extra, "--steps", "2", "--out", str(out)]) == 0
+        with Image.open(out) as grid:
+            assert grid.size == size, extra
+    for extra, message in [
+        (["--class", "green"], "unknown class 'green'; known classes: '1', 'blue', 'red'"),
+        (["--class-index", "3"], r"class label 3 is outside [0, 3)"),
+        (["--class", "red", "--class-index", "0"], "not both"),
+    ]:
+        assert main(["sample", checkpoint, *extra, "--out", str(tmp_path / "x.png")]) == 2
+        assert message in error_line(capsys)
+    unconditional = tmp_path / "plain"
+    assert (
+        main(["train", *TINY, "--results", str(unconditional), "--steps", "1", "--no-gif", "--num-samples", "0"]) == 0
+    )
+    assert (
+        main(["sample", str(unconditional / "model-1.pt"), "--class-index", "0", "--out", str(tmp_path / "y.png")]) == 2
+    )
+    assert "takes no condition, so it cannot be given 'classes'" in error_line(capsys)
+
+
+def test_class_conditional_demo_on_the_built_in_shapes(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    assert main(["train", *TINY, "--class-cond", "--results", str(results), "--steps", "2", "--gif"]) == 0
+    spec = load_checkpoint(results / "model-1.pt")["config"]
+    assert spec["model"]["num_classes"] == 8 and spec["class_names"][:2] == ["red disc", "green disc"]
+    with Image.open(results / "sample-1.png") as grid:  # 8 classes, one per row, num_samples 4 // 8 -> 1 column
+        assert grid.size == (2 + 1 * 18, 2 + 8 * 18)
+    assert (results / "denoising.gif").exists()
