@@ -7,9 +7,11 @@ public boundary.
 
 from ._version import __version__
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from .conditioning import ConditionSpec
 from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
+from .guidance import classifier_free_guidance, guided_prediction
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import Unet
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
@@ -31,6 +33,7 @@ from .viz import save_denoising_gif, save_image_grid
 
 __all__ = [
     "BuiltinShapes",
+    "ConditionSpec",
     "CheckpointError",
     "CorruptCheckpointError",
     "GaussianDiffusion",
@@ -47,7 +50,9 @@ __all__ = [
     "__version__",
     "bits_per_dim",
     "build",
+    "classifier_free_guidance",
     "get_builtin_dataset",
+    "guided_prediction",
     "invert_ddim",
     "load_checkpoint",
     "load_pipeline",
