@@ -284,17 +284,25 @@ class GaussianDiffusion(nn.Module):
         """
         clip = self.clip_denoised if clip_denoised is None else clip_denoised
         batch = next((len(v) for v in condition.values() if isinstance(v, Tensor) and v.ndim), None)
-        bound = self.check_condition(condition, batch) if batch is not None else self.check_condition(condition, 0)
+        # Checked now, so errors come before sampling; a condition of scalars (classes=3) is repeated to each call's
+        # batch once it is known.
+        checked = {batch or 1: self.check_condition(broadcast_condition(condition, batch or 1), batch or 1)}
         guided = self._check_guidance(guidance_scale, guidance_rescale)
         last_x0: list[Tensor | None] = [None]
 
+        def bound(size: int) -> Condition:
+            if batch is not None and size != batch:
+                raise ValueError(f"the denoiser's condition is for {batch} images, but x_t holds {size}")
+            if size not in checked:
+                checked[size] = self.check_condition(broadcast_condition(condition, size), size)
+            return checked[size]
+
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            if batch is not None and x_t.shape[0] != batch:
-                raise ValueError(f"the denoiser's condition is for {batch} images, but x_t holds {x_t.shape[0]}")
+            cond = bound(x_t.shape[0])
             if guided:
-                pred = self._guided(x_t, t, last_x0[0], bound, guidance_scale, guidance_rescale)
+                pred = self._guided(x_t, t, last_x0[0], cond, guidance_scale, guidance_rescale)
             else:
-                pred = self._predict(x_t, t, last_x0[0], bound)
+                pred = self._predict(x_t, t, last_x0[0], cond)
             if clip:
                 pred = self._clipped(pred, x_t, t)
             if self.self_condition:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -70,14 +70,15 @@ def vlb_terms(
     return VLBResult(total=stacked.sum(1) + prior, terms=stacked, prior=prior)
 
 
-def bits_per_dim(diffusion, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+def bits_per_dim(diffusion, images: Tensor, *, generator: torch.Generator | None = None, **condition: Any) -> Tensor:
     """The variational bound of a GaussianDiffusion on 8-bit images (B, C, H, W) in [0, 1], in bits/dim, (B,).
 
-    Uses the diffusion's variance type and x̂_0 clipping, and the discretized decoder.
+    Uses the diffusion's variance type and x̂_0 clipping, and the discretized decoder; ``condition`` is a conditional
+    model's (``classes=`` ...: the bound of p(x | y)).
     """
     with torch.inference_mode():
         return vlb_terms(
-            diffusion.denoiser(),
+            diffusion.denoiser(**condition),
             diffusion.schedule,
             diffusion.normalize(images),
             variance=diffusion.variance_type,
@@ -175,12 +176,13 @@ def ode_bits_per_dim(
     exact_trace: bool | None = None,
     num_probes: int = 1,
     generator: torch.Generator | None = None,
+    **condition: Any,
 ) -> Tensor:
     """The probability-flow ODE's negative log-likelihood of images (B, C, H, W) in [0, 1], as bits/dim of 8-bit
-    data, (B,). See :func:`ode_log_likelihood`."""
+    data, (B,); ``condition`` as for :func:`bits_per_dim`. See :func:`ode_log_likelihood`."""
     x = diffusion.normalize(images)
     log_p = ode_log_likelihood(
-        diffusion.denoiser(clip_denoised=False),
+        diffusion.denoiser(clip_denoised=False, **condition),
         diffusion.schedule,
         x,
         steps=steps,

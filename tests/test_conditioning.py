@@ -262,3 +262,17 @@ def test_a_class_conditional_model_trains_previews_classes_in_rows_and_samples_b
         dataset = TensorDataset(images, labels)
         dataset.classes = ["ant", "bee", "cat"]  # as a labelled folder has
         make_trainer(GaussianDiffusion(unet(num_classes=5), image_size=8, timesteps=10), dataset, tmp_path / "x")
+
+
+def test_likelihoods_of_a_conditional_model_take_the_condition() -> None:
+    from denoising_diffusion.likelihood import bits_per_dim, ode_bits_per_dim
+
+    d = GaussianDiffusion(unet(num_classes=3), image_size=8, timesteps=10)
+    x = torch.rand(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    a = bits_per_dim(d, x, classes=torch.tensor([0, 0]), generator=g)
+    b = bits_per_dim(d, x, classes=torch.tensor([2, 2]), generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2,) and (a - b).abs().min() > 0  # the bound of p(x | y) depends on y
+    assert ode_bits_per_dim(d, x, steps=3, classes=1).shape == (2,)
+    with pytest.raises(ValueError, match="pass classes="):
+        bits_per_dim(d, x)

@@ -468,8 +468,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diff-self-cond-dropped",
         D,
-        "pred = self._predict(x_t, t, last_x0[0], bound)",
-        "pred = self._predict(x_t, t, None, bound)",
+        "pred = self._predict(x_t, t, last_x0[0], cond)",
+        "pred = self._predict(x_t, t, None, cond)",
         "sampling never feeds the previous x̂_0 to a self-conditioned network",
         DIFFUSION,
     ),
