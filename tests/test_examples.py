@@ -98,6 +98,16 @@ def test_quickstart_holds_the_tutorial_snippet_verbatim() -> None:
     assert_lines_in_order(source_lines("tutorial_quickstart"), TUTORIAL_SNIPPET.splitlines())
 
 
+def test_the_readme_quotes_the_tutorial_verbatim() -> None:
+    """A formatter once rewrote the README's code blocks (``dim = 64`` -> ``dim=64``): the quote must stay exact."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert TUTORIAL_SNIPPET in readme
+    assert (
+        "model = Unet(dim = 64, dim_mults = (1, 2, 4, 8))\ndiffusion = GaussianDiffusion(model, image_size = 128, "
+        "timesteps = 1000, sampling_timesteps = 250, loss_type = 'l1')" in readme
+    )
+
+
 def test_quickstart_smoke(tmp_path: Path) -> None:
     out = tmp_path / "out"
     path = load_example("tutorial_quickstart").main(["--smoke", "--out", str(out)])
