@@ -18,7 +18,7 @@ Needs scikit-learn (the ``test`` and ``bench`` extras) for its bundled 8x8 digit
 4. for each model, each scale s and each sample draw: ``per_class`` (50) images of each of the 10 classes (500),
    DPM-Solver++(2M) at 25 steps (guided steps cost two network evaluations, batched), guidance rescale φ = 0. A
    draw's sample seed is the same at every scale (same x_T, same labels), so differences between scales of one
-   model and draw are paired;
+   model and draw are paired; each model and draw has its own sample seed (``sample_seed``);
 5. scores of each sample set: (a) the accuracy of the real-data classifier on the generated images against the
    labels they were asked for; (b) the Frechet distance of all 500 generated images to the 500 held-out images in
    the classifier's feature space. Floors for the same N: 500 random training images (``real_floor``), and 500
@@ -180,13 +180,22 @@ def sample_labels(per_class: int) -> Tensor:
     return torch.arange(NUM_CLASSES).repeat(per_class)
 
 
+def sample_seed(seed: int, draw: int) -> int:
+    """The sample seed of draw ``draw`` of the model of training seed ``seed``: the same at every scale (paired
+    scales), different for every (model, draw). Models must not share x_T: deterministic samplers map one x_T to
+    similar images under similar models, so shared noise would be common to all seeds and missing from their
+    spread (the first run did share it; benchmarks/README.md)."""
+    return int.from_bytes(hashlib.sha1(f"sample {seed} {draw}".encode()).digest()[:7], "big")
+
+
 def generate(
-    diffusion: GaussianDiffusion, cfg: GuidanceConfig, scale: float, draw: int, chunk: int = 250
+    diffusion: GaussianDiffusion, cfg: GuidanceConfig, scale: float, seed: int, draw: int, chunk: int = 250
 ) -> tuple[Tensor, Tensor]:
-    """(images (N, 1, 8, 8) in [0, 1], their labels (N,)) at guidance ``scale``; the noise comes from one generator
-    seeded by ``draw`` alone, so every scale starts from the same x_T."""
+    """(images (N, 1, 8, 8) in [0, 1], their labels (N,)) at guidance ``scale`` from the model of training seed
+    ``seed``; the noise comes from one generator seeded by ``sample_seed(seed, draw)``, so every scale starts from
+    the same x_T."""
     labels = sample_labels(cfg.per_class)
-    generator = torch.Generator().manual_seed(1000 + draw)
+    generator = torch.Generator().manual_seed(sample_seed(seed, draw))
     parts = [
         diffusion.sample(
             len(labels[i : i + chunk]),
@@ -210,7 +219,7 @@ def run_seed(
     torch.set_num_threads(threads)  # a pool worker starts with torch's default
     diffusion, train_seconds = trained_model(cfg, seed, images, labels, cache)
     start = time.perf_counter()
-    samples = {(s, d): generate(diffusion, cfg, s, d) for d in range(cfg.sample_draws) for s in cfg.scales}
+    samples = {(s, d): generate(diffusion, cfg, s, seed, d) for d in range(cfg.sample_draws) for s in cfg.scales}
     return {
         "seed": seed,
         "train_seconds": train_seconds,
@@ -416,12 +425,13 @@ def report(result: dict[str, Any], setup: dict[str, Any], cfg: GuidanceConfig) -
         f"subsets {floor.mean:.2f} ± {floor.sd:.2f}, class-balanced {balanced.mean:.2f} ± {balanced.sd:.2f} "
         f"(mean ± sd over {FLOOR_DRAWS} subsets)"
     )
-    print("\nper seed (mean over draws): accuracy / Frechet distance\n")
-    print("| seed | " + " | ".join(f"s = {s:g}" for s in cfg.scales) + " |")
-    print("| ---: |" + " ---: |" * len(cfg.scales))
+    print("\nevery sample set: accuracy / Frechet distance\n")
+    print("| seed | draw | " + " | ".join(f"s = {s:g}" for s in cfg.scales) + " |")
+    print("| ---: | ---: |" + " ---: |" * len(cfg.scales))
     for k in sorted(cfg.seeds):
-        cells = [f"{result['per_seed'][k, s][0]:.3f} / {result['per_seed'][k, s][1]:.2f}" for s in cfg.scales]
-        print(f"| {k} | " + " | ".join(cells) + " |")
+        for d in range(cfg.sample_draws):
+            cells = [f"{result['cells'][k, s, d][0]:.3f} / {result['cells'][k, s, d][1]:.2f}" for s in cfg.scales]
+            print(f"| {k} | {d} | " + " | ".join(cells) + " |")
     print("\nper-class accuracy (mean over seeds and draws)\n")
     print("| scale | " + " | ".join(str(c) for c in range(NUM_CLASSES)) + " |")
     print("| ---: |" + " ---: |" * NUM_CLASSES)

@@ -19,6 +19,11 @@ def test_sample_labels_are_balanced_in_every_chunk() -> None:
     assert all(torch.bincount(labels[i : i + 250]).tolist() == [25] * 10 for i in (0, 250))
 
 
+def test_sample_seeds_differ_between_models_and_draws() -> None:
+    seeds = {bench.sample_seed(k, d) for k in range(5) for d in range(5)}
+    assert len(seeds) == 25 and bench.sample_seed(1, 0) == bench.sample_seed(1, 0)
+
+
 def test_scale_verdict_is_judged_at_two_standard_errors_of_paired_differences() -> None:
     # accuracy 0.97 ± 0.01 (se 0.01/√3), distances 20 at the reference: D = 25 − 30 = −5, no spread
     met = bench.scale_verdict([0.96, 0.97, 0.98], [25.0, 25.0, 25.0], [20.0, 20.0, 20.0])
