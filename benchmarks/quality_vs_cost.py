@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -138,14 +138,27 @@ def _lr_factor(step: int, total: int, warmup: int = 100) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
-def train_diffusion(diffusion: GaussianDiffusion, images: Tensor, cfg: BenchConfig) -> nn.Module:
+class TrainingConfig(Protocol):
+    """The fields :func:`train_diffusion` reads (BenchConfig here, guidance_scale.GuidanceConfig there)."""
+
+    train_steps: int
+    batch_size: int
+    lr: float
+    ema_decay: float
+
+
+def train_diffusion(
+    diffusion: GaussianDiffusion, images: Tensor, cfg: TrainingConfig, labels: Tensor | None = None
+) -> nn.Module:
     """Adam on the diffusion loss (batches drawn with replacement); returns the EMA copy of the network. Its noise
-    comes from the global RNG, which :func:`trained_diffusion` seeds."""
+    comes from the global RNG, which :func:`trained_diffusion` seeds. With ``labels`` (N,), each batch trains with
+    its images' labels as ``classes`` (a class-conditional network; the same batches as without)."""
     ema = copy.deepcopy(diffusion.model).eval().requires_grad_(False)
     opt = torch.optim.Adam(diffusion.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.train_steps))
     for step in range(cfg.train_steps):
-        loss = diffusion(images[torch.randint(0, len(images), (cfg.batch_size,))])
+        idx = torch.randint(0, len(images), (cfg.batch_size,))
+        loss = diffusion(images[idx]) if labels is None else diffusion(images[idx], classes=labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(diffusion.parameters(), 1.0)
