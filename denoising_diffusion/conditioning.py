@@ -188,6 +188,8 @@ def broadcast_condition(condition: Mapping[str, Any], batch_size: int) -> dict[s
     for name, value in condition.items():
         if value is None:
             continue
+        if not isinstance(value, (Tensor, int, float, str)):  # NumPy arrays, lists of numbers
+            value = torch.as_tensor(value)
         if name == "classes" and isinstance(value, int) and not isinstance(value, bool):
             value = torch.full((batch_size,), value, dtype=torch.long)
         elif isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == 1 and batch_size != 1:

@@ -7,6 +7,7 @@ schedules.py. Images enter and leave the public API in [0, 1]; inside, data live
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -132,7 +133,6 @@ class GaussianDiffusion(nn.Module):
         self.auto_normalize = bool(auto_normalize)
         self.vlb_weight = float(vlb_weight)
         self.condition_spec = condition_spec_of(model)
-        self.cond_drop_prob = float(getattr(model, "cond_drop_prob", 0.0)) if self.condition_spec.droppable else 0.0
         self.class_names = check_class_names(class_names, self.condition_spec)
         self._warned_dropped = False  # forward() names dropped batch entries once
         for name, table in self.schedule.buffers().items():  # derived from the config: never saved, never EMA'd
@@ -156,6 +156,12 @@ class GaussianDiffusion(nn.Module):
         )
         if self.class_names is not None:  # recorded only when given: unconditional configs stay as they were
             self.config["class_names"] = list(self.class_names)
+
+    @property
+    def cond_drop_prob(self) -> float:
+        """How often training replaces classes and contexts by their nulls: the network's ``cond_drop_prob`` (0 for
+        a network without droppable conditions)."""
+        return float(getattr(self.model, "cond_drop_prob", 0.0)) if self.condition_spec.droppable else 0.0
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:
         """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
@@ -316,6 +322,9 @@ class GaussianDiffusion(nn.Module):
     ) -> Prediction:
         """The classifier-free-guided Prediction: one network call on [x_t; x_t], conditional then null."""
         batch = x_t.shape[0]
+        if scale == 0.0 and rescale == 0.0:  # ε̃ = ε̂(x_t | ∅): the conditional half would be thrown away
+            null = torch.ones(batch, dtype=torch.bool, device=x_t.device)
+            return self._predict(x_t, t, x_self_cond, condition, null)
         drop = torch.arange(2 * batch, device=x_t.device) >= batch  # (2B,): the second half takes the nulls
         self_cond = None if x_self_cond is None else x_self_cond.repeat(2, 1, 1, 1)
         both = self._predict(x_t.repeat(2, 1, 1, 1), t.repeat(2), self_cond, repeat_condition(condition, 2), drop)
@@ -331,6 +340,8 @@ class GaussianDiffusion(nn.Module):
         never trained."""
         if not 0.0 <= rescale <= 1.0:
             raise ValueError(f"guidance_rescale must be in [0, 1], got {rescale}")
+        if not math.isfinite(scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {scale}")
         if scale == 1.0:
             return False
         if not self.condition_spec.droppable:
@@ -472,6 +483,7 @@ class GaussianDiffusion(nn.Module):
         }
         given["classes"] = class_indices(classes, self.class_names)
         condition = broadcast_condition(given, batch_size)
+        self.check_condition(condition, batch_size)  # a label count other than batch_size is named here
         denoiser = self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)

@@ -276,3 +276,24 @@ def test_likelihoods_of_a_conditional_model_take_the_condition() -> None:
     assert ode_bits_per_dim(d, x, steps=3, classes=1).shape == (2,)
     with pytest.raises(ValueError, match="pass classes="):
         bits_per_dim(d, x)
+
+
+def test_sampling_details_found_by_the_benchmark() -> None:
+    """NumPy labels sample; a label count other than the batch and a non-finite scale are named up front; the
+    drop rate has one home (the network); s = 0 runs only the null branch."""
+    import numpy as np
+
+    d = GaussianDiffusion(unet(num_classes=3), image_size=8, timesteps=10)
+    assert d.sample(2, classes=np.array([0, 2]), steps=2).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"classes must have shape \(4,\) \(one label per image\), got \(2,\)"):
+        d.sample(4, classes=torch.tensor([0, 1]), steps=2)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number"):
+        d.sample(2, classes=1, guidance_scale=float("nan"))
+    d.model.cond_drop_prob = 0.25
+    assert d.cond_drop_prob == 0.25
+    calls = []
+    handle = d.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        d.denoiser(classes=torch.tensor([0, 1]), guidance_scale=0.0)(*inputs())
+    handle.remove()
+    assert calls == [2]
