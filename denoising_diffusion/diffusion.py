@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -474,24 +475,51 @@ class GaussianDiffusion(nn.Module):
         """
         info = self._sampler(sampler)
         bound = info.bind(options, self.sampler_defaults())
-        given = {
-            "classes": classes,
-            "context": context,
-            "context_mask": context_mask,
-            "cond_image": cond_image,
-            "cond_level": cond_level,
-        }
-        given["classes"] = class_indices(classes, self.class_names)
-        condition = broadcast_condition(given, batch_size)
-        self.check_condition(condition, batch_size)  # a label count other than batch_size is named here
-        denoiser = self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
+        condition = {"classes": classes, "context": context, "context_mask": context_mask, "cond_image": cond_image,
+                     "cond_level": cond_level}  # fmt: skip
+        denoiser = self.sampling_denoiser(
+            batch_size, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition
+        )
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
-        dtype = next(self.model.parameters()).dtype
-        x_T = torch.randn(
-            (batch_size, self.channels, *self.image_size), generator=generator, device=self.device, dtype=dtype
-        )
-        trajectory = [x_T] if return_all_timesteps else None
+        x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
+                          dtype=self.dtype)  # fmt: skip
+        run = partial(info.fn, denoiser, schedule=self.schedule, **bound)
+        return self.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
+                                return_all_timesteps=return_all_timesteps)  # fmt: skip
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's parameter dtype: what samples are drawn in."""
+        return next(self.model.parameters()).dtype
+
+    def sampling_denoiser(
+        self, batch_size: int, *, guidance_scale: float = 1.0, guidance_rescale: float = 0.0, **condition: Any
+    ) -> Denoiser:
+        """The denoiser ``sample`` (and inpainting, img2img) runs: ``condition`` (class names resolved, a single
+        entry repeated to ``batch_size``) checked and bound, guided with classifier-free guidance when
+        guidance_scale ≠ 1. ValueError for any condition that does not fit ``batch_size`` images."""
+        condition = {name: value for name, value in condition.items() if value is not None}
+        if "classes" in condition:
+            condition["classes"] = class_indices(condition["classes"], self.class_names)
+        condition = broadcast_condition(condition, batch_size)
+        self.check_condition(condition, batch_size)  # a label count other than batch_size is named here
+        return self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
+
+    def run_sampler(
+        self,
+        run: Callable[..., Tensor],
+        x_start: Tensor,
+        timesteps: Sequence[int],
+        *,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+        return_all_timesteps: bool = False,
+    ) -> Tensor:
+        """``run(x_start, timesteps, generator=, callback=)`` (a sampler with its denoiser and options bound) in eval
+        mode under ``torch.inference_mode()``, the network's mode restored after; returns the samples in the
+        caller's range (:meth:`output`), or the trajectory (B, S + 1, C, H, W) with ``return_all_timesteps``."""
+        trajectory = [x_start] if return_all_timesteps else None
 
         def on_step(record: StepRecord) -> None:
             if trajectory is not None:
@@ -503,12 +531,12 @@ class GaussianDiffusion(nn.Module):
         self.model.eval()
         try:
             with torch.inference_mode():
-                x_0 = info.fn(denoiser, x_T, self.schedule, timesteps, generator=generator, callback=on_step, **bound)
+                x_0 = run(x_start, timesteps=timesteps, generator=generator, callback=on_step)
         finally:
             self.model.train(was_training)
-        return self._output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
+        return self.output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
 
-    def _output(self, x: Tensor) -> Tensor:
+    def output(self, x: Tensor) -> Tensor:
         """Samples from the model's space to the caller's: [0, 1] images with auto_normalize; else the data's own
         range, clamped to [−1, 1] only with clip_denoised (a latent model's samples must not be clamped)."""
         if self.auto_normalize:
