@@ -144,3 +144,54 @@ class ClassConditionalGaussians:
         guidance.classifier_free_guidance takes."""
         cond, uncond = self.denoiser(schedule, labels), self.unconditional_denoiser(schedule)
         return lambda x_t, t: (cond(x_t, t), uncond(x_t, t))
+
+
+class CorrelatedGaussian:
+    """Data x_0 ~ N(μ, Σ) with a full covariance, stored as images (N, C, H, W) of D = C·H·W elements (flattened in
+    row-major order): the case where conditioning on some pixels changes the others, for inpainting.
+
+    * Denoiser: on x_t = α x_0 + σ ε, x_t ~ N(α μ, α² Σ + σ² I) jointly with x_0, so
+      E[x_0 | x_t] = μ + α Σ (α² Σ + σ² I)⁻¹ (x_t − α μ).
+    * Conditional (Schur complement): with K the known and U the unknown elements,
+      x_U | x_K = y ~ N(μ_U + Σ_UK Σ_KK⁻¹ (y − μ_K), Σ_UU − Σ_UK Σ_KK⁻¹ Σ_KU).
+
+    Computed in float64; predictions are returned in x_t's dtype.
+    """
+
+    def __init__(self, mean: list[float], cov: list[list[float]], shape: tuple[int, int, int]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float64)  # (D,)
+        self.cov = torch.tensor(cov, dtype=torch.float64)  # (D, D)
+        self.shape = shape
+        self.dim = len(mean)
+        if math.prod(shape) != self.dim or tuple(self.cov.shape) != (self.dim, self.dim):
+            raise ValueError("mean, cov and shape disagree")
+        self.chol = torch.linalg.cholesky(self.cov)
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.mean + z @ self.chol.T).view(n, *self.shape)
+
+    def posterior_mean(self, x_t: Tensor, alpha: float, sigma: float) -> Tensor:
+        """E[x_0 | x_t] for x_t (N, C, H, W); float64, same shape."""
+        x = x_t.double().reshape(len(x_t), self.dim)
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        gain = alpha * self.cov @ torch.linalg.inv(alpha**2 * self.cov + sigma**2 * eye)
+        return (self.mean + (x - alpha * self.mean) @ gain.T).view(x_t.shape)
+
+    def denoiser(self, schedule: NoiseSchedule):
+        """The ideal (x_t, t) -> Prediction for this schedule's discrete time indices."""
+
+        def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            x0 = self.posterior_mean(x_t, alpha, sigma).to(x_t.dtype)
+            return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
+
+        return denoise
+
+    def conditional(self, known: list[int], values: Tensor) -> tuple[list[int], Tensor, Tensor]:
+        """(unknown indices, mean (|U|,), covariance (|U|, |U|)) of x_U given x_K = values (the Schur complement)."""
+        unknown = [i for i in range(self.dim) if i not in known]
+        s_uk = self.cov[unknown][:, known]
+        gain = s_uk @ torch.linalg.inv(self.cov[known][:, known])
+        mean = self.mean[unknown] + gain @ (values.double() - self.mean[known])
+        return unknown, mean, self.cov[unknown][:, unknown] - gain @ s_uk.T

@@ -8,6 +8,9 @@ and spacing, and the options it takes beyond the shared signature (:class:`Sampl
 ``GaussianDiffusion.sample(..., **options)`` and ``denoising-diffusion sample --<option>`` pass options through
 generically: an option the chosen sampler does not take is a clear error, and a new sampler option needs no edit
 of either. ``SamplerName`` (the names as an option enum) is derived from it.
+
+``sample_repaint`` (inpainting) shares the signature but needs the known image and its mask, so it is not in the
+registry: ``editing.inpaint`` runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .ddim import invert_ddim, sample_ddim, sample_euler, sample_euler_ancestral
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from .heun import sample_heun
+from .repaint import repaint_schedule, sample_repaint
 
 
 def _non_negative_float(value: Any) -> float:
@@ -178,6 +182,7 @@ __all__ = [
     "SamplerName",
     "SamplerOption",
     "invert_ddim",
+    "repaint_schedule",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
@@ -185,5 +190,6 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_repaint",
     "sampler_options",
 ]

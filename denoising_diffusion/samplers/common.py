@@ -1,8 +1,9 @@
 """Pieces the samplers (and the likelihood's ODE integration) share: the step loop's time pairs, noise draws, time
-batches and Heun's step."""
+batches, forward jumps q(x_t | x_s) and Heun's step."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -31,6 +32,21 @@ def time_pairs(timesteps: Sequence[int], schedule: NoiseSchedule) -> Iterator[tu
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise with x's shape, dtype and device, drawn from ``generator`` when given."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def diffuse(x_s: Tensor, schedule: NoiseSchedule, s: int, t: int, generator: torch.Generator | None) -> Tensor:
+    """A draw of x_t ~ q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): the forward process from index s up to
+    t > s in one draw (it is Markov, so the skipped steps' Gaussians compose into this one, on any respaced chain).
+    s = CLEAN (ᾱ = 1) draws q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4).
+
+    x_s: (B, C, H, W); the noise has its shape, dtype and device and comes from ``generator``.
+    """
+    if not CLEAN <= s < t < schedule.num_timesteps:
+        raise ValueError(
+            f"a forward jump goes from s to t > s (s >= -1, t < {schedule.num_timesteps}), got s={s}, t={t}"
+        )
+    ratio = schedule.alphabar(t) / schedule.alphabar(s)
+    return math.sqrt(ratio) * x_s + math.sqrt(1.0 - ratio) * randn_like(x_s, generator)
 
 
 def time_batch(x: Tensor, t: int) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..denoiser import Callback, Denoiser, StepRecord
+from ..denoiser import Callback, Denoiser, Prediction, StepRecord
 from ..schedules import NoiseSchedule
 from ..variance import VarianceType, reverse_log_variance
 from .common import randn_like, time_batch, time_pairs
@@ -42,13 +42,29 @@ def sample_ddpm(
     x = x_T
     for i, t, s in time_pairs(timesteps, schedule):
         pred = denoiser(x, time_batch(x, t))
-        step = schedule.posterior_step(t, s)  # respaced: β' = 1 − ᾱ_t/ᾱ_s
-        x_next = step.mean(pred.x0, x)
-        if s >= 0:  # the step to clean data adds no noise (Alg. 2: z = 0 when t = 1)
-            log_var = reverse_log_variance(variance, step.log_beta, step.log_variance, pred.var_interp)
-            std = torch.exp(0.5 * log_var) if isinstance(log_var, Tensor) else math.exp(0.5 * log_var)
-            x_next = x_next + std * randn_like(x, generator)
+        x_next = ddpm_step(pred, x, schedule, t, s, variance, generator)
         if callback is not None:
             callback(StepRecord(index=i, t=t, x_t=x, x_next=x_next, pred_x0=pred.x0))
         x = x_next
     return x
+
+
+def ddpm_step(
+    pred: Prediction,
+    x_t: Tensor,
+    schedule: NoiseSchedule,
+    t: int,
+    s: int,
+    variance: VarianceType,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """One ancestral step t → s < t: x_s ~ N(μ̃(x_t, x̂_0), Σ) with the step's posterior (β' = 1 − ᾱ_t/ᾱ_s on a
+    respaced chain) and Σ from ``variance``; the step into clean data (s = −1) returns μ̃ = x̂_0 without noise.
+    Shared by sample_ddpm and sample_repaint."""
+    step = schedule.posterior_step(t, s)  # respaced: β' = 1 − ᾱ_t/ᾱ_s
+    x_next = step.mean(pred.x0, x_t)
+    if s >= 0:  # the step to clean data adds no noise (Alg. 2: z = 0 when t = 1)
+        log_var = reverse_log_variance(variance, step.log_beta, step.log_variance, pred.var_interp)
+        std = torch.exp(0.5 * log_var) if isinstance(log_var, Tensor) else math.exp(0.5 * log_var)
+        x_next = x_next + std * randn_like(x_t, generator)
+    return x_next
