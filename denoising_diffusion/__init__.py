@@ -11,6 +11,7 @@ from .conditioning import ConditionSpec
 from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
+from .editing import img2img, inpaint
 from .guidance import classifier_free_guidance, guided_prediction
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import Unet
@@ -19,6 +20,7 @@ from .registry import model_kind
 from .samplers import (
     SAMPLERS,
     invert_ddim,
+    repaint_schedule,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
@@ -26,6 +28,7 @@ from .samplers import (
     sample_euler,
     sample_euler_ancestral,
     sample_heun,
+    sample_repaint,
 )
 from .schedules import NoiseSchedule, spaced_timesteps
 from .training import Trainable, Trainer, TrainingDivergedError
@@ -53,12 +56,15 @@ __all__ = [
     "classifier_free_guidance",
     "get_builtin_dataset",
     "guided_prediction",
+    "img2img",
+    "inpaint",
     "invert_ddim",
     "load_checkpoint",
     "load_pipeline",
     "model_kind",
     "ode_bits_per_dim",
     "ode_log_likelihood",
+    "repaint_schedule",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
@@ -66,6 +72,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_repaint",
     "save_checkpoint",
     "save_denoising_gif",
     "save_image_grid",
