@@ -269,7 +269,8 @@ def test_bad_known_or_mask(known, mask, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variance, steps, jump_length, resample", [("fixed_small", 50, 5, 10), ("fixed_large", 20, 5, 4)]
+    "variance, steps, jump_length, resample",
+    [("fixed_small", 50, 5, 10), ("fixed_small", 10, 3, 10), ("fixed_large", 10, 2, 5)],
 )
 def test_samples_have_the_exact_moments_of_the_algorithm(
     variance: str, steps: int, jump_length: int, resample: int
@@ -277,7 +278,9 @@ def test_samples_have_the_exact_moments_of_the_algorithm(
     """Driven by the ideal denoiser, RePaint's samples (N = 10000, on a respaced chain of 1000 cosine steps) have
     the mean and covariance that exact_moments propagates through Alg. 1: every mean within 5 standard errors
     (√(P_ii/N)), every covariance entry within 5 of its standard errors (√((P_ii P_jj + P_ij²)/N)); the known
-    pixels are exactly VALUES."""
+    pixels are exactly VALUES. The coarse chains make index slips visible: noising the known pixels to the step's
+    start t instead of its end s moves the mean by 0.016 (8 standard errors) at 10 steps, j = 3, r = 10, but by
+    only 0.0014 at 50 steps."""
     schedule = NoiseSchedule.from_name("cosine", 1000)
     timesteps = spaced_timesteps(1000, steps)
     n = 10000

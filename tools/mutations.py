@@ -76,6 +76,8 @@ SAMPLERS = (
 )
 HEUN_STEP = SAMPLERS + ("tests/test_likelihood.py",)  # samplers.common.heun_step also integrates the likelihood ODE
 GUIDANCE = ("tests/test_guidance.py",)
+REPAINT = ("tests/test_repaint.py", "tests/test_editing.py::test_inpaint_runs_repaint_on_the_models_chain")
+EDITING = ("tests/test_editing.py",)
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -691,6 +693,111 @@ MUTATIONS: tuple[Mutation, ...] = (
         "denoiser(y[0], time_batch(y[0], s))",
         "Heun's corrector feeds x̃ to the denoiser instead of x = α x̃",
         SAMPLERS,
+    ),
+    # ----- samplers/repaint.py and editing.py: inpainting and image-to-image ------------------------------------
+    Mutation(
+        "repaint-no-known-replacement",
+        SAMPLER_FILE("repaint"),
+        "x_next = torch.where(keep, known_s, unknown)",
+        "x_next = unknown",
+        "RePaint never puts the known pixels back: plain sampling",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-known-noised-at-t",
+        SAMPLER_FILE("repaint"),
+        "diffuse(known, schedule, CLEAN, s, generator)",
+        "diffuse(known, schedule, CLEAN, t, generator)",
+        "the known pixels are noised to the step's start t instead of its end s",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-jump-without-noise",
+        SAMPLER_FILE("repaint"),
+        "x = diffuse(x, schedule, t, s, generator)",
+        "x = (schedule.alphabar(s) / schedule.alphabar(t)) ** 0.5 * x",
+        "the jump back scales x_s but adds no noise",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-jump-marginal-coefficient",
+        SAMPLER_FILE("repaint"),
+        "x = diffuse(x, schedule, t, s, generator)",
+        "x = diffuse(x, schedule, CLEAN, s, generator)",
+        "the jump back uses q(x_t | x_0)'s coefficients √ᾱ_t, √(1 − ᾱ_t) instead of the ratio ᾱ_t/ᾱ_s",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-schedule-jump-short",
+        SAMPLER_FILE("repaint"),
+        "for _ in range(jump_length):",
+        "for _ in range(jump_length - 1):",
+        "each jump back goes up j − 1 levels instead of j",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-schedule-top-point",
+        SAMPLER_FILE("repaint"),
+        "range(0, num_steps - jump_length, jump_length)",
+        "range(0, num_steps - jump_length + 1, jump_length)",
+        "a jump point at n − j, whose jump climbs above the chain's first timestep",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-schedule-no-final-step",
+        SAMPLER_FILE("repaint"),
+        "while level > CLEAN:",
+        "while level > 0:",
+        "the walk stops at t_{n−1} (level 0) without the step into clean data",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-level-index",
+        SAMPLER_FILE("repaint"),
+        "+ [CLEAN]  # ts[n] = CLEAN",
+        "+ [0]  # ts[n] = CLEAN",
+        "the level below the last timestep is t = 0 instead of clean data",
+        REPAINT,
+    ),
+    Mutation(
+        "diffuse-variance-for-std",
+        SAMPLER_FILE("common"),
+        "math.sqrt(1.0 - ratio) * randn_like(x_s, generator)",
+        "(1.0 - ratio) * randn_like(x_s, generator)",
+        "the forward jump scales its noise by the variance 1 − ᾱ_t/ᾱ_s instead of the std",
+        REPAINT + EDITING,
+    ),
+    Mutation(
+        "sdedit-rounds-down",
+        "denoising_diffusion/editing.py",
+        "math.floor(strength * len(timesteps) + 0.5)",
+        "math.floor(strength * len(timesteps))",
+        "strength keeps floor(s·n) steps instead of round(s·n)",
+        EDITING,
+    ),
+    Mutation(
+        "sdedit-noise-one-step-early",
+        "denoising_diffusion/editing.py",
+        "diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)",
+        "diffuse(x_0, diffusion.schedule, CLEAN, timesteps[len(timesteps) - len(kept) - 1], generator)",
+        "the input is noised to the entry before the first kept one (one step too noisy)",
+        EDITING,
+    ),
+    Mutation(
+        "sdedit-strength-one-noises-the-input",
+        "denoising_diffusion/editing.py",
+        "if len(kept) == len(timesteps):",
+        "if False:",
+        "strength 1 diffuses the input to t_0 instead of drawing x_T as sample() does",
+        EDITING,
+    ),
+    Mutation(
+        "inpaint-mask-inverted",
+        "denoising_diffusion/editing.py",
+        "    return mask == 1\n",
+        "    return mask == 0\n",
+        "inpaint keeps the pixels the mask asks to fill",
+        EDITING,
     ),
     # ----- guidance.py: classifier-free guidance and its rescale ----------------------------------------------------
     Mutation(
