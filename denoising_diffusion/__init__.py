@@ -7,14 +7,15 @@ public boundary.
 
 from ._version import __version__
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from .classifier import NoiseAwareClassifier
 from .conditioning import ConditionSpec
 from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .editing import img2img, inpaint
-from .guidance import classifier_free_guidance, guided_prediction
+from .guidance import classifier_free_guidance, classifier_guidance, guided_prediction
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
-from .nn import Unet
+from .nn import EncoderClassifier, Unet
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
 from .registry import model_kind
 from .samplers import (
@@ -39,8 +40,10 @@ __all__ = [
     "ConditionSpec",
     "CheckpointError",
     "CorruptCheckpointError",
+    "EncoderClassifier",
     "GaussianDiffusion",
     "ImageFolderDataset",
+    "NoiseAwareClassifier",
     "LabelledImageFolder",
     "NoiseSchedule",
     "Prediction",
@@ -54,6 +57,7 @@ __all__ = [
     "bits_per_dim",
     "build",
     "classifier_free_guidance",
+    "classifier_guidance",
     "get_builtin_dataset",
     "guided_prediction",
     "img2img",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 
 def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -30,3 +32,17 @@ def chunk_sizes(total: int, chunk: int) -> list[int]:
     if chunk < 1:
         raise ValueError(f"chunk size must be >= 1, got {chunk}")
     return [chunk] * (total // chunk) + ([total % chunk] if total % chunk else [])
+
+
+@contextmanager
+def eval_mode(*modules: Any) -> Iterator[None]:
+    """The modules (None entries skipped) in eval mode inside the block, each back in its own mode after it."""
+    present = [m for m in modules if m is not None]
+    modes = [m.training for m in present]
+    for module in present:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(present, modes):
+            module.train(mode)

@@ -11,15 +11,16 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from ._utils import normalize_image_size
+from ._utils import eval_mode, normalize_image_size
 from .batch import Batch, describe_extras, split_batch
 from .conditioning import (
     Condition,
+    ConditionSpec,
     batch_condition,
     broadcast_condition,
     check_class_names,
@@ -29,7 +30,7 @@ from .conditioning import (
     repeat_condition,
 )
 from .denoiser import Callback, Denoiser, Prediction, StepRecord
-from .guidance import guided_prediction
+from .guidance import classifier_guidance, guided_prediction
 from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
 from .registry import model_kind
@@ -446,6 +447,8 @@ class GaussianDiffusion(nn.Module):
         cond_level: Tensor | None = None,
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 1.0,
         **options: Any,
     ) -> Tensor:
         """Generate images in [0, 1] (with auto_normalize off: in the data's range, clamped to [−1, 1] only when
@@ -467,6 +470,10 @@ class GaussianDiffusion(nn.Module):
             guidance_scale: s of classifier-free guidance (guidance.py): 1 (default) samples the conditional model
                 as it is, 0 the unconditional one, s > 1 guides towards the condition.
             guidance_rescale: φ in [0, 1] of Lin et al. 2024 (0: off).
+            classifier, classifier_scale: classifier guidance (guidance.classifier_guidance) with a
+                NoiseAwareClassifier trained on this model's schedule, towards ``classes`` (required), at scale s:
+                ε̂ − s σ_t ∇ log f(y | x_t). Works with unconditional and conditional models (then combined with
+                classifier-free guidance).
             options: the sampler's own options (``SAMPLERS[name].options``; None means "not given"): ``eta`` for
                 'ddim' (default: ddim_sampling_eta), ``variance`` for 'ddpm' (default: variance_type). An
                 option the sampler does not take is a ValueError.
@@ -478,15 +485,16 @@ class GaussianDiffusion(nn.Module):
         condition = {"classes": classes, "context": context, "context_mask": context_mask, "cond_image": cond_image,
                      "cond_level": cond_level}  # fmt: skip
         denoiser = self.sampling_denoiser(
-            batch_size, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition
-        )
+            batch_size, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
+            classifier_scale=classifier_scale, **condition,
+        )  # fmt: skip
         spacing = spacing or self.timestep_spacing or info.spacing
         timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
         x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
                           dtype=self.dtype)  # fmt: skip
         run = partial(info.fn, denoiser, schedule=self.schedule, **bound)
         return self.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
-                                return_all_timesteps=return_all_timesteps)  # fmt: skip
+                                return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
     @property
     def dtype(self) -> torch.dtype:
@@ -494,17 +502,57 @@ class GaussianDiffusion(nn.Module):
         return next(self.model.parameters()).dtype
 
     def sampling_denoiser(
-        self, batch_size: int, *, guidance_scale: float = 1.0, guidance_rescale: float = 0.0, **condition: Any
+        self,
+        batch_size: int,
+        *,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 1.0,
+        **condition: Any,
     ) -> Denoiser:
         """The denoiser ``sample`` (and inpainting, img2img) runs: ``condition`` (class names resolved, a single
         entry repeated to ``batch_size``) checked and bound, guided with classifier-free guidance when
-        guidance_scale ≠ 1. ValueError for any condition that does not fit ``batch_size`` images."""
+        guidance_scale ≠ 1 and with ``classifier`` towards ``classes`` (see ``sample``). ValueError for any
+        condition that does not fit ``batch_size`` images, and for a classifier that does not fit this model."""
         condition = {name: value for name, value in condition.items() if value is not None}
+        labels = None
+        if classifier is not None:
+            labels = self._classifier_labels(classifier, condition, batch_size)
+            if self.condition_spec.num_classes is None:
+                condition.pop("classes")  # the labels are the classifier's only
+        elif classifier_scale != 1.0:
+            raise ValueError("classifier_scale was given without a classifier (classifier=)")
         if "classes" in condition:
             condition["classes"] = class_indices(condition["classes"], self.class_names)
         condition = broadcast_condition(condition, batch_size)
         self.check_condition(condition, batch_size)  # a label count other than batch_size is named here
-        return self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
+        denoiser = self.denoiser(guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition)
+        if classifier is None or labels is None:
+            return denoiser
+        return classifier_guidance(denoiser, partial(_log_prob, classifier, labels), self.schedule, classifier_scale)
+
+    def _classifier_labels(self, classifier: Any, condition: dict[str, Any], batch_size: int) -> Tensor:
+        """The (B,) labels a classifier guides towards, from ``classes`` (names by the classifier's class names),
+        after checking that the classifier fits this model."""
+        check = getattr(classifier, "check_matches", None)
+        if check is None:
+            raise ValueError(
+                "classifier= must be a NoiseAwareClassifier (classifier.py), trained on this model's noise "
+                f"schedule; got a {type(classifier).__name__}"
+            )
+        check(self)
+        if condition.get("classes") is None:
+            raise ValueError("classifier guidance needs classes=: the labels the classifier should steer towards")
+        names = getattr(classifier, "class_names", None) or self.class_names
+        labels = broadcast_condition({"classes": class_indices(condition["classes"], names)}, batch_size)["classes"]
+        k = int(classifier.num_classes)
+        spec = ConditionSpec(num_classes=k)
+        checked = check_condition(spec, {"classes": labels}, batch_size, self.image_size)["classes"]
+        device = next(classifier.parameters()).device
+        if device != self.device:
+            raise ValueError(f"the classifier is on {device} and this model on {self.device}; move it with .to()")
+        return checked.to(self.device)
 
     def run_sampler(
         self,
@@ -515,10 +563,12 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
         return_all_timesteps: bool = False,
+        also_eval: Sequence[nn.Module | None] = (),
     ) -> Tensor:
         """``run(x_start, timesteps, generator=, callback=)`` (a sampler with its denoiser and options bound) in eval
-        mode under ``torch.inference_mode()``, the network's mode restored after; returns the samples in the
-        caller's range (:meth:`output`), or the trajectory (B, S + 1, C, H, W) with ``return_all_timesteps``."""
+        mode under ``torch.inference_mode()``, the network's mode (and ``also_eval``'s: a guiding classifier)
+        restored after; returns the samples in the caller's range (:meth:`output`), or the trajectory
+        (B, S + 1, C, H, W) with ``return_all_timesteps``."""
         trajectory = [x_start] if return_all_timesteps else None
 
         def on_step(record: StepRecord) -> None:
@@ -527,13 +577,8 @@ class GaussianDiffusion(nn.Module):
             if callback is not None:
                 callback(record)
 
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                x_0 = run(x_start, timesteps=timesteps, generator=generator, callback=on_step)
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model, *also_eval), torch.inference_mode():
+            x_0 = run(x_start, timesteps=timesteps, generator=generator, callback=on_step)
         return self.output(torch.stack(trajectory, dim=1) if trajectory is not None else x_0)
 
     def output(self, x: Tensor) -> Tensor:
@@ -578,3 +623,8 @@ def _variance_type(variance_type: str | None, learned_variance: bool) -> Varianc
     if chosen is VarianceType.LEARNED_RANGE and not learned_variance:
         raise ValueError("variance_type 'learned_range' needs a network built with learned_variance=True")
     return chosen
+
+
+def _log_prob(classifier: nn.Module, labels: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    """log f(labels | x_t) (B,) from a NoiseAwareClassifier."""
+    return cast(Tensor, classifier.log_prob(x_t, t, labels))  # type: ignore[operator]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from .denoiser import Denoiser, Prediction
@@ -69,3 +70,35 @@ def classifier_free_guidance(
         return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)
 
     return denoise
+
+
+def classifier_guidance(
+    denoiser: Denoiser, log_prob: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, scale: float
+) -> Denoiser:
+    """A denoiser guided by a classifier (Dhariwal & Nichol 2021, §4 and Alg. 2, in the score form that every
+    sampler can use): ε̃ = ε̂ − s σ_t ∇_{x_t} log f(y | x_t), x̂_0 recomputed from ε̃ (the base prediction's learned
+    variance kept).
+
+    ``log_prob(x_t, t) -> (B,)`` is log f(y | x_t) for the labels the caller bound (classifier.py's
+    ``NoiseAwareClassifier.log_prob``). The gradient is taken here, with gradients enabled for the classifier's
+    input only (:func:`log_prob_gradient`), so sampling can stay under ``torch.inference_mode()``. s = 0 returns
+    the base prediction unchanged.
+    """
+
+    def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+        pred = denoiser(x_t, t)
+        if scale == 0.0:
+            return pred
+        alpha, sigma = schedule.alpha_sigma(int(t[0]))
+        eps = pred.eps - scale * sigma * log_prob_gradient(log_prob, x_t, t)
+        return Prediction(x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=pred.var_interp)
+
+    return denoise
+
+
+def log_prob_gradient(log_prob: Callable[[Tensor, Tensor], Tensor], x_t: Tensor, t: Tensor) -> Tensor:
+    """∇_{x_t} Σ_b log f(y_b | x_t,b), (B, C, H, W). Sampling runs under inference mode, whose tensors cannot enter
+    autograd: gradients are enabled here only, on a normal-tensor copy of x_t."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x_t.detach().clone().requires_grad_(True)
+        return torch.autograd.grad(log_prob(x, t.clone()).sum(), x)[0]

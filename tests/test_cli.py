@@ -402,3 +402,33 @@ def test_class_conditional_demo_on_the_built_in_shapes(tmp_path: Path) -> None:
     with Image.open(results / "sample-1.png") as grid:  # 8 classes, one per row, num_samples 4 // 8 -> 1 column
         assert grid.size == (2 + 1 * 18, 2 + 8 * 18)
     assert (results / "denoising.gif").exists()
+
+
+def test_train_a_classifier_for_a_diffusion_and_guide_sampling_with_it(tmp_path: Path, capsys) -> None:
+    """train-classifier takes the schedule and size from --diffusion, writes checkpoints like train, and sample
+    --classifier guides towards --class (names from the classifier); the flags' misuses are one-line errors."""
+    plain = tmp_path / "plain"
+    assert main(["train", *TINY, "--image-size", "8", "--steps", "1", "--num-samples", "0", "--no-gif",
+                 "--results", str(plain)]) == 0  # fmt: skip
+    clf_dir = tmp_path / "clf"
+    assert main(["train-classifier", "--diffusion", str(plain / "model-1.pt"), "--dim", "8", "--dim-mults", "1,2",
+                 "--steps", "4", "--save-every", "2", "--results", str(clf_dir), "--seed", "0"]) == 0  # fmt: skip
+    spec = load_checkpoint(clf_dir / "model-2.pt")["config"]
+    assert spec["kind"] == "NoiseAwareClassifier" and spec["timesteps"] == 20 and spec["image_size"] == [8, 8]
+    assert spec["model"]["num_classes"] == 8 and spec["class_names"][0] == "red disc"
+    out = tmp_path / "guided.png"
+    guided = ["--classifier", str(clf_dir / "model-2.pt"), "--class", "blue square", "--classifier-scale", "4"]
+    assert main(["sample", str(plain / "model-1.pt"), *guided, "--num", "2", "--steps", "2", "--out", str(out)]) == 0
+    assert out.exists()
+    for extra, message in [(["--classifier-scale", "3"], "--classifier-scale needs --classifier CKPT"),
+                           (["--classifier", str(clf_dir / "model-2.pt"), "--class", "purple"],
+                            "unknown class 'purple'; known classes: 'red disc'"),
+                           (["--classifier", str(plain / "model-1.pt")], "not a noise-aware classifier")]:  # fmt: skip
+        assert main(["sample", str(plain / "model-1.pt"), *extra, "--out", str(tmp_path / "x.png")]) == 2
+        assert message in error_line(capsys)
+    other = tmp_path / "other"
+    assert main(["train", *TINY, "--image-size", "8", "--timesteps", "10", "--sampling-timesteps", "2", "--steps", "1",
+                 "--num-samples", "0", "--no-gif", "--results", str(other)]) == 0  # fmt: skip
+    assert main(["sample", str(other / "model-1.pt"), "--classifier", str(clf_dir / "model-2.pt"), "--class-index",
+                 "0", "--out", str(tmp_path / "x.png")]) == 2  # fmt: skip
+    assert "its noise schedule (20 steps, 'cosine') is not the diffusion's (10 steps" in error_line(capsys)

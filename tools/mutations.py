@@ -87,7 +87,7 @@ SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
 G = "denoising_diffusion/guidance.py"
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
-X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma)"
+X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=cond.var_interp"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # ----- schedules.py: the posterior, the path coefficients, the schedules, the spacings -----------------------
@@ -461,9 +461,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-train-mode-restore",
-        D,
-        "self.model.train(was_training)",
-        "self.model.train()",
+        "denoising_diffusion/_utils.py",
+        "module.train(mode)",
+        "module.train()",
         "sample() leaves the network in training mode instead of restoring its mode",
         DIFFUSION,
     ),
@@ -860,7 +860,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "guid-x0-conditional",
         G,
         X0_GUIDED,
-        "x0=cond.x0",
+        "x0=cond.x0, eps=eps, var_interp=cond.var_interp",
         "the guided prediction keeps the conditional x̂_0 instead of recomputing it from ε̃",
         GUIDANCE,
     ),
@@ -868,16 +868,40 @@ MUTATIONS: tuple[Mutation, ...] = (
         "guid-x0-combined",
         G,
         X0_GUIDED,
-        "x0=uncond.x0 + scale * (cond.x0 - uncond.x0)",
+        "x0=uncond.x0 + scale * (cond.x0 - uncond.x0), eps=eps, var_interp=cond.var_interp",
         "x̂_0 combined like ε̂ (equal without rescale) instead of recomputed from the rescaled ε̃",
         GUIDANCE,
     ),
     Mutation(
         "guid-wrapper-time-index",
         G,
-        "schedule.alpha_sigma(int(t[0]))",
-        "schedule.alpha_sigma(int(t[0]) - 1)",
+        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(int(t[0]))",
+        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(int(t[0]) - 1)",
         "the guidance wrapper forms x̂_0 with (α, σ) of the next index t − 1",
         GUIDANCE,
+    ),
+    Mutation(
+        "cg-sign",
+        G,
+        "eps = pred.eps - scale * sigma * log_prob_gradient(",
+        "eps = pred.eps + scale * sigma * log_prob_gradient(",
+        "classifier guidance pushes ε̂ along +∇ log f (away from the class)",
+        ("tests/test_classifier_guidance.py",),
+    ),
+    Mutation(
+        "cg-sigma-squared",
+        G,
+        "eps = pred.eps - scale * sigma * log_prob_gradient(",
+        "eps = pred.eps - scale * sigma**2 * log_prob_gradient(",
+        "classifier guidance scales the gradient by σ² (the variance) instead of σ",
+        ("tests/test_classifier_guidance.py",),
+    ),
+    Mutation(
+        "cg-x0-kept",
+        G,
+        "return Prediction(x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=pred.var_interp)",
+        "return Prediction(x0=pred.x0, eps=eps, var_interp=pred.var_interp)",
+        "classifier guidance shifts ε̂ but keeps the unguided x̂_0",
+        ("tests/test_classifier_guidance.py",),
     ),
 )

@@ -27,6 +27,7 @@ from .args import EXIT_USAGE, PROG
 from .nll import add_nll_parser
 from .sample import add_sample_parser, add_samplers_parser
 from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
+from .train_classifier import add_train_classifier_parser
 
 __all__ = ["BUILTIN_PRESET", "FOLDER_PRESET", "build_parser", "main", "resolve_train_options"]
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_parser(subparsers)
     add_samplers_parser(subparsers)
     add_nll_parser(subparsers)
+    add_train_classifier_parser(subparsers)
     return parser
 
 

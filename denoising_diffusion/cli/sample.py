@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from ..conditioning import class_indices
+from ..classifier import NoiseAwareClassifier
 from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS, SamplerName, sampler_options
 from ..schedules import Spacing
-from ..training.preview import preview_condition, sample_in_chunks
+from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
 from ..viz import save_denoising_gif, save_image_grid
 from .args import PROG, _add_threads_option, _values, device, non_negative_int, positive_int
 
@@ -76,6 +76,16 @@ def add_sample_parser(subparsers: Any) -> None:
     cond.add_argument(
         "--guidance-rescale", type=float, default=0.0, metavar="PHI", help="guidance rescale in [0, 1] (default: 0)"
     )
+    cond.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="classifier guidance with this noise-aware classifier (written by train-classifier) towards --class",
+    )
+    cond.add_argument(
+        "--classifier-scale", type=float, default=None, metavar="S", help="classifier guidance scale (default: 1)"
+    )
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG grid (default: samples.png)")
     p.add_argument("--gif", action="store_true", help="also write the denoising GIF next to --out (same stem, .gif)")
     p.add_argument("--seed", type=non_negative_int, default=None, help="seed of the noise (default: random)")
@@ -98,7 +108,8 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         generator.seed()
     options = {name: getattr(args, name) for name in sampler_options()}
-    condition, count, per_row = sample_condition(diffusion, args)
+    classifier = load_classifier(args, dev)
+    condition, count, per_row = sample_condition(diffusion, args, classifier)
     generator_options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
     result = sample_in_chunks(diffusion, count, args.batch_size, generator, condition,
                               return_all_timesteps=args.gif, **generator_options, **options)  # fmt: skip
@@ -109,21 +120,42 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_condition(diffusion: Any, args: argparse.Namespace) -> tuple[dict[str, Any], int, int]:
-    """(condition, images, images per grid row) from --class/--class-index/--guidance: the given classes cycled
-    over --num images; for a class-conditional model without them, one class per row (at most 10 rows)."""
+def load_classifier(args: argparse.Namespace, device: torch.device) -> Any:
+    """The --classifier checkpoint as a NoiseAwareClassifier (EMA weights), or None; --classifier-scale needs it."""
+    if args.classifier is None:
+        if args.classifier_scale is not None:
+            raise ValueError("--classifier-scale needs --classifier CKPT")
+        return None
+    classifier = load_pipeline(args.classifier, device=device)
+    if not isinstance(classifier, NoiseAwareClassifier):
+        raise ValueError(f"--classifier {args.classifier} holds a {type(classifier).__name__}, not a noise-aware "
+                         "classifier (train one with train-classifier)")  # fmt: skip
+    return classifier
+
+
+def sample_condition(
+    diffusion: Any, args: argparse.Namespace, classifier: Any = None
+) -> tuple[dict[str, Any], int, int]:
+    """(condition, images, images per grid row) from --class/--class-index/--guidance/--classifier: the given
+    classes cycled over --num images; for a class-conditional model (or a classifier) without them, one class per row
+    (at most 10 rows). Class names are resolved by the model (or the classifier's names with --classifier)."""
     names, indices = args.class_name or [], args.class_index or []
     if names and indices:
         raise ValueError("give classes by --class NAME or by --class-index N, not both")
-    guidance = {"guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale}
+    guidance: dict[str, Any] = {"guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale}
+    if classifier is not None:
+        guidance.update(classifier=classifier, classifier_scale=1.0 if args.classifier_scale is None
+                        else args.classifier_scale)  # fmt: skip
     if names or indices:
         given: list[Any] = names or indices
-        classes = class_indices([given[i % len(given)] for i in range(args.num)], diffusion.class_names)
+        classes = [given[i % len(given)] for i in range(args.num)]
         return {"classes": classes, **guidance}, args.num, math.ceil(math.sqrt(args.num))
-    if diffusion.condition_spec.num_classes is None:
+    num_classes = diffusion.condition_spec.num_classes or (classifier.num_classes if classifier is not None else None)
+    if num_classes is None:
         return guidance, args.num, math.ceil(math.sqrt(args.num))
-    condition, count, per_row = preview_condition(diffusion, [], args.num)
-    return {**condition, **guidance}, count, per_row
+    rows = min(MAX_CLASS_ROWS, num_classes)
+    per_row = max(1, args.num // rows)
+    return {"classes": torch.arange(rows).repeat_interleave(per_row), **guidance}, rows * per_row, per_row
 
 
 def run_samplers(args: argparse.Namespace) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .attention import Attention, LinearAttention
 from .blocks import Downsample, ResnetBlock, Upsample
+from .classifier import EncoderClassifier
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .unet import Unet
 
 __all__ = [
     "Attention",
     "Downsample",
+    "EncoderClassifier",
     "LinearAttention",
     "ResnetBlock",
     "TimestepEmbedding",

@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from ..conditioning import ConditionSpec
 from ..registry import model_kind
-from .attention import Attention, CrossAttention, LinearAttention
-from .blocks import Downsample, ResnetBlock, Upsample
+from .attention import CrossAttention
+from .blocks import Upsample
 from .conditioning import ClassEmbedding, LevelEmbedding, NullContext
 from .embeddings import TimestepEmbedding
+from .encoder import block_factories, check_arguments, check_image_size, down_levels
 
 
 @model_kind()
@@ -88,7 +89,7 @@ class Unet(nn.Module):
         init_dim = dim if init_dim is None else init_dim
         out_dim = (2 * channels if learned_variance else channels) if out_dim is None else out_dim
         full_attn = (False,) * (len(dim_mults) - 1) + (True,) if full_attn is None else tuple(map(bool, full_attn))
-        _check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, full_attn, dropout)
+        check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, full_attn, dropout)
         cross_attn = full_attn if cross_attn is None else tuple(map(bool, cross_attn))
         self.condition_spec = ConditionSpec(num_classes, context_dim, cond_image_channels, bool(cond_level))
         _check_conditions(self.condition_spec, cond_drop_prob, cross_attn, len(dim_mults))
@@ -110,12 +111,9 @@ class Unet(nn.Module):
         dims = [init_dim, *(dim * m for m in dim_mults)]
         in_out = list(zip(dims[:-1], dims[1:]))
 
-        def resnet(d_in: int, d_out: int) -> ResnetBlock:
-            return ResnetBlock(d_in, d_out, time_dim, groups=resnet_block_groups, dropout=dropout)
-
-        def attention(d: int, full: bool) -> nn.Module:
-            kind = Attention if full else LinearAttention
-            return kind(d, heads=attn_heads, dim_head=attn_dim_head, groups=resnet_block_groups)
+        resnet, attention = block_factories(
+            time_dim, groups=resnet_block_groups, dropout=dropout, heads=attn_heads, dim_head=attn_dim_head
+        )
 
         in_channels = channels * (2 if self_condition else 1) + (cond_image_channels or 0)
         self.init_conv = nn.Conv2d(in_channels, init_dim, 7, padding=3)
@@ -137,11 +135,7 @@ class Unet(nn.Module):
             {str(i): cross(dims[i + 1]) for i in range(len(in_out)) if has_context and cross_attn[i]}
         )
 
-        self.downs = nn.ModuleList()
-        for level, ((d_in, d_out), full) in enumerate(zip(in_out, full_attn)):
-            is_last = level == len(in_out) - 1
-            down: nn.Module = nn.Conv2d(d_in, d_out, 3, padding=1) if is_last else Downsample(d_in, d_out)
-            self.downs.append(nn.ModuleList([resnet(d_in, d_in), resnet(d_in, d_in), attention(d_in, full), down]))
+        self.downs = down_levels(dims, full_attn, resnet, attention)
 
         mid_dim = dims[-1]
         self.mid_block_1 = resnet(mid_dim, mid_dim)
@@ -257,53 +251,6 @@ class Unet(nn.Module):
         if time.shape != (x.shape[0],):
             raise ValueError(f"time must have shape ({x.shape[0]},) or be a scalar, got {tuple(time.shape)}")
         return time
-
-
-def check_image_size(height: int, width: int, factor: int, levels: int) -> None:
-    """Raise a ValueError, with sizes that would work, unless height and width are positive multiples of factor."""
-    if height > 0 and width > 0 and height % factor == 0 and width % factor == 0:
-        return
-
-    def fits(n: int) -> tuple[int, int]:  # nearest multiples of factor below and above n (at least factor)
-        return max(factor, n // factor * factor), max(factor, -(-n // factor) * factor)
-
-    (h_lo, h_hi), (w_lo, w_hi) = fits(height), fits(width)
-    if height == width:
-        examples = [str(h_lo), str(h_hi)]
-    else:
-        examples = [f"({h_lo}, {w_lo})", f"({h_hi}, {w_hi})"]
-    shown = " or ".join(dict.fromkeys(examples))
-    raise ValueError(
-        f"image size ({height}, {width}) is not divisible by {factor} = 2**({levels} levels - 1); "
-        f"use a height and width that are multiples of {factor}, such as {shown}"
-    )
-
-
-def _check_arguments(
-    dim: int, init_dim: int, out_dim: int, dim_mults: tuple[int, ...], channels: int,
-    groups: int, full_attn: tuple[bool, ...], dropout: float,
-) -> None:  # fmt: skip
-    """Raise ValueError for constructor arguments that cannot build a network."""
-    for name, value in (("dim", dim), ("init_dim", init_dim), ("out_dim", out_dim), ("channels", channels)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if not dim_mults or min(dim_mults) < 1:
-        raise ValueError(f"dim_mults must be a non-empty sequence of positive integers, got {dim_mults}")
-    if len(full_attn) != len(dim_mults):
-        raise ValueError(f"full_attn needs one flag per level ({len(dim_mults)}), got {len(full_attn)}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if groups < 1:
-        raise ValueError(f"resnet_block_groups must be a positive integer, got {groups}")
-    bad = sorted({c for c in (init_dim, *(dim * m for m in dim_mults)) if c % groups != 0})
-    if bad:
-        raise ValueError(
-            f"resnet_block_groups={groups} must divide every channel count of the network (init_dim={init_dim} and "
-            f"dim * m for m in dim_mults={list(dim_mults)}, with dim={dim}), "
-            f"but channel counts {bad} are not multiples of {groups}; "
-            f"choose dim and init_dim as multiples of resnet_block_groups, "
-            f"e.g. dim={max(groups, dim // groups * groups)}"
-        )
 
 
 def _check_conditions(spec: ConditionSpec, cond_drop_prob: float, cross_attn: tuple[bool, ...], levels: int) -> None:

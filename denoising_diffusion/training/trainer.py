@@ -189,7 +189,8 @@ class Trainer:
         self.dataset = as_training_dataset(
             folder_or_dataset, self.trainable.channels, self.trainable.image_size, OnBadImage(on_bad_image)
         )
-        check_dataset_classes(self.dataset, condition_spec_of(self.trainable.model).num_classes)
+        num_classes = condition_spec_of(self.trainable.model).num_classes or getattr(diffusion, "num_classes", None)
+        check_dataset_classes(self.dataset, num_classes)
         num_workers = (
             default_num_workers(self.dataset)
             if num_workers is None
