@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .conditioning import CONDITION_NAMES
 from .denoiser import Callback, Denoiser
@@ -53,7 +53,14 @@ class EditableDiffusion(Protocol):
     def _sampler(self, name: str | None) -> SamplerInfo: ...
 
     def sampling_denoiser(
-        self, batch_size: int, *, guidance_scale: float = 1.0, guidance_rescale: float = 0.0, **condition: Any
+        self,
+        batch_size: int,
+        *,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 1.0,
+        **condition: Any,
     ) -> Denoiser: ...
 
     def run_sampler(
@@ -65,6 +72,7 @@ class EditableDiffusion(Protocol):
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
         return_all_timesteps: bool = False,
+        also_eval: Sequence[nn.Module | None] = (),
     ) -> Tensor: ...
 
 
@@ -86,6 +94,8 @@ def inpaint(
     return_all_timesteps: bool = False,
     guidance_scale: float = 1.0,
     guidance_rescale: float = 0.0,
+    classifier: nn.Module | None = None,
+    classifier_scale: float = 1.0,
     **condition: Any,
 ) -> Tensor:
     """Fill the pixels of ``images`` where ``mask`` is 0 with RePaint (Lugmayr et al. 2022, Alg. 1 + resampling).
@@ -104,7 +114,8 @@ def inpaint(
         generator: draws all noise.
         callback: a StepRecord per reverse step (tensors in the model's space).
         return_all_timesteps: return (B, S + 1, C, H, W), x_T first, one frame per reverse step.
-        guidance_scale, guidance_rescale, condition: as for ``sample`` (classes=, context=, ...).
+        guidance_scale, guidance_rescale, classifier, classifier_scale, condition: as for ``sample`` (classes=,
+            context=, ...): classifier-free and classifier guidance act on the denoiser, so on every reverse step.
     Returns:
         (B, C, H, W) in [0, 1], the kept pixels equal to ``images`` up to the normalize/unnormalize round trip.
     Raises:
@@ -119,14 +130,15 @@ def inpaint(
     options = SAMPLERS[SamplerName.DDPM].bind({"variance": variance}, diffusion.sampler_defaults())
     batch = images.shape[0]
     denoiser = diffusion.sampling_denoiser(
-        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition
-    )
+        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
+        classifier_scale=classifier_scale, **condition,
+    )  # fmt: skip
     known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))
     x_T = torch.randn(images.shape, generator=generator, device=diffusion.device, dtype=diffusion.dtype)
     run = partial(sample_repaint, denoiser, schedule=diffusion.schedule, known=known, mask=keep.to(diffusion.device),
                   jump_length=jump_length, resample=resample, **options)  # fmt: skip
     return diffusion.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
-                                 return_all_timesteps=return_all_timesteps)  # fmt: skip
+                                 return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
 
 # ----- image-to-image ------------------------------------------------------------------------------------------------
@@ -145,6 +157,8 @@ def img2img(
     return_all_timesteps: bool = False,
     guidance_scale: float = 1.0,
     guidance_rescale: float = 0.0,
+    classifier: nn.Module | None = None,
+    classifier_scale: float = 1.0,
     **condition_and_options: Any,
 ) -> Tensor:
     """SDEdit (Meng et al. 2022, Alg. 1): noise ``images`` to x_t ~ q(x_t | x_0) and sample from there.
@@ -161,8 +175,9 @@ def img2img(
         images: (B, C, H, W) in [0, 1], the model's channels and image size.
         strength: in [0, 1]; how far towards noise the input is taken. Small values keep its details, large ones
             keep only its coarse layout.
-        sampler, steps, spacing, generator, callback, return_all_timesteps, guidance_scale, guidance_rescale: as
-            for ``sample`` (return_all_timesteps: (B, k + 1, C, H, W) for k kept steps, x_t first).
+        sampler, steps, spacing, generator, callback, return_all_timesteps, guidance_scale, guidance_rescale,
+            classifier, classifier_scale: as for ``sample`` (return_all_timesteps: (B, k + 1, C, H, W) for k kept
+            steps, x_t first).
         condition_and_options: the condition (classes=, context=, context_mask=, cond_image=, cond_level=) and the
             sampler's own options (eta=, variance=; bound as ``sample`` binds them).
     Raises:
@@ -187,8 +202,9 @@ def img2img(
     bound = info.bind(options, diffusion.sampler_defaults())
     batch = images.shape[0]
     denoiser = diffusion.sampling_denoiser(
-        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, **condition
-    )
+        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
+        classifier_scale=classifier_scale, **condition,
+    )  # fmt: skip
     spacing = spacing or diffusion.timestep_spacing or info.spacing
     timesteps = spaced_timesteps(diffusion.schedule, diffusion.sampling_timesteps if steps is None else steps, spacing)
     kept = strength_timesteps(timesteps, strength)
@@ -202,7 +218,7 @@ def img2img(
         x_start = diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)
     run = partial(info.fn, denoiser, schedule=diffusion.schedule, **bound)
     return diffusion.run_sampler(run, x_start, kept, generator=generator, callback=callback,
-                                 return_all_timesteps=return_all_timesteps)  # fmt: skip
+                                 return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
 
 def strength_timesteps(timesteps: Sequence[int], strength: float) -> list[int]:

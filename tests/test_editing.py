@@ -21,9 +21,10 @@ import torch
 from oracle import CorrelatedGaussian
 from torch import Tensor, nn
 
+from denoising_diffusion.classifier import NoiseAwareClassifier
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.editing import check_strength, img2img, inpaint, strength_timesteps
-from denoising_diffusion.nn.unet import Unet
+from denoising_diffusion.nn import EncoderClassifier, Unet
 from denoising_diffusion.samplers import SAMPLERS, SamplerName, sample_repaint
 from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
@@ -269,3 +270,22 @@ def test_img2img_errors(conditional: GaussianDiffusion) -> None:
         img2img(conditional, images, 0.5, sampler="plms", classes=0)
     with pytest.raises(ValueError, match="built with num_classes=3: pass classes="):
         img2img(conditional, images, 0.5)  # a class-conditional model needs its classes, also at strength 0
+
+
+def test_classifier_guidance_reaches_both_edits(conditional: GaussianDiffusion) -> None:
+    """classifier= and classifier_scale= act as in sample: img2img at strength 1 equals the classifier-guided
+    sample bit for bit; inpaint keeps its known pixels under it; the classifier's training mode is restored."""
+    small = dict(dim_mults=(1, 2), resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    classifier = NoiseAwareClassifier.for_diffusion(EncoderClassifier(8, num_classes=3, **small), conditional)
+    classifier.train()
+    images, mask = images_and_mask()
+    guided = dict(classes=[0, 1, 2], classifier=classifier, classifier_scale=5.0)
+    full = img2img(conditional, images, 1.0, sampler="ddim", generator=torch.Generator().manual_seed(1), **guided)
+    reference = conditional.sample(3, sampler="ddim", generator=torch.Generator().manual_seed(1), **guided)
+    assert torch.equal(full, reference)
+    plain = conditional.sample(3, sampler="ddim", generator=torch.Generator().manual_seed(1), classes=[0, 1, 2])
+    assert not torch.equal(full, plain)
+    out = inpaint(conditional, images, mask, jump_length=2, resample=2, **guided)
+    keep = mask.bool().expand_as(images)
+    assert torch.equal(out[keep], conditional.unnormalize(conditional.normalize(images)).clamp(0, 1)[keep])
+    assert classifier.training
