@@ -24,6 +24,8 @@ import torch
 from .._version import __version__
 from ..training import TrainingDivergedError
 from .args import EXIT_USAGE, PROG
+from .img2img import add_img2img_parser
+from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
 from .sample import add_sample_parser, add_samplers_parser
 from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_samplers_parser(subparsers)
     add_nll_parser(subparsers)
     add_train_classifier_parser(subparsers)
+    add_inpaint_parser(subparsers)
+    add_img2img_parser(subparsers)
     return parser
 
 
