@@ -16,6 +16,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from . import editing
 from ._utils import eval_mode, normalize_image_size
 from .batch import Batch, describe_extras, split_batch
 from .conditioning import (
@@ -480,7 +481,7 @@ class GaussianDiffusion(nn.Module):
         Returns:
             (B, C, H, W), or (B, S + 1, C, H, W) with return_all_timesteps (x_T first, the sample last).
         """
-        info = self._sampler(sampler)
+        info = self.sampler_info(sampler)
         bound = info.bind(options, self.sampler_defaults())
         condition = {"classes": classes, "context": context, "context_mask": context_mask, "cond_image": cond_image,
                      "cond_level": cond_level}  # fmt: skip
@@ -588,7 +589,7 @@ class GaussianDiffusion(nn.Module):
             return self.unnormalize(x).clamp(0.0, 1.0)
         return x.clamp(-1.0, 1.0) if self.clip_denoised else x
 
-    def _sampler(self, name: str | None) -> SamplerInfo:
+    def sampler_info(self, name: str | None) -> SamplerInfo:
         """The registry entry for ``name``; None: DDIM when sampling_timesteps < timesteps, else DDPM."""
         if name is None:
             name = "ddim" if self.sampling_timesteps < self.num_timesteps else "ddpm"
@@ -597,6 +598,16 @@ class GaussianDiffusion(nn.Module):
     def sampler_defaults(self) -> dict[str, Any]:
         """This model's defaults for sampler options: ``eta`` (ddim_sampling_eta), ``variance`` (variance_type)."""
         return {"eta": self.ddim_sampling_eta, "variance": self.variance_type}
+
+    def inpaint(self, images: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
+        """RePaint inpainting (Lugmayr et al. 2022) of ``images`` (B, C, H, W) in [0, 1] where ``mask`` is 0 (1 = keep);
+        the options are editing.inpaint's (jump_length, resample, steps, conditions, guidance ...)."""
+        return editing.inpaint(self, images, mask, **kwargs)
+
+    def img2img(self, images: Tensor, strength: float, **kwargs: Any) -> Tensor:
+        """SDEdit (Meng et al. 2022): ``images`` noised to ``strength`` ∈ [0, 1] of the sampler's steps and sampled
+        back; the options are editing.img2img's (sampler, steps, conditions, guidance, sampler options ...)."""
+        return editing.img2img(self, images, strength, **kwargs)
 
     def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None, **condition: Any) -> Tensor:
         """DDIM inversion: images (B, C, H, W) in [0, 1] -> the latent x_T (model space) from which
@@ -609,7 +620,7 @@ class GaussianDiffusion(nn.Module):
         timesteps = spaced_timesteps(
             self.schedule,
             self.sampling_timesteps if steps is None else steps,
-            spacing or self.timestep_spacing or self._sampler("ddim").spacing,
+            spacing or self.timestep_spacing or self.sampler_info("ddim").spacing,
         )
         with torch.inference_mode():
             denoiser = self.denoiser(clip_denoised=False, **broadcast_condition(condition, img.shape[0]))

@@ -50,7 +50,7 @@ class EditableDiffusion(Protocol):
 
     def sampler_defaults(self) -> dict[str, Any]: ...
 
-    def _sampler(self, name: str | None) -> SamplerInfo: ...
+    def sampler_info(self, name: str | None) -> SamplerInfo: ...
 
     def sampling_denoiser(
         self,
@@ -186,7 +186,7 @@ def img2img(
     """
     check_images(diffusion, images)
     strength = check_strength(strength)
-    info = diffusion._sampler(sampler)
+    info = diffusion.sampler_info(sampler)
     condition = {name: value for name, value in condition_and_options.items() if name in CONDITION_NAMES}
     options = {  # None means "not given", as for sample()
         name: value

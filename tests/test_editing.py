@@ -289,3 +289,17 @@ def test_classifier_guidance_reaches_both_edits(conditional: GaussianDiffusion) 
     keep = mask.bool().expand_as(images)
     assert torch.equal(out[keep], conditional.unnormalize(conditional.normalize(images)).clamp(0, 1)[keep])
     assert classifier.training
+
+
+def test_the_methods_of_gaussian_diffusion_are_the_editing_functions(conditional: GaussianDiffusion) -> None:
+    images, mask = images_and_mask()
+    a = conditional.inpaint(images, mask, classes=1, steps=4, jump_length=2, resample=2,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    b = inpaint(conditional, images, mask, classes=1, steps=4, jump_length=2, resample=2,
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(a, b)
+    c = conditional.img2img(images, 0.5, classes=1, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(1))
+    d = img2img(
+        conditional, images, 0.5, classes=1, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(c, d)

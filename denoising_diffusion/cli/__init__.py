@@ -1,4 +1,4 @@
-"""The command line: ``denoising-diffusion train|sample|samplers`` (also ``python -m denoising_diffusion``).
+"""The command line: ``denoising-diffusion COMMAND`` (also ``python -m denoising_diffusion``).
 
 * ``train [FOLDER]``: train a Unet + GaussianDiffusion with the Trainer. Without FOLDER it trains on the built-in
   procedural shapes with a small recipe that finishes in a few minutes on a laptop CPU (:data:`BUILTIN_PRESET`);
@@ -6,11 +6,13 @@
 * ``sample CHECKPOINT``: rebuild the pipeline from a checkpoint alone and write a PNG grid (and a denoising GIF).
 * ``samplers``: list the sampler registry.
 * ``nll CHECKPOINT FOLDER``: the model's likelihood of a folder of images, in bits per dimension.
+* ``train-classifier [FOLDER]``: a noise-aware classifier for classifier guidance (``sample --classifier``).
+* ``inpaint CHECKPOINT IMAGE MASK`` and ``img2img CHECKPOINT IMAGE --strength S``: RePaint and SDEdit.
 
 User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
 with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
-One module per subcommand (train.py, sample.py, nll.py); docs/cli.md documents every option and why its default
-was chosen.
+One module per subcommand (train.py, sample.py, nll.py, train_classifier.py, inpaint.py, img2img.py); docs/cli.md
+documents every option and why its default was chosen.
 """
 
 from __future__ import annotations
