@@ -24,7 +24,8 @@ class Prediction:
 
 class Denoiser(Protocol):
     def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
-        """x_t: (B, C, H, W); t: (B,) int64 time indices in [0, T). Returns the prediction at t."""
+        """x_t: (B, C, H, W); t: (B,) times of the schedule (schedules.Schedule): int64 indices in [0, T) of a
+        discrete schedule, float64 times in [t_min, 1] of a continuous process. Returns the prediction at t."""
         ...
 
 
@@ -32,15 +33,18 @@ class Denoiser(Protocol):
 class StepRecord:
     """What a sampler's callback receives once per network evaluation step.
 
-    index: 0-based step number; t: the time index the step started from; x_t: the state at t, (B, C, H, W);
-    x_next: the state after the step (at the next time index, or the final sample); pred_x0: the prediction of x_0.
+    index: 0-based step number; t: the time the step started from (an int index of a discrete schedule, a float
+    time of a continuous one); x_t: the state at t, (B, C, H, W); x_next: the state after the step (at the next
+    time, or the final sample); pred_x0: the prediction of x_0; nfe: the network evaluations used so far, for
+    samplers whose count is not fixed by the steps (adaptive solvers, correctors), else None.
     """
 
     index: int
-    t: int
+    t: int | float
     x_t: Tensor
     x_next: Tensor
     pred_x0: Tensor
+    nfe: int | None = None
 
 
 Callback = Callable[[StepRecord], None]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .denoiser import Denoiser, Prediction
 from .parameterization import x0_from_eps
-from .schedules import NoiseSchedule
+from .schedules import Schedule
 
 Coef = Tensor | float
 
@@ -54,7 +54,7 @@ def guided_prediction(
 
 def classifier_free_guidance(
     branches: Callable[[Tensor, Tensor], tuple[Prediction, Prediction]],
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     scale: float,
     rescale: float = 0.0,
 ) -> Denoiser:
@@ -66,14 +66,14 @@ def classifier_free_guidance(
 
     def denoise(x_t: Tensor, t: Tensor) -> Prediction:
         cond, uncond = branches(x_t, t)
-        alpha, sigma = schedule.alpha_sigma(int(t[0]))
+        alpha, sigma = schedule.alpha_sigma(t[0].item())
         return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)
 
     return denoise
 
 
 def classifier_guidance(
-    denoiser: Denoiser, log_prob: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, scale: float
+    denoiser: Denoiser, log_prob: Callable[[Tensor, Tensor], Tensor], schedule: Schedule, scale: float
 ) -> Denoiser:
     """A denoiser guided by a classifier (Dhariwal & Nichol 2021, §4 and Alg. 2, in the score form that every
     sampler can use): ε̃ = ε̂ − s σ_t ∇_{x_t} log f(y | x_t), x̂_0 recomputed from ε̃ (the base prediction's learned
@@ -89,7 +89,7 @@ def classifier_guidance(
         pred = denoiser(x_t, t)
         if scale == 0.0:
             return pred
-        alpha, sigma = schedule.alpha_sigma(int(t[0]))
+        alpha, sigma = schedule.alpha_sigma(t[0].item())
         eps = pred.eps - scale * sigma * log_prob_gradient(log_prob, x_t, t)
         return Prediction(x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=pred.var_interp)
 

@@ -20,13 +20,20 @@ Glossary (names used across the package): ``betas`` β_t, ``alphas`` α_t, ``alp
 
 Schedules are computed once in float64 (R2 of STYLE.md). Beta schedules may be added, but are not changed once
 released: a checkpoint stores only the schedule's name and length.
+
+**Time that is not an index** (DESIGN.md, Time). A *schedule* is anything with the :class:`Schedule` methods: it maps
+a time to (α_t, σ_t), checks and builds the time grid a sampler visits, draws training times and says what the
+network sees. Discrete schedules (:class:`NoiseSchedule`, and the NCSN levels of processes.py) use int indices;
+continuous-time processes (VP, sub-VP, VE in processes.py) use float t ∈ [t_min, 1]. For every kind, ``CLEAN``
+(−1, below every range) names the clean data: α = 1, σ = 0, the target of the last reverse step. Samplers are
+written in (α, σ, λ) only and never branch on the kind of time.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Protocol, Sequence, TypeAlias, TypeVar
 
 import torch
 from torch import Tensor
@@ -34,7 +41,48 @@ from torch import Tensor
 from .choices import Choice
 
 CLEAN = -1
-"""The time index of clean data (ᾱ = 1): the target of the last reverse step."""
+"""The time of clean data (α = 1, σ = 0) for every schedule: the target of the last reverse step."""
+
+Time: TypeAlias = int | float
+"""A time: an int index of a discrete schedule, or a float time of a continuous one (CLEAN for clean data)."""
+
+
+class Schedule(Protocol):
+    """What samplers, likelihoods and GaussianDiffusion need of a schedule (DESIGN.md, Time)."""
+
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the prior x_T ~ N(0, prior_std² I) that sampling starts from."""
+        ...
+
+    def alpha_sigma(self, t: Time) -> tuple[float, float]:
+        """(α_t, σ_t) of x_t = α_t x_0 + σ_t ε as Python floats; (1, 0) at CLEAN. ValueError outside the range."""
+        ...
+
+    def alpha_sigma_at(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(α_t, σ_t) for a batch of times t (B,), float64 tensors on t's device."""
+        ...
+
+    def check_times(self, timesteps: Sequence[Time]) -> list[Time]:
+        """The grid as a list of this schedule's times, checked strictly decreasing and inside its range."""
+        ...
+
+    def timesteps(self, steps: int, spacing: str | Spacing = "linspace", *, rho: float = 7.0) -> list[Time]:
+        """A strictly decreasing grid of ``steps`` times to visit, in sampling order (CLEAN not included)."""
+        ...
+
+    def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
+        """n training times (B,) drawn from the global RNG, on ``device``."""
+        ...
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """What the network's time input receives for times t (B,)."""
+        ...
+
+    def posterior_step(self, t: Time, s: Time | None = None) -> PosteriorStep[float]:
+        """q(x_s | x_t, x_0) for the reverse step t → s as floats."""
+        ...
+
 
 C = TypeVar("C", float, Tensor)  # a coefficient: a Python float, or a tensor broadcastable to the images
 
@@ -72,6 +120,47 @@ def posterior_coefficients(alphabar_t: C, alphabar_s: C) -> tuple[C, C, C, C]:
     c0 = alphabar_s**0.5 * beta / (1 - alphabar_t)
     ct = (1 - beta) ** 0.5 * (1 - alphabar_s) / (1 - alphabar_t)
     return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta
+
+
+def gaussian_posterior_step(alpha_t: float, sigma_t: float, alpha_s: float, sigma_s: float) -> PosteriorStep[float]:
+    """q(x_s | x_t, x_0) for s < t on any Gaussian path x_t = α_t x_0 + σ_t ε with Markov forward steps (Kingma et
+    al. 2021, "Variational Diffusion Models", eqs. 3 and 33): with α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α²_{t|s} σ_s²
+    (the forward step's variance, β' below), the mean is (α_s σ²_{t|s}/σ_t²) x_0 + (α_{t|s} σ_s²/σ_t²) x_t and the
+    variance σ²_{t|s} σ_s²/σ_t². On a variance-preserving path this is :func:`posterior_coefficients`; with α = 1
+    (VE) the step is the one of the reverse-diffusion predictor. At s = CLEAN (σ_s = 0) the variance is 0 and the
+    log-variance falls back to log β' (never used: the step to clean data adds no noise)."""
+    a = alpha_t / alpha_s
+    beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)
+    variance = beta * sigma_s**2 / sigma_t**2
+    log_beta = math.log(beta) if beta > 0 else -math.inf
+    return PosteriorStep(
+        c0=alpha_s * beta / sigma_t**2,
+        ct=a * sigma_s**2 / sigma_t**2,
+        variance=variance,
+        log_variance=math.log(variance) if variance > 0 else log_beta,
+        beta=beta,
+        log_beta=log_beta,
+    )
+
+
+def check_index_times(timesteps: Sequence[Time], num_timesteps: int) -> list[int]:
+    """``timesteps`` as ints, checked to be strictly decreasing indices in [0, T); ValueError otherwise (a
+    discrete schedule's :meth:`Schedule.check_times`)."""
+    ts = list(timesteps)
+    if not ts:
+        raise ValueError("timesteps is empty: a sampler needs at least one step")
+    ints = [int(t) for t in ts]
+    if any(float(t) != i for t, i in zip(ts, ints)):
+        raise ValueError(
+            f"this schedule is discrete: timesteps must be integer indices in [0, {num_timesteps - 1}], got "
+            f"{ts[:5]}{'...' if len(ts) > 5 else ''} (continuous times need a continuous process: processes.py)"
+        )
+    if any(a <= b for a, b in zip(ints, ints[1:])) or ints[-1] < 0 or ints[0] >= num_timesteps:
+        raise ValueError(
+            f"timesteps must be strictly decreasing integers in [0, {num_timesteps - 1}], "
+            f"got {ints[:5]}{'...' if len(ints) > 5 else ''}"
+        )
+    return ints
 
 
 class BetaSchedule(Choice):
@@ -217,9 +306,10 @@ class NoiseSchedule:
         """Coefficient c_t of x_t in μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
         return posterior_coefficients(self.alphas_cumprod, self.alphas_cumprod_prev)[1]
 
-    def posterior_step(self, t: int, s: int | None = None) -> PosteriorStep[float]:
+    def posterior_step(self, t: Time, s: Time | None = None) -> PosteriorStep[float]:
         """q(x_s | x_t, x_0) as floats for the reverse step t → s (default s = t − 1; s = −1 is clean data)."""
-        s = t - 1 if s is None else s
+        t = _index(t, self.num_timesteps)
+        s = t - 1 if s is None else _index(s, self.num_timesteps)
         if not CLEAN <= s < t:
             raise ValueError(f"a reverse step goes from t to s < t (s >= -1), got t={t}, s={s}")
         c0, ct, variance, beta = posterior_coefficients(self.alphabar(t), self.alphabar(s))
@@ -237,10 +327,41 @@ class NoiseSchedule:
             raise IndexError(f"time index {t} outside [-1, {self.num_timesteps - 1}]")
         return self._ac_list[t + 1]  # type: ignore[attr-defined]
 
-    def alpha_sigma(self, t: int) -> tuple[float, float]:
+    def alpha_sigma(self, t: Time) -> tuple[float, float]:
         """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) of the Gaussian path; (1, 0) at t = −1."""
-        ab = self.alphabar(t)
+        ab = self.alphabar(_index(t, self.num_timesteps))
         return math.sqrt(ab), math.sqrt(1.0 - ab)
+
+    def alpha_sigma_at(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(√ᾱ_t, √(1 − ᾱ_t)) for indices t (B,) int64, float64 on t's device."""
+        ac = self.alphas_cumprod.to(t.device).gather(0, t.long())
+        return ac.sqrt(), (1 - ac).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        """1: sampling starts from x_T ~ N(0, I)."""
+        return 1.0
+
+    @property
+    def log_sigma_tilde(self) -> Tensor:
+        """log σ̃_t = log(σ_t/α_t) = −λ_t for each index (T,), float64, increasing (what the continuous spacings use)."""
+        return 0.5 * torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)
+
+    def check_times(self, timesteps: Sequence[Time]) -> list[Time]:
+        """Strictly decreasing int indices in [0, T) (see :func:`check_index_times`)."""
+        return list(check_index_times(timesteps, self.num_timesteps))
+
+    def timesteps(self, steps: int, spacing: str | Spacing = "linspace", *, rho: float = 7.0) -> list[Time]:
+        """:func:`spaced_timesteps` of this schedule."""
+        return list(spaced_timesteps(self, steps, spacing, rho=rho))
+
+    def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
+        """Uniform indices in [0, T), (n,) int64 (Ho et al. 2020, Alg. 1)."""
+        return torch.randint(0, self.num_timesteps, (n,), device=device)
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """The index itself: the network's time input is t ∈ {0, …, T−1}."""
+        return t
 
     def buffers(self) -> dict[str, Tensor]:
         """The per-step tables GaussianDiffusion registers as (non-persistent) buffers, float64."""
@@ -258,6 +379,25 @@ class NoiseSchedule:
         }
 
 
+def _index(t: Time, num_timesteps: int) -> int:
+    """t as an int index of a discrete schedule; ValueError for a non-integer time."""
+    if isinstance(t, int):
+        return t
+    if float(t) != int(t):
+        raise ValueError(f"this schedule is discrete (indices 0..{num_timesteps - 1}); got the non-integer time {t}")
+    return int(t)
+
+
+class IndexSchedule(Protocol):
+    """What :func:`spaced_timesteps` needs of a discrete schedule: its length and log σ̃ per index."""
+
+    @property
+    def num_timesteps(self) -> int: ...
+
+    @property
+    def log_sigma_tilde(self) -> Tensor: ...
+
+
 class Spacing(Choice):
     """How a few-step sampler picks its timesteps from {0, …, T−1}."""
 
@@ -271,7 +411,7 @@ class Spacing(Choice):
 
 
 def spaced_timesteps(
-    schedule: NoiseSchedule | int,
+    schedule: NoiseSchedule | IndexSchedule | int,
     steps: int,
     spacing: str | Spacing = "linspace",
     *,
@@ -317,7 +457,7 @@ def spaced_timesteps(
         return _distinct(torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long(), num_timesteps)
     if isinstance(schedule, int):
         raise ValueError(f"timestep spacing {spacing.value!r} needs the NoiseSchedule, not just T")
-    log_sigma_tilde = 0.5 * torch.log((1 - schedule.alphas_cumprod) / schedule.alphas_cumprod)  # = −λ_t, increasing
+    log_sigma_tilde = schedule.log_sigma_tilde  # = −λ_t, increasing
     lo, hi = float(log_sigma_tilde[0]), min(float(log_sigma_tilde[-1]), math.log(sigma_max))
     if spacing is Spacing.LOGSNR:
         targets = torch.linspace(hi, lo, steps, dtype=torch.float64)

@@ -45,7 +45,7 @@ class GaussianMixture:
         """The ideal (x_t, t) -> Prediction for this schedule's discrete time indices."""
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            alpha, sigma = schedule.alpha_sigma(t[0].item())
             x0 = self.posterior_mean(x_t.double(), alpha, sigma).to(x_t.dtype)
             return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 
@@ -125,7 +125,7 @@ class ClassConditionalGaussians:
         """The exact conditional denoiser with ``labels`` (N,) bound: samplers see only (x_t, t)."""
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            alpha, sigma = schedule.alpha_sigma(t[0].item())
             return self._prediction(x_t, self.conditional_mean(x_t, labels, alpha, sigma), alpha, sigma)
 
         return denoise
@@ -134,7 +134,7 @@ class ClassConditionalGaussians:
         """The exact denoiser of the mixture (what a model trained with the label dropped learns)."""
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            alpha, sigma = schedule.alpha_sigma(t[0].item())
             return self._prediction(x_t, self.unconditional_mean(x_t, alpha, sigma), alpha, sigma)
 
         return denoise
@@ -182,7 +182,7 @@ class CorrelatedGaussian:
         """The ideal (x_t, t) -> Prediction for this schedule's discrete time indices."""
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-            alpha, sigma = schedule.alpha_sigma(int(t[0]))
+            alpha, sigma = schedule.alpha_sigma(t[0].item())
             x0 = self.posterior_mean(x_t, alpha, sigma).to(x_t.dtype)
             return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 

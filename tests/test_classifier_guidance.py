@@ -29,7 +29,7 @@ def exact_log_prob(labels: torch.Tensor):
     """log p(y | x_t) of the Gaussian classes, in closed form: the classifier an infinitely good training reaches."""
 
     def log_prob(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        alpha, sigma = SCHEDULE.alpha_sigma(int(t[0]))
+        alpha, sigma = SCHEDULE.alpha_sigma(t[0].item())
         return DATA.class_log_posterior(x_t, alpha, sigma).gather(1, labels[:, None].to(x_t.device))[:, 0]
 
     return log_prob

@@ -45,7 +45,7 @@ class OracleNet(nn.Module):
         self.anchor = nn.Parameter(torch.zeros((), dtype=F64))  # GaussianDiffusion reads its dtype from here
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = self.schedule.alpha_sigma(int(t[0]))
+        alpha, sigma = self.schedule.alpha_sigma(t[0].item())
         return (x - alpha * DATA.posterior_mean(x, alpha, sigma).to(x.dtype)) / sigma
 
 

@@ -77,7 +77,7 @@ def test_ode_bits_per_dim_through_gaussian_diffusion_matches_the_exact_density(g
     −log N(x; m, (s² + σ̃_0²) I)/(D ln 2) + log2(128), the last term the log-volume of an 8-bit bin of width 2/256
     per dimension. About 10% of the data lie beyond ±1, so a denoiser that clamped x̂_0 would bend the ODE there."""
     diffusion = GaussianDiffusion(
-        FunctionNet(lambda x, t: gaussian.posterior_mean(x, *diffusion.schedule.alpha_sigma(int(t[0]))), channels=2),
+        FunctionNet(lambda x, t: gaussian.posterior_mean(x, *diffusion.schedule.alpha_sigma(t[0].item())), channels=2),
         image_size=1,
         timesteps=1000,
         beta_schedule="linear",

@@ -121,7 +121,7 @@ def test_last_step_adds_no_noise(sampler: str, options: dict) -> None:
     x0 = torch.randn(8, 3, 4, 4)
 
     def denoiser(x_t, t):
-        alpha, sigma = schedule.alpha_sigma(int(t[0]))
+        alpha, sigma = schedule.alpha_sigma(t[0].item())
         return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 
     fn = {"ddpm": sample_ddpm, "ddim": sample_ddim}[sampler]

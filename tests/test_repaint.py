@@ -193,7 +193,7 @@ def linear_denoiser(schedule: NoiseSchedule):
     """Any denoiser will do for the contract tests: x̂_0 = 0.5 x_t."""
 
     def denoise(x_t: Tensor, t: Tensor) -> Prediction:
-        alpha, sigma = schedule.alpha_sigma(int(t[0]))
+        alpha, sigma = schedule.alpha_sigma(t[0].item())
         x0 = 0.5 * x_t
         return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 

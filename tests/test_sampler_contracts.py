@@ -21,7 +21,7 @@ def options(name: str) -> dict:
 def toy_denoiser(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
     """A smooth, deterministic stand-in for a network: shrinks x_t toward zero, depending on t."""
     assert t.shape == (x_t.shape[0],) and t.dtype == torch.long
-    alpha, sigma = SCHEDULE.alpha_sigma(int(t[0]))
+    alpha, sigma = SCHEDULE.alpha_sigma(t[0].item())
     x0 = torch.tanh(x_t) * 0.5
     return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 

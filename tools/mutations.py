@@ -584,7 +584,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ddpm-noise-if-t-positive",
         SAMPLER_FILE("ddpm"),
-        "if s >= 0:",
+        "if s != CLEAN:",
         "if t > 0:",
         "DDPM adds noise on the last step when the last index is not 0",
         SAMPLERS,
@@ -608,9 +608,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ddim-c-no-square",
         SAMPLER_FILE("ddim"),
-        "math.sqrt(max(1.0 - (alpha_t / alpha_s) ** 2, 0.0))",
-        "math.sqrt(max(1.0 - (alpha_t / alpha_s), 0.0))",
-        "DDIM's c with α_t/α_s where ᾱ_t/ᾱ_s belongs",
+        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0))",
+        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) * sigma_s**2, 0.0))",
+        "DDIM's c with α_t/α_s where (α_t/α_s)² belongs",
         SAMPLERS,
     ),
     Mutation(
@@ -762,9 +762,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diffuse-variance-for-std",
         SAMPLER_FILE("common"),
-        "math.sqrt(1.0 - ratio) * randn_like(x_s, generator)",
-        "(1.0 - ratio) * randn_like(x_s, generator)",
-        "the forward jump scales its noise by the variance 1 − ᾱ_t/ᾱ_s instead of the std",
+        "a * x_s + math.sqrt(max(sigma_t**2 - a**2 * sigma_s**2, 0.0))",
+        "a * x_s + max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "the forward jump scales its noise by the variance σ²_{t|s} instead of the std",
         REPAINT + EDITING,
     ),
     Mutation(
@@ -875,8 +875,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "guid-wrapper-time-index",
         G,
-        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(int(t[0]))",
-        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(int(t[0]) - 1)",
+        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(t[0].item())",
+        "cond, uncond = branches(x_t, t)\n        alpha, sigma = schedule.alpha_sigma(t[0].item() - 1)",
         "the guidance wrapper forms x̂_0 with (α, σ) of the next index t − 1",
         GUIDANCE,
     ),

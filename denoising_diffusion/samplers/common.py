@@ -9,22 +9,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..schedules import CLEAN, NoiseSchedule
+from ..schedules import CLEAN, Schedule, Time
 
 
-def time_pairs(timesteps: Sequence[int], schedule: NoiseSchedule) -> Iterator[tuple[int, int, int]]:
+def time_pairs(timesteps: Sequence[Time], schedule: Schedule) -> Iterator[tuple[int, Time, Time]]:
     """Yield (index, t, s) for each reverse step t → s, where s is the next entry or CLEAN (−1) after the last.
 
-    ``timesteps`` must be strictly decreasing indices in [0, T); a clear ValueError says otherwise.
+    ``timesteps`` must be the schedule's times (int indices of a discrete schedule, floats of a continuous one),
+    strictly decreasing and in its range (``schedule.check_times``); a clear ValueError says otherwise.
     """
-    ts = [int(t) for t in timesteps]
-    if not ts:
-        raise ValueError("timesteps is empty: a sampler needs at least one step")
-    if any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= schedule.num_timesteps:
-        raise ValueError(
-            f"timesteps must be strictly decreasing integers in [0, {schedule.num_timesteps - 1}], "
-            f"got {ts[:5]}{'...' if len(ts) > 5 else ''}"
-        )
+    ts = schedule.check_times(timesteps)
     for i, t in enumerate(ts):
         yield i, t, ts[i + 1] if i + 1 < len(ts) else CLEAN
 
@@ -34,24 +28,32 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def diffuse(x_s: Tensor, schedule: NoiseSchedule, s: int, t: int, generator: torch.Generator | None) -> Tensor:
-    """A draw of x_t ~ q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): the forward process from index s up to
-    t > s in one draw (it is Markov, so the skipped steps' Gaussians compose into this one, on any respaced chain).
-    s = CLEAN (ᾱ = 1) draws q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4).
+def diffuse(x_s: Tensor, schedule: Schedule, s: Time, t: Time, generator: torch.Generator | None) -> Tensor:
+    """A draw of x_t ~ q(x_t | x_s) = N(α_{t|s} x_s, σ²_{t|s} I) with α_{t|s} = α_t/α_s and
+    σ²_{t|s} = σ_t² − α²_{t|s} σ_s² (Kingma et al. 2021, eq. 33): the forward process from s up to t > s in one draw
+    (it is Markov, so the skipped steps' Gaussians compose into this one, on any respaced chain). On a VP path this
+    is N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I); s = CLEAN draws q(x_t | x_0) (Ho et al. 2020, eq. 4).
 
     x_s: (B, C, H, W); the noise has its shape, dtype and device and comes from ``generator``.
     """
-    if not CLEAN <= s < t < schedule.num_timesteps:
+    try:
+        if not s < t:
+            raise ValueError("s is not below t")
+        alpha_s, sigma_s = schedule.alpha_sigma(s)
+        alpha_t, sigma_t = schedule.alpha_sigma(t)
+    except (IndexError, ValueError) as err:
         raise ValueError(
-            f"a forward jump goes from s to t > s (s >= -1, t < {schedule.num_timesteps}), got s={s}, t={t}"
-        )
-    ratio = schedule.alphabar(t) / schedule.alphabar(s)
-    return math.sqrt(ratio) * x_s + math.sqrt(1.0 - ratio) * randn_like(x_s, generator)
+            f"a forward jump goes from s to t > s inside the schedule (s = -1 is clean data), got s={s}, t={t}: {err}"
+        ) from None
+    a = alpha_t / alpha_s
+    return a * x_s + math.sqrt(max(sigma_t**2 - a**2 * sigma_s**2, 0.0)) * randn_like(x_s, generator)
 
 
-def time_batch(x: Tensor, t: int) -> Tensor:
-    """(B,) int64 tensor filled with t, on x's device."""
-    return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+def time_batch(x: Tensor, t: Time) -> Tensor:
+    """(B,) tensor filled with t on x's device: int64 for an int index (discrete schedules), float64 for a float
+    time (continuous processes)."""
+    dtype = torch.long if isinstance(t, int) else torch.float64
+    return torch.full((x.shape[0],), t, device=x.device, dtype=dtype)
 
 
 def heun_step(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import NoiseSchedule
+from ..schedules import Schedule, Time
 from .common import randn_like, time_batch, time_pairs
 
 
@@ -17,14 +17,14 @@ from .common import randn_like, time_batch, time_pairs
 def sample_ddim(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """DDIM: x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z, with c = η σ_s/σ_t √(1 − α_t²/α_s²) (eqs. 12, 16).
+    """DDIM: x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z, c = η σ_s/σ_t σ_{t|s}, σ²_{t|s} = σ_t² − α_t²σ_s²/α_s² (eqs. 12, 16).
 
     Symbols: α, σ are the Gaussian-path coefficients of schedules.py (α_t = √ᾱ_t); t → s is one step, s = −1 after
     the last entry (α = 1, σ = 0), so the final step returns x̂_0 without noise. η = 0 is deterministic (DDIM);
@@ -33,8 +33,8 @@ def sample_ddim(
     Args:
         denoiser: (x_t, t) -> Prediction.
         x_T: (B, C, H, W) initial noise at timesteps[0].
-        schedule: the NoiseSchedule the denoiser was trained with.
-        timesteps: strictly decreasing time indices to visit (e.g. schedules.spaced_timesteps).
+        schedule: the schedule the denoiser was trained with (schedules.Schedule: discrete or continuous).
+        timesteps: strictly decreasing times to visit (``schedule.timesteps(steps, spacing)``).
         eta: η ≥ 0, the stochasticity.
         generator: source of all noise drawn.
         callback: receives a StepRecord after every step.
@@ -48,8 +48,9 @@ def sample_ddim(
         pred = denoiser(x, time_batch(x, t))
         alpha_t, sigma_t = schedule.alpha_sigma(t)
         alpha_s, sigma_s = schedule.alpha_sigma(s)
-        # 1. c = η σ_s/σ_t · √(1 − ᾱ_t/ᾱ_s): the noise injected (DDIM eq. 16).
-        c = eta * sigma_s / sigma_t * math.sqrt(max(1.0 - (alpha_t / alpha_s) ** 2, 0.0))
+        # 1. c = η σ_s/σ_t · σ_{t|s}: the noise injected (DDIM eq. 16, where σ²_{t|s} = 1 − ᾱ_t/ᾱ_s; written for any
+        #    Gaussian path, σ²_{t|s} = σ_t² − (α_t/α_s)² σ_s², so that η = 1 is ancestral on VE paths too).
+        c = eta * sigma_s / sigma_t * math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0))
         # 2. Deterministic part points along the predicted ε (eq. 12).
         x_next = alpha_s * pred.x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * pred.eps
         if c > 0:
@@ -64,8 +65,8 @@ def sample_ddim(
 def sample_euler(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -80,8 +81,8 @@ def sample_euler(
 def sample_euler_ancestral(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -93,7 +94,7 @@ def sample_euler_ancestral(
 
 
 @torch.no_grad()
-def invert_ddim(denoiser: Denoiser, x_start: Tensor, schedule: NoiseSchedule, timesteps: Sequence[int]) -> Tensor:
+def invert_ddim(denoiser: Denoiser, x_start: Tensor, schedule: Schedule, timesteps: Sequence[Time]) -> Tensor:
     """DDIM inversion: run the η = 0 update upwards, image → noise (Song et al. 2021, §4.3; Dhariwal & Nichol 2021,
     App. F). x_u at each visited index u maps to x_t = α_t x̂_0(x_u, u) + σ_t ε̂(x_u, u) at the next larger t.
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, Prediction, StepRecord
-from ..schedules import NoiseSchedule
+from ..schedules import CLEAN, Schedule, Time
 from ..variance import VarianceType, reverse_log_variance
 from .common import randn_like, time_batch, time_pairs
 
@@ -18,8 +18,8 @@ from .common import randn_like, time_batch, time_pairs
 def sample_ddpm(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     variance: str | VarianceType = VarianceType.FIXED_SMALL,
     generator: torch.Generator | None = None,
@@ -30,7 +30,7 @@ def sample_ddpm(
     Args:
         denoiser: (x_t, t) -> Prediction.
         x_T: (B, C, H, W) noise at timesteps[0].
-        schedule: the NoiseSchedule of the model.
+        schedule: the schedule of the model (schedules.Schedule).
         timesteps: strictly decreasing time indices (all of range(T-1, -1, -1) for the original DDPM).
         variance: 'fixed_small' (β̃), 'fixed_large' (β) or 'learned_range'.
         generator: source of all noise drawn.
@@ -52,9 +52,9 @@ def sample_ddpm(
 def ddpm_step(
     pred: Prediction,
     x_t: Tensor,
-    schedule: NoiseSchedule,
-    t: int,
-    s: int,
+    schedule: Schedule,
+    t: Time,
+    s: Time,
     variance: VarianceType,
     generator: torch.Generator | None,
 ) -> Tensor:
@@ -63,7 +63,7 @@ def ddpm_step(
     Shared by sample_ddpm and sample_repaint."""
     step = schedule.posterior_step(t, s)  # respaced: β' = 1 − ᾱ_t/ᾱ_s
     x_next = step.mean(pred.x0, x_t)
-    if s >= 0:  # the step to clean data adds no noise (Alg. 2: z = 0 when t = 1)
+    if s != CLEAN:  # the step to clean data adds no noise (Alg. 2: z = 0 when t = 1)
         log_var = reverse_log_variance(variance, step.log_beta, step.log_variance, pred.var_interp)
         std = torch.exp(0.5 * log_var) if isinstance(log_var, Tensor) else math.exp(0.5 * log_var)
         x_next = x_next + std * randn_like(x_t, generator)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, NoiseSchedule
+from ..schedules import CLEAN, Schedule, Time
 from .common import randn_like, time_batch, time_pairs
 
 
@@ -33,8 +33,8 @@ def _second_order(d: Tensor, d_prev: Tensor | None, h: float, h_prev: float | No
 def sample_dpmpp_2m(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -54,8 +54,8 @@ def sample_dpmpp_2m(
 def sample_dpmpp_2m_sde(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -72,8 +72,8 @@ def sample_dpmpp_2m_sde(
 def _multistep(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     stochastic: bool,
     generator: torch.Generator | None,

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, NoiseSchedule
+from ..schedules import CLEAN, Schedule, Time
 from .common import heun_step, time_batch, time_pairs
 
 
@@ -22,8 +22,8 @@ from .common import heun_step, time_batch, time_pairs
 def sample_heun(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -53,6 +53,6 @@ def sample_heun(
     return x
 
 
-def _eps_at(denoiser: Denoiser, s: int, alpha_s: float) -> Callable[[list[Tensor]], list[Tensor]]:
+def _eps_at(denoiser: Denoiser, s: Time, alpha_s: float) -> Callable[[list[Tensor]], list[Tensor]]:
     """The ODE's slope dx̃/dσ̃ = ε̂ at time index s, as heun_step calls it (on [x̃])."""
     return lambda y: [denoiser(alpha_s * y[0], time_batch(y[0], s)).eps]

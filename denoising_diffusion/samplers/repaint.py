@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, NoiseSchedule
+from ..schedules import CLEAN, Schedule, Time
 from ..variance import VarianceType
 from .common import diffuse, time_batch, time_pairs
 from .ddpm import ddpm_step
@@ -69,8 +69,8 @@ def repaint_schedule(num_steps: int, jump_length: int = 10, resample: int = 10) 
 def sample_repaint(
     denoiser: Denoiser,
     x_T: Tensor,
-    schedule: NoiseSchedule,
-    timesteps: Sequence[int],
+    schedule: Schedule,
+    timesteps: Sequence[Time],
     *,
     known: Tensor,
     mask: Tensor,
@@ -92,7 +92,7 @@ def sample_repaint(
     Args:
         denoiser: (x_t, t) -> Prediction; it sees whole images and knows nothing of the mask.
         x_T: (B, C, H, W) noise at timesteps[0].
-        schedule: the NoiseSchedule of the model.
+        schedule: the schedule of the model (schedules.Schedule).
         timesteps: strictly decreasing time indices (e.g. spaced_timesteps); jumps count entries of this list.
         known: the image in the model's space, broadcastable to x_T.
         mask: 1 = keep (known), 0 = fill; bool or {0, 1} values, broadcastable to x_T (e.g. (B, 1, H, W)).
