@@ -12,7 +12,7 @@ Needs scikit-learn (the optional extra ``bench``) for its bundled 8x8 digits (``
    the Frechet distance and the floor are ``denoising_diffusion.evaluation``'s (docs/evaluation.md);
 3. a Unet + GaussianDiffusion (ε-prediction, cosine schedule, T = 1000) trained with Adam and an EMA of the
    weights; the EMA weights are cached under ``--cache`` (keyed by the configuration), so a rerun does not retrain;
-4. for each sampler in SAMPLERS and each budget in NFE_BUDGETS, ``--num-samples`` images from the same seed
+4. for each sampler in BENCHED and each budget in NFE_BUDGETS, ``--num-samples`` images from the same seed
    (so every cell starts from the same x_T), each sampler at its recommended timestep spacing, and their Frechet
    distance to the held-out images. The floor is the distance between as many training images and the same
    held-out set: what a perfect model would score, with this sample size.
@@ -57,6 +57,9 @@ NUM_HELDOUT = 500
 FLOOR_DRAWS = 20  # random training subsets behind the floor's mean and spread
 TARGET_CANDIDATE, TARGET_REFERENCE, TARGET_MARGIN = (SamplerName.DPMPP_2M, 20), (SamplerName.DDPM, 1000), 0.10
 Rows = dict[SamplerName, dict[int, tuple[float, int]]]  # sampler -> budget -> (Frechet distance, NFE used)
+BENCHED = {name: info for name, info in SAMPLERS.items() if not info.needs_sde}
+"""The samplers in the table: the digits model is a discrete DDPM, which those that need the forward SDE (the adaptive
+'ode', whose cost the steps do not fix) do not serve."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def table_cells(cfg: BenchConfig, num_timesteps: int) -> list[Cell]:
     workers finishes together)."""
     cells = [
         Cell(name, nfe, steps)
-        for name, info in SAMPLERS.items()
+        for name, info in BENCHED.items()
         for nfe in cfg.budgets
         if (steps := steps_for_budget(info, nfe, num_timesteps)) is not None
     ]
@@ -279,7 +282,7 @@ def _map(arguments: list[tuple], jobs: int) -> Iterator[tuple[Cell, float, float
 
 def table_rows(results: dict[Cell, float]) -> Rows:
     """The table's draws, as {sampler: {budget: (Frechet distance, network evaluations used)}}, registry order."""
-    rows: Rows = {name: {} for name in SAMPLERS}
+    rows: Rows = {name: {} for name in BENCHED}
     for cell, fd in sorted(results.items(), key=lambda item: item[0].nfe):
         if cell.draw == 0:
             rows[cell.sampler][cell.nfe] = (fd, SAMPLERS[cell.sampler].nfe(cell.steps))

@@ -29,6 +29,7 @@ from .samplers import (
     sample_euler,
     sample_euler_ancestral,
     sample_heun,
+    sample_ode,
     sample_repaint,
 )
 from .schedules import NoiseSchedule, spaced_timesteps
@@ -76,6 +77,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_ode",
     "sample_repaint",
     "save_checkpoint",
     "save_denoising_gif",

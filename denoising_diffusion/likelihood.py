@@ -1,9 +1,10 @@
 """Likelihoods of a diffusion model: the variational bound (bits per dimension) and the exact log-likelihood of the
 probability-flow ODE.
 
-Both are written against a denoiser and a NoiseSchedule, like the samplers, so they work with any model (and with
-the closed-form oracle in the tests); :func:`bits_per_dim` and :func:`ode_bits_per_dim` take a GaussianDiffusion
-and images in [0, 1].
+Both are written against a denoiser and a schedule, like the samplers, so they work with any model (and with the
+closed-form oracle in the tests): the VLB needs a discrete NoiseSchedule, the ODE likelihood takes any schedule
+(discrete, or the continuous vp, subvp and ve processes). :func:`bits_per_dim` and :func:`ode_bits_per_dim` take a
+GaussianDiffusion and images in [0, 1].
 
 Units: the VLB is in bits per dimension of 8-bit data (discretized decoder, Ho et al. 2020, eq. 13). The ODE gives a
 density log p(x) in nats for data in [−1, 1]; as bits per dimension of 8-bit data it is
@@ -20,10 +21,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .choices import Choice
 from .denoiser import Denoiser
 from .losses import Decoder, gaussian_log_likelihood, normal_kl, vlb_term
 from .samplers.common import heun_step, randn_like, time_batch
-from .schedules import NoiseSchedule, Spacing, spaced_timesteps
+from .samplers.ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, clamp_time, load_odeint, require_sde
+from .schedules import NoiseSchedule, Schedule, Spacing, Time
 from .variance import VarianceType, reverse_log_variance
 
 
@@ -86,8 +89,18 @@ def bits_per_dim(diffusion, images: Tensor, *, generator: torch.Generator | None
         ).total
 
 
+class ODESolver(Choice):
+    """How :func:`ode_log_likelihood` integrates the probability-flow ODE: ``heun`` on a Karras grid of the schedule's
+    times (any schedule), or ``dopri5``, adaptive (continuous-time processes only)."""
+
+    __option__ = "ODE solver"
+
+    HEUN = "heun"
+    DOPRI5 = "dopri5"
+
+
 def _eps_and_divergence(
-    denoiser: Denoiser, x_tilde: Tensor, t: int, alpha: float, probes: Tensor | None
+    denoiser: Denoiser, x_tilde: Tensor, t: Time, alpha: float, probes: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """ε̂ at x = α x̃ and its divergence with respect to x̃, (B,): exact (one backward pass per dimension) when
     ``probes`` is None, else Hutchinson's estimate mean_k z_kᵀ (∂ε̂/∂x̃) z_k (Grathwohl et al. 2019, FFJORD)."""
@@ -110,18 +123,91 @@ def _eps_and_divergence(
 
 
 def _slope_at(
-    denoiser: Denoiser, t: int, alpha: float, probes: Tensor | None
+    denoiser: Denoiser, t: Time, alpha: float, probes: Tensor | None
 ) -> Callable[[list[Tensor]], list[Tensor]]:
-    """The augmented ODE's slope (dx̃/dσ̃, d∫/dσ̃) = (ε̂, div ε̂) at index t, as heun_step calls it (on [x̃, ∫])."""
+    """The augmented ODE's slope (dx̃/dσ̃, d∫/dσ̃) = (ε̂, div ε̂) at time t, as heun_step calls it (on [x̃, ∫])."""
     return lambda y: list(_eps_and_divergence(denoiser, y[0], t, alpha, probes))
+
+
+def _heun(
+    denoiser: Denoiser, schedule: Schedule, x_start: Tensor, steps: int, probes: Tensor | None
+) -> tuple[Tensor, Tensor, Time]:
+    """(x̃, ∫ div ε̂ dσ̃, the top time) by Heun in σ̃ upwards over ``steps`` times of the Karras spacing, reversed."""
+    grid = schedule.timesteps(max(2, steps), Spacing.KARRAS)[::-1]  # ascending: the smallest time first
+    sigma_tilde = {t: schedule.alpha_sigma(t)[1] / schedule.alpha_sigma(t)[0] for t in grid}
+    x_tilde = x_start
+    integral = x_start.new_zeros(x_start.shape[0])
+    eps, div = _eps_and_divergence(denoiser, x_tilde, grid[0], schedule.alpha_sigma(grid[0])[0], probes)
+    for a, b in zip(grid, grid[1:]):
+        alpha_b = schedule.alpha_sigma(b)[0]
+        x_tilde, integral = heun_step(
+            _slope_at(denoiser, b, alpha_b, probes), [x_tilde, integral], [eps, div], sigma_tilde[b] - sigma_tilde[a]
+        )
+        eps, div = _eps_and_divergence(denoiser, x_tilde, b, alpha_b, probes)
+    return x_tilde, integral, grid[-1]
+
+
+def _dopri5(
+    denoiser: Denoiser, schedule: Schedule, x_start: Tensor, probes: Tensor | None, rtol: float, atol: float
+) -> tuple[Tensor, Tensor, Time]:
+    """(x̃, ∫ div ε̂ dσ̃, the top time) by dopri5 in the SDE's time t, from the schedule's smallest time to its top.
+
+    The probability-flow ODE (Song et al. 2021, eq. 13) in x̃ = x/α is dx̃/dt = (dσ̃/dt) ε̂ with dσ̃/dt = g²/(2ασ)
+    (from α' = f α and (σ²)' = g² + 2 f σ², processes.py), so the pair (x̃, ∫) moves with slope (dσ̃/dt)(ε̂, div ε̂):
+    the same integral as Heun's, in another variable. One ODE state for the batch, (x̃ flattened, ∫ (B,)); the
+    error norm is the larger of the two parts' RMS norms (torchdiffeq's tuple norm)."""
+    sde_schedule = require_sde(schedule, "ode_log_likelihood with solver='dopri5'")
+    odeint = load_odeint()
+    top, bottom = schedule.timesteps(2)
+    shape = x_start.shape
+
+    def slope(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        time = clamp_time(t, bottom, top)  # samplers/ode.py: only the initial step's probe can fall outside
+        alpha, sigma = schedule.alpha_sigma(time)
+        rate = sde_schedule.sde(time)[1] ** 2 / (2 * alpha * sigma)  # dσ̃/dt
+        eps, div = _eps_and_divergence(denoiser, state[0].view(shape), time, alpha, probes)
+        return rate * eps.flatten(), rate * div
+
+    span = torch.tensor([bottom, top], dtype=torch.float64, device=x_start.device)
+    x_tildes, integrals = odeint(
+        slope,
+        (x_start.flatten(), x_start.new_zeros(shape[0])),
+        span,
+        rtol=rtol,
+        atol=atol,
+        method="dopri5",
+        options={"step_t": span[1:]},
+    )
+    return x_tildes[-1].view(shape), integrals[-1], top
+
+
+def prior_log_density(schedule: Schedule, x_tilde: Tensor, t: Time) -> Tensor:
+    """log N(x̃; 0, v I) summed over each sample's elements, (B,), for x̃ = x/α at time t (the top of an integration).
+
+    The prior x ~ N(0, prior_std² I) holds at the schedule's top time T (its first timestep: index T−1, or t = 1),
+    where x̃ ~ N(0, prior_std²/α_T² I). Below T it is carried down by the flow of unit-variance data, whose x̃ has
+    variance 1 + σ̃² at every time: v = (prior_std²/α_T²) (1 + σ̃_t²)/(1 + σ̃_T²). At t = T this is the prior itself;
+    on a variance-preserving path (prior_std = 1, 1/α_T² = 1 + σ̃_T²) it is 1 + σ̃_t² at every t, the marginal of
+    N(0, I) data; for VE with σ_max above the Karras grid's cap (σ̃ = 80) it is about σ_t², not σ_max².
+    """
+    top = schedule.timesteps(1)[0]
+    alpha_top, sigma_top = schedule.alpha_sigma(top)
+    alpha, sigma = schedule.alpha_sigma(t)
+    prior_var = schedule.prior_std**2 / alpha_top**2
+    var = prior_var * (1 + (sigma / alpha) ** 2) / (1 + (sigma_top / alpha_top) ** 2)
+    log_var = x_tilde.new_tensor(math.log(var))
+    return gaussian_log_likelihood(x_tilde, x_tilde.new_zeros(()), log_var).flatten(1).sum(1)
 
 
 def ode_log_likelihood(
     denoiser: Denoiser,
-    schedule: NoiseSchedule,
+    schedule: Schedule,
     x_start: Tensor,
     *,
     steps: int = 100,
+    solver: str | ODESolver = ODESolver.HEUN,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     exact_trace: bool | None = None,
     num_probes: int = 1,
     generator: torch.Generator | None = None,
@@ -129,18 +215,28 @@ def ode_log_likelihood(
     """log p(x_start) in nats under the probability-flow ODE, (B,) (Song et al. 2021, SDE paper, §4.3 and App. D.2).
 
     In x̃ = x/α, σ̃ = σ/α the ODE is dx̃/dσ̃ = ε̂, and log p_{σ̃_0}(x̃(σ̃_0)) = log p_top(x̃(σ̃_top)) +
-    ∫ div ε̂ dσ̃. Heun's method integrates x̃ and the divergence together upwards over ``steps`` indices of the
-    Karras spacing (reversed: from t = 0 to the index where σ̃ ≈ min(σ̃_{T−1}, 80)), where the prior is
-    x ~ N(0, I), i.e. x̃ ~ N(0, (1 + σ̃_top²) I). The density returned is that of the data smoothed by σ̃_0
-    (σ_0 ≈ 0.006-0.01 for the built-in schedules), which is what the model defines.
+    ∫ div ε̂ dσ̃, x̃ and the integral moving together upwards from the schedule's smallest time (index 0, or t_min):
+
+    * ``heun``: Heun's method over ``steps`` times of the Karras spacing (``schedule.timesteps(steps, 'karras')``,
+      reversed), up to σ̃ ≈ min(σ̃_top, 80); any schedule, discrete or continuous.
+    * ``dopri5``: adaptive Dormand-Prince in the SDE's time up to t = 1, tolerances ``rtol`` and ``atol``; the
+      continuous processes (vp, subvp, ve) only: ValueError on a discrete schedule.
+
+    The prior at the top is :func:`prior_log_density` (N(0, prior_std² I) in x at the schedule's top time). The
+    density returned is that of the data smoothed by σ̃_0 (σ_0 ≈ 0.006-0.01 for the built-in discrete schedules,
+    σ(t_min) for the continuous ones), which is what the model defines.
 
     Args:
         x_start: (B, C, H, W) in [−1, 1]. Use a denoiser without x̂_0 clipping: the ODE must be smooth.
-        steps: grid points (2·steps − 1 network evaluations, each with its vector-Jacobian products).
+        steps: Heun's grid points (2·steps − 1 network evaluations, each with its vector-Jacobian products).
+        solver: ``heun`` or ``dopri5``.
+        rtol, atol: dopri5's error tolerances, positive floats (1e-5 each, as in Song et al. 2021's code).
         exact_trace: exact divergence (a backward pass per dimension); None: exact when C·H·W <= 16.
         num_probes: Rademacher probes for Hutchinson's estimator, fixed for the whole integration.
         generator: draws the probes.
     """
+    solver = ODESolver(solver)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     dims = x_start[0].numel()
     exact = dims <= 16 if exact_trace is None else exact_trace
     probes = None
@@ -152,20 +248,11 @@ def ode_log_likelihood(
             * 2
             - 1
         )
-    grid = spaced_timesteps(schedule, max(2, steps), Spacing.KARRAS)[::-1]  # ascending: 0 first
-    sigma_tilde = {t: schedule.alpha_sigma(t)[1] / schedule.alpha_sigma(t)[0] for t in grid}
-    x_tilde = x_start
-    integral = x_start.new_zeros(x_start.shape[0])
-    eps, div = _eps_and_divergence(denoiser, x_tilde, grid[0], schedule.alpha_sigma(grid[0])[0], probes)
-    for a, b in zip(grid, grid[1:]):
-        alpha_b = schedule.alpha_sigma(b)[0]
-        x_tilde, integral = heun_step(
-            _slope_at(denoiser, b, alpha_b, probes), [x_tilde, integral], [eps, div], sigma_tilde[b] - sigma_tilde[a]
-        )
-        eps, div = _eps_and_divergence(denoiser, x_tilde, b, alpha_b, probes)
-    prior_log_var = x_tilde.new_tensor(math.log(1 + sigma_tilde[grid[-1]] ** 2))
-    log_prior = gaussian_log_likelihood(x_tilde, x_tilde.new_zeros(()), prior_log_var).flatten(1).sum(1)
-    return log_prior + integral
+    if solver is ODESolver.HEUN:
+        x_tilde, integral, top = _heun(denoiser, schedule, x_start, steps, probes)
+    else:
+        x_tilde, integral, top = _dopri5(denoiser, schedule, x_start, probes, rtol, atol)
+    return prior_log_density(schedule, x_tilde, top) + integral
 
 
 def ode_bits_per_dim(
@@ -173,6 +260,9 @@ def ode_bits_per_dim(
     images: Tensor,
     *,
     steps: int = 100,
+    solver: str | ODESolver = ODESolver.HEUN,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     exact_trace: bool | None = None,
     num_probes: int = 1,
     generator: torch.Generator | None = None,
@@ -186,6 +276,9 @@ def ode_bits_per_dim(
         diffusion.schedule,
         x,
         steps=steps,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
         exact_trace=exact_trace,
         num_probes=num_probes,
         generator=generator,

@@ -28,7 +28,7 @@ def test_table_cells_add_draws_for_the_target_cells_only() -> None:
     cells = bench.table_cells(cfg, 1000)
     extra = {(c.sampler, c.nfe) for c in cells if c.draw > 0}
     assert extra == {bench.TARGET_CANDIDATE, bench.TARGET_REFERENCE}
-    assert len(cells) == 2 * len(SAMPLERS) + 4
+    assert len(cells) == 2 * len(bench.BENCHED) + 4
     assert cells[0].nfe == 1000  # most expensive first
 
 
@@ -53,7 +53,7 @@ def test_target_verdict_uses_the_mean_over_draws_and_its_standard_error() -> Non
 def test_quick_mode_runs_end_to_end(tmp_path, capsys) -> None:
     result = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path)])
     assert list(tmp_path.glob("digits-diffusion-*.pt")), "the trained weights are cached"
-    assert set(result["rows"]) == set(SAMPLERS)
+    assert set(result["rows"]) == set(bench.BENCHED) == {n for n, i in SAMPLERS.items() if not i.needs_sde}
     assert all(set(row) == {5, 10} and all(fd >= 0 for fd, _ in row.values()) for row in result["rows"].values())
     assert result["floor"][0] >= 0 and result["floor"][1] >= 0 and result["train_seconds"] is not None
     assert result["verdict"] is None  # --quick's budgets hold no target cell

@@ -27,6 +27,7 @@ from .ddim import invert_ddim, sample_ddim, sample_euler, sample_euler_ancestral
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from .heun import sample_heun
+from .ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, sample_ode
 from .repaint import repaint_schedule, sample_repaint
 
 
@@ -50,6 +51,16 @@ class SamplerOption:
 ETA = SamplerOption(
     "eta", _non_negative_float, "DDIM's eta: 0 deterministic .. 1 ancestral (default: the model's ddim_sampling_eta)"
 )
+RTOL = SamplerOption(
+    "rtol",
+    lambda value: check_tolerance("rtol", value),
+    f"the adaptive ODE solver's relative error tolerance, > 0 (default {DEFAULT_RTOL:g})",
+)
+ATOL = SamplerOption(
+    "atol",
+    lambda value: check_tolerance("atol", value),
+    f"the adaptive ODE solver's absolute error tolerance, > 0 (default {DEFAULT_ATOL:g})",
+)
 VARIANCE = SamplerOption(
     "variance",
     VarianceType,
@@ -61,7 +72,11 @@ VARIANCE = SamplerOption(
 class SamplerInfo:
     """A registry entry: name, function, one-line description, whether it draws noise, the step count and
     timestep spacing we recommend (the oracle tests check the sampler there), network evaluations per step, its
-    options, and ``alias``: what the sampler equals, when it is another one under a name users know."""
+    options, and ``alias``: what the sampler equals, when it is another one under a name users know.
+
+    ``needs_sde``: the sampler needs the forward SDE (``schedule.sde``), so it serves the continuous-time processes
+    only (:meth:`serves`). ``adaptive``: the solver chooses its own steps, so its network evaluations are not fixed
+    by the step count (:meth:`nfe` refuses; the callback's ``StepRecord.nfe`` reports them)."""
 
     name: str
     fn: Callable[..., Any]
@@ -72,10 +87,22 @@ class SamplerInfo:
     evals_per_step: int = 1
     options: tuple[SamplerOption, ...] = field(default=())
     alias: str | None = None
+    needs_sde: bool = False
+    adaptive: bool = False
 
     def nfe(self, steps: int) -> int:
         """Network evaluations for ``steps`` timesteps (Heun's final step is a single Euler evaluation)."""
+        if self.adaptive:
+            raise ValueError(
+                f"sampler {self.name!r} is adaptive: its network evaluations are not fixed by the steps (read "
+                "StepRecord.nfe in a callback)"
+            )
         return self.evals_per_step * steps - (self.evals_per_step - 1)
+
+    def serves(self, schedule: object) -> bool:
+        """Whether this sampler runs on ``schedule``: every sampler serves every schedule, except that one that
+        needs the forward SDE serves only the continuous-time processes (those with ``schedule.sde``)."""
+        return not self.needs_sde or callable(getattr(schedule, "sde", None))
 
     @property
     def option_names(self) -> list[str]:
@@ -161,6 +188,17 @@ _REGISTRY = (
         recommended_steps=250,
         alias="ddim with eta=1",
     ),
+    SamplerInfo(
+        "ode",
+        sample_ode,
+        "adaptive dopri5 on the probability-flow ODE (Song et al. 2021, eq. 13), vp/subvp/ve only; steps set output "
+        "points, NFE in StepRecord.nfe",
+        stochastic=False,
+        recommended_steps=2,
+        options=(RTOL, ATOL),
+        needs_sde=True,
+        adaptive=True,
+    ),
 )
 
 SamplerName = Choice("SamplerName", [(info.name.upper(), info.name) for info in _REGISTRY])  # type: ignore[call-overload]
@@ -190,6 +228,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_ode",
     "sample_repaint",
     "sampler_options",
 ]
