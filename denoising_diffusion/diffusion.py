@@ -38,6 +38,7 @@ from .parameterization import Objective, append_dims, target_for, x0_eps_from_ou
 from .process_options import (
     FITTED_OPTION,
     build_process_schedule,
+    check_process_arguments,
     default_sampler,
     needs_fit,
     resolve_process_options,
@@ -165,8 +166,8 @@ class GaussianDiffusion(nn.Module):
         self.process = Process(process)
         self.loss_weighting = LossWeighting(loss_weighting)
         self.process_options = resolve_process_options(self.process, process_options)
-        _check_process(self.process, self.loss_weighting, self.objective, self.learned_variance, beta_schedule,
-                       variance_type, self.timestep_spacing)  # fmt: skip
+        check_process_arguments(self.process, self.loss_weighting, self.objective, self.learned_variance,
+                                beta_schedule, variance_type, self.timestep_spacing)  # fmt: skip
         self._schedule: Schedule | None
         if self.process is Process.DDPM:
             self._schedule = ddpm = NoiseSchedule.from_name(beta_schedule, timesteps)
@@ -280,7 +281,7 @@ class GaussianDiffusion(nn.Module):
                 f"only the 've' and 'ncsn' processes take a statistic of the data, not {self.process.value!r}"
             )
         self._check_batch(images)
-        sigma_max = sigma_max_from_data(self.normalize(images.detach().cpu().double()))
+        sigma_max = sigma_max_from_data(self.normalize(images.detach().cpu()))
         self._set_process_option(FITTED_OPTION, sigma_max)
         return {FITTED_OPTION: sigma_max}
 
@@ -798,50 +799,6 @@ class GaussianDiffusion(nn.Module):
         with torch.inference_mode():
             denoiser = self.denoiser(clip_denoised=False, **broadcast_condition(condition, img.shape[0]))
             return invert_ddim(denoiser, self.normalize(img), self.schedule, timesteps)
-
-
-def _check_process(
-    process: Process,
-    weighting: LossWeighting,
-    objective: Objective,
-    learned_variance: bool,
-    beta_schedule: Any,
-    variance_type: str | None,
-    spacing: Spacing | None,
-) -> None:
-    """ValueError for options that do not fit the process: learned variances and the VLB (ddpm only), a
-    beta_schedule other than the default with another process, an index spacing in continuous time, and the
-    likelihood weighting anywhere but vp/subvp/ve with pred_noise."""
-    if process is Process.DDPM:
-        if weighting is LossWeighting.LIKELIHOOD:
-            raise ValueError(
-                "loss_weighting='likelihood' (λ(t) = g(t)², Song et al. 2021) needs a continuous-time SDE: process "
-                "'vp', 'subvp' or 've'; process='ddpm' trains with 'simple' (and learned variances with the VLB)"
-            )
-        return
-    if learned_variance or variance_type == VarianceType.LEARNED_RANGE.value:
-        raise ValueError(
-            f"learned variances and their VLB term are defined on the discrete ddpm chain; process "
-            f"{process.value!r} needs a network built with learned_variance=False"
-        )
-    if not (isinstance(beta_schedule, str) and beta_schedule == "cosine"):
-        raise ValueError(
-            f"beta_schedule is for process='ddpm'; process {process.value!r} takes its schedule from process_options"
-        )
-    if weighting is LossWeighting.LIKELIHOOD and process is Process.NCSN:
-        raise ValueError(
-            "loss_weighting='likelihood' needs the diffusion coefficient g(t) of an SDE (process 'vp', 'subvp' or "
-            "'ve'); 'ncsn' has discrete noise levels only and trains with 'simple'"
-        )
-    if weighting is LossWeighting.LIKELIHOOD and objective is not Objective.PRED_NOISE:
-        raise ValueError(
-            f"loss_weighting='likelihood' weights ‖ε̂ − ε‖² and needs objective='pred_noise', got {objective.value!r}"
-        )
-    if spacing in (Spacing.TRAILING, Spacing.LEADING) and process is not Process.NCSN:
-        raise ValueError(
-            f"timestep_spacing {spacing.value!r} picks discrete indices; process {process.value!r} has continuous "
-            "time and takes 'linspace', 'logsnr' or 'karras'"
-        )
 
 
 def _variance_type(variance_type: str | None, learned_variance: bool) -> VarianceType:

@@ -27,7 +27,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .losses import LossWeighting
+from .parameterization import Objective
 from .processes import NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule
+from .schedules import Spacing
+from .variance import VarianceType
 
 FITTED_OPTION = "sigma_max"
 """The option of ``ve`` and ``ncsn`` that may be computed from the training data."""
@@ -108,6 +112,50 @@ def build_process_schedule(process: Process, options: Mapping[str, float], times
         cls(**options, **{FITTED_OPTION: 2 * sigma_min}, **extra)  # the other options' checks
         return None
     return cls(**options, **extra)
+
+
+def check_process_arguments(
+    process: Process,
+    weighting: LossWeighting,
+    objective: Objective,
+    learned_variance: bool,
+    beta_schedule: Any,
+    variance_type: str | None,
+    spacing: Spacing | None,
+) -> None:
+    """ValueError for options that do not fit the process: learned variances and the VLB (ddpm only), a
+    beta_schedule other than the default with another process, an index spacing in continuous time, and the
+    likelihood weighting anywhere but vp/subvp/ve with pred_noise."""
+    if process is Process.DDPM:
+        if weighting is LossWeighting.LIKELIHOOD:
+            raise ValueError(
+                "loss_weighting='likelihood' (λ(t) = g(t)², Song et al. 2021) needs a continuous-time SDE: process "
+                "'vp', 'subvp' or 've'; process='ddpm' trains with 'simple' (and learned variances with the VLB)"
+            )
+        return
+    if learned_variance or variance_type == VarianceType.LEARNED_RANGE.value:
+        raise ValueError(
+            f"learned variances and their VLB term are defined on the discrete ddpm chain; process "
+            f"{process.value!r} needs a network built with learned_variance=False"
+        )
+    if not (isinstance(beta_schedule, str) and beta_schedule == "cosine"):
+        raise ValueError(
+            f"beta_schedule is for process='ddpm'; process {process.value!r} takes its schedule from process_options"
+        )
+    if weighting is LossWeighting.LIKELIHOOD and process is Process.NCSN:
+        raise ValueError(
+            "loss_weighting='likelihood' needs the diffusion coefficient g(t) of an SDE (process 'vp', 'subvp' or "
+            "'ve'); 'ncsn' has discrete noise levels only and trains with 'simple'"
+        )
+    if weighting is LossWeighting.LIKELIHOOD and objective is not Objective.PRED_NOISE:
+        raise ValueError(
+            f"loss_weighting='likelihood' weights ‖ε̂ − ε‖² and needs objective='pred_noise', got {objective.value!r}"
+        )
+    if spacing in (Spacing.TRAILING, Spacing.LEADING) and process is not Process.NCSN:
+        raise ValueError(
+            f"timestep_spacing {spacing.value!r} picks discrete indices; process {process.value!r} has continuous "
+            "time and takes 'linspace', 'logsnr' or 'karras'"
+        )
 
 
 def default_sampler(process: Process, registered: Any) -> str:

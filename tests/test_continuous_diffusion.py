@@ -216,6 +216,21 @@ def test_sample_with_the_oracle_reproduces_the_data(process: str) -> None:
     assert float(x.std()) == pytest.approx(STD, rel=0.05)
 
 
+@pytest.mark.parametrize("process", ["vp", "ve", "ncsn"])
+def test_editing_runs_on_every_process(process: str) -> None:
+    """img2img at strength 1 is ``sample`` with the same generator (x_T from the prior, σ_max-wide for ve/ncsn);
+    inpainting keeps the known pixels; DDIM inversion runs on the process's times."""
+    d = tiny(process, sampling_timesteps=4)
+    images, mask = torch.rand(2, 3, 8, 8), torch.ones(2, 1, 8, 8)
+    mask[..., :4] = 0
+    full = d.img2img(images, 1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(full, d.sample(2, generator=torch.Generator().manual_seed(0)))
+    assert torch.isfinite(d.img2img(images, 0.5, generator=torch.Generator().manual_seed(0))).all()
+    filled = d.inpaint(images, mask, jump_length=2, resample=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(filled * mask, images * mask, atol=1e-6) and torch.isfinite(filled).all()
+    assert torch.isfinite(d.invert(images, steps=3)).all()
+
+
 def test_default_samplers() -> None:
     assert tiny("ddpm").sampler_info(None).name == "ddpm"
     assert tiny("ddpm", sampling_timesteps=5).sampler_info(None).name == "ddim"

@@ -462,8 +462,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "cont-fit-unnormalized",
         D,
-        "sigma_max_from_data(self.normalize(images.detach().cpu().double()))",
-        "sigma_max_from_data(images.detach().cpu().double())",
+        "sigma_max_from_data(self.normalize(images.detach().cpu()))",
+        "sigma_max_from_data(images.detach().cpu())",
         "σ_max measured on [0, 1] images instead of the model's [−1, 1] (half the distance)",
         CONTINUOUS,
     ),
