@@ -128,7 +128,10 @@ class NoiseAwareClassifier(nn.Module):
         """Raise ValueError when this classifier cannot guide ``diffusion``: another noise schedule, image size or
         channel count, or another number of classes than a class-conditional diffusion's."""
         problems = []
-        if self.num_timesteps != diffusion.num_timesteps or not torch.allclose(
+        process = diffusion.config.get("process", "ddpm")
+        if process != "ddpm":
+            problems.append(f"it was trained on a discrete ddpm schedule, and the diffusion's process is {process!r}")
+        elif self.num_timesteps != diffusion.num_timesteps or not torch.allclose(
             self.schedule.betas, diffusion.schedule.betas, rtol=1e-6, atol=1e-9
         ):
             problems.append(

@@ -7,6 +7,7 @@ schedules.py. Images enter and leave the public API in [0, 1]; inside, data live
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -32,11 +33,20 @@ from .conditioning import (
 )
 from .denoiser import Callback, Denoiser, Prediction, StepRecord
 from .guidance import classifier_guidance, guided_prediction
-from .losses import LossType, min_snr_weight, per_sample_loss, vlb_term
+from .losses import LossType, LossWeighting, likelihood_weight, min_snr_weight, per_sample_loss, vlb_term
 from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
+from .process_options import (
+    FITTED_OPTION,
+    build_process_schedule,
+    check_process_arguments,
+    default_sampler,
+    needs_fit,
+    resolve_process_options,
+)
+from .processes import ContinuousSchedule, Process, sigma_max_from_data
 from .registry import model_kind
 from .samplers import SAMPLERS, SamplerInfo, SamplerName, invert_ddim
-from .schedules import NoiseSchedule, PosteriorStep, Spacing, spaced_timesteps
+from .schedules import NoiseSchedule, PosteriorStep, Schedule, Spacing, Time, spaced_timesteps
 from .variance import VarianceType, reverse_log_variance
 
 
@@ -47,7 +57,22 @@ def extract(table: Tensor, t: Tensor, ndim: int) -> Tensor:
 
 @model_kind(parts=("model",))
 class GaussianDiffusion(nn.Module):
-    """A denoising diffusion model around a network ``model(x, t, x_self_cond=None) -> output``.
+    """A denoising diffusion model around a network ``model(x, t, x_self_cond=None) -> output``, for every
+    diffusion process: one object with a ``process`` option rather than a class per process (docs/api.md, "One
+    GaussianDiffusion for every process"), so that conditioning, guidance, self-conditioning, the Trainer, the
+    samplers, checkpoints and the command line serve them all unchanged.
+
+    * ``process='ddpm'`` (default): discrete time t ∈ {0, …, T−1} with the β schedule ``beta_schedule`` (Ho et al.
+      2020). Everything below that says "T" or "index" is about this case.
+    * ``'vp'``, ``'subvp'``, ``'ve'``: the continuous-time SDEs of Song et al. 2021 (t ∈ [t_min, 1], processes.py);
+      training draws t ~ U(t_min, 1) and the loss is denoising score matching (eq. 7) with the weighting
+      ``loss_weighting``; ``timesteps`` is the default number of sampling steps.
+    * ``'ncsn'``: NCSN's L = ``timesteps`` geometric noise levels (Song & Ermon 2019, 2020), a level drawn uniformly.
+
+    The network's time input is ``schedule.network_time(t)``: the index for ddpm, 999·t for vp/subvp, log σ for
+    ve/ncsn (as float32). σ_max of ve and ncsn, when not in ``process_options``, is computed from the training data
+    (Song & Ermon 2020, technique 1) by :meth:`fit_data_statistics` (the Trainer calls it before the first step) and
+    then stored in the config; until then the model cannot compute a loss or sample.
 
     Args:
         model: the network; it must expose ``channels``, ``self_condition`` and ``learned_variance`` (as Unet does);
@@ -73,6 +98,17 @@ class GaussianDiffusion(nn.Module):
         vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
         class_names: the names of a class-conditional network's classes (index order), so that samples can be asked
             for by name; None: names are the indices. Stored in the config (and so in checkpoints).
+        process: 'ddpm', 'vp', 'subvp', 've' or 'ncsn' (processes.Process; see above). Learned variances and the
+            VLB need 'ddpm'; ``beta_schedule`` is for 'ddpm' only.
+        process_options: the schedule's constructor arguments (process_options.py): beta_min, beta_max, t_min for
+            vp/subvp; sigma_min, sigma_max, t_min for ve; sigma_min, sigma_max for ncsn. Omitted ones take the
+            schedule's defaults, except σ_max (see above). Recorded in the config with the defaults filled in.
+        loss_weighting: λ(t) of the score-matching loss (losses.LossWeighting): 'simple' (the objective's own loss;
+            for pred_noise λ(t) = σ_t², Song et al. 2021, §3.3) or 'likelihood' (λ(t) = g(t)², Song, Durkan et al.
+            2021: the weight g(t)²/σ_t² on ‖ε̂ − ε‖²; vp, subvp and ve with pred_noise only).
+
+    The config records ``process``, ``process_options`` and ``loss_weighting`` only for processes other than ddpm,
+    so the configs and checkpoints of discrete models stay as they were.
 
     A network that takes a condition (``model.condition_spec``: class labels, a context sequence, an image, a
     level; conditioning.py) trains with it (``diffusion(images, classes=y)``, or from (image, label) and dict
@@ -111,6 +147,9 @@ class GaussianDiffusion(nn.Module):
         variance_type: str | None = None,
         vlb_weight: float = 0.001,
         class_names: Sequence[str] | None = None,
+        process: str = "ddpm",
+        process_options: Mapping[str, float] | None = None,
+        loss_weighting: str = "simple",
     ) -> None:
         super().__init__()
         self.model = model
@@ -124,10 +163,30 @@ class GaussianDiffusion(nn.Module):
         self.objective = Objective(objective)
         self.loss_type = LossType(loss_type)
         self.timestep_spacing = None if timestep_spacing is None else Spacing(timestep_spacing)
-        self.schedule = NoiseSchedule.from_name(beta_schedule, timesteps)
-        self.num_timesteps = self.schedule.num_timesteps
+        self.process = Process(process)
+        self.loss_weighting = LossWeighting(loss_weighting)
+        self.process_options = resolve_process_options(self.process, process_options)
+        check_process_arguments(self.process, self.loss_weighting, self.objective, self.learned_variance,
+                                beta_schedule, variance_type, self.timestep_spacing)  # fmt: skip
+        self._schedule: Schedule | None
+        if self.process is Process.DDPM:
+            self._schedule = ddpm = NoiseSchedule.from_name(beta_schedule, timesteps)
+            self.num_timesteps = ddpm.num_timesteps
+        else:
+            if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+                raise ValueError(f"timesteps must be a positive integer, got {timesteps!r}")
+            self.num_timesteps = timesteps
+            self._schedule = build_process_schedule(self.process, self.process_options, timesteps)
         self.sampling_timesteps = self.num_timesteps if sampling_timesteps is None else sampling_timesteps
-        spaced_timesteps(self.num_timesteps, self.sampling_timesteps)  # validates the range, with a clear message
+        if self._continuous:
+            if (
+                isinstance(self.sampling_timesteps, bool)
+                or not isinstance(self.sampling_timesteps, int)
+                or (self.sampling_timesteps < 1)
+            ):
+                raise ValueError(f"sampling_timesteps must be a positive integer, got {self.sampling_timesteps!r}")
+        else:
+            spaced_timesteps(self.num_timesteps, self.sampling_timesteps)  # validates the range, with a clear message
         self.variance_type = _variance_type(variance_type, self.learned_variance)
         self.ddim_sampling_eta = float(ddim_sampling_eta)
         self.clip_denoised = bool(clip_denoised)
@@ -138,9 +197,12 @@ class GaussianDiffusion(nn.Module):
         self.condition_spec = condition_spec_of(model)
         self.class_names = check_class_names(class_names, self.condition_spec)
         self._warned_dropped = False  # forward() names dropped batch entries once
-        for name, table in self.schedule.buffers().items():  # derived from the config: never saved, never EMA'd
-            self.register_buffer(name, table.float(), persistent=False)
-        schedule_config = beta_schedule if isinstance(beta_schedule, str) else self.schedule.betas.tolist()
+        if isinstance(self._schedule, NoiseSchedule):
+            for name, table in self._schedule.buffers().items():  # derived from the config: never saved, never EMA'd
+                self.register_buffer(name, table.float(), persistent=False)
+        schedule_config = (
+            beta_schedule if isinstance(beta_schedule, str) else cast(NoiseSchedule, self._schedule).betas.tolist()
+        )
         self.config: dict[str, Any] = dict(
             image_size=list(self.image_size),
             timesteps=self.num_timesteps,
@@ -159,6 +221,12 @@ class GaussianDiffusion(nn.Module):
         )
         if self.class_names is not None:  # recorded only when given: unconditional configs stay as they were
             self.config["class_names"] = list(self.class_names)
+        if self.process is not Process.DDPM:  # likewise: the configs of discrete models stay as they were
+            self.config.update(
+                process=self.process.value,
+                process_options=dict(self.process_options),
+                loss_weighting=self.loss_weighting.value,
+            )
 
     @property
     def cond_drop_prob(self) -> float:
@@ -168,11 +236,92 @@ class GaussianDiffusion(nn.Module):
 
     def with_model(self, model: nn.Module) -> GaussianDiffusion:
         """A new GaussianDiffusion with this one's config around another network (e.g. the EMA copy)."""
-        return GaussianDiffusion(model, **self.config).to(self.betas.device)
+        return GaussianDiffusion(model, **self.config).to(self.device)
 
     @property
     def device(self) -> torch.device:
-        return self.betas.device
+        """Where the network (and the ddpm tables) live: the first parameter's or buffer's device, else the CPU."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
+
+    # ----- the process --------------------------------------------------------------------------------------------
+
+    @property
+    def schedule(self) -> Schedule:
+        """The process's schedule: a NoiseSchedule (ddpm), a continuous SDE (vp, subvp, ve) or NCSN's levels.
+        ValueError while σ_max of a ve/ncsn model is still to be fitted from data."""
+        if self._schedule is None:
+            raise ValueError(
+                f"this {self.process.value!r} model has no sigma_max yet: give process_options={{'sigma_max': ...}} "
+                "(about the largest distance between two training images in [-1, 1], Song & Ermon 2020), or "
+                "compute it from the data with fit_data_statistics(images), or train it with the Trainer, which "
+                "does so before the first step"
+            )
+        return self._schedule
+
+    @property
+    def _continuous(self) -> bool:
+        """Whether time is a float t ∈ [t_min, 1] (vp, subvp, ve) rather than an index (ddpm, ncsn)."""
+        return self.process in (Process.VP, Process.SUBVP, Process.VE)
+
+    @property
+    def needs_data_statistics(self) -> bool:
+        """Whether σ_max is still to be computed from the training data (training/trainable.py, FitsData)."""
+        return needs_fit(self.process, self.process_options)
+
+    def fit_data_statistics(self, images: Tensor) -> dict[str, float]:
+        """Compute σ_max of a ve or ncsn model from training images (B, C, H, W) in [0, 1] (normalized here) as the
+        largest distance between two of them (Song & Ermon 2020, technique 1; processes.sigma_max_from_data),
+        rebuild the schedule with it and store it in the config (and so in checkpoints). Returns {'sigma_max': σ}.
+
+        ValueError for another process, for images of the wrong shape, and when σ_max would not exceed σ_min.
+        """
+        if self.process not in (Process.VE, Process.NCSN):
+            raise ValueError(
+                f"only the 've' and 'ncsn' processes take a statistic of the data, not {self.process.value!r}"
+            )
+        self._check_batch(images)
+        sigma_max = sigma_max_from_data(self.normalize(images.detach().cpu()))
+        self._set_process_option(FITTED_OPTION, sigma_max)
+        return {FITTED_OPTION: sigma_max}
+
+    def restore_data_statistics(self, config: Mapping[str, Any]) -> bool:
+        """Take σ_max from a stored config of the same process (a checkpoint's), when this model still needs it
+        and the config has it; returns whether it did (training/trainable.py, FitsData)."""
+        stored = config.get("process_options") or {}
+        if not self.needs_data_statistics or config.get("process") != self.process.value or FITTED_OPTION not in stored:
+            return False
+        self._set_process_option(FITTED_OPTION, float(stored[FITTED_OPTION]))
+        return True
+
+    def _set_process_option(self, name: str, value: float) -> None:
+        options = {**self.process_options, name: value}
+        self._schedule = build_process_schedule(self.process, options, self.num_timesteps)
+        self.process_options = options
+        self.config["process_options"] = dict(options)
+
+    def alpha_sigma(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(α_t, σ_t) of x_t = α_t x_0 + σ_t ε at times t (B,), shaped (B, 1, …) to broadcast over ``like``
+        (B, C, H, W): gathered from the float32 tables for ddpm (exactly as ever), else the schedule's float64 values
+        in ``like``'s dtype."""
+        if self.process is Process.DDPM:
+            alpha = extract(self.sqrt_alphas_cumprod, t, like.ndim)
+            return alpha, extract(self.sqrt_one_minus_alphas_cumprod, t, like.ndim)
+        alpha, sigma = self.schedule.alpha_sigma_at(t)
+        return append_dims(alpha.to(like.dtype), like.ndim), append_dims(sigma.to(like.dtype), like.ndim)
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """What the network's time input receives for times t (B,): ``schedule.network_time(t)`` (the int index for
+        ddpm; 999·t for vp/subvp, log σ for ve/ncsn), floating values as float32."""
+        time = self.schedule.network_time(t)
+        return time.float() if time.is_floating_point() else time
+
+    def snr_at(self, t: Tensor) -> Tensor:
+        """α_t²/σ_t² at times t (B,): the ddpm table ``snr`` (float32), else from the schedule (float64)."""
+        if self.process is Process.DDPM:
+            return self.snr.gather(0, t)
+        alpha, sigma = self.schedule.alpha_sigma_at(t)
+        return alpha**2 / sigma**2
 
     # ----- data range -------------------------------------------------------------------------------------------
 
@@ -187,15 +336,15 @@ class GaussianDiffusion(nn.Module):
     # ----- forward process --------------------------------------------------------------------------------------
 
     def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Draw x_t ~ q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. 2020, eq. 4).
+        """Draw x_t ~ q(x_t | x_0) = N(α_t x_0, σ_t² I) (Ho et al. 2020, eq. 4: α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t) for ddpm;
+        Song et al. 2021, eq. 29 and App. B for the SDEs).
 
-        x_start: (B, C, H, W) in the model's space ([−1, 1]); t: (B,) int64 in [0, T); noise: like x_start.
+        x_start: (B, C, H, W) in the model's space ([−1, 1]); t: (B,) the process's times (int64 indices in [0, T)
+        for ddpm and ncsn, float times in [t_min, 1] for vp, subvp, ve); noise: like x_start.
         """
         noise = torch.randn_like(x_start) if noise is None else noise
-        return (
-            extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start
-            + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
-        )
+        alpha, sigma = self.alpha_sigma(t, x_start)
+        return alpha * x_start + sigma * noise
 
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t−1} | x_t, x_0) (Ho et al. 2020, eqs. 6–7).
@@ -207,7 +356,10 @@ class GaussianDiffusion(nn.Module):
 
     def posterior_step(self, t: Tensor, ndim: int) -> PosteriorStep[Tensor]:
         """The posterior q(x_{t−1} | x_t, x_0) at a batch of indices t (B,), coefficients shaped (B, 1, …) for
-        ``ndim``-dimensional images (from the float32 tables; schedules.PosteriorStep)."""
+        ``ndim``-dimensional images (from the float32 tables; schedules.PosteriorStep). ddpm only (ValueError
+        otherwise: the samplers take a continuous process's posteriors from ``schedule.posterior_step``)."""
+        if self.process is not Process.DDPM:
+            raise ValueError(f"posterior_step reads the ddpm tables; this model's process is {self.process.value!r}")
         return PosteriorStep(
             c0=extract(self.posterior_mean_coef1, t, ndim),
             ct=extract(self.posterior_mean_coef2, t, ndim),
@@ -227,12 +379,12 @@ class GaussianDiffusion(nn.Module):
         kwargs: dict[str, Any] = dict(condition)
         if drop is not None:
             kwargs["drop"] = drop
-        out = self.model(x_t, t, x_self_cond, **kwargs) if self.self_condition else self.model(x_t, t, **kwargs)
+        time = self.network_time(t)
+        out = self.model(x_t, time, x_self_cond, **kwargs) if self.self_condition else self.model(x_t, time, **kwargs)
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
-        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
-        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        alpha, sigma = self.alpha_sigma(t, x_t)
         return out, var_interp, alpha, sigma
 
     def _predict(
@@ -245,8 +397,7 @@ class GaussianDiffusion(nn.Module):
 
     def _clipped(self, pred: Prediction, x_t: Tensor, t: Tensor) -> Prediction:
         """x̂_0 clamped to [−1, 1] and ε̂ recomputed from the clamped x̂_0."""
-        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
-        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        alpha, sigma = self.alpha_sigma(t, x_t)
         x0 = pred.x0.clamp(-1.0, 1.0)
         return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma, var_interp=pred.var_interp)
 
@@ -334,8 +485,7 @@ class GaussianDiffusion(nn.Module):
         var = both.var_interp
         cond = Prediction(both.x0[:batch], both.eps[:batch], None if var is None else var[:batch])
         uncond = Prediction(both.x0[batch:], both.eps[batch:], None if var is None else var[batch:])
-        alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)
-        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        alpha, sigma = self.alpha_sigma(t, x_t)
         return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)
 
     def _check_guidance(self, scale: float, rescale: float) -> bool:
@@ -364,9 +514,11 @@ class GaussianDiffusion(nn.Module):
     # ----- training ---------------------------------------------------------------------------------------------
 
     def p_losses(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None, **condition: Any) -> Tensor:
-        """Per-sample training loss (B,) at timesteps t (B,) for x_start (B, C, H, W) in [−1, 1].
+        """Per-sample training loss (B,) at timesteps t (B,) (the process's times, see q_sample) for x_start
+        (B, C, H, W) in [−1, 1].
 
-        L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance, optionally min-SNR weighted;
+        L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance, optionally min-SNR weighted
+        (SNR = α_t²/σ_t²) and, with loss_weighting='likelihood', weighted by g(t)²/σ_t² (losses.LossWeighting);
         plus λ·T·L_t^vlb for learned variances (Nichol & Dhariwal 2021, eq. 16). ``condition`` is what the network
         takes; classes and contexts are replaced by their nulls at the rate cond_drop_prob (Ho & Salimans 2021).
         """
@@ -385,7 +537,9 @@ class GaussianDiffusion(nn.Module):
         out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond, condition, drop)
         loss = per_sample_loss(self.loss_type, out, target_for(self.objective, x_start, noise, alpha, sigma))
         if self.min_snr_loss_weight:
-            loss = loss * min_snr_weight(self.snr.gather(0, t), self.objective, self.min_snr_gamma)
+            loss = loss * min_snr_weight(self.snr_at(t), self.objective, self.min_snr_gamma).to(loss.dtype)
+        if self.loss_weighting is LossWeighting.LIKELIHOOD:
+            loss = loss * likelihood_weight(cast(ContinuousSchedule, self.schedule), t).to(loss.dtype)
         if var_interp is not None:
             x0 = x0_eps_from_output(self.objective, x_t, out.detach(), alpha, sigma)[0]  # stop-grad on the mean
             loss = loss + self.vlb_weight * self.num_timesteps * self.vlb_term(x_start, x_t, t, x0, var_interp)
@@ -399,7 +553,8 @@ class GaussianDiffusion(nn.Module):
         return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 0)
 
     def forward(self, batch: Batch, **condition: Any) -> Tensor:
-        """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t, Gaussian ε.
+        """The training loss (a scalar) for a batch of images (B, C, H, W) in [0, 1]: uniform t (an index for ddpm
+        and ncsn, t ~ U(t_min, 1) for the SDEs: ``schedule.sample_times``), Gaussian ε.
 
         ``condition``: what the network takes (``classes=``, ``context=``, ...). ``batch`` may also be what a
         Trainer collates from (image, label) pairs or dicts (batch.py): the label is ``classes``, and a dict's
@@ -418,7 +573,7 @@ class GaussianDiffusion(nn.Module):
             )
         self._check_batch(img)
         checked = self.check_condition({**from_batch, **condition}, img.shape[0])
-        t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)
+        t = self.schedule.sample_times(img.shape[0], device=img.device)
         return self._losses(self.normalize(img), t, None, checked).mean()
 
     def _check_batch(self, img: Tensor) -> None:
@@ -458,7 +613,7 @@ class GaussianDiffusion(nn.Module):
         Args:
             batch_size: B.
             sampler: a name from SAMPLERS ('ddpm', 'ddim', 'dpmpp_2m', 'dpmpp_2m_sde', 'heun', 'euler',
-                'euler_ancestral'); None: DDIM when sampling_timesteps < timesteps, else DDPM.
+                'euler_ancestral', ...); None: the process's default (:meth:`sampler_info`).
             steps: number of timesteps visited (network evaluations, except Heun: 2·steps − 1); None:
                 sampling_timesteps.
             generator: draws all noise, for reproducible samples.
@@ -489,13 +644,32 @@ class GaussianDiffusion(nn.Module):
             batch_size, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
             classifier_scale=classifier_scale, **condition,
         )  # fmt: skip
-        spacing = spacing or self.timestep_spacing or info.spacing
-        timesteps = spaced_timesteps(self.schedule, self.sampling_timesteps if steps is None else steps, spacing)
-        x_T = torch.randn((batch_size, self.channels, *self.image_size), generator=generator, device=self.device,
-                          dtype=self.dtype)  # fmt: skip
+        timesteps = self.sampling_times(steps, spacing, info)
+        x_T = self.prior_noise((batch_size, self.channels, *self.image_size), generator)
         run = partial(info.fn, denoiser, schedule=self.schedule, **bound)
         return self.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
                                 return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
+
+    def sampling_times(
+        self, steps: int | None = None, spacing: str | None = None, info: SamplerInfo | None = None
+    ) -> list[Time]:
+        """The times a sampler visits, decreasing (``schedule.timesteps``): ``steps`` of them (None:
+        sampling_timesteps), spaced by ``spacing``, else the model's timestep_spacing, else the sampler's recommended
+        spacing (``info.spacing``; an index spacing, 'trailing' or 'leading', becomes 'linspace' in continuous time),
+        else 'linspace'."""
+        chosen = spacing or self.timestep_spacing
+        if chosen is None:
+            chosen = Spacing.LINSPACE if info is None else info.spacing
+            if self._continuous and chosen in (Spacing.TRAILING, Spacing.LEADING):
+                chosen = Spacing.LINSPACE
+        return list(self.schedule.timesteps(self.sampling_timesteps if steps is None else steps, chosen))
+
+    def prior_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
+        """x_T ~ N(0, prior_std² I) of the shape given, in the network's dtype on its device: N(0, I) for ddpm, vp and
+        subvp, N(0, σ_max² I) for ve and ncsn (Song et al. 2021, §3.4)."""
+        x = torch.randn(tuple(shape), generator=generator, device=self.device, dtype=self.dtype)
+        std = self.schedule.prior_std
+        return x if std == 1.0 else x * std
 
     @property
     def dtype(self) -> torch.dtype:
@@ -559,7 +733,7 @@ class GaussianDiffusion(nn.Module):
         self,
         run: Callable[..., Tensor],
         x_start: Tensor,
-        timesteps: Sequence[int],
+        timesteps: Sequence[Time],
         *,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
@@ -590,9 +764,13 @@ class GaussianDiffusion(nn.Module):
         return x.clamp(-1.0, 1.0) if self.clip_denoised else x
 
     def sampler_info(self, name: str | None) -> SamplerInfo:
-        """The registry entry for ``name``; None: DDIM when sampling_timesteps < timesteps, else DDPM."""
-        if name is None:
+        """The registry entry for ``name``. None: for ddpm, DDIM when sampling_timesteps < timesteps, else DDPM;
+        for the other processes process_options.default_sampler ('pc' for vp, subvp, ve and 'annealed_langevin'
+        for ncsn once registered; meanwhile 'ddim', and 'ddpm' for ncsn)."""
+        if name is None and self.process is Process.DDPM:
             name = "ddim" if self.sampling_timesteps < self.num_timesteps else "ddpm"
+        elif name is None:
+            name = default_sampler(self.process, SAMPLERS)
         return SAMPLERS[SamplerName(name)]
 
     def sampler_defaults(self) -> dict[str, Any]:
@@ -617,11 +795,7 @@ class GaussianDiffusion(nn.Module):
         network's (as for ``sample``).
         """
         self._check_batch(img)
-        timesteps = spaced_timesteps(
-            self.schedule,
-            self.sampling_timesteps if steps is None else steps,
-            spacing or self.timestep_spacing or self.sampler_info("ddim").spacing,
-        )
+        timesteps = self.sampling_times(steps, spacing, self.sampler_info("ddim"))
         with torch.inference_mode():
             denoiser = self.denoiser(clip_denoised=False, **broadcast_condition(condition, img.shape[0]))
             return invert_ddim(denoiser, self.normalize(img), self.schedule, timesteps)

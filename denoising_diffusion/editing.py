@@ -28,20 +28,28 @@ from .denoiser import Callback, Denoiser
 from .samplers import SAMPLERS, SamplerInfo, SamplerName, sample_repaint
 from .samplers.common import diffuse
 from .samplers.repaint import repaint_schedule
-from .schedules import CLEAN, NoiseSchedule, Spacing, spaced_timesteps
+from .schedules import CLEAN, Schedule, Spacing, Time
 
 
 class EditableDiffusion(Protocol):
     """What editing needs of a diffusion model (GaussianDiffusion has all of it)."""
 
-    schedule: NoiseSchedule
     channels: int
     image_size: tuple[int, int]
     sampling_timesteps: int
     timestep_spacing: Spacing | None
 
     @property
+    def schedule(self) -> Schedule: ...
+
+    @property
     def device(self) -> torch.device: ...
+
+    def sampling_times(
+        self, steps: int | None = None, spacing: str | None = None, info: SamplerInfo | None = None
+    ) -> list[Time]: ...
+
+    def prior_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor: ...
 
     @property
     def dtype(self) -> torch.dtype: ...
@@ -67,7 +75,7 @@ class EditableDiffusion(Protocol):
         self,
         run: Callable[..., Tensor],
         x_start: Tensor,
-        timesteps: Sequence[int],
+        timesteps: Sequence[Time],
         *,
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
@@ -124,8 +132,7 @@ def inpaint(
     """
     check_images(diffusion, images)
     keep = check_mask(mask, images)
-    num_steps = diffusion.sampling_timesteps if steps is None else steps
-    timesteps = spaced_timesteps(diffusion.schedule, num_steps, spacing or diffusion.timestep_spacing or "linspace")
+    timesteps = diffusion.sampling_times(steps, spacing)
     repaint_schedule(len(timesteps), jump_length, resample)  # its ValueErrors before any work
     options = SAMPLERS[SamplerName.DDPM].bind({"variance": variance}, diffusion.sampler_defaults())
     batch = images.shape[0]
@@ -134,7 +141,7 @@ def inpaint(
         classifier_scale=classifier_scale, **condition,
     )  # fmt: skip
     known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))
-    x_T = torch.randn(images.shape, generator=generator, device=diffusion.device, dtype=diffusion.dtype)
+    x_T = diffusion.prior_noise(images.shape, generator)
     run = partial(sample_repaint, denoiser, schedule=diffusion.schedule, known=known, mask=keep.to(diffusion.device),
                   jump_length=jump_length, resample=resample, **options)  # fmt: skip
     return diffusion.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
@@ -205,14 +212,13 @@ def img2img(
         batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
         classifier_scale=classifier_scale, **condition,
     )  # fmt: skip
-    spacing = spacing or diffusion.timestep_spacing or info.spacing
-    timesteps = spaced_timesteps(diffusion.schedule, diffusion.sampling_timesteps if steps is None else steps, spacing)
+    timesteps = diffusion.sampling_times(steps, spacing, info)
     kept = strength_timesteps(timesteps, strength)
     if not kept:
         return images[:, None].clone() if return_all_timesteps else images.clone()
     shape = (batch, diffusion.channels, *diffusion.image_size)
     if len(kept) == len(timesteps):  # ordinary sampling: x_T exactly as sample() draws it
-        x_start = torch.randn(shape, generator=generator, device=diffusion.device, dtype=diffusion.dtype)
+        x_start = diffusion.prior_noise(shape, generator)
     else:
         x_0 = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))
         x_start = diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)
@@ -221,12 +227,12 @@ def img2img(
                                  return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
 
-def strength_timesteps(timesteps: Sequence[int], strength: float) -> list[int]:
+def strength_timesteps(timesteps: Sequence[Time], strength: float) -> list[Time]:
     """The last round(strength · len(timesteps)) entries of a sampler's timesteps (halves round up): where SDEdit
     at ``strength`` starts and what it visits. [] at strength 0, all of them at 1."""
     strength = check_strength(strength)
     keep = math.floor(strength * len(timesteps) + 0.5)
-    return [int(t) for t in timesteps[len(timesteps) - keep :]]
+    return list(timesteps[len(timesteps) - keep :])
 
 
 # ----- checks --------------------------------------------------------------------------------------------------------

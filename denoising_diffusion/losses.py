@@ -7,6 +7,7 @@ per-sample results (B,).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,41 @@ class LossType(Choice):
     L1 = "l1"
     L2 = "l2"
     HUBER = "huber"
+
+
+class LossWeighting(Choice):
+    """λ(t) of the denoising score matching loss E_t λ(t) E‖s_θ(x_t, t) − ∇ log p(x_t | x_0)‖² (Song et al. 2021,
+    eq. 7), as a weight on the objective's own loss.
+
+    * ``simple``: the objective's own loss, unweighted. For ε-prediction (s = −ε/σ_t) ‖ε̂ − ε‖² = σ_t² ‖s_θ − ∇ log
+      p‖², i.e. λ(t) = σ_t² (Song & Ermon 2019, §4.2; Song et al. 2021, §3.3; Ho et al. 2020's L_simple).
+    * ``likelihood``: λ(t) = g(t)², which makes the loss a bound on the negative log-likelihood (Song, Durkan et al.
+      2021, "Maximum Likelihood Training of Score-Based Diffusion Models", Thm. 1): the weight g(t)²/σ_t² on
+      ‖ε̂ − ε‖² (:func:`likelihood_weight`). Continuous-time processes and ε-prediction only.
+    """
+
+    __option__ = "loss_weighting"
+
+    SIMPLE = "simple"
+    LIKELIHOOD = "likelihood"
+
+
+class SDESchedule(Protocol):
+    """What :func:`likelihood_weight` needs of a continuous-time process (processes.ContinuousSchedule)."""
+
+    def sde(self, t: float) -> tuple[float, float]: ...
+
+    def alpha_sigma_at(self, t: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def likelihood_weight(schedule: SDESchedule, t: Tensor) -> Tensor:
+    """g(t)²/σ_t² for times t (B,) float: the likelihood weighting λ(t) = g(t)² of the score loss written as a
+    weight on ‖ε̂ − ε‖² (:class:`LossWeighting`). Returns (B,) float64 on t's device.
+
+    g(t) comes from the process's SDE, one time at a time (the times of a batch: a few hundred at most)."""
+    g2 = torch.tensor([schedule.sde(time)[1] ** 2 for time in t.tolist()], dtype=torch.float64, device=t.device)
+    sigma = schedule.alpha_sigma_at(t)[1]
+    return g2 / sigma**2
 
 
 def per_sample_loss(loss_type: LossType, pred: Tensor, target: Tensor) -> Tensor:

@@ -80,6 +80,7 @@ HEUN_STEP = SAMPLERS + ("tests/test_likelihood.py",)  # samplers.common.heun_ste
 GUIDANCE = ("tests/test_guidance.py",)
 REPAINT = ("tests/test_repaint.py", "tests/test_editing.py::test_inpaint_runs_repaint_on_the_models_chain")
 EDITING = ("tests/test_editing.py",)
+CONTINUOUS = ("tests/test_continuous_diffusion.py",)
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -366,19 +367,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diff-qsample-no-sqrt",
         D,
-        "extract(self.sqrt_alphas_cumprod, t, x_start.ndim) * x_start",
-        "extract(self.alphas_cumprod, t, x_start.ndim) * x_start",
+        "return alpha * x_start + sigma * noise",
+        "return alpha**2 * x_start + sigma * noise",
         "q_sample scales x_0 by ᾱ_t instead of √ᾱ_t",
         DIFFUSION,
     ),
     Mutation(
         "diff-network-alpha-no-sqrt",
         D,
-        "alpha = extract(self.sqrt_alphas_cumprod, t, x_t.ndim)\n"
-        "        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
-        "alpha = extract(self.alphas_cumprod, t, x_t.ndim)\n"
-        "        sigma = extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)\n        return out,",
-        "the network's α_t taken as ᾱ_t",
+        "alpha = extract(self.sqrt_alphas_cumprod, t, like.ndim)",
+        "alpha = extract(self.alphas_cumprod, t, like.ndim)",
+        "the path's α_t (of q_sample and of the network's predictions) taken as ᾱ_t",
         DIFFUSION,
     ),
     Mutation(
@@ -408,10 +407,75 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diff-minsnr-alphabar",
         D,
-        "min_snr_weight(self.snr.gather(0, t)",
-        "min_snr_weight(self.alphas_cumprod.gather(0, t)",
+        "return self.snr.gather(0, t)",
+        "return self.alphas_cumprod.gather(0, t)",
         "min-SNR weights from ᾱ_t instead of the SNR",
         DIFFUSION,
+    ),
+    # ----- the continuous processes in diffusion.py, losses.py and the Trainer ----------------------------------
+    Mutation(
+        "cont-likelihood-g-not-squared",
+        L,
+        "schedule.sde(time)[1] ** 2",
+        "schedule.sde(time)[1]",
+        "likelihood weighting with g(t) where g(t)² belongs",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-likelihood-sigma-not-squared",
+        L,
+        "return g2 / sigma**2",
+        "return g2 / sigma",
+        "likelihood weight g²/σ on ‖ε̂ − ε‖² (the score's 1/σ converted once, not squared)",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-network-raw-time",
+        D,
+        "time = self.network_time(t)",
+        "time = t",
+        "the network fed the raw time t (or level index) instead of schedule.network_time(t) (999·t, log σ)",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-time-draw-indices",
+        D,
+        "t = self.schedule.sample_times(img.shape[0], device=img.device)",
+        "t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)",
+        "training times drawn as DDPM's indices for every process (continuous t far outside [t_min, 1])",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-prior-std-dropped",
+        D,
+        "return x if std == 1.0 else x * std",
+        "return x",
+        "sampling starts from N(0, I) for ve/ncsn too instead of N(0, σ_max² I)",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-snr-not-squared",
+        D,
+        "return alpha**2 / sigma**2",
+        "return alpha / sigma",
+        "continuous min-SNR from α/σ instead of α²/σ²",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-fit-unnormalized",
+        D,
+        "sigma_max_from_data(self.normalize(images.detach().cpu()))",
+        "sigma_max_from_data(images.detach().cpu())",
+        "σ_max measured on [0, 1] images instead of the model's [−1, 1] (half the distance)",
+        CONTINUOUS,
+    ),
+    Mutation(
+        "cont-resume-refits",
+        "denoising_diffusion/training/trainer.py",
+        "self._fit_data_statistics(None if found is None else found[1])",
+        "self._fit_data_statistics(None)",
+        "a resumed run recomputes σ_max from its data instead of taking the checkpoint's",
+        CONTINUOUS,
     ),
     Mutation(
         "diff-vlb-no-T",

@@ -8,16 +8,18 @@ laptop CPU (:data:`BUILTIN_PRESET`); with FOLDER the defaults are those of Unet,
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..data import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..diffusion import GaussianDiffusion
-from ..losses import LossType
+from ..losses import LossType, LossWeighting
 from ..nn.unet import Unet
 from ..parameterization import Objective
+from ..processes import Process
 from ..schedules import BetaSchedule
 from ..training import Trainer
 from ..training.preview import preview_condition
@@ -155,6 +157,7 @@ def add_train_parser(subparsers: Any) -> None:
         ("--loss-type", "loss_type", LossType, "training distance"),
     ]:
         model.add_argument(flag, choices=_values(enum), default=None, help=_preset_help(text, name))
+    _add_process_options(model)
     train = p.add_argument_group("training")
     options: list[tuple[str, str, Callable[[str], Any], str]] = [
         ("--batch-size", "batch_size", positive_int, "images per micro-batch"),
@@ -254,6 +257,53 @@ def add_train_parser(subparsers: Any) -> None:
     p.set_defaults(run=run_train)
 
 
+def _add_process_options(group: Any) -> None:
+    """--process, --sigma-max, --loss-weighting (GaussianDiffusion's process, process_options, loss_weighting)."""
+    group.add_argument(
+        "--process",
+        choices=_values(Process),
+        default=Process.DDPM.value,
+        help="the diffusion process: ddpm (discrete, --beta-schedule), the score SDEs vp, subvp, ve (continuous "
+        "time; --timesteps is then the default number of sampling steps) or ncsn (--timesteps noise levels) "
+        "(default: ddpm)",
+    )
+    group.add_argument(
+        "--sigma-max",
+        type=positive_float,
+        default=None,
+        metavar="SIGMA",
+        help="sigma_max of --process ve or ncsn (default: the largest distance between two training images, "
+        "computed once before training and saved in the checkpoint; Song & Ermon 2020)",
+    )
+    group.add_argument(
+        "--loss-weighting",
+        choices=_values(LossWeighting),
+        default=LossWeighting.SIMPLE.value,
+        help="simple: the objective's own loss; likelihood: g(t)^2-weighted score matching (vp, subvp, ve with "
+        "pred_noise; Song et al. 2021) (default: simple)",
+    )
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def process_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """GaussianDiffusion's process, process_options and loss_weighting from --process, --sigma-max and
+    --loss-weighting; ValueError for --sigma-max with a process that has no sigma_max."""
+    if args.sigma_max is not None and args.process not in (Process.VE.value, Process.NCSN.value):
+        raise ValueError(f"--sigma-max is for --process ve or ncsn, not {args.process}")
+    options = None if args.sigma_max is None else {"sigma_max": args.sigma_max}
+    return {"process": args.process, "process_options": options, "loss_weighting": args.loss_weighting}
+
+
 def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
     """The preset for the data source (folder or built-in), with every option given on the command line applied.
 
@@ -268,10 +318,14 @@ def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
 
 
 def build_diffusion(
-    opts: TrainPreset, class_names: list[str] | None = None, cond_drop_prob: float = 0.1
+    opts: TrainPreset,
+    class_names: list[str] | None = None,
+    cond_drop_prob: float = 0.1,
+    process: Mapping[str, Any] | None = None,
 ) -> GaussianDiffusion:
     """Unet + GaussianDiffusion from the resolved options (ValueError for options that cannot build a model);
-    class-conditional on ``class_names`` when given."""
+    class-conditional on ``class_names`` when given; ``process``: GaussianDiffusion's process arguments
+    (:func:`process_arguments`), default ddpm."""
     num_classes = None if class_names is None else len(class_names)
     unet = Unet(
         opts.dim, dim_mults=opts.dim_mults, channels=opts.channels, num_classes=num_classes,
@@ -287,6 +341,7 @@ def build_diffusion(
         objective=opts.objective,
         beta_schedule=opts.beta_schedule,
         loss_type=opts.loss_type,
+        **(process or {}),
     )
 
 
@@ -344,7 +399,7 @@ def run_train(args: argparse.Namespace) -> int:
     opts = resolve_train_options(args)
     data = training_data(args, opts)
     class_names = list(data.classes) if args.class_cond else None
-    diffusion = build_diffusion(opts, class_names, args.cond_drop_prob)
+    diffusion = build_diffusion(opts, class_names, args.cond_drop_prob, process_arguments(args))
     trainer = Trainer(
         diffusion,
         data,
@@ -369,6 +424,8 @@ def run_train(args: argparse.Namespace) -> int:
         tracker_project_name=args.tracker_project,
         sample_guidance_scale=args.sample_guidance,
     )
+    if "sigma_max" in diffusion.process_options:
+        print(f"{diffusion.process.value} process with sigma_max = {diffusion.process_options['sigma_max']:.4g}")
     if trainer.step > 0:
         print(f"resumed at step {trainer.step} of {opts.steps}")
     elif args.resume is not None:

@@ -8,7 +8,7 @@ Nothing outside this package imports it except the package root's re-exports and
 """
 
 from .guards import TrainingDivergedError
-from .trainable import Previewable, Trainable
+from .trainable import FitsData, Previewable, Trainable
 from .trainer import Trainer
 
-__all__ = ["Previewable", "Trainable", "Trainer", "TrainingDivergedError"]
+__all__ = ["FitsData", "Previewable", "Trainable", "Trainer", "TrainingDivergedError"]

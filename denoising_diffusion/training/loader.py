@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ..batch import ITEM_FORMS, Batch, collate_batch, split_batch
@@ -116,6 +117,20 @@ class TrainingItems(Dataset):
             if isinstance(self.dataset, ImageFiles):
                 return self.dataset.load(index)
             return self.dataset[index], []
+
+
+def fitting_images(dataset: Any, data_seed: int, max_images: int, chunk: int = 256) -> Tensor:
+    """Up to ``max_images`` images (N, C, H, W) of ``dataset`` for a statistic of the data (trainable.FitsData):
+    the first ones of a permutation seeded by ``data_seed`` (the same on every process), each read as the training
+    stream reads it (:class:`TrainingItems`, under RNGs seeded by its place in that permutation); labels dropped."""
+    count = min(max_images, len(dataset))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(data_seed))[:count].tolist()
+    items = TrainingItems(dataset, data_seed)
+    parts = []
+    for start in range(0, count, chunk):
+        batch = collate_batch([items[(start + i, index)][0] for i, index in enumerate(order[start : start + chunk])])
+        parts.append(split_batch(batch)[0])
+    return torch.cat(parts)
 
 
 def collate_training_items(items: list[tuple[Any, list[SkippedImage]]]) -> tuple[Batch, list[SkippedImage]]:

@@ -13,6 +13,12 @@ A *trainable* is an ``nn.Module`` that
 GaussianDiffusion meets it today; a noise-aware classifier, an autoencoder or a super-resolution stage meets it
 by having these three things. A trainable that can also draw samples (:class:`Previewable`: ``with_model`` and
 ``sample``) gets sample grids at every milestone.
+
+A trainable whose config holds a statistic of its training data (:class:`FitsData`: GaussianDiffusion's σ_max of
+a VE or NCSN process, Song & Ermon 2020, technique 1) says so with ``needs_data_statistics``; the Trainer then, once
+before the first step, either takes the statistic from the checkpoint it resumes (``restore_data_statistics``) or
+computes it with ``fit_data_statistics`` from up to :data:`FIT_IMAGES` images of its dataset, drawn in an order
+seeded by the data seed, so that every process computes the same value.
 """
 
 from __future__ import annotations
@@ -46,6 +52,28 @@ class Previewable(Protocol):
     def sample(
         self, batch_size: int = 16, *, generator: torch.Generator | None = None, return_all_timesteps: bool = False
     ) -> Tensor: ...
+
+
+FIT_IMAGES = 2000
+"""How many training images (at most) the Trainer gives ``fit_data_statistics``."""
+
+
+@runtime_checkable
+class FitsData(Protocol):
+    """A trainable with statistics of its training data in its config, computed once before training.
+
+    * ``needs_data_statistics``: True while they are missing (a model given them by its user never needs fitting);
+    * ``fit_data_statistics(images)``: compute them from images (N, C, H, W) in [0, 1] and store them in the config;
+    * ``restore_data_statistics(config)``: take them from a stored config (a checkpoint's spec) instead, returning
+      whether it had them.
+    """
+
+    @property
+    def needs_data_statistics(self) -> bool: ...
+
+    def fit_data_statistics(self, images: Tensor) -> Any: ...
+
+    def restore_data_statistics(self, config: Any) -> bool: ...
 
 
 def check_trainable(obj: Any) -> None:

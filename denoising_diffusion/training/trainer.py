@@ -42,18 +42,18 @@ from ..batch import Batch, map_images
 from ..checkpoint import make_checkpoint
 from ..conditioning import condition_spec_of
 from ..data import OnBadImage, SkippedImage, random_hflip
-from ..pipeline import load_weights, spec_of
+from ..pipeline import checkpoint_spec, load_weights, spec_of
 from ..viz import save_image_grid
 from . import checkpoints
 from .compilation import compile_network
 from .distributed import broadcast_value, gather_values, make_accelerator, resolve_mixed_precision, use_cpu
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers
+from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers, fitting_images
 from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
 from .optimizer import load_optimizer_state, make_adam
 from .preview import preview_condition, sample_in_chunks
 from .rng import capture_rng_state, restore_rng_state
-from .trainable import Previewable, check_trainable
+from .trainable import FIT_IMAGES, FitsData, Previewable, check_trainable
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -591,9 +591,23 @@ class Trainer:
     def _resume(self, resume: Any) -> None:
         """Apply the ``resume`` argument: the main process chooses the file, every process restores it."""
         found = checkpoints.choose_resume_checkpoint(self.accelerator, self.results_folder, resume)
+        self._fit_data_statistics(None if found is None else found[1])
         if found is not None:
             self.load_state_dict(found[1])
             logger.info("resumed from %s at step %d", found[0], self.step)
+
+    def _fit_data_statistics(self, checkpoint: Mapping[str, Any] | None) -> None:
+        """Once, before the first step: a trainable that needs statistics of its data (trainable.FitsData: σ_max of
+        a VE/NCSN diffusion) takes them from the checkpoint being resumed when it stores them, else computes them
+        from up to FIT_IMAGES images of the dataset, the same ones on every process."""
+        model = self.trainable
+        if not isinstance(model, FitsData) or not model.needs_data_statistics:
+            return
+        if checkpoint is not None and model.restore_data_statistics(checkpoint_spec(checkpoint)):
+            return
+        images = fitting_images(self.dataset, self.data_seed, FIT_IMAGES)
+        fitted = model.fit_data_statistics(images)
+        logger.info("computed %s from %d training images", fitted, len(images))
 
     def latest_milestone(self) -> int | None:
         """The largest milestone with a model-{n}.pt in results_folder (valid or not), or None."""
