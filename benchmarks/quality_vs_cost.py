@@ -229,6 +229,7 @@ def table_cells(cfg: BenchConfig, num_timesteps: int) -> list[Cell]:
     cells = [
         Cell(name, nfe, steps)
         for name, info in SAMPLERS.items()
+        if not info.needs_sde  # the model is a discrete DDPM: no SDE to integrate
         for nfe in cfg.budgets
         if (steps := steps_for_budget(info, nfe, num_timesteps)) is not None
     ]
@@ -279,7 +280,7 @@ def _map(arguments: list[tuple], jobs: int) -> Iterator[tuple[Cell, float, float
 
 def table_rows(results: dict[Cell, float]) -> Rows:
     """The table's draws, as {sampler: {budget: (Frechet distance, network evaluations used)}}, registry order."""
-    rows: Rows = {name: {} for name in SAMPLERS}
+    rows: Rows = {name: {} for name, info in SAMPLERS.items() if not info.needs_sde}
     for cell, fd in sorted(results.items(), key=lambda item: item[0].nfe):
         if cell.draw == 0:
             rows[cell.sampler][cell.nfe] = (fd, SAMPLERS[cell.sampler].nfe(cell.steps))
