@@ -311,9 +311,20 @@ def test_langevin_with_the_exact_score_samples_the_gaussian_up_to_its_step_bias(
 
 
 def test_technique_4_gives_song_and_ermons_step_for_their_levels() -> None:
-    """σ 50 → 0.01 over 232 levels with 5 steps per level: ε = 6.2e-6 (Song & Ermon 2020, App. B.1, CIFAR-10)."""
+    """σ 50 → 0.01 over 232 levels with 5 steps per level: ε = 6.2e-6 (Song & Ermon 2020, App. B.1, CIFAR-10). And on
+    coarse levels (σ 1 → 0.01 in 10, γ = 100^{1/9}; n = 100) ε minimizes their eq. 7's |ratio − 1|, written here
+    with ε itself: (1 − ε/σ_L²)^{2n} (γ² − 2ε/(σ_L² − σ_L² (1 − ε/σ_L²)²)) + 2ε/(σ_L² − σ_L² (1 − ε/σ_L²)²):
+    better than 2 % more or less."""
     assert technique4_step_lr(50.0, 0.01, 232, 5) == pytest.approx(6.2e-6, rel=0.01)
     assert technique4_step_lr(50.0, 0.01, 232, 20) < technique4_step_lr(50.0, 0.01, 232, 5), "more steps: smaller ε"
+
+    def eq7(eps: float, sigma_low: float = 0.01, gamma: float = 100 ** (1 / 9), n: int = 100) -> float:
+        r = eps / sigma_low**2
+        tail = 2 * eps / (sigma_low**2 - sigma_low**2 * (1 - r) ** 2)
+        return abs((1 - r) ** (2 * n) * (gamma**2 - tail) + tail - 1)
+
+    eps = technique4_step_lr(1.0, 0.01, 10, 100)
+    assert eq7(eps) < min(eq7(1.02 * eps), eq7(eps / 1.02)), eps
 
 
 def test_annealed_langevin_matches_the_exact_moments_for_gaussian_data() -> None:
@@ -462,3 +473,23 @@ def test_clean_is_never_a_network_time(mixture) -> None:
         SAMPLERS[SamplerName(name)].fn(denoiser, torch.ones(2, 2, 1, 1, dtype=F64), schedule, schedule.timesteps(3),
                                        generator=torch.Generator().manual_seed(0))  # fmt: skip
         assert CLEAN not in [t for _, t in calls]
+
+
+def test_gaussian_diffusion_samples_with_them_by_name() -> None:
+    """GaussianDiffusion.sample picks the new samplers and their options up from the registry (a tiny untrained
+    DDPM, 4 steps): images in [0, 1] of the right shape, a bad option value named, and Euler–Maruyama refused on a
+    discrete schedule with the sampler's own message."""
+    from denoising_diffusion.diffusion import GaussianDiffusion
+    from denoising_diffusion.nn import Unet
+
+    torch.manual_seed(0)
+    unet = Unet(dim=8, dim_mults=(1, 2), resnet_block_groups=4, attn_heads=2, attn_dim_head=8, channels=1)
+    diffusion = GaussianDiffusion(unet, image_size=8, timesteps=20)
+    for name, options in [("reverse_diffusion", {}), ("pc", {"snr": "0.2", "corrector_steps": "2"}),
+                          ("annealed_langevin", {"steps_per_level": 2})]:  # fmt: skip
+        out = diffusion.sample(2, sampler=name, steps=4, generator=torch.Generator().manual_seed(0), **options)
+        assert out.shape == (2, 1, 8, 8) and bool(((out >= 0) & (out <= 1)).all())
+    with pytest.raises(ValueError, match="snr"):
+        diffusion.sample(2, sampler="pc", steps=4, snr=-1)
+    with pytest.raises(ValueError, match="'euler_maruyama' integrates the reverse-time SDE"):
+        diffusion.sample(2, sampler="euler_maruyama", steps=4)

@@ -78,12 +78,14 @@ HEUN_STEP = SAMPLERS + ("tests/test_likelihood.py",)  # samplers.common.heun_ste
 GUIDANCE = ("tests/test_guidance.py",)
 REPAINT = ("tests/test_repaint.py", "tests/test_editing.py::test_inpaint_runs_repaint_on_the_models_chain")
 EDITING = ("tests/test_editing.py",)
+SCORE_SAMPLERS = ("tests/test_score_samplers.py", "tests/test_sampler_contracts.py")
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
     for name in ("schedules", "variance", "parameterization", "losses", "diffusion", "likelihood")
 )
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
+SCORE = "denoising_diffusion/score.py"
 G = "denoising_diffusion/guidance.py"
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
@@ -903,5 +905,190 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return Prediction(x0=pred.x0, eps=eps, var_interp=pred.var_interp)",
         "classifier guidance shifts ε̂ but keeps the unguided x̂_0",
         ("tests/test_classifier_guidance.py",),
+    ),
+    # ----- score-based samplers: score.py, samplers/sde.py, samplers/langevin.py ---------------------------------
+    Mutation(
+        "score-sign",
+        SCORE,
+        "return -eps / sigma",
+        "return eps / sigma",
+        "the score as +ε̂/σ (pointing away from the data)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "score-sigma-squared",
+        SCORE,
+        "return -eps / sigma",
+        "return -eps / sigma**2",
+        "the score as −ε̂/σ² (the conditional score's σ² read as the ε scale)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "eps-from-score-divides",
+        SCORE,
+        "return -sigma * score",
+        "return -score / sigma",
+        "eps_from_score divides by σ instead of multiplying",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "em-drift-sign",
+        SAMPLER_FILE("sde"),
+        "return x - (f * x - g**2 * score) * dt",
+        "return x + (f * x - g**2 * score) * dt",
+        "Euler–Maruyama steps the reverse drift forwards in time (dt > 0)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "em-g-not-squared",
+        SAMPLER_FILE("sde"),
+        "return x - (f * x - g**2 * score) * dt",
+        "return x - (f * x - g * score) * dt",
+        "Euler–Maruyama's score term with g instead of g²",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "em-noise-dt",
+        SAMPLER_FILE("sde"),
+        "g * math.sqrt(dt) * randn_like",
+        "g * dt * randn_like",
+        "Euler–Maruyama's noise scaled by Δt instead of √Δt",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "rd-a-sign",
+        SAMPLER_FILE("sde"),
+        "return x - (a - 1) * x + b2 * score",
+        "return x + (a - 1) * x + b2 * score",
+        "reverse diffusion adds the forward drift (a − 1) x instead of removing it",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "rd-b-not-squared",
+        SAMPLER_FILE("sde"),
+        "return x - (a - 1) * x + b2 * score",
+        "return x - (a - 1) * x + math.sqrt(b2) * score",
+        "reverse diffusion's score term with G instead of G²",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "rd-b2-without-a",
+        SAMPLER_FILE("sde"),
+        "b2 = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "b2 = max(sigma_t**2 - sigma_s**2, 0.0)",
+        "reverse diffusion's G² = σ_t² − σ_s², the VE form, on every path",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-alpha-not-squared",
+        SAMPLER_FILE("sde"),
+        "step = corrector_step_size(score, z, snr, (alpha_t / alpha_s) ** 2)",
+        "step = corrector_step_size(score, z, snr, alpha_t / alpha_s)",
+        "the corrector's α = a instead of a² = 1 − β",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-snr-not-squared",
+        SAMPLER_FILE("sde"),
+        "return 2 * alpha * (snr * noise_norm / score_norm) ** 2",
+        "return 2 * alpha * snr * noise_norm / score_norm",
+        "the corrector's step 2α r‖z‖/‖s‖ without the square",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-frobenius-norms",
+        SAMPLER_FILE("sde"),
+        "noise_norm = noise.flatten(1).norm(dim=1).mean()",
+        "noise_norm = noise.norm()",
+        "the corrector's ‖z‖ over the whole batch tensor, not per sample",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-fresh-noise",
+        SAMPLER_FILE("sde"),
+        "x = langevin_step(x, score, step, generator, noise=z)",
+        "x = langevin_step(x, score, step, generator)",
+        "the corrector draws a new z instead of the one whose norm set ε",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-predictor-uncorrected",
+        SAMPLER_FILE("sde"),
+        "pred = denoiser(x, times)",
+        "pred = denoiser(x_t, times)",
+        "the predictor evaluates the score before the corrector's moves",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-last-step-noise",
+        SAMPLER_FILE("sde"),
+        "x_next = pred.x0",
+        "x_next = pred.x0 + sigma_t * randn_like(x, generator)",
+        "the step to clean data adds noise",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "langevin-noise-no-2",
+        SAMPLER_FILE("langevin"),
+        "else math.sqrt(2 * step_size)",
+        "else math.sqrt(step_size)",
+        "Langevin's noise √ε instead of √(2ε)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "langevin-tensor-noise-no-2",
+        SAMPLER_FILE("langevin"),
+        "torch.sqrt(2 * step_size) if isinstance",
+        "torch.sqrt(step_size) if isinstance",
+        "Langevin's noise √ε instead of √(2ε) for per-batch step sizes (the corrector)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "annealed-ratio-inverted",
+        SAMPLER_FILE("langevin"),
+        "step = step_lr * (sigma_t / sigma_low) ** 2",
+        "step = step_lr * (sigma_low / sigma_t) ** 2",
+        "annealed Langevin's step α_i = ε σ_L²/σ_i² (inverted)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "annealed-ratio-not-squared",
+        SAMPLER_FILE("langevin"),
+        "step = step_lr * (sigma_t / sigma_low) ** 2",
+        "step = step_lr * (sigma_t / sigma_low)",
+        "annealed Langevin's step ε σ_i/σ_L without the square",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "annealed-no-denoising",
+        SAMPLER_FILE("langevin"),
+        "x = pred.x0",
+        "x = x + 0 * pred.x0",
+        "annealed Langevin returns the last Langevin sample without the denoising step",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "annealed-sigma-low-first",
+        SAMPLER_FILE("langevin"),
+        "sigma_low = schedule.alpha_sigma(pairs[-1][1])[1]",
+        "sigma_low = schedule.alpha_sigma(pairs[0][1])[1]",
+        "σ_L read at the first (highest) level: NCSN numbers σ_1 > … > σ_L, the grid runs high to low",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "technique4-exponent-n",
+        SAMPLER_FILE("langevin"),
+        "return abs((1.0 - u) ** n2 *",
+        "return abs((1.0 - u) ** steps_per_level *",
+        "technique 4's contraction (1 − u)^n instead of (1 − u)^{2n}",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "technique4-gamma-levels",
+        SAMPLER_FILE("langevin"),
+        "** (2.0 / (levels - 1))",
+        "** (2.0 / levels)",
+        "technique 4's γ² from L instead of L − 1 gaps",
+        SCORE_SAMPLERS,
     ),
 )
