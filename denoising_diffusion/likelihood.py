@@ -25,7 +25,7 @@ from .choices import Choice
 from .denoiser import Denoiser
 from .losses import Decoder, gaussian_log_likelihood, normal_kl, vlb_term
 from .samplers.common import heun_step, randn_like, time_batch
-from .samplers.ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, clamp_time, load_odeint, require_sde
+from .samplers.ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, clamp_time, load_odeint, require_ode
 from .schedules import NoiseSchedule, Schedule, Spacing, Time
 from .variance import VarianceType, reverse_log_variance
 
@@ -156,7 +156,7 @@ def _dopri5(
     (from α' = f α and (σ²)' = g² + 2 f σ², processes.py), so the pair (x̃, ∫) moves with slope (dσ̃/dt)(ε̂, div ε̂):
     the same integral as Heun's, in another variable. One ODE state for the batch, (x̃ flattened, ∫ (B,)); the
     error norm is the larger of the two parts' RMS norms (torchdiffeq's tuple norm)."""
-    sde_schedule = require_sde(schedule, "ode_log_likelihood with solver='dopri5'")
+    sde_schedule = require_ode(schedule, "ode_log_likelihood with solver='dopri5'")
     odeint = load_odeint()
     top, bottom = schedule.timesteps(2)
     shape = x_start.shape

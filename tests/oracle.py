@@ -15,6 +15,7 @@ from torch import Tensor
 
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.schedules import NoiseSchedule
+from denoising_diffusion.score import score_from_eps
 
 
 class GaussianMixture:
@@ -42,7 +43,7 @@ class GaussianMixture:
         return (r[..., None] * cond).sum(1)[:, :, None, None]
 
     def denoiser(self, schedule: NoiseSchedule):
-        """The ideal (x_t, t) -> Prediction for this schedule's discrete time indices."""
+        """The ideal (x_t, t) -> Prediction at the schedule's times (any schedule: t[0] is read as its time)."""
 
         def denoise(x_t: Tensor, t: Tensor) -> Prediction:
             alpha, sigma = schedule.alpha_sigma(t[0].item())
@@ -50,6 +51,25 @@ class GaussianMixture:
             return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
 
         return denoise
+
+    def score(self, schedule):
+        """The exact score (x_t, t) -> ∇ log p_t(x_t), built the way every sampler builds it: score_from_eps of the
+        exact ε̂ (x_t (N, D, 1, 1), t (N,) the schedule's times; :meth:`log_marginal` checks it by autograd)."""
+        denoise = self.denoiser(schedule)
+
+        def score(x_t: Tensor, t: Tensor) -> Tensor:
+            sigma = schedule.alpha_sigma(t[0].item())[1]
+            return score_from_eps(denoise(x_t, t).eps, sigma)
+
+        return score
+
+    def log_marginal(self, x_t: Tensor, alpha: float, sigma: float) -> Tensor:
+        """log p_t(x_t) = log Σ_k w_k N(x_t; α m_k, (α² s_k² + σ²) I) for x_t (N, D, 1, 1); returns (N,)."""
+        x = x_t[:, :, 0, 0]
+        var = alpha**2 * self.stds**2 + sigma**2  # (K,)
+        sq = ((x[:, None, :] - alpha * self.means[None]) ** 2).sum(-1)  # (N, K)
+        log_joint = self.weights.log() - 0.5 * self.dim * torch.log(2 * math.pi * var) - 0.5 * sq / var
+        return torch.logsumexp(log_joint, dim=1)
 
     def assign(self, x: Tensor) -> Tensor:
         """Index of the nearest mode mean for each sample x (N, D, 1, 1)."""

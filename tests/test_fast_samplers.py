@@ -21,10 +21,19 @@ def run_registered(name: SamplerName, data, schedule: NoiseSchedule, steps: int,
     return info.fn(data.denoiser(schedule), x_T, schedule, timesteps, generator=g)
 
 
+CHECKED_ELSEWHERE = {
+    "euler_maruyama": "needs an SDE (a continuous process): test_score_samplers.py runs it on VP, sub-VP and VE",
+    "annealed_langevin": "its spread lags the annealing (+4 % .. +11 % over NCSN levels, more on VP paths): "
+    "test_score_samplers.py checks it over NCSN levels with its own tolerance",
+}
+
+
 @pytest.mark.parametrize("schedule_name", ["cosine", "linear"])
 @pytest.mark.parametrize("name", [name for name, info in SAMPLERS.items() if not info.needs_sde])  # 'ode': its file
 def test_every_sampler_reproduces_the_mixture_at_its_recommended_steps(name, schedule_name, mixture) -> None:
     """Weights within 4 SE + 0.01, mode means within 5 SE + 0.02, spreads within 8% (check_mixture)."""
+    if name.value in CHECKED_ELSEWHERE:
+        pytest.skip(CHECKED_ELSEWHERE[name.value])
     schedule = NoiseSchedule.from_name(schedule_name, 1000)
     x = run_registered(name, mixture, schedule, SAMPLERS[name].recommended_steps)
     check_mixture(mixture, x, std_rel_tol=0.08)
@@ -131,3 +140,6 @@ def test_spacing_needs_a_schedule() -> None:
 
 def test_nfe_counts() -> None:
     assert SAMPLERS[SamplerName.HEUN].nfe(25) == 49 and SAMPLERS[SamplerName.DPMPP_2M].nfe(20) == 20
+    pc, annealed = SAMPLERS[SamplerName.PC], SAMPLERS[SamplerName.ANNEALED_LANGEVIN]
+    assert pc.nfe(10) == 20 and pc.nfe(10, {"corrector_steps": 0}) == 10 and pc.nfe(10, {"corrector_steps": 3}) == 40
+    assert annealed.nfe(10) == 51 and annealed.nfe(10, {"steps_per_level": 2}) == 21

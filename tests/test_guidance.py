@@ -66,12 +66,21 @@ STD_ALLOWANCE = {
     "heun": 0.035,
     "euler": 0.11,
     "euler_ancestral": 0.053,
+    "reverse_diffusion": 0.006,
+    "pc": 0.023,
 }
 """Each sampler's discretization bias of a class's std at its recommended steps, relative, × 1.25 and rounded up.
 Measured for single Gaussians with s ∈ {0.3, 0.4, 0.5} on the cosine and linear schedules (the largest relative
 bias is at the narrowest class, s = 0.3): deterministic samplers exactly (their output is affine in x_T, so
 x_T ∈ {0, e_1, e_2} gives its std), stochastic ones from 200 000 samples (standard error 0.16 %). The largest:
-DDIM / Euler at 50 linspace steps on the linear schedule, 8.8 % too narrow."""
+DDIM / Euler at 50 linspace steps on the linear schedule, 8.8 % too narrow. Reverse diffusion exactly (its steps are
+affine in x and the noise: the moment recursion of test_score_samplers.exact_moments), 0.40 % at most; PC from
+100 000 samples × 2 dimensions (standard error 0.22 %), 1.84 % at most."""
+NOT_CHECKED_HERE = {
+    "euler_maruyama": "needs an SDE (a continuous process); these classes live on a discrete schedule",
+    "ode": "needs an SDE (a continuous process); these classes live on a discrete schedule (test_ode_flow.py)",
+    "annealed_langevin": "its spread lags the annealing by more than these allowances (test_score_samplers.py)",
+}
 
 
 def class_options(name: str) -> dict:
@@ -89,6 +98,8 @@ def test_every_sampler_reproduces_each_class(name: str, schedule_name: str) -> N
     marginal is N(α m_y, (α² s_y² + σ²) I): the flow then falls short of m_y by |m_y| s_y/√(s_y² + σ̃_start²), at most
     0.013 per dimension here (the Karras spacing starts at σ̃ = 80), and the measured mean errors at the recommended
     steps stay within 0.001 of that. Std: STD_ALLOWANCE. DDIM runs at η = 0, DDPM with β̃ (the models' defaults)."""
+    if name in NOT_CHECKED_HERE:
+        pytest.skip(NOT_CHECKED_HERE[name])
     schedule = NoiseSchedule.from_name(schedule_name, 1000)
     info = SAMPLERS[SamplerName(name)]
     g = torch.Generator().manual_seed(0)
@@ -438,7 +449,7 @@ def test_guidance_above_one_narrows_and_pushes_past_the_conditional_mean() -> No
 COSINE_100 = NoiseSchedule.from_name("cosine", 100)
 CONTRACT_SHAPE = (6, 2, 3, 4)
 CONTRACT_LABELS = torch.tensor([0, 1, 2, 1, 0, 2])
-NAMES = [name.value for name in SAMPLERS]
+NAMES = [name.value for name in SAMPLERS if SAMPLERS[name].serves(COSINE_100)]  # not Euler-Maruyama: needs an SDE
 
 
 def contract_options(name: str) -> dict:

@@ -11,10 +11,16 @@ of either. ``SamplerName`` (the names as an option enum) is derived from it.
 
 ``sample_repaint`` (inpainting) shares the signature but needs the known image and its mask, so it is not in the
 registry: ``editing.inpaint`` runs it.
+
+The score-based samplers (sde.py, langevin.py: Euler–Maruyama, reverse diffusion, predictor–corrector, annealed
+Langevin) use the score s_θ = −ε̂/σ_t (score.py) of the same denoiser. Euler–Maruyama needs the forward SDE
+(``schedule.sde``, the continuous processes only): ``SamplerInfo.serves`` says whether a sampler can run on a
+schedule.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,12 +29,22 @@ from typing import Any
 from ..choices import Choice
 from ..schedules import Spacing
 from ..variance import VarianceType
+from .common import has_sde
 from .ddim import invert_ddim, sample_ddim, sample_euler, sample_euler_ancestral
 from .ddpm import sample_ddpm
 from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde
 from .heun import sample_heun
+from .langevin import DEFAULT_STEPS_PER_LEVEL, langevin_step, sample_annealed_langevin
 from .ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, sample_ode
 from .repaint import repaint_schedule, sample_repaint
+from .sde import (
+    DEFAULT_CORRECTOR_STEPS,
+    DEFAULT_SNR,
+    Predictor,
+    sample_euler_maruyama,
+    sample_pc,
+    sample_reverse_diffusion,
+)
 
 
 def _non_negative_float(value: Any) -> float:
@@ -36,6 +52,29 @@ def _non_negative_float(value: Any) -> float:
     if not number >= 0:
         raise ValueError(f"eta must be >= 0, got {value!r}")
     return number
+
+
+def _positive_float(value: Any) -> float:
+    """A finite number > 0 (strings from the command line too)."""
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"expected a finite number > 0, got {value!r}")
+    return number
+
+
+def _integer_at_least(minimum: int) -> Callable[[Any], int]:
+    """A parser of integers >= ``minimum`` (ints, or strings of them; not 1.5, not True)."""
+
+    def parse(value: Any) -> int:
+        try:
+            number = int(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return number
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -66,13 +105,36 @@ VARIANCE = SamplerOption(
     VarianceType,
     "DDPM's reverse variance: fixed_small, fixed_large or learned_range (default: the model's variance_type)",
 )
+SNR = SamplerOption(
+    "snr", _positive_float, f"the Langevin corrector's signal-to-noise ratio r > 0 (default {DEFAULT_SNR})"
+)
+CORRECTOR_STEPS = SamplerOption(
+    "corrector_steps",
+    _integer_at_least(0),
+    f"Langevin corrector steps per predictor step, >= 0 (default {DEFAULT_CORRECTOR_STEPS})",
+)
+PREDICTOR = SamplerOption(
+    "predictor", Predictor, "the PC predictor: reverse_diffusion (default, any schedule) or euler_maruyama (an SDE)"
+)
+STEP_LR = SamplerOption(
+    "step_lr",
+    _positive_float,
+    "annealed Langevin's step size at the lowest level, > 0 (default: Song & Ermon 2020's technique 4 for the grid)",
+)
+STEPS_PER_LEVEL = SamplerOption(
+    "steps_per_level",
+    _integer_at_least(1),
+    f"annealed Langevin's steps per noise level, >= 1 (default {DEFAULT_STEPS_PER_LEVEL})",
+)
 
 
 @dataclass(frozen=True)
 class SamplerInfo:
     """A registry entry: name, function, one-line description, whether it draws noise, the step count and
-    timestep spacing we recommend (the oracle tests check the sampler there), network evaluations per step, its
-    options, and ``alias``: what the sampler equals, when it is another one under a name users know.
+    timestep spacing we recommend (the oracle tests check the sampler there), network evaluations per step (at the
+    default options) and beyond them (``extra_evals``: Heun's single-evaluation last step −1, annealed Langevin's
+    denoising step +1), its options, ``alias``: what the sampler equals, when it is another one under a name users
+    know, and ``evals_with``: the evaluations per step for given options, when an option sets them.
 
     ``needs_sde``: the sampler needs the forward SDE (``schedule.sde``), so it serves the continuous-time processes
     only (:meth:`serves`). ``adaptive``: the solver chooses its own steps, so its network evaluations are not fixed
@@ -87,22 +149,25 @@ class SamplerInfo:
     evals_per_step: int = 1
     options: tuple[SamplerOption, ...] = field(default=())
     alias: str | None = None
+    extra_evals: int = 0
     needs_sde: bool = False
     adaptive: bool = False
+    evals_with: Callable[[Mapping[str, Any]], int] | None = None
 
-    def nfe(self, steps: int) -> int:
-        """Network evaluations for ``steps`` timesteps (Heun's final step is a single Euler evaluation)."""
+    def nfe(self, steps: int, options: Mapping[str, Any] = MappingProxyType({})) -> int:
+        """Network evaluations for ``steps`` timesteps with ``options`` (bound; missing ones at their defaults)."""
         if self.adaptive:
             raise ValueError(
                 f"sampler {self.name!r} is adaptive: its network evaluations are not fixed by the steps (read "
                 "StepRecord.nfe in a callback)"
             )
-        return self.evals_per_step * steps - (self.evals_per_step - 1)
+        per_step = self.evals_per_step if self.evals_with is None else self.evals_with(options)
+        return per_step * steps + self.extra_evals
 
     def serves(self, schedule: object) -> bool:
         """Whether this sampler runs on ``schedule``: every sampler serves every schedule, except that one that
         needs the forward SDE serves only the continuous-time processes (those with ``schedule.sde``)."""
-        return not self.needs_sde or callable(getattr(schedule, "sde", None))
+        return not self.needs_sde or has_sde(schedule)
 
     @property
     def option_names(self) -> list[str]:
@@ -128,6 +193,12 @@ def _parse(option: SamplerOption, value: Any) -> Any:
         return option.parse(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"sampler option {option.name}={value!r}: {err}") from None
+
+
+def _given(options: Mapping[str, Any], name: str, default: int) -> int:
+    """The option ``name`` as an int, or ``default`` where it is missing or None."""
+    value = options.get(name)
+    return default if value is None else int(value)
 
 
 _REGISTRY = (
@@ -171,6 +242,7 @@ _REGISTRY = (
         recommended_steps=25,
         spacing=Spacing.KARRAS,
         evals_per_step=2,
+        extra_evals=-1,
     ),
     SamplerInfo(
         "euler",
@@ -187,6 +259,44 @@ _REGISTRY = (
         stochastic=True,
         recommended_steps=250,
         alias="ddim with eta=1",
+    ),
+    SamplerInfo(
+        "euler_maruyama",
+        sample_euler_maruyama,
+        "Euler-Maruyama on the reverse-time SDE (Song et al. 2021); continuous processes (vp, subvp, ve) only",
+        stochastic=True,
+        recommended_steps=1000,
+        needs_sde=True,
+    ),
+    SamplerInfo(
+        "reverse_diffusion",
+        sample_reverse_diffusion,
+        "reverse-diffusion predictor (Song et al. 2021, App. E), stochastic; any schedule",
+        stochastic=True,
+        recommended_steps=1000,
+    ),
+    SamplerInfo(
+        "pc",
+        sample_pc,
+        "predictor-corrector (Song et al. 2021): Langevin corrector + reverse-diffusion predictor, 1 + corrector_steps "
+        "evaluations per step",
+        stochastic=True,
+        recommended_steps=1000,
+        evals_per_step=1 + DEFAULT_CORRECTOR_STEPS,
+        options=(SNR, CORRECTOR_STEPS, PREDICTOR),
+        evals_with=lambda options: 1 + _given(options, "corrector_steps", DEFAULT_CORRECTOR_STEPS),
+    ),
+    SamplerInfo(
+        "annealed_langevin",
+        sample_annealed_langevin,
+        "NCSN's annealed Langevin dynamics (Song & Ermon 2019, 2020) over the noise levels, steps_per_level "
+        "evaluations per level + 1",
+        stochastic=True,
+        recommended_steps=232,
+        evals_per_step=DEFAULT_STEPS_PER_LEVEL,
+        options=(STEP_LR, STEPS_PER_LEVEL),
+        extra_evals=1,
+        evals_with=lambda options: _given(options, "steps_per_level", DEFAULT_STEPS_PER_LEVEL),
     ),
     SamplerInfo(
         "ode",
@@ -220,15 +330,20 @@ __all__ = [
     "SamplerName",
     "SamplerOption",
     "invert_ddim",
+    "langevin_step",
     "repaint_schedule",
+    "sample_annealed_langevin",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde",
     "sample_euler",
     "sample_euler_ancestral",
+    "sample_euler_maruyama",
     "sample_heun",
     "sample_ode",
+    "sample_pc",
     "sample_repaint",
+    "sample_reverse_diffusion",
     "sampler_options",
 ]

@@ -4,7 +4,7 @@ batches, forward jumps q(x_t | x_s) and Heun's step."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +21,28 @@ def time_pairs(timesteps: Sequence[Time], schedule: Schedule) -> Iterator[tuple[
     ts = schedule.check_times(timesteps)
     for i, t in enumerate(ts):
         yield i, t, ts[i + 1] if i + 1 < len(ts) else CLEAN
+
+
+def has_sde(schedule: Any) -> bool:
+    """Whether the schedule gives its forward SDE's (f(t), g(t)) (processes.ContinuousSchedule.sde)."""
+    return callable(getattr(schedule, "sde", None))
+
+
+def schedule_kind(schedule: Any) -> str:
+    """A short name of the schedule's process for messages ('vp', 'ncsn', ...; NoiseSchedule: 'discrete ddpm')."""
+    describe = getattr(schedule, "describe", None)
+    return describe() if callable(describe) else f"discrete ddpm ({type(schedule).__name__})"
+
+
+def require_sde(schedule: Any, user: str, integrates: str, hint: str = "") -> Any:
+    """``schedule`` if it has a forward SDE (:func:`has_sde`); else a ValueError naming ``user`` (a sampler, a solver),
+    what it ``integrates``, the processes it serves and the schedule it was given, then ``hint``."""
+    if not has_sde(schedule):
+        raise ValueError(
+            f"{user} integrates {integrates}, which needs the forward SDE's f(t), g(t) (schedule.sde): it serves the "
+            f"continuous-time processes vp, subvp and ve, not the {schedule_kind(schedule)} schedule{hint}"
+        )
+    return schedule
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:

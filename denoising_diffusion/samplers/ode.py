@@ -22,14 +22,15 @@ torchdiffeq is an optional dependency (the ``sde`` extra): it is imported when t
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, Prediction, StepRecord
 from ..schedules import CLEAN, Schedule, Time
-from .common import time_batch, time_pairs
+from ..score import score_from_eps
+from .common import require_sde, time_batch, time_pairs
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-5
@@ -66,18 +67,9 @@ def check_tolerance(name: str, value: Any) -> float:
     return number
 
 
-def require_sde(schedule: Schedule, user: str) -> SDESchedule:
-    """``schedule`` if it has a forward SDE (``schedule.sde``); else ValueError naming ``user`` and the processes it
-    serves."""
-    if not callable(getattr(schedule, "sde", None)):
-        describe = getattr(schedule, "describe", None)
-        name = describe() if callable(describe) else type(schedule).__name__
-        raise ValueError(
-            f"{user} integrates the probability-flow ODE dx/dt = f(t) x − ½ g(t)² s(x, t), which needs the forward "
-            f"SDE (schedule.sde(t)): it serves the continuous-time processes vp, subvp and ve, not the discrete "
-            f"schedule {name}"
-        )
-    return schedule  # type: ignore[return-value]
+def require_ode(schedule: Schedule, user: str) -> SDESchedule:
+    """``schedule`` if it has a forward SDE; else ValueError naming ``user`` (common.require_sde)."""
+    return cast(SDESchedule, require_sde(schedule, user, "the probability-flow ODE dx/dt = f(t) x − ½ g(t)² s(x, t)"))
 
 
 def clamp_time(t: Tensor, lo: float, hi: float) -> float:
@@ -118,7 +110,7 @@ def sample_ode(
     Returns:
         (B, C, H, W) samples, x_T's dtype and device.
     """
-    sde_schedule = require_sde(schedule, "sampler 'ode'")
+    sde_schedule = require_ode(schedule, "sampler 'ode'")
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     steps = list(time_pairs(timesteps, schedule))  # checks the grid before torchdiffeq is imported
     odeint = load_odeint()
@@ -139,7 +131,7 @@ def sample_ode(
             pred = evaluate(x, time)
             if not first and math.isclose(time, start, rel_tol=1e-6):  # t0 (float32 when y is)
                 first.append(pred)
-            score = -pred.eps / sigma  # s_θ = ∇ log p_t ≈ −ε̂/σ_t
+            score = score_from_eps(pred.eps, sigma)  # s_θ = ∇ log p_t ≈ −ε̂/σ_t
             return (f * x - 0.5 * g**2 * score).flatten()
 
         return velocity
