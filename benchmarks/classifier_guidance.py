@@ -485,6 +485,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     p.add_argument("--sample-draws", type=int, default=None, help="sample sets per model (default 2)")
     p.add_argument("--per-class", type=int, default=None, help="generated images per class and set (default 50)")
+    p.add_argument("--sampler", default=None, help="the sampler of both systems (default dpmpp_2m)")
+    p.add_argument("--steps", type=int, default=None, help="its steps (default 25)")
+    p.add_argument("--scales", type=float, nargs="+", default=None, help="guidance scales (default 0 1 2 3 5 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="processes, one system and seed each at a time (default 1)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
@@ -497,6 +500,9 @@ def config_from(args: argparse.Namespace) -> ClassifierGuidanceConfig:
         "seeds": None if args.seeds is None else tuple(args.seeds),
         "sample_draws": args.sample_draws,
         "per_class": args.per_class,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "scales": None if args.scales is None else tuple(args.scales),
     }
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if min(args.jobs, args.threads, cfg.sample_draws, cfg.per_class) < 1:
