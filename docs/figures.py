@@ -29,7 +29,7 @@ MIXTURE = GaussianMixture([0.35, 0.65], [[-1.5, -0.5], [1.2, 1.0]], [0.35, 0.45]
 PANELS = (  # title, schedule, sampler, steps, options
     ("annealed Langevin (NCSN levels)", NCSNSchedule(sigma_min=0.01, sigma_max=6.0, num_levels=30),
      "annealed_langevin", 30, {"steps_per_level": 10}),
-    ("predictor-corrector (VP SDE)", VPSchedule(), "pc", 100, {}),
+    ("predictor-corrector (VP SDE)", VPSchedule(), "pc", 60, {}),
     ("probability-flow ODE, dopri5 (VP SDE)", VPSchedule(), "ode", 25, {"rtol": 1e-4, "atol": 1e-4}),
 )  # fmt: skip
 
@@ -57,7 +57,7 @@ def density_grid(lim: float, size: int = 200) -> tuple[Tensor, Tensor, Tensor]:
     return xx, yy, dens.reshape(size, size)
 
 
-def score_sde_trajectories(out: Path, *, samples: int = 2000, paths: int = 8) -> Path:
+def score_sde_trajectories(out: Path, *, samples: int = 2000, paths: int = 4) -> Path:
     """docs/score-sde.md's figure: three samplers' particle paths and samples over the mixture's density."""
     import matplotlib
 
@@ -72,9 +72,11 @@ def score_sde_trajectories(out: Path, *, samples: int = 2000, paths: int = 8) ->
         traced, _ = trajectories(schedule, sampler, steps, options, paths, seed=1)
         ax.contour(xx, yy, dens, levels=8, colors="0.6", linewidths=0.6)
         ax.scatter(final[:, 0], final[:, 1], s=1, alpha=0.25, color="tab:blue")
-        for k in range(paths):
-            ax.plot(traced[:, k, 0].clamp(-lim, lim), traced[:, k, 1].clamp(-lim, lim), lw=0.8, color="tab:red")
-            ax.plot(traced[-1, k, 0], traced[-1, k, 1], "o", ms=3, color="tab:red")
+        colors = plt.get_cmap("autumn")(torch.linspace(0, 0.8, paths).tolist())
+        for k in range(paths):  # each particle's x_t from the prior (clipped to the frame) to its sample (dot)
+            xs, ys = traced[:, k, 0].clamp(-lim, lim), traced[:, k, 1].clamp(-lim, lim)
+            ax.plot(xs, ys, lw=0.7, alpha=0.6, color=colors[k])
+            ax.plot(xs[-1], ys[-1], "o", ms=4, color=colors[k], markeredgecolor="black", markeredgewidth=0.5)
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=title, aspect="equal", xticks=[], yticks=[])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "score_sde_trajectories.png"
