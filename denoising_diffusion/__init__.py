@@ -17,26 +17,46 @@ from .guidance import classifier_free_guidance, classifier_guidance, guided_pred
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import EncoderClassifier, Unet
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
+from .processes import NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule, sigma_max_from_data
 from .registry import model_kind
 from .samplers import (
     SAMPLERS,
     invert_ddim,
     repaint_schedule,
+    sample_annealed_langevin,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
     sample_euler,
     sample_euler_ancestral,
+    sample_euler_maruyama,
     sample_heun,
     sample_ode,
+    sample_pc,
     sample_repaint,
+    sample_reverse_diffusion,
 )
-from .schedules import NoiseSchedule, spaced_timesteps
+from .schedules import CLEAN, NoiseSchedule, Schedule, spaced_timesteps
+from .score import eps_from_score, score_from_eps
 from .training import Trainable, Trainer, TrainingDivergedError
 from .viz import save_denoising_gif, save_image_grid
 
 __all__ = [
+    "sample_reverse_diffusion",
+    "sample_pc",
+    "sample_euler_maruyama",
+    "sample_annealed_langevin",
+    "score_from_eps",
+    "eps_from_score",
+    "Schedule",
+    "CLEAN",
+    "sigma_max_from_data",
+    "VPSchedule",
+    "VESchedule",
+    "SubVPSchedule",
+    "Process",
+    "NCSNSchedule",
     "BuiltinShapes",
     "ConditionSpec",
     "CheckpointError",
