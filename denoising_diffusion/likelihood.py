@@ -77,8 +77,14 @@ def bits_per_dim(diffusion, images: Tensor, *, generator: torch.Generator | None
     """The variational bound of a GaussianDiffusion on 8-bit images (B, C, H, W) in [0, 1], in bits/dim, (B,).
 
     Uses the diffusion's variance type and x̂_0 clipping, and the discretized decoder; ``condition`` is a conditional
-    model's (``classes=`` ...: the bound of p(x | y)).
+    model's (``classes=`` ...: the bound of p(x | y)). The bound is that of the discrete chain: for another process
+    (vp, subvp, ve, ncsn) a ValueError points to :func:`ode_bits_per_dim`.
     """
+    if not isinstance(diffusion.schedule, NoiseSchedule):
+        raise ValueError(
+            f"the variational bound is the discrete DDPM chain's (process 'ddpm'); this model's process is "
+            f"{diffusion.config.get('process', 'ddpm')!r}: use ode_bits_per_dim (the probability-flow ODE likelihood)"
+        )
     with torch.inference_mode():
         return vlb_terms(
             diffusion.denoiser(**condition),

@@ -23,6 +23,7 @@ from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.cli import main
 from denoising_diffusion.data import get_builtin_dataset
 from denoising_diffusion.diffusion import GaussianDiffusion
+from denoising_diffusion.likelihood import bits_per_dim, ode_bits_per_dim
 from denoising_diffusion.losses import likelihood_weight
 from denoising_diffusion.nn import Unet
 from denoising_diffusion.parameterization import append_dims
@@ -30,6 +31,7 @@ from denoising_diffusion.pipeline import build, load_pipeline, save_pipeline, sp
 from denoising_diffusion.processes import VESchedule, VPSchedule, sigma_max_from_data
 from denoising_diffusion.samplers import SAMPLERS, sample_ddim
 from denoising_diffusion.schedules import NoiseSchedule
+from denoising_diffusion.viz import save_image_grid
 
 CONTINUOUS = ("vp", "subvp", "ve")
 SIGMA_MAX = 20.0
@@ -362,6 +364,20 @@ def test_cli_trains_and_samples_a_ve_model(tmp_path: Path, capsys) -> None:
     assert main([*args, "--process", "vp", "--sigma-max", "3"]) == 2
     assert "--sigma-max is for --process ve or ncsn" in capsys.readouterr().err
     assert main([*args, "--loss-weighting", "likelihood"]) == 2  # ddpm
+    folder = tmp_path / "heldout"  # nll: a score-based process has no VLB, so the ODE likelihood is reported alone
+    folder.mkdir()
+    for i in range(2):
+        save_image_grid(torch.rand(1, 3, 8, 8), folder / f"{i}.png", nrow=1)
+    capsys.readouterr()
+    assert main(["nll", str(results / "model-1.pt"), str(folder), "--ode-steps", "3", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "VLB bits/dim:   not defined for process 've'" in printed and "ODE bits/dim:" in printed
+
+
+def test_the_variational_bound_is_the_discrete_chains_only() -> None:
+    with pytest.raises(ValueError, match="process is 'vp': use ode_bits_per_dim"):
+        bits_per_dim(tiny("vp"), torch.rand(1, 3, 8, 8))
+    assert torch.isfinite(ode_bits_per_dim(tiny("vp"), torch.rand(1, 3, 8, 8), steps=3)).all()
 
 
 # ----- errors ---------------------------------------------------------------------------------------------------------

@@ -32,7 +32,11 @@ def add_nll_parser(subparsers: Any) -> None:
     p.add_argument("folder", type=Path, metavar="FOLDER", help="image folder, read recursively")
     p.add_argument("--num", type=positive_int, default=None, help="use the first N images (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
-    p.add_argument("--ode", action="store_true", help="also compute the ODE likelihood (slower)")
+    p.add_argument(
+        "--ode",
+        action="store_true",
+        help="also compute the ODE likelihood (slower; always on for the score-based processes, which have no VLB)",
+    )
     p.add_argument(
         "--ode-steps",
         type=positive_int,
@@ -62,10 +66,12 @@ def run_nll(args: argparse.Namespace) -> int:
     loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=args.batch_size)
     generator = torch.Generator(device=dev).manual_seed(args.seed)
     vlb, ode = [], []
+    discrete = diffusion.config.get("process", "ddpm") == "ddpm"  # the VLB is the discrete chain's; else ODE only
     for batch in loader:
         batch = batch.to(dev)
-        vlb.append(bits_per_dim(diffusion, batch, generator=generator).cpu())
-        if args.ode:
+        if discrete:
+            vlb.append(bits_per_dim(diffusion, batch, generator=generator).cpu())
+        if args.ode or not discrete:
             ode.append(
                 ode_bits_per_dim(
                     diffusion,
@@ -79,7 +85,10 @@ def run_nll(args: argparse.Namespace) -> int:
                 .cpu()
             )
     print(f"images:         {count} from {args.folder}")
-    print(f"VLB bits/dim:   {_mean_and_error(torch.cat(vlb))}  (an upper bound)")
+    if vlb:
+        print(f"VLB bits/dim:   {_mean_and_error(torch.cat(vlb))}  (an upper bound)")
+    else:
+        print(f"VLB bits/dim:   not defined for process {diffusion.config['process']!r} (the ODE's below)")
     if ode:
         print(f"ODE bits/dim:   {_mean_and_error(torch.cat(ode))}  (Hutchinson, {args.probes} probe(s))")
     return 0
