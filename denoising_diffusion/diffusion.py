@@ -34,7 +34,7 @@ from .conditioning import (
 from .denoiser import Callback, Denoiser, Prediction, StepRecord
 from .guidance import classifier_guidance, guided_prediction
 from .losses import LossType, LossWeighting, likelihood_weight, min_snr_weight, per_sample_loss, vlb_term
-from .parameterization import Objective, append_dims, target_for, x0_eps_from_output
+from .parameterization import Objective, append_dims, edm_coefficients, target_for, x0_eps_from_output
 from .process_options import (
     FITTED_OPTION,
     build_process_schedule,
@@ -68,6 +68,10 @@ class GaussianDiffusion(nn.Module):
       training draws t ~ U(t_min, 1) and the loss is denoising score matching (eq. 7) with the weighting
       ``loss_weighting``; ``timesteps`` is the default number of sampling steps.
     * ``'ncsn'``: NCSN's L = ``timesteps`` geometric noise levels (Song & Ermon 2019, 2020), a level drawn uniformly.
+    * ``'edm'``: Karras et al. 2022 ("Elucidating the Design Space"): time is σ ∈ [σ_min, σ_max] (α = 1), training
+      draws ln σ ~ N(P_mean, P_std²), and the network is preconditioned (objective 'edm'): it sees c_in x and
+      c_noise = ¼ ln σ, its output F gives D = c_skip x + c_out F, and the 'l2' loss ‖F − F_target‖² is EDM's
+      λ(σ) ‖D − x_0‖² (parameterization.edm_coefficients). Default sampler: 'heun' on the Karras grid.
 
     The network's time input is ``schedule.network_time(t)``: the index for ddpm, 999·t for vp/subvp, log σ for
     ve/ncsn (as float32). σ_max of ve and ncsn, when not in ``process_options``, is computed from the training data
@@ -83,7 +87,8 @@ class GaussianDiffusion(nn.Module):
         sampling_timesteps: default number of reverse steps in ``sample``; None means T. Below T the default
             sampler is DDIM, otherwise ancestral DDPM.
         loss_type: 'l1', 'l2' or 'huber' distance between network output and target.
-        objective: 'pred_noise' (ε), 'pred_x0' or 'pred_v' (Salimans & Ho 2022).
+        objective: 'pred_noise' (ε), 'pred_x0', 'pred_v' (Salimans & Ho 2022) or 'edm' (EDM's preconditioned F, with
+            process 'edm' only); None: 'edm' for process 'edm', else 'pred_noise'.
         beta_schedule: 'linear', 'cosine', 'sigmoid', 'quadratic', or a tensor/sequence of T betas.
         ddim_sampling_eta: η of DDIM when the sampler is 'ddim' and ``sample`` gets no eta.
         clip_denoised: clamp x̂_0 to [−1, 1] during sampling (and recompute ε̂ from it).
@@ -98,10 +103,11 @@ class GaussianDiffusion(nn.Module):
         vlb_weight: λ of the hybrid loss L_simple + λ L_vlb for learned variances (Nichol & Dhariwal 2021, §3.1).
         class_names: the names of a class-conditional network's classes (index order), so that samples can be asked
             for by name; None: names are the indices. Stored in the config (and so in checkpoints).
-        process: 'ddpm', 'vp', 'subvp', 've' or 'ncsn' (processes.Process; see above). Learned variances and the
+        process: 'ddpm', 'vp', 'subvp', 've', 'ncsn' or 'edm' (processes.Process; see above). Learned variances and the
             VLB need 'ddpm'; ``beta_schedule`` is for 'ddpm' only.
         process_options: the schedule's constructor arguments (process_options.py): beta_min, beta_max, t_min for
-            vp/subvp; sigma_min, sigma_max, t_min for ve; sigma_min, sigma_max for ncsn. Omitted ones take the
+            vp/subvp; sigma_min, sigma_max, t_min for ve; sigma_min, sigma_max for ncsn; sigma_min, sigma_max,
+            sigma_data, p_mean, p_std for edm. Omitted ones take the
             schedule's defaults, except σ_max (see above). Recorded in the config with the defaults filled in.
         loss_weighting: λ(t) of the score-matching loss (losses.LossWeighting): 'simple' (the objective's own loss;
             for pred_noise λ(t) = σ_t², Song et al. 2021, §3.3) or 'likelihood' (λ(t) = g(t)², Song, Durkan et al.
@@ -136,7 +142,7 @@ class GaussianDiffusion(nn.Module):
         timesteps: int = 1000,
         sampling_timesteps: int | None = None,
         loss_type: str = "l2",
-        objective: str = "pred_noise",
+        objective: str | None = None,
         beta_schedule: str | Tensor | Sequence[float] = "cosine",
         ddim_sampling_eta: float = 0.0,
         clip_denoised: bool = True,
@@ -160,10 +166,14 @@ class GaussianDiffusion(nn.Module):
         check = getattr(model, "check_image_size", None)
         if check is not None:
             check(*self.image_size)
-        self.objective = Objective(objective)
         self.loss_type = LossType(loss_type)
         self.timestep_spacing = None if timestep_spacing is None else Spacing(timestep_spacing)
         self.process = Process(process)
+        if objective is None:
+            objective = Objective.EDM.value if self.process is Process.EDM else Objective.PRED_NOISE.value
+        self.objective = Objective(objective)
+        if min_snr_loss_weight and self.objective is Objective.EDM:
+            raise ValueError("min_snr_loss_weight does not apply to objective 'edm': EDM weights its loss by λ(σ)")
         self.loss_weighting = LossWeighting(loss_weighting)
         self.process_options = resolve_process_options(self.process, process_options)
         check_process_arguments(self.process, self.loss_weighting, self.objective, self.learned_variance,
@@ -261,8 +271,13 @@ class GaussianDiffusion(nn.Module):
 
     @property
     def _continuous(self) -> bool:
-        """Whether time is a float t ∈ [t_min, 1] (vp, subvp, ve) rather than an index (ddpm, ncsn)."""
-        return self.process in (Process.VP, Process.SUBVP, Process.VE)
+        """Whether time is a float t ∈ [t_min, t_max] (vp, subvp, ve, edm) rather than an index (ddpm, ncsn)."""
+        return self.process in (Process.VP, Process.SUBVP, Process.VE, Process.EDM)
+
+    @property
+    def sigma_data(self) -> float | None:
+        """σ_data of EDM's preconditioning (process 'edm'), else None."""
+        return self.process_options.get("sigma_data") if self.objective is Objective.EDM else None
 
     @property
     def needs_data_statistics(self) -> bool:
@@ -375,16 +390,20 @@ class GaussianDiffusion(nn.Module):
         self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None, condition: Condition, drop: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """The network's output split into (prediction, learned-variance output or None), and (α_t, σ_t) shaped
-        (B, 1, 1, 1). ``condition`` is checked; ``drop`` (B,) bool asks for the null class/context."""
+        (B, 1, 1, 1). ``condition`` is checked; ``drop`` (B,) bool asks for the null class/context. With objective
+        'edm' the network sees c_in(σ̃) x̃ (x̃ = x_t/α; Karras et al. 2022, eq. 7), and its time input is c_noise."""
         kwargs: dict[str, Any] = dict(condition)
         if drop is not None:
             kwargs["drop"] = drop
+        alpha, sigma = self.alpha_sigma(t, x_t)
+        x_in = x_t
+        if self.objective is Objective.EDM:
+            x_in = edm_coefficients(sigma / alpha, cast(float, self.sigma_data))[2] * (x_t / alpha)
         time = self.network_time(t)
-        out = self.model(x_t, time, x_self_cond, **kwargs) if self.self_condition else self.model(x_t, time, **kwargs)
+        out = self.model(x_in, time, x_self_cond, **kwargs) if self.self_condition else self.model(x_in, time, **kwargs)
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
-        alpha, sigma = self.alpha_sigma(t, x_t)
         return out, var_interp, alpha, sigma
 
     def _predict(
@@ -392,7 +411,7 @@ class GaussianDiffusion(nn.Module):
     ) -> Prediction:
         """The network's (x̂_0, ε̂[, v]) under the objective, unclipped."""
         out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond, condition, drop)
-        x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma)
+        x0, eps = x0_eps_from_output(self.objective, x_t, out, alpha, sigma, self.sigma_data)
         return Prediction(x0=x0, eps=eps, var_interp=var_interp)
 
     def _clipped(self, pred: Prediction, x_t: Tensor, t: Tensor) -> Prediction:
@@ -517,7 +536,8 @@ class GaussianDiffusion(nn.Module):
         """Per-sample training loss (B,) at timesteps t (B,) (the process's times, see q_sample) for x_start
         (B, C, H, W) in [−1, 1].
 
-        L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance, optionally min-SNR weighted
+        L_simple (Ho et al. 2020, eq. 14) generalized to the objective and distance (objective 'edm': EDM's
+        λ(σ) ‖D − x_0‖², folded into the target, Karras et al. 2022, eq. 8), optionally min-SNR weighted
         (SNR = α_t²/σ_t²) and, with loss_weighting='likelihood', weighted by g(t)²/σ_t² (losses.LossWeighting);
         plus λ·T·L_t^vlb for learned variances (Nichol & Dhariwal 2021, eq. 16). ``condition`` is what the network
         takes; classes and contexts are replaced by their nulls at the rate cond_drop_prob (Ho & Salimans 2021).
@@ -535,7 +555,8 @@ class GaussianDiffusion(nn.Module):
             with torch.no_grad():
                 x_self_cond = self._predict(x_t, t, None, condition, drop).x0.detach()
         out, var_interp, alpha, sigma = self._network(x_t, t, x_self_cond, condition, drop)
-        loss = per_sample_loss(self.loss_type, out, target_for(self.objective, x_start, noise, alpha, sigma))
+        target = target_for(self.objective, x_start, noise, alpha, sigma, self.sigma_data)
+        loss = per_sample_loss(self.loss_type, out, target)
         if self.min_snr_loss_weight:
             loss = loss * min_snr_weight(self.snr_at(t), self.objective, self.min_snr_gamma).to(loss.dtype)
         if self.loss_weighting is LossWeighting.LIKELIHOOD:
@@ -656,12 +677,16 @@ class GaussianDiffusion(nn.Module):
         """The times a sampler visits, decreasing (``schedule.timesteps``): ``steps`` of them (None:
         sampling_timesteps), spaced by ``spacing``, else the model's timestep_spacing, else the sampler's recommended
         spacing (``info.spacing``; an index spacing, 'trailing' or 'leading', becomes 'linspace' in continuous time),
-        else 'linspace'."""
+        else 'linspace'. On process 'edm', whose time is σ itself, every recommendation but 'logsnr' becomes
+        'karras' (ρ = 7, Karras et al. 2022, eq. 5): uniform steps in σ ∈ [0.002, 80] would waste nearly all of them
+        at high noise."""
         chosen = spacing or self.timestep_spacing
         if chosen is None:
             chosen = Spacing.LINSPACE if info is None else info.spacing
             if self._continuous and chosen in (Spacing.TRAILING, Spacing.LEADING):
                 chosen = Spacing.LINSPACE
+            if self.process is Process.EDM and chosen is not Spacing.LOGSNR:
+                chosen = Spacing.KARRAS
         return list(self.schedule.timesteps(self.sampling_timesteps if steps is None else steps, chosen))
 
     def prior_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor:

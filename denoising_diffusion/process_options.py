@@ -12,6 +12,9 @@ vp, subvp  beta_min=0.1, beta_max=20, t_min=   the default number of sampling st
 ve         sigma_min=0.01, sigma_max, t_min=   the default number of sampling steps
            1e-5
 ncsn       sigma_min=0.01, sigma_max           L, the number of noise levels
+edm        sigma_min=0.002, sigma_max=80,      the default number of sampling steps
+           sigma_data=0.5, p_mean=-1.2,
+           p_std=1.2
 =========  ==================================  ===================================================================
 
 σ_max of ``ve`` and ``ncsn`` has no default: it should be about the largest distance between two training images
@@ -29,7 +32,7 @@ from typing import Any
 
 from .losses import LossWeighting
 from .parameterization import Objective
-from .processes import NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule
+from .processes import EDMSchedule, NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule
 from .schedules import Spacing
 from .variance import VarianceType
 
@@ -41,6 +44,7 @@ _SCHEDULES: dict[Process, type] = {
     Process.SUBVP: SubVPSchedule,
     Process.VE: VESchedule,
     Process.NCSN: NCSNSchedule,
+    Process.EDM: EDMSchedule,
 }
 _FROM_TIMESTEPS = {Process.NCSN: "num_levels"}  # set from ``timesteps``, never a process option
 _NO_DEFAULT = {Process.VE: (FITTED_OPTION,), Process.NCSN: (FITTED_OPTION,)}
@@ -125,7 +129,13 @@ def check_process_arguments(
 ) -> None:
     """ValueError for options that do not fit the process: learned variances and the VLB (ddpm only), a
     beta_schedule other than the default with another process, an index spacing in continuous time, and the
-    likelihood weighting anywhere but vp/subvp/ve with pred_noise."""
+    likelihood weighting anywhere but vp/subvp/ve with pred_noise, and the objective 'edm' with another process
+    than 'edm' (and the reverse: process 'edm' trains EDM's preconditioned network, objective 'edm')."""
+    if (objective is Objective.EDM) != (process is Process.EDM):
+        raise ValueError(
+            f"objective 'edm' (Karras et al. 2022's preconditioned network F) goes with process 'edm' and only with "
+            f"it (its σ_data is a process option); got process {process.value!r} with objective {objective.value!r}"
+        )
     if process is Process.DDPM:
         if weighting is LossWeighting.LIKELIHOOD:
             raise ValueError(
@@ -162,9 +172,12 @@ def default_sampler(process: Process, registered: Any) -> str:
     """The sampler a process samples with when none is asked for (DDPM's own rule is GaussianDiffusion's).
 
     vp, subvp, ve: the predictor-corrector sampler 'pc' of Song et al. 2021 (§4.2) when it is registered, else
-    'ddim' (its η = 0 update is the probability-flow ODE's exponential-integrator step). ncsn: annealed Langevin
+    'ddim' (its η = 0 update is the probability-flow ODE's exponential-integrator step). edm: 'heun' (Karras et
+    al. 2022, Alg. 1; its options s_churn ... give Alg. 2). ncsn: annealed Langevin
     dynamics, 'annealed_langevin' (Song & Ermon 2019, Alg. 1) when registered, else 'ddpm': ancestral steps between
     adjacent levels (Song et al. 2021, eq. 47, their ancestral sampler for SMLD).
     """
+    if process is Process.EDM:
+        return "heun"
     wanted, fallback = ("annealed_langevin", "ddpm") if process is Process.NCSN else ("pc", "ddim")
     return wanted if wanted in registered else fallback

@@ -13,11 +13,12 @@ vp         exp(−B(t)/2), B = β_min t + (β_max −     √(1 − α_t²)     
            β_min) t²/2, β(t) = B'(t)
 subvp      as vp                                   1 − α_t²                         −β(t)/2, β(t)(1 − e^{−2B(t)})
 ve         1                                       σ_min (σ_max/σ_min)^t            0, 2 σ_t² log(σ_max/σ_min)
+edm        1                                       t  (time IS σ, t ∈ [σ_min, σ_max])  0, 2 t
 =========  ======================================  ===============================  ===========================
 
 The network's time input (``network_time``) is 999·t for vp and subvp (so a network sees the range of a
-1000-step DDPM, as in Song et al. 2021's code) and log σ_t for ve and ncsn (the noise level itself, as NCSN and
-NCSN++ condition on it).
+1000-step DDPM, as in Song et al. 2021's code), log σ_t for ve and ncsn (the noise level itself, as NCSN and
+NCSN++ condition on it) and c_noise = ¼ ln σ for edm (Karras et al. 2022, Table 1).
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ from .schedules import (
     Time,
     check_index_times,
     gaussian_posterior_step,
+    index_of_sigma_tilde,
     spaced_timesteps,
 )
 
 
 class Process(Choice):
     """The diffusion process of a GaussianDiffusion: ``ddpm`` (discrete time, schedules.NoiseSchedule), the
-    continuous-time SDEs ``vp``, ``subvp`` and ``ve``, and ``ncsn``'s discrete noise levels."""
+    continuous-time SDEs ``vp``, ``subvp`` and ``ve``, ``ncsn``'s discrete noise levels, and ``edm`` (Karras et al.
+    2022: time is σ, with its preconditioning and σ distribution)."""
 
     __option__ = "process"
 
@@ -52,6 +55,7 @@ class Process(Choice):
     SUBVP = "subvp"
     VE = "ve"
     NCSN = "ncsn"
+    EDM = "edm"
 
 
 class ContinuousSchedule(ABC):
@@ -62,6 +66,7 @@ class ContinuousSchedule(ABC):
 
     t_min: float
     t_max: float = 1.0
+    karras_sigma_cap: float = 80.0  # the ``karras`` spacing starts at σ̃ ≤ this (Karras et al. 2022, Table 1)
 
     # ----- the process: subclasses ------------------------------------------------------------------------------
 
@@ -152,7 +157,7 @@ class ContinuousSchedule(ABC):
             if spacing is Spacing.LOGSNR:
                 targets = torch.linspace(hi, lo, steps, dtype=torch.float64)
             else:
-                hi = min(hi, math.log(80.0))
+                hi = min(hi, math.log(self.karras_sigma_cap))
                 ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
                 s_max, s_min = math.exp(hi) ** (1 / rho), math.exp(lo) ** (1 / rho)
                 targets = ((s_max + ramp * (s_min - s_max)) ** rho).log()
@@ -179,6 +184,15 @@ class ContinuousSchedule(ABC):
             hi = torch.where(above, mid, hi)
             lo = torch.where(above, lo, mid)
         return 0.5 * (lo + hi)
+
+    def time_of_sigma_tilde(self, sigma_tilde: float) -> Time:
+        """The time whose σ̃ = σ/α is ``sigma_tilde`` (:meth:`time_of_log_sigma_tilde`), clamped to [t_min, t_max]: what
+        the stochastic Heun sampler evaluates the denoiser at after raising the noise level (Karras et al. 2022,
+        Alg. 2); it reads that time's own σ̃ back, so a clamped time stays exact."""
+        if not sigma_tilde > 0:
+            raise ValueError(f"sigma_tilde must be positive, got {sigma_tilde}")
+        target = torch.tensor([math.log(sigma_tilde)], dtype=torch.float64)
+        return float(self.time_of_log_sigma_tilde(target)[0])
 
     def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
         """t ~ U(t_min, 1), (n,) float64 (Song et al. 2021, eq. 7 with ε = t_min)."""
@@ -292,6 +306,70 @@ class VESchedule(ContinuousSchedule):
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "t_min": self.t_min}
 
 
+class EDMSchedule(ContinuousSchedule):
+    """EDM's process (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Table 1):
+    time IS the noise level, σ_t = t, α = 1, t ∈ [σ_min, σ_max]; the VE SDE dx = √(dσ²/dt) dw = √(2t) dw; prior
+    N(0, σ_max² I).
+
+    Training draws ln σ ~ N(P_mean, P_std²) (Table 1, "noise distribution"; not truncated to [σ_min, σ_max], as in
+    EDM); the network sees c_noise = ¼ ln σ (eq. 7). σ_data is the data's standard deviation, used by the
+    preconditioning (parameterization.edm_coefficients): it is a property of the data, kept with the process so
+    that a checkpoint's config carries it. Defaults: σ_min = 0.002, σ_max = 80, σ_data = 0.5, P_mean = −1.2,
+    P_std = 1.2 (Table 1, CIFAR-10)."""
+
+    karras_sigma_cap = math.inf  # the grid starts at σ_max itself
+
+    def __init__(
+        self,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+    ) -> None:
+        _check_positive_range("sigma_min", sigma_min, "sigma_max", sigma_max)
+        if not (math.isfinite(sigma_data) and sigma_data > 0):
+            raise ValueError(
+                f"sigma_data must be a finite number > 0 (the data's standard deviation), got {sigma_data}"
+            )
+        if not (math.isfinite(p_mean) and math.isfinite(p_std) and p_std > 0):
+            raise ValueError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean}, p_std={p_std}")
+        self.sigma_min, self.sigma_max, self.sigma_data = float(sigma_min), float(sigma_max), float(sigma_data)
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.t_min, self.t_max = self.sigma_min, self.sigma_max
+
+    def _alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.ones_like(t), t
+
+    def drift_coef(self, t: float) -> float:
+        return 0.0
+
+    def diffusion_coef(self, t: float) -> float:
+        """g(t) = √(dσ²/dt) = √(2t)."""
+        return math.sqrt(2.0 * t)
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """c_noise(σ) = ¼ ln σ (Karras et al. 2022, Table 1)."""
+        return 0.25 * t.to(torch.float64).log()
+
+    def time_of_log_sigma_tilde(self, targets: Tensor) -> Tensor:
+        """σ = exp(target) itself (σ̃ = σ = t), clamped to [σ_min, σ_max]."""
+        return targets.exp().clamp(self.t_min, self.t_max)
+
+    def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
+        """σ with ln σ ~ N(P_mean, P_std²), (n,) float64 (Karras et al. 2022, Table 1)."""
+        return (self.p_mean + self.p_std * torch.randn(n, device=device, dtype=torch.float64)).exp()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "sigma_data": self.sigma_data,
+                "p_mean": self.p_mean, "p_std": self.p_std}  # fmt: skip
+
+
 class NCSNSchedule:
     """NCSN's noise levels (Song & Ermon 2019, §4.2; 2020, techniques 1-2): L geometric levels σ_0 < … < σ_{L−1}
     between σ_min and σ_max, as a discrete schedule of indices (level i has σ_i = σ_min (σ_max/σ_min)^{i/(L−1)},
@@ -334,6 +412,10 @@ class NCSNSchedule:
     def timesteps(self, steps: int, spacing: str | Spacing = "linspace", *, rho: float = 7.0) -> list[Time]:
         """:func:`schedules.spaced_timesteps` over the levels (all L of them at steps = L)."""
         return list(spaced_timesteps(self, steps, spacing, rho=rho))
+
+    def time_of_sigma_tilde(self, sigma_tilde: float) -> Time:
+        """The level whose σ is the nearest ≥ ``sigma_tilde`` (the top level above them all; index_of_sigma_tilde)."""
+        return index_of_sigma_tilde(self.log_sigma_tilde, sigma_tilde)
 
     def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
         return torch.randint(0, self.num_levels, (n,), device=device)

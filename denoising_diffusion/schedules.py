@@ -71,6 +71,12 @@ class Schedule(Protocol):
         """A strictly decreasing grid of ``steps`` times to visit, in sampling order (CLEAN not included)."""
         ...
 
+    def time_of_sigma_tilde(self, sigma_tilde: float) -> Time:
+        """A time whose σ̃ = σ/α is ``sigma_tilde`` (continuous processes, clamped to their range) or the nearest above
+        it (discrete schedules: :func:`index_of_sigma_tilde`). Callers read that time's exact σ̃ back with
+        :meth:`alpha_sigma` (the stochastic Heun sampler's raised noise level, Karras et al. 2022, Alg. 2)."""
+        ...
+
     def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
         """n training times (B,) drawn from the global RNG, on ``device``."""
         ...
@@ -355,6 +361,10 @@ class NoiseSchedule:
         """:func:`spaced_timesteps` of this schedule."""
         return list(spaced_timesteps(self, steps, spacing, rho=rho))
 
+    def time_of_sigma_tilde(self, sigma_tilde: float) -> Time:
+        """The index whose σ̃ is the nearest ≥ ``sigma_tilde`` (T − 1 above them all): :func:`index_of_sigma_tilde`."""
+        return index_of_sigma_tilde(self.log_sigma_tilde, sigma_tilde)
+
     def sample_times(self, n: int, *, device: torch.device | str = "cpu") -> Tensor:
         """Uniform indices in [0, T), (n,) int64 (Ho et al. 2020, Alg. 1)."""
         return torch.randint(0, self.num_timesteps, (n,), device=device)
@@ -377,6 +387,20 @@ class NoiseSchedule:
             "posterior_mean_coef2": self.posterior_mean_coef2,
             "snr": self.snr,
         }
+
+
+def index_of_sigma_tilde(log_sigma_tilde: Tensor, sigma_tilde: float) -> int:
+    """The first index i of an increasing table log σ̃_i (T,) with σ̃_i ≥ ``sigma_tilde``, or T − 1 when none is.
+
+    A discrete schedule has no time at an arbitrary noise level, so the stochastic Heun sampler (Karras et al. 2022,
+    Alg. 2) raises the noise to the next level up and then uses THAT level's exact σ̃ as σ̂, so that the noise it
+    adds, √(σ̂² − σ̃_i²), brings x̃ exactly to the marginal the denoiser is evaluated at.
+    """
+    if not sigma_tilde > 0:
+        raise ValueError(f"sigma_tilde must be positive, got {sigma_tilde}")
+    target = torch.tensor([math.log(sigma_tilde)], dtype=torch.float64)
+    index = int(torch.searchsorted(log_sigma_tilde, target, side="left")[0])
+    return min(index, len(log_sigma_tilde) - 1)
 
 
 def _index(t: Time, num_timesteps: int) -> int:

@@ -119,9 +119,9 @@ def test_parameterization_round_trips() -> None:
     torch.testing.assert_close(eps_from_x0(xt, x0, alpha, sigma), eps)
     torch.testing.assert_close(x0_from_v(xt, v, alpha, sigma), x0)
     torch.testing.assert_close(eps_from_v(xt, v, alpha, sigma), eps)
-    for objective in Objective:
-        out = target_for(objective, x0, eps, alpha, sigma)
-        px0, peps = x0_eps_from_output(objective, xt, out, alpha, sigma)
+    for objective in Objective:  # sigma_data: EDM's (objective 'edm'), ignored by the others
+        out = target_for(objective, x0, eps, alpha, sigma, sigma_data=0.7)
+        px0, peps = x0_eps_from_output(objective, xt, out, alpha, sigma, sigma_data=0.7)
         torch.testing.assert_close(px0, x0)
         torch.testing.assert_close(peps, eps)
 

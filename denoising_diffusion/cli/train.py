@@ -264,8 +264,8 @@ def _add_process_options(group: Any) -> None:
         choices=_values(Process),
         default=Process.DDPM.value,
         help="the diffusion process: ddpm (discrete, --beta-schedule), the score SDEs vp, subvp, ve (continuous "
-        "time; --timesteps is then the default number of sampling steps) or ncsn (--timesteps noise levels) "
-        "(default: ddpm)",
+        "time; --timesteps is then the default number of sampling steps), ncsn (--timesteps noise levels) or edm "
+        "(Karras et al. 2022: sigma as time, preconditioned network, objective edm, heun sampler) (default: ddpm)",
     )
     group.add_argument(
         "--sigma-max",
@@ -273,7 +273,7 @@ def _add_process_options(group: Any) -> None:
         default=None,
         metavar="SIGMA",
         help="sigma_max of --process ve or ncsn (default: the largest distance between two training images, "
-        "computed once before training and saved in the checkpoint; Song & Ermon 2020)",
+        "computed once before training and saved in the checkpoint; Song & Ermon 2020), or edm (default 80)",
     )
     group.add_argument(
         "--loss-weighting",
@@ -298,8 +298,8 @@ def positive_float(text: str) -> float:
 def process_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """GaussianDiffusion's process, process_options and loss_weighting from --process, --sigma-max and
     --loss-weighting; ValueError for --sigma-max with a process that has no sigma_max."""
-    if args.sigma_max is not None and args.process not in (Process.VE.value, Process.NCSN.value):
-        raise ValueError(f"--sigma-max is for --process ve or ncsn, not {args.process}")
+    if args.sigma_max is not None and args.process not in (Process.VE.value, Process.NCSN.value, Process.EDM.value):
+        raise ValueError(f"--sigma-max is for --process ve or ncsn (or edm), not {args.process}")
     options = None if args.sigma_max is None else {"sigma_max": args.sigma_max}
     return {"process": args.process, "process_options": options, "loss_weighting": args.loss_weighting}
 
@@ -311,6 +311,8 @@ def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
     """
     preset = FOLDER_PRESET if args.folder is not None else BUILTIN_PRESET
     given = {f.name: getattr(args, f.name) for f in fields(TrainPreset) if getattr(args, f.name) is not None}
+    if getattr(args, "process", None) == Process.EDM.value and "objective" not in given:
+        given["objective"] = "edm"  # process 'edm' trains EDM's preconditioned network
     opts = replace(preset, **given)
     if "sampling_timesteps" not in given and opts.sampling_timesteps is not None:
         opts = replace(opts, sampling_timesteps=min(opts.sampling_timesteps, opts.timesteps))

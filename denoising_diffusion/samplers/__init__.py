@@ -77,6 +77,22 @@ def _integer_at_least(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _noise_level(value: Any) -> float:
+    """A noise level σ̃ >= 0, ``inf`` allowed (strings from the command line too)."""
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"expected a noise level >= 0 (inf allowed), got {value!r}")
+    return number
+
+
+def _finite_non_negative(value: Any) -> float:
+    """A finite number >= 0 (strings from the command line too)."""
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class SamplerOption:
     """An option a sampler takes beyond the shared signature: its keyword, how a value (a string from the command
@@ -125,6 +141,20 @@ STEPS_PER_LEVEL = SamplerOption(
     "steps_per_level",
     _integer_at_least(1),
     f"annealed Langevin's steps per noise level, >= 1 (default {DEFAULT_STEPS_PER_LEVEL})",
+)
+
+S_CHURN = SamplerOption(
+    "s_churn",
+    _finite_non_negative,
+    "Heun's stochasticity S_churn >= 0 (Karras et al. 2022, Alg. 2): gamma = min(S_churn/steps, sqrt(2)-1) per step "
+    "(default 0: deterministic Alg. 1)",
+)
+S_TMIN = SamplerOption(
+    "s_tmin", _noise_level, "Heun's churn applies where sigma/alpha >= S_tmin (default 0); S_tmin <= S_tmax"
+)
+S_TMAX = SamplerOption("s_tmax", _noise_level, "Heun's churn applies where sigma/alpha <= S_tmax (default inf)")
+S_NOISE = SamplerOption(
+    "s_noise", _finite_non_negative, "Heun's churn noise scale S_noise >= 0 (default 1; EDM used 1.003-1.007)"
 )
 
 
@@ -237,11 +267,13 @@ _REGISTRY = (
     SamplerInfo(
         "heun",
         sample_heun,
-        "Heun on the probability-flow ODE (Karras et al. 2022), 2 evaluations per step",
+        "Heun on the probability-flow ODE (Karras et al. 2022, Alg. 1), 2 evaluations per step; s_churn > 0: "
+        "EDM's stochastic sampler (Alg. 2)",
         stochastic=False,
         recommended_steps=25,
         spacing=Spacing.KARRAS,
         evals_per_step=2,
+        options=(S_CHURN, S_TMIN, S_TMAX, S_NOISE),
         extra_evals=-1,
     ),
     SamplerInfo(
