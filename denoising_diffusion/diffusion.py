@@ -327,7 +327,7 @@ class GaussianDiffusion(nn.Module):
 
     def network_time(self, t: Tensor) -> Tensor:
         """What the network's time input receives for times t (B,): ``schedule.network_time(t)`` (the int index for
-        ddpm; 999·t for vp/subvp, log σ for ve/ncsn), floating values as float32."""
+        ddpm; 999·t for vp/subvp, log σ for ve/ncsn, c_noise = ¼ ln σ for edm), floating values as float32."""
         time = self.schedule.network_time(t)
         return time.float() if time.is_floating_point() else time
 
@@ -691,7 +691,7 @@ class GaussianDiffusion(nn.Module):
 
     def prior_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
         """x_T ~ N(0, prior_std² I) of the shape given, in the network's dtype on its device: N(0, I) for ddpm, vp and
-        subvp, N(0, σ_max² I) for ve and ncsn (Song et al. 2021, §3.4)."""
+        subvp, N(0, σ_max² I) for ve, ncsn and edm (Song et al. 2021, §3.4; Karras et al. 2022, Alg. 1)."""
         x = torch.randn(tuple(shape), generator=generator, device=self.device, dtype=self.dtype)
         std = self.schedule.prior_std
         return x if std == 1.0 else x * std

@@ -224,7 +224,9 @@ def test_bad_call_arguments() -> None:
         d.sample(1, sampler="plms")
     with pytest.raises(ValueError, match=r"sampler 'ddpm' takes no option 'eta' \(its options: variance\)"):
         d.sample(1, sampler="ddpm", eta=0.5)
-    with pytest.raises(ValueError, match=r"sampler 'heun' takes no option 'etta' \(its options: s_churn, s_tmin, s_tmax, s_noise\)"):
+    with pytest.raises(
+        ValueError, match=r"sampler 'heun' takes no option 'etta' \(its options: s_churn, s_tmin, s_tmax, s_noise\)"
+    ):
         d.sample(1, sampler="heun", etta=0.5)
     with pytest.raises(ValueError, match="unknown variance type 'large'"):
         d.sample(1, sampler="ddpm", variance="large")
