@@ -58,7 +58,7 @@ class LossWeighting(Choice):
 class SDESchedule(Protocol):
     """What :func:`likelihood_weight` needs of a continuous-time process (processes.ContinuousSchedule)."""
 
-    def sde(self, t: float) -> tuple[float, float]: ...
+    def diffusion_sq_at(self, t: Tensor) -> Tensor: ...
 
     def alpha_sigma_at(self, t: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -67,8 +67,8 @@ def likelihood_weight(schedule: SDESchedule, t: Tensor) -> Tensor:
     """g(t)²/σ_t² for times t (B,) float: the likelihood weighting λ(t) = g(t)² of the score loss written as a
     weight on ‖ε̂ − ε‖² (:class:`LossWeighting`). Returns (B,) float64 on t's device.
 
-    g(t) comes from the process's SDE, one time at a time (the times of a batch: a few hundred at most)."""
-    g2 = torch.tensor([schedule.sde(time)[1] ** 2 for time in t.tolist()], dtype=torch.float64, device=t.device)
+    g(t)² comes from the process's SDE on the whole batch at once (no per-time Python loop, no device sync)."""
+    g2 = schedule.diffusion_sq_at(t.to(torch.float64))
     sigma = schedule.alpha_sigma_at(t)[1]
     return g2 / sigma**2
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -41,6 +41,8 @@ from .schedules import (
     index_of_sigma_tilde,
     spaced_timesteps,
 )
+
+C = TypeVar("C", float, Tensor)  # a time: a Python float or a tensor of times
 
 
 class Process(Choice):
@@ -79,8 +81,12 @@ class ContinuousSchedule(ABC):
         """f(t) of the drift f(x, t) = f(t) x."""
 
     @abstractmethod
+    def diffusion_sq_at(self, t: Tensor) -> Tensor:
+        """g(t)² for float64 times t (any shape): the one home of each process's diffusion coefficient."""
+
     def diffusion_coef(self, t: float) -> float:
         """g(t), the diffusion coefficient."""
+        return math.sqrt(float(self.diffusion_sq_at(torch.tensor(t, dtype=torch.float64))))
 
     @property
     @abstractmethod
@@ -233,7 +239,8 @@ class VPSchedule(ContinuousSchedule):
         """B(t) = ∫_0^t β = β_min t + (β_max − β_min) t²/2."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
-    def beta(self, t: float) -> float:
+    def beta(self, t: C) -> C:
+        """β(t) = β_min + t (β_max − β_min), for a float or a tensor of times."""
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def _alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -243,8 +250,8 @@ class VPSchedule(ContinuousSchedule):
     def drift_coef(self, t: float) -> float:
         return -0.5 * self.beta(t)
 
-    def diffusion_coef(self, t: float) -> float:
-        return math.sqrt(self.beta(t))
+    def diffusion_sq_at(self, t: Tensor) -> Tensor:
+        return self.beta(t)
 
     @property
     def prior_std(self) -> float:
@@ -267,9 +274,8 @@ class SubVPSchedule(VPSchedule):
         b = self.integral_beta(t)
         return torch.exp(-0.5 * b), -torch.expm1(-b)
 
-    def diffusion_coef(self, t: float) -> float:
-        b = float(self.integral_beta(torch.tensor(t, dtype=torch.float64)))
-        return math.sqrt(self.beta(t) * -math.expm1(-2.0 * b))
+    def diffusion_sq_at(self, t: Tensor) -> Tensor:
+        return self.beta(t) * -torch.expm1(-2.0 * self.integral_beta(t))
 
 
 class VESchedule(ContinuousSchedule):
@@ -289,9 +295,9 @@ class VESchedule(ContinuousSchedule):
     def drift_coef(self, t: float) -> float:
         return 0.0
 
-    def diffusion_coef(self, t: float) -> float:
+    def diffusion_sq_at(self, t: Tensor) -> Tensor:
         sigma = self.sigma_min * (self.sigma_max / self.sigma_min) ** t
-        return sigma * math.sqrt(2.0 * math.log(self.sigma_max / self.sigma_min))
+        return sigma**2 * (2.0 * math.log(self.sigma_max / self.sigma_min))
 
     @property
     def prior_std(self) -> float:
@@ -344,9 +350,9 @@ class EDMSchedule(ContinuousSchedule):
     def drift_coef(self, t: float) -> float:
         return 0.0
 
-    def diffusion_coef(self, t: float) -> float:
-        """g(t) = √(dσ²/dt) = √(2t)."""
-        return math.sqrt(2.0 * t)
+    def diffusion_sq_at(self, t: Tensor) -> Tensor:
+        """g(t)² = dσ²/dt = 2t."""
+        return 2.0 * t
 
     @property
     def prior_std(self) -> float:

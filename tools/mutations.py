@@ -419,8 +419,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "cont-likelihood-g-not-squared",
         L,
-        "schedule.sde(time)[1] ** 2",
-        "schedule.sde(time)[1]",
+        "g2 = schedule.diffusion_sq_at(t.to(torch.float64))",
+        "g2 = schedule.diffusion_sq_at(t.to(torch.float64)).sqrt()",
         "likelihood weighting with g(t) where g(t)² belongs",
         CONTINUOUS,
     ),
@@ -1356,8 +1356,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "edm-g-without-two",
         "denoising_diffusion/processes.py",
-        "return math.sqrt(2.0 * t)",
-        "return math.sqrt(t)",
+        "return 2.0 * t",
+        "return t",
         "g(t) = √t: dσ²/dt = 2σ forgotten",
         EDM,
     ),
