@@ -39,6 +39,7 @@ from .schedules import (
     check_index_times,
     gaussian_posterior_step,
     index_of_sigma_tilde,
+    log_sigma_tilde_targets,
     spaced_timesteps,
 )
 
@@ -160,14 +161,9 @@ class ContinuousSchedule(ABC):
             grid = torch.linspace(self.t_max, self.t_min, steps, dtype=torch.float64)
         else:
             lo, hi = self.log_sigma_tilde(self.t_min), self.log_sigma_tilde(self.t_max)
-            if spacing is Spacing.LOGSNR:
-                targets = torch.linspace(hi, lo, steps, dtype=torch.float64)
-            else:
+            if spacing is Spacing.KARRAS:
                 hi = min(hi, math.log(self.karras_sigma_cap))
-                ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-                s_max, s_min = math.exp(hi) ** (1 / rho), math.exp(lo) ** (1 / rho)
-                targets = ((s_max + ramp * (s_min - s_max)) ** rho).log()
-            grid = self.time_of_log_sigma_tilde(targets)
+            grid = self.time_of_log_sigma_tilde(log_sigma_tilde_targets(spacing, lo, hi, steps, rho))
             grid[-1] = self.t_min
             if spacing is Spacing.LOGSNR:
                 grid[0] = self.t_max

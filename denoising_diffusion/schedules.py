@@ -483,16 +483,22 @@ def spaced_timesteps(
         raise ValueError(f"timestep spacing {spacing.value!r} needs the NoiseSchedule, not just T")
     log_sigma_tilde = schedule.log_sigma_tilde  # = −λ_t, increasing
     lo, hi = float(log_sigma_tilde[0]), min(float(log_sigma_tilde[-1]), math.log(sigma_max))
-    if spacing is Spacing.LOGSNR:
-        targets = torch.linspace(hi, lo, steps, dtype=torch.float64)
-    else:
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-        s_max, s_min = math.exp(hi) ** (1 / rho), math.exp(lo) ** (1 / rho)
-        targets = ((s_max + ramp * (s_min - s_max)) ** rho).log()
+    targets = log_sigma_tilde_targets(spacing, lo, hi, steps, rho)
     nearest = (log_sigma_tilde[None, :] - targets[:, None]).abs().argmin(dim=1)
     if spacing is Spacing.LOGSNR:
         nearest[0] = num_timesteps - 1
     return _distinct(nearest, num_timesteps)
+
+
+def log_sigma_tilde_targets(spacing: Spacing, lo: float, hi: float, steps: int, rho: float) -> Tensor:
+    """The ``steps`` decreasing values of log σ̃ that the continuous spacings aim at, from ``hi`` down to ``lo``
+    (float64): ``logsnr`` uniform in log σ̃ = −λ (Lu et al. 2022, §3.3); ``karras`` σ̃ = (σ̃_max^{1/ρ} +
+    i/(n−1) (σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ (Karras et al. 2022, eq. 5). Shared by discrete and continuous schedules."""
+    if spacing is Spacing.LOGSNR:
+        return torch.linspace(hi, lo, steps, dtype=torch.float64)
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    s_max, s_min = math.exp(hi) ** (1 / rho), math.exp(lo) ** (1 / rho)
+    return ((s_max + ramp * (s_min - s_max)) ** rho).log()
 
 
 def _distinct(ts: Tensor, num_timesteps: int) -> list[int]:
