@@ -1426,3 +1426,31 @@ MUTATIONS: tuple[Mutation, ...] = (
         EDM,
     ),
 )
+
+EMA_TESTS = ("tests/test_ema.py",)
+MUTATIONS += (
+    Mutation(
+        "power-ema-update-every",
+        "denoising_diffusion/training/ema.py",
+        "return KarrasEMA(model, sigma_rel=sigma_rel, update_every=1)",
+        "return KarrasEMA(model, sigma_rel=sigma_rel)",
+        "ema-pytorch's default update_every (100) kept: the power profile distorted",
+        EMA_TESTS,
+    ),
+    Mutation(
+        "power-ema-first-weight",
+        "denoising_diffusion/training/ema.py",
+        "w[0] = 2 ** (gamma + 1) / (num_updates + 1) ** (gamma + 1)",
+        "w[0] = 1 / (num_updates + 1) ** (gamma + 1)",
+        "the closed form's first weight as EDM2's t = 1 term, forgetting that the first update copies θ_1",
+        EMA_TESTS,
+    ),
+    Mutation(
+        "trainer-ema-sigma-rel-ignored",
+        "denoising_diffusion/training/ema.py",
+        "    if sigma_rel is not None:\n        return power_ema(model, sigma_rel=sigma_rel)\n",
+        "",
+        "Trainer's ema_sigma_rel ignored: the constant-decay EMA always",
+        EMA_TESTS,
+    ),
+)

@@ -173,6 +173,13 @@ def add_train_parser(subparsers: Any) -> None:
     for flag, name, kind, text in options:
         _add_preset_option(train, flag, name, kind, text)
     train.add_argument(
+        "--ema-sigma-rel",
+        type=float,
+        default=None,
+        help="use EDM2's power-function EMA of this relative length (e.g. 0.05-0.15, updated every step) instead "
+        "of the constant --ema-decay (default: the constant decay)",
+    )
+    train.add_argument(
         "--gif",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -411,6 +418,7 @@ def run_train(args: argparse.Namespace) -> int:
         train_num_steps=opts.steps,
         ema_update_every=opts.ema_update_every,
         ema_decay=opts.ema_decay,
+        ema_sigma_rel=args.ema_sigma_rel,
         save_and_sample_every=opts.save_every,
         num_samples=opts.num_samples,
         results_folder=args.results,

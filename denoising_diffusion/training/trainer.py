@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import torch
 from accelerate.utils import send_to_device, set_seed
-from ema_pytorch import EMA
+from ema_pytorch import EMA, KarrasEMA
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -47,6 +47,7 @@ from ..viz import save_image_grid
 from . import checkpoints
 from .compilation import compile_network
 from .distributed import broadcast_value, gather_values, make_accelerator, resolve_mixed_precision, use_cpu
+from .ema import make_ema
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
 from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers, fitting_images
 from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
@@ -100,6 +101,9 @@ class Trainer:
         train_num_steps: optimizer steps to train for, counted from 0 (a resumed run continues to this number;
             skipped steps count).
         ema_update_every, ema_decay: EMA update period (in optimizer steps) and decay β.
+        ema_sigma_rel: instead of the constant decay, the power-function EMA of EDM2 (Karras et al. 2024) with this
+            relative length (0.05-0.15 there), updated every step: it averages a fixed fraction of the run, so it
+            suits any run length (training/ema.py). None: the constant decay.
         adam_betas: Adam's (β1, β2).
         save_and_sample_every: steps between checkpoints and sample grids.
         num_samples: images in each sample grid (0: no grids); a class-conditional model's grid has one class per
@@ -142,6 +146,7 @@ class Trainer:
         train_num_steps: int = 100_000,
         ema_update_every: int = 10,
         ema_decay: float = 0.995,
+        ema_sigma_rel: float | None = None,
         adam_betas: tuple[float, float] = (0.9, 0.99),
         save_and_sample_every: int = 1000,
         num_samples: int = 25,
@@ -229,10 +234,13 @@ class Trainer:
 
         opt = make_adam(diffusion.parameters(), lr=train_lr, betas=(adam_betas[0], adam_betas[1]))
         self.model, self.opt = acc.prepare(diffusion, opt)
-        self.ema: EMA | None = None
+        self.ema: EMA | KarrasEMA | None = None
         if acc.is_main_process:  # the only process that keeps an EMA and writes
-            self.ema = EMA(
-                diffusion.model, beta=ema_decay, update_every=ema_update_every, include_online_model=False
+            self.ema = make_ema(
+                cast(nn.Module, diffusion.model),
+                decay=ema_decay,
+                update_every=ema_update_every,
+                sigma_rel=ema_sigma_rel,
             ).to(acc.device)
             self.results_folder.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_stale_temporaries(self.results_folder)
