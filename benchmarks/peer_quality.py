@@ -1,0 +1,422 @@
+"""Sample quality per CPU-second against the peers, with the benchmark's own noise measured (issue 14).
+
+Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4] [--seeds 0 1 2]
+                                          [--libraries ours denoising-diffusion-pytorch diffusers]
+                                          [--recipes default v ...] [--num-samples 1000] [--draws 2]
+                                          [--sample-steps 100] [--jobs 2] [--threads 1]
+                                          [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
+        python benchmarks/peer_quality.py --report            # the tables, from the results file alone
+        python benchmarks/peer_quality.py --list-recipes
+
+One loop trains every library (:func:`train`): AdamW at lr 2e-4 (weight decay 0.01, torch's default), batch 64 drawn
+without replacement from a permutation seeded by the run's seed (the same data order for every library), the
+network initialized from the same seed, an EMA of decay 0.995 updated every step (ema-pytorch's ``EMA``, with its
+default warm-up: no averaging for 100 steps, then decay min(0.995, 1 − (1 + step)^(−2/3))). Training stops when
+the run's process CPU time reaches the budget: ``--minutes M`` is M minutes of 2 cores, 120·M CPU-seconds,
+whatever the thread count (``--device cuda`` budgets wall seconds instead, synchronized). Everything else is each
+library's default (see _quality_libraries.py); ``--recipes`` changes ours only (RECIPES below).
+
+Evaluation: ``--draws`` sets of ``--num-samples`` images per run, sampled from the EMA weights with DDIM (η = 0) at
+``--sample-steps`` steps, each set from its own fixed seed (the same seeds in every run), scored by the Fréchet
+distance to held-out real images in the features of ``evaluation.train_classifier`` (trained once per data set on
+the training split and cached). The real-vs-real floor (``--num-samples`` training images against the same held-out
+set; mean ± sd over 20 subsets) is stored with every run. The rule for calling a difference (95% intervals over
+seeds that do not overlap) and the statistics are in _quality_results.py.
+
+Data: ``digits`` (scikit-learn's 8x8 digits, 1 channel, the seed-0 split of quality_vs_cost.py: 1297 training and 500
+held-out images) and ``shapes`` (the built-in discs and squares, 3x32x32, 4096 training images from seed 0 and
+1000 held-out from seed 1; 8 classes for the feature classifier). Networks: dim 32, dim_mults (1, 2).
+
+Every finished run is appended to ``--results`` (default benchmarks/results/peer_quality.jsonl); a run already
+there is skipped, so a second invocation only adds what is missing (``--report`` reads it without training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' sampler draws a progress bar; tqdm reads this at import
+
+import torch
+from ema_pytorch import EMA
+from torch import Tensor, nn
+
+from benchmarks import _quality_libraries as libs
+from benchmarks import _quality_results as results
+from denoising_diffusion.evaluation import (
+    SmallImageClassifier,
+    feature_reference,
+    frechet_distance_to,
+    real_floor,
+    train_classifier,
+)
+from denoising_diffusion.training.ema import power_ema
+
+CPU_SECONDS_PER_MINUTE = 120.0  # a minute of 2 cores
+BATCH_SIZE = 64
+LOOP_LR = 2e-4
+LOOP_EMA_DECAY = 0.995
+SAMPLE_SEED = 10_000
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "peer_quality.jsonl"
+
+# Ours' recipes: overrides of Unet / GaussianDiffusion / sampling / EMA / loop. "default" is the library's defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "v": {"diffusion": {"objective": "pred_v"}},
+    "v_minsnr": {"diffusion": {"objective": "pred_v", "min_snr_loss_weight": True}},
+    "v_sigmoid": {"diffusion": {"objective": "pred_v", "beta_schedule": "sigmoid"}},
+    "x0": {"diffusion": {"objective": "pred_x0"}},
+    "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
+    "eps_linear": {"diffusion": {"beta_schedule": "linear"}},
+    "edm": {"diffusion": {"process": "edm"}},
+    "power_ema": {"ema": {"kind": "power", "sigma_rel": 0.05}},
+    "power_ema_10": {"ema": {"kind": "power", "sigma_rel": 0.10}},
+    "lr1e-3": {"lr": 1e-3, "warmup": 100},
+    "lr5e-4": {"lr": 5e-4, "warmup": 100},
+    "blocks1": {"unet": {"resnet_blocks": 1}},
+    "no_attn": {"unet": {"attention": ("none", "none"), "mid_attn": False}},
+    "mid_attn_only": {"unet": {"attention": ("none", "none")}},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    data: str
+    library: str
+    recipe: str
+    seed: int
+    budget: float  # CPU-seconds (wall seconds on cuda)
+    sample_steps: int
+    num_samples: int
+    draws: int
+    threads: int
+    device: str
+    bf16: bool
+    compile_backend: str | None
+
+
+@dataclass
+class Dataset:
+    """Training images, held-out images (both (N, C, H, W) in [0, 1]) and the training labels."""
+
+    train: Tensor
+    train_labels: Tensor
+    heldout: Tensor
+
+    @property
+    def size(self) -> libs.NetworkSize:
+        return libs.NetworkSize(32, (1, 2), self.train.shape[1], self.train.shape[-1])
+
+
+def load_data(name: str, *, quick: bool = False) -> Dataset:
+    """The benchmark's data sets (module docstring); ``quick``: a few images, for the test suite."""
+    if name == "digits":
+        from benchmarks.quality_vs_cost import load_digits_split
+
+        train_x, train_y, held_x, _ = load_digits_split(0)
+        data = Dataset(train_x, train_y, held_x)
+    elif name == "shapes":
+        from denoising_diffusion.shapes import BuiltinShapes
+
+        train = BuiltinShapes(512 if quick else 4096, image_size=32, channels=3, seed=0)
+        held = BuiltinShapes(128 if quick else 1000, image_size=32, channels=3, seed=1)
+        data = Dataset(train.images, train.labels, held.images)
+    else:
+        raise ValueError(f"unknown data set {name!r}; known: digits, shapes")
+    if quick:
+        data = Dataset(data.train[:256], data.train_labels[:256], data.heldout[:128])
+    return data
+
+
+def feature_classifier(name: str, data: Dataset, cache: Path, *, quick: bool) -> SmallImageClassifier:
+    """The data set's feature extractor, trained once (seed 0) and cached under ``cache``."""
+    steps = 20 if quick else 1500
+    path = cache / f"peer-quality-{name}-classifier-{steps}{'-quick' if quick else ''}.pt"
+    classes = int(data.train_labels.max()) + 1
+    if path.exists():
+        net = SmallImageClassifier(data.train.shape[1], data.train.shape[-1], classes)
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval()
+    net = train_classifier(data.train, data.train_labels, steps=steps, seed=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def batches(n: int, seed: int) -> Iterator[Tensor]:
+    """Indices of batches of BATCH_SIZE, epoch after epoch, from permutations seeded by ``seed`` (drop last)."""
+    gen = torch.Generator().manual_seed(seed)
+    size = min(BATCH_SIZE, n)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - size + 1, size):
+            yield perm[i : i + size]
+
+
+def make_ema(target: nn.Module, spec: dict[str, Any]) -> nn.Module:
+    """The loop's EMA (constant decay, ema-pytorch defaults otherwise) or a recipe's power-function EMA."""
+    kind = spec.get("kind", "constant")
+    if kind == "constant":
+        return EMA(target, beta=spec.get("beta", LOOP_EMA_DECAY), update_every=1, include_online_model=False)
+    if kind == "power":
+        return power_ema(target, sigma_rel=spec["sigma_rel"])
+    raise ValueError(f"unknown EMA kind {kind!r}; known: constant, power")
+
+
+class Clock:
+    """The run's budget clock: process CPU seconds on the CPU, synchronized wall seconds on a GPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.start = self.now()
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+
+def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str, Any]]:
+    """The one loop (module docstring). Returns the EMA copy, the contender and the run's training figures."""
+    recipe = RECIPES[job.recipe] if job.library == libs.OURS else {}
+    torch.manual_seed(job.seed)
+    contender = libs.build(job.library, data.size, recipe, job.sample_steps)
+    contender.trainable.to(job.device)
+    loss_fn = contender.loss
+    if job.compile_backend is not None:
+        loss_fn = torch.compile(loss_fn, backend=job.compile_backend)
+    lr, warmup = recipe.get("lr", LOOP_LR), int(recipe.get("warmup", 0))
+    opt = torch.optim.AdamW(contender.trainable.parameters(), lr=lr)
+    ema = make_ema(contender.ema_target, recipe.get("ema", {}))
+    train_x = data.train.to(job.device)
+    order = batches(len(train_x), job.seed)
+    clock, wall0, steps, loss_sum = Clock(job.device), time.perf_counter(), 0, 0.0
+    while clock.elapsed() < job.budget:
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (steps + 1) / warmup) if warmup else lr
+        with torch.autocast(torch.device(job.device).type, dtype=torch.bfloat16, enabled=job.bf16):
+            loss = loss_fn(train_x[next(order).to(job.device)])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update()
+        steps, loss_sum = steps + 1, loss_sum + float(loss.detach())
+    cpu, wall = clock.elapsed(), time.perf_counter() - wall0
+    figures = {"steps": steps, "train_s": cpu, "train_wall_s": wall, "mean_loss": loss_sum / max(steps, 1)}
+    return ema.ema_model, contender, figures
+
+
+def evaluate(job: Job, ema_model: nn.Module, contender: libs.Contender, reference: Any) -> list[float]:
+    """Fréchet distance of each of the job's draws (fixed seeds SAMPLE_SEED + draw) to the reference."""
+    distances = []
+    for draw in range(job.draws):
+        gen = torch.Generator().manual_seed(SAMPLE_SEED + draw)
+        with torch.autocast(torch.device(job.device).type, dtype=torch.bfloat16, enabled=job.bf16):
+            images = contender.sample(ema_model, job.num_samples, gen)
+        distances.append(frechet_distance_to(reference, images.float().cpu().clamp(0, 1)))
+    return distances
+
+
+def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tuple[float, float]) -> dict[str, Any]:
+    """Train and evaluate one job in this process; returns its results record."""
+    torch.set_num_threads(job.threads)
+    start = time.perf_counter()
+    ema_model, contender, figures = train(job, data)
+    sample_cpu = time.process_time()
+    distances = evaluate(job, ema_model, contender, feature_reference(classifier, data.heldout))
+    record = {
+        "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed,
+        "budget_cpu_s": job.budget, "sample_steps": job.sample_steps, "num_samples": job.num_samples,
+        "draws": job.draws, "device": job.device, "bf16": job.bf16, "compile": job.compile_backend,
+        "threads": job.threads, "fd": distances, "floor_mean": floor[0], "floor_sd": floor[1],
+        "parameters": contender.num_parameters, "sample_cpu_s": time.process_time() - sample_cpu,
+        "wall_s": time.perf_counter() - start, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_share": figures["train_s"] / max(figures["train_wall_s"], 1e-9) / job.threads,
+        **figures, **_provenance(),
+    }  # fmt: skip
+    return record
+
+
+def _provenance() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit, "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+    }  # fmt: skip
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(datasets: dict[str, Dataset], classifiers: dict[str, dict[str, Tensor]], floors: dict) -> None:
+    _WORKER.update(datasets=datasets, classifiers=classifiers, floors=floors)
+
+
+def _worker_run(job: Job) -> dict[str, Any]:
+    torch.set_num_threads(job.threads)
+    data = _WORKER["datasets"][job.data]
+    net = SmallImageClassifier(data.train.shape[1], data.train.shape[-1], int(data.train_labels.max()) + 1)
+    net.load_state_dict(_WORKER["classifiers"][job.data])
+    return run_job(job, data, net.eval(), _WORKER["floors"][(job.data, job.num_samples)])
+
+
+def run(jobs: list[Job], datasets: dict[str, Dataset], classifiers: dict[str, SmallImageClassifier],
+        floors: dict[tuple[str, int], tuple[float, float]], processes: int, path: Path) -> None:  # fmt: skip
+    """Run the jobs on ``processes`` worker processes, appending each record to ``path`` as it finishes."""
+    states = {name: copy.deepcopy(net.state_dict()) for name, net in classifiers.items()}
+    if processes <= 1:
+        _worker_init(datasets, states, floors)
+        finished: Iterator[dict[str, Any]] = map(_worker_run, jobs)
+        _collect(finished, path, len(jobs))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_worker_init, initargs=(datasets, states, floors)) as pool:
+        _collect(pool.imap_unordered(_worker_run, jobs), path, len(jobs))
+
+
+def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None:
+    for i, record in enumerate(finished, 1):
+        results.append(path, record)
+        fd = ", ".join(f"{d:.3f}" for d in record["fd"])
+        print(
+            f"[{i}/{total}] {record['data']} {record['library']}/{record['recipe']} seed {record['seed']} "
+            f"budget {record['budget_cpu_s']:.0f}: {record['steps']} steps, fd [{fd}], "
+            f"cpu share {record['cpu_share']:.2f}, wall {record['wall_s']:.0f} s",
+            flush=True,
+        )
+
+
+def report(records: list[dict[str, Any]]) -> str:
+    """Markdown tables, one per (data, budget, sampling setting, device), rows per library/recipe."""
+    lines: list[str] = []
+    setting = ("data", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device")
+    for key, group in sorted(results.group(records, setting).items(), key=lambda kv: str(kv[0])):
+        data, budget, steps, n, draws, device = key
+        cells = {k: results.cell(v) for k, v in results.group(group, ("library", "recipe")).items()}
+        floor = group[0]["floor_mean"], group[0]["floor_sd"]
+        lines += [
+            f"\n**{data}**, budget {budget:.0f} CPU-s ({budget / CPU_SECONDS_PER_MINUTE:g} min of 2 cores), "
+            f"DDIM {steps} steps, {draws} draws of {n} samples, {device}; real-vs-real floor {floor[0]:.4f} ± "
+            f"{floor[1]:.4f}\n",
+            "| library / recipe | seeds | steps | FD mean ± sd | 95% interval | sampling sd | vs lucidrains | "
+            "vs diffusers | ≤ ½ lucidrains |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        ]
+        peer = {lib: cells.get((lib, "default")) for lib in (libs.LUCIDRAINS, libs.DIFFUSERS)}
+        for (library, recipe), c in sorted(cells.items(), key=lambda kv: kv[1].mean):
+            lo, hi = c.interval
+            vs = [results.compare(c, p) if p is not None and library == libs.OURS else "" for p in peer.values()]
+            half = peer[libs.LUCIDRAINS]
+            met = ""
+            if half is not None and library == libs.OURS:
+                met = "met" if results.compare(c, half, scale=0.5) == "lower" else "not shown"
+            name = library if library != libs.OURS else f"ours / {recipe}"
+            lines.append(
+                f"| {name} | {c.n} | {c.steps:.0f} | {c.mean:.4f} ± {c.sd:.4f} | [{lo:.4f}, {hi:.4f}] | "
+                f"{c.sampling_sd:.4f} | {vs[0]} | {vs[1]} | {met} |"
+            )
+    return "\n".join(lines)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", nargs="+", default=["digits"], choices=["digits", "shapes"])
+    p.add_argument("--minutes", nargs="+", type=float, default=[1.0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--libraries", nargs="+", default=list(libs.LIBRARIES), choices=list(libs.LIBRARIES))
+    p.add_argument("--recipes", nargs="+", default=["default"], help="ours' recipes (--list-recipes)")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--draws", type=int, default=2)
+    p.add_argument("--sample-steps", type=int, default=100)
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (runs in parallel)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training and sampling")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training loss")
+    p.add_argument("--compile-backend", default="inductor")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench")
+    p.add_argument("--report", action="store_true", help="print the tables from --results and exit")
+    p.add_argument("--list-recipes", action="store_true")
+    p.add_argument("--quick", action="store_true", help="a seconds-long run on a few images (the test suite)")
+    args = p.parse_args(argv)
+    unknown = [r for r in args.recipes if r not in RECIPES]
+    if unknown:
+        p.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    return args
+
+
+def plan(args: argparse.Namespace) -> list[Job]:
+    """Every (data, budget, library, recipe, seed) job of the command line, cheapest budget first."""
+    jobs = []
+    for minutes in sorted(args.minutes):
+        for data in args.data:
+            for seed in args.seeds:
+                for library in args.libraries:
+                    for recipe in args.recipes if library == libs.OURS else ["default"]:
+                        jobs.append(
+                            Job(data, library, recipe, seed, minutes * CPU_SECONDS_PER_MINUTE, args.sample_steps,
+                                args.num_samples, args.draws, args.threads, args.device, args.bf16,
+                                args.compile_backend if args.compile else None)
+                        )  # fmt: skip
+    return list(dict.fromkeys(jobs))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
+    if args.list_recipes:
+        for name, recipe in RECIPES.items():
+            print(f"{name}: {recipe}")
+        return
+    if args.report:
+        print(report(results.load(args.results)))
+        return
+    done = {results.run_key(r) for r in results.load(args.results)}
+    jobs = [j for j in plan(args) if results.run_key(_job_record(j)) not in done]
+    print(f"{len(jobs)} runs to do ({len(plan(args)) - len(jobs)} already in {args.results})", flush=True)
+    if not jobs:
+        return
+    datasets = {name: load_data(name, quick=args.quick) for name in {j.data for j in jobs}}
+    classifiers = {name: feature_classifier(name, d, args.cache, quick=args.quick) for name, d in datasets.items()}
+    floors = {}
+    for name, n in {(j.data, j.num_samples) for j in jobs}:
+        reference = feature_reference(classifiers[name], datasets[name].heldout)
+        f = real_floor(reference, datasets[name].train, num_samples=min(n, len(datasets[name].train)), seed=0)
+        floors[(name, n)] = (f.mean, f.sd)
+    run(jobs, datasets, classifiers, floors, args.jobs, args.results)
+    print(report([r for r in results.load(args.results) if r["data"] in datasets]))
+
+
+def _job_record(job: Job) -> dict[str, Any]:
+    return {
+        "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed, "budget_cpu_s": job.budget,
+        "sample_steps": job.sample_steps, "num_samples": job.num_samples, "draws": job.draws, "device": job.device,
+    }  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""benchmarks/peer_quality.py at a seconds-long size: every library's path, the results file, the rule, the GPU path's
+options on the CPU. No timing or quality is asserted (those are the benchmark's output, not a test's)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import _quality_results as results
+from benchmarks import peer_quality
+
+QUICK = ["--quick", "--minutes", "0.01", "--num-samples", "16", "--draws", "2", "--sample-steps", "3", "--jobs", "1"]
+
+
+def _run(tmp_path, *extra: str) -> list[dict]:
+    path = tmp_path / "results.jsonl"
+    peer_quality.main([*QUICK, "--results", str(path), "--cache", str(tmp_path / "cache"), *extra])
+    return results.load(path)
+
+
+def test_every_library_runs_the_one_loop_and_records_a_complete_run(tmp_path, capsys):
+    records = _run(tmp_path, "--seeds", "0", "--recipes", "default", "power_ema")
+    assert sorted((r["library"], r["recipe"]) for r in records) == [
+        ("denoising-diffusion-pytorch", "default"),
+        ("diffusers", "default"),
+        ("ours", "default"),
+        ("ours", "power_ema"),
+    ]
+    for r in records:
+        assert len(r["fd"]) == 2 and all(math.isfinite(d) and d >= 0 for d in r["fd"])
+        assert r["steps"] >= 1 and r["train_s"] >= r["budget_cpu_s"] == pytest.approx(1.2)
+        assert r["parameters"] > 0 and math.isfinite(r["floor_mean"]) and r["floor_sd"] > 0
+    out = capsys.readouterr().out
+    assert "| ours / power_ema |" in out and "| diffusers |" in out and "floor" in out
+
+
+def test_a_second_invocation_skips_recorded_runs_and_adds_only_new_seeds(tmp_path, capsys):
+    first = _run(tmp_path, "--seeds", "0", "--libraries", "ours")
+    second = _run(tmp_path, "--seeds", "0", "1", "--libraries", "ours")
+    assert len(first) == 1 and len(second) == 2 and second[0] == first[0]
+    assert "1 runs to do (1 already in" in capsys.readouterr().out
+
+
+def test_gpu_path_options_run_on_the_cpu(tmp_path):
+    """bf16 autocast and torch.compile (the eager backend: no inductor in the suite) go through the same loop."""
+    (record,) = _run(
+        tmp_path, "--seeds", "0", "--libraries", "ours", "--bf16", "--compile", "--compile-backend", "eager"
+    )
+    assert record["bf16"] is True and record["compile"] == "eager" and record["steps"] >= 1
+
+
+def test_unknown_recipe_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "--recipes", "fastest")
+    assert "unknown recipe(s) ['fastest']; known: default" in capsys.readouterr().err
+
+
+def _cell(scores, within=0.0):
+    return results.cell([{"fd": [s - within, s + within], "steps": 1} for s in scores])
+
+
+def test_the_rule_calls_a_difference_only_when_95_percent_intervals_do_not_overlap():
+    low, high = _cell([1.0, 1.1, 0.9]), _cell([2.0, 2.1, 1.9])
+    assert results.compare(low, high) == "lower" and results.compare(high, low) == "higher"
+    assert results.compare(_cell([1.0, 1.5, 0.5]), _cell([1.6, 2.4, 1.2])) == "no difference shown"
+    assert results.compare(low, high, scale=0.5) == "no difference shown"  # 1.0 ± 0.25 against 1.0 ± 0.12
+    assert results.compare(_cell([1.0]), high) == "too few seeds"
+    # mean ± t·sd/√n with n = 3: t(2 dof) = 4.303
+    lo, hi = low.interval
+    assert hi - low.mean == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+
+
+def test_sampling_noise_is_the_pooled_within_run_spread():
+    c = _cell([1.0, 3.0], within=0.5)  # each run's draws are s ± 0.5: variance 0.5
+    assert c.sampling_sd == pytest.approx(math.sqrt(0.5))
+    assert c.mean == pytest.approx(2.0) and c.sd == pytest.approx(math.sqrt(2.0))
+
+
+def test_a_malformed_results_line_is_named(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"a": 1}) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"r.jsonl:2: not a JSON line"):
+        results.load(path)
+
+
+def test_data_order_is_the_seed_s_and_the_same_for_every_library():
+    a, b = peer_quality.batches(100, 3), peer_quality.batches(100, 3)
+    first = [next(a) for _ in range(3)]
+    assert all(torch.equal(x, next(b)) for x in first)
+    assert sorted(torch.cat(first[:1] + [next(a)]).tolist()) != list(range(100))  # batches of 64 without repeats
+    assert len(set(first[0].tolist())) == 64
