@@ -73,8 +73,7 @@ def level_layout(
     blocks = _per_level("resnet_blocks", resnet_blocks, levels, int)
     if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in blocks):
         raise ValueError(
-            f"resnet_blocks must be a positive integer, or one positive integer per level of dim_mults ({levels}), "
-            f"got {resnet_blocks!r}"
+            f"resnet_blocks must be a positive integer, or one per level of dim_mults ({levels}), got {resnet_blocks!r}"
         )
     flags = None if full_attn is None else tuple(map(bool, full_attn))
     if flags is not None and len(flags) != levels:
@@ -102,9 +101,7 @@ def _per_level(name: str, value: Any, levels: int, scalar: type) -> tuple[Any, .
         return (value,) * levels
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != levels:
         allowed = "a positive integer" if scalar is int else f"one of {', '.join(map(repr, ATTENTION_KINDS))}"
-        raise ValueError(
-            f"{name} must be {allowed}, or a sequence with one entry per level of dim_mults ({levels}), got {value!r}"
-        )
+        raise ValueError(f"{name} must be {allowed}, or one per level of dim_mults ({levels}), got {value!r}")
     return tuple(value)
 
 
