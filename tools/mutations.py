@@ -83,6 +83,7 @@ EDITING = ("tests/test_editing.py",)
 CONTINUOUS = ("tests/test_continuous_diffusion.py",)
 SCORE_SAMPLERS = ("tests/test_score_samplers.py", "tests/test_sampler_contracts.py")
 EDM = ("tests/test_edm.py",)
+NETWORK = ("tests/test_unet_layout.py", "tests/test_unet.py")
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -1424,6 +1425,87 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return max(min(index, len(log_sigma_tilde) - 1) - 1, 0)",
         "the discrete σ̂ taken at the nearest level below the requested one",
         EDM,
+    ),
+    # ----- nn/: the Unet's layout options and gradient checkpointing ------------------------------------------------
+    Mutation(
+        "unet-attn-after-first-block",
+        "denoising_diffusion/nn/unet.py",
+        "if k == len(blocks) - 1:  # the level's last skip is taken after its attention",
+        "if k == 0:  # the level's last skip is taken after its attention",
+        "a down level's attention placed after its first ResNet block instead of its last",
+        NETWORK,
+    ),
+    Mutation(
+        "unet-up-blocks-of-mirrored-level",
+        "denoising_diffusion/nn/unet.py",
+        "list(enumerate(zip(in_out, attention_kinds, blocks_per_level)))",
+        "list(enumerate(zip(in_out, attention_kinds, blocks_per_level[::-1])))",
+        "the up path built deepest first with the block counts in shallow-first order",
+        NETWORK,
+    ),
+    Mutation(
+        "down-levels-ignore-resnet-blocks",
+        "denoising_diffusion/nn/encoder.py",
+        "*(resnet(d_in, d_in) for _ in range(n))",
+        "*(resnet(d_in, d_in) for _ in range(2))",
+        "the down path keeps its two blocks whatever resnet_blocks says",
+        NETWORK,
+    ),
+    Mutation(
+        "attention-none-builds-linear",
+        "denoising_diffusion/nn/encoder.py",
+        'if kind == "none":',
+        "if kind is None:",
+        "a level with attention 'none' gets linear attention",
+        NETWORK,
+    ),
+    Mutation(
+        "unet-mid-attn-ignored",
+        "denoising_diffusion/nn/unet.py",
+        '"full" if mid_attn else "none"',
+        '"full"',
+        "mid_attn=False still builds the middle attention",
+        NETWORK,
+    ),
+    Mutation(
+        "layout-full-attn-ignored",
+        "denoising_diffusion/nn/encoder.py",
+        "flags = (False,) * (levels - 1) + (True,) if flags is None else flags",
+        "flags = (False,) * (levels - 1) + (True,)",
+        "full_attn ignored once the attention kinds are derived from it",
+        NETWORK,
+    ),
+    Mutation(
+        "resnet-blocks-zero-accepted",
+        "denoising_diffusion/nn/encoder.py",
+        "not isinstance(n, int) or n < 1 for n in blocks",
+        "not isinstance(n, int) or n < 0 for n in blocks",
+        "resnet_blocks=0 accepted (a level with no block, no attention and no skip)",
+        NETWORK,
+    ),
+    Mutation(
+        "layout-config-always",
+        "denoising_diffusion/nn/unet.py",
+        "if any(n != DEFAULT_RESNET_BLOCKS for n in blocks):",
+        "if blocks:",
+        "resnet_blocks recorded even at its default, so old checkpoints' configs differ from the rebuilt model's",
+        NETWORK + ("tests/test_checkpoint.py",),
+    ),
+    Mutation(
+        "checkpoint-without-rng",
+        "denoising_diffusion/nn/checkpointing.py",
+        "return checkpoint(block, *args, use_reentrant=False)",
+        "return checkpoint(block, *args, use_reentrant=False, preserve_rng_state=False)",
+        "the recomputation draws new dropout masks (gradients of another network than the forward's)",
+        NETWORK,
+    ),
+    Mutation(
+        "checkpoint-in-eval-only",
+        "denoising_diffusion/nn/checkpointing.py",
+        "if checkpointed and block.training and torch.is_grad_enabled()",
+        "if checkpointed and not block.training and torch.is_grad_enabled()",
+        "checkpointing on the wrong side of the training flag (no memory saved while training)",
+        NETWORK,
     ),
 )
 

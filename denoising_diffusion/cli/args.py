@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..nn.encoder import ATTENTION_KINDS
 from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS, SamplerName, sampler_options
 from ..schedules import Spacing
@@ -56,6 +57,22 @@ def dim_mults(text: str) -> tuple[int, ...]:
     if not all(part.isdigit() and int(part) >= 1 for part in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,2,4, got {text!r}")
     return tuple(int(part) for part in parts)
+
+
+def resnet_blocks(text: str) -> int | tuple[int, ...]:
+    """--resnet-blocks: '2' -> 2 (every level), '1,2' -> (1, 2) (one per level)."""
+    blocks = dim_mults(text)
+    return blocks[0] if len(blocks) == 1 else blocks
+
+
+def attention_kinds(text: str) -> str | tuple[str, ...]:
+    """--attention: 'linear' -> 'linear' (every level), 'none,full' -> ('none', 'full') (one per level)."""
+    kinds = tuple(part.strip() for part in text.split(","))
+    if not all(kind in ATTENTION_KINDS for kind in kinds):
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(ATTENTION_KINDS)}, or one per level such as none,full, got {text!r}"
+        )
+    return kinds[0] if len(kinds) == 1 else kinds
 
 
 def device(text: str) -> torch.device:

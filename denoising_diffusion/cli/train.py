@@ -24,7 +24,16 @@ from ..schedules import BetaSchedule
 from ..training import Trainer
 from ..training.preview import preview_condition
 from ..viz import save_denoising_gif
-from .args import PROG, _add_threads_option, _values, dim_mults, non_negative_int, positive_int
+from .args import (
+    PROG,
+    _add_threads_option,
+    _values,
+    attention_kinds,
+    dim_mults,
+    non_negative_int,
+    positive_int,
+    resnet_blocks,
+)
 
 BUILTIN_IMAGES = 2048  # BuiltinShapes length: enough variety that 800 steps of 32 images never repeat a batch
 
@@ -53,6 +62,10 @@ class TrainPreset:
     num_samples: int
     seed: int | None
     gif: bool
+    resnet_blocks: int | tuple[int, ...] = 2  # Unet's layout options (the same in both presets)
+    attention: str | tuple[str, ...] | None = None  # None: Unet's full_attn default
+    mid_attn: bool = True
+    gradient_checkpointing: bool = False
 
 
 # The documented defaults of Unet, GaussianDiffusion and Trainer; image size and width from the tutorial (DESIGN.md).
@@ -103,7 +116,9 @@ def _show(name: str, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     if value is None:
-        return {"sampling_timesteps": "T", "seed": "random"}.get(name, "none")
+        return {
+            "sampling_timesteps": "T", "seed": "random", "attention": "full at the deepest level, linear above"
+        }.get(name, "none")  # fmt: skip
     return str(value)
 
 
@@ -141,6 +156,13 @@ def add_train_parser(subparsers: Any) -> None:
         ("--channels", "channels", positive_int, "image channels: 1, 3 or 4"),
         ("--dim", "dim", positive_int, "Unet base width (a multiple of 8)"),
         ("--dim-mults", "dim_mults", dim_mults, "Unet width multiplier per resolution level, e.g. 1,2,4"),
+        ("--resnet-blocks", "resnet_blocks", resnet_blocks, "Unet ResNet blocks per level: one for all, or 1,2,2"),
+        (
+            "--attention",
+            "attention",
+            attention_kinds,
+            "Unet self-attention per level: full, linear or none, one for all or one per level (none,full)",
+        ),
         ("--timesteps", "timesteps", positive_int, "T, the length of the diffusion chain"),
         (
             "--sampling-timesteps",
@@ -157,6 +179,12 @@ def add_train_parser(subparsers: Any) -> None:
         ("--loss-type", "loss_type", LossType, "training distance"),
     ]:
         model.add_argument(flag, choices=_values(enum), default=None, help=_preset_help(text, name))
+    model.add_argument(
+        "--mid-attn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_preset_help("full self-attention in the Unet's middle", "mid_attn"),
+    )
     _add_process_options(model)
     train = p.add_argument_group("training")
     options: list[tuple[str, str, Callable[[str], Any], str]] = [
@@ -184,6 +212,15 @@ def add_train_parser(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"),
+    )
+    train.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_preset_help(
+            "recompute the Unet's blocks in backward: a seventh of the activations kept, ~30%% more time per step",
+            "gradient_checkpointing",
+        ),
     )
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
@@ -338,7 +375,8 @@ def build_diffusion(
     num_classes = None if class_names is None else len(class_names)
     unet = Unet(
         opts.dim, dim_mults=opts.dim_mults, channels=opts.channels, num_classes=num_classes,
-        cond_drop_prob=cond_drop_prob,
+        cond_drop_prob=cond_drop_prob, resnet_blocks=opts.resnet_blocks, attention=opts.attention,
+        mid_attn=opts.mid_attn, gradient_checkpointing=opts.gradient_checkpointing,
     )  # fmt: skip
     return GaussianDiffusion(
         unet,

@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from ..registry import model_kind
 from .blocks import group_norm
 from .embeddings import TimestepEmbedding
-from .encoder import block_factories, check_arguments, check_image_size, down_levels
+from .encoder import (
+    DEFAULT_RESNET_BLOCKS,
+    block_factories,
+    check_arguments,
+    check_image_size,
+    down_levels,
+    level_layout,
+)
 
 
 class AttentionPool(nn.Module):
@@ -76,8 +83,9 @@ class EncoderClassifier(nn.Module):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         dim_mults = tuple(int(m) for m in dim_mults)
         init_dim = dim if init_dim is None else init_dim
-        full_attn = (False,) * (len(dim_mults) - 1) + (True,) if full_attn is None else tuple(map(bool, full_attn))
-        check_arguments(dim, init_dim, num_classes, dim_mults, channels, resnet_block_groups, full_attn, dropout)
+        check_arguments(dim, init_dim, num_classes, dim_mults, channels, resnet_block_groups, dropout)
+        blocks, kinds = level_layout(len(dim_mults), DEFAULT_RESNET_BLOCKS, None, full_attn)
+        full_attn = tuple(kind == "full" for kind in kinds)
         self.config: dict[str, Any] = {
             "dim": dim, "num_classes": num_classes, "channels": channels, "init_dim": init_dim,
             "dim_mults": list(dim_mults), "resnet_block_groups": resnet_block_groups, "attn_heads": attn_heads,
@@ -93,9 +101,9 @@ class EncoderClassifier(nn.Module):
         )
         self.init_conv = nn.Conv2d(channels, init_dim, 7, padding=3)
         self.time_embedding = TimestepEmbedding(dim, time_dim)
-        self.downs = down_levels(dims, full_attn, resnet, attention)
+        self.downs = down_levels(dims, kinds, blocks, resnet, attention)
         self.mid_block_1 = resnet(dims[-1], dims[-1])
-        self.mid_attn = attention(dims[-1], True)
+        self.mid_attn = attention(dims[-1], "full")
         self.mid_block_2 = resnet(dims[-1], dims[-1])
         self.out_norm = group_norm(resnet_block_groups, dims[-1])
         self.pool = AttentionPool(dims[-1], num_classes, heads=_pool_heads(dims[-1], attn_heads))
@@ -113,8 +121,10 @@ class EncoderClassifier(nn.Module):
         t_emb = self.time_embedding(time.expand(x.shape[0]) if time.ndim == 0 else time)
         x = self.init_conv(x)
         for level in self.downs:
-            block_1, block_2, attn, downsample = cast(nn.ModuleList, level)
-            x = downsample(attn(block_2(block_1(x, t_emb), t_emb)))
+            *blocks, attn, downsample = cast(nn.ModuleList, level)
+            for block in blocks:
+                x = block(x, t_emb)
+            x = downsample(attn(x))
         x = self.mid_block_2(self.mid_attn(self.mid_block_1(x, t_emb)), t_emb)
         return self.pool(F.silu(self.out_norm(x)))
 

@@ -5,16 +5,16 @@ It knows nothing about noise schedules or objectives: GaussianDiffusion decides 
 Layout for ``dim_mults = (1, 2, 4, 8)`` (channels dims = [init_dim, dim, 2·dim, 4·dim, 8·dim]):
 
 * init: 7×7 conv, (channels [·2 with self-conditioning]) -> init_dim.
-* down level i (channels dims[i]): ResNet block, ResNet block, attention, then a 2× downsample to dims[i+1]
-  (the last level keeps its resolution and only changes channels with a 3×3 conv). Both ResNet outputs are kept
-  as skip connections.
+* down level i (channels dims[i]): n_i = resnet_blocks[i] ResNet blocks (default 2), attention, then a 2×
+  downsample to dims[i+1] (the last level keeps its resolution and only changes channels with a 3×3 conv). Every
+  ResNet output is kept as a skip connection (the last one after the attention).
 * middle (8·dim): ResNet block, full attention, ResNet block.
-* up level i, deepest first: two ResNet blocks, each on [h, skip] concatenated, attention, then a 2× upsample
-  to dims[i] (level 0 keeps its resolution).
+* up level i, deepest first: n_i ResNet blocks, each on [h, skip] concatenated (one skip per block of down level
+  i), attention, then a 2× upsample to dims[i] (level 0 keeps its resolution).
 * out: ResNet block on [h, init-conv output], then a 1×1 conv to out_dim.
 
-Full softmax attention runs at the lowest resolution (the deepest level and the middle), linear attention
-above it (see :mod:`.attention`).
+By default full softmax attention runs at the lowest resolution (the deepest level and the middle), linear
+attention above it (see :mod:`.attention`); ``attention`` and ``mid_attn`` move or remove it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ from ..conditioning import ConditionSpec
 from ..registry import model_kind
 from .attention import CrossAttention
 from .blocks import Upsample
+from .checkpointing import run_block
 from .conditioning import ClassEmbedding, LevelEmbedding, NullContext
 from .embeddings import TimestepEmbedding
-from .encoder import block_factories, check_arguments, check_image_size, down_levels
+from .encoder import (
+    DEFAULT_RESNET_BLOCKS,
+    block_factories,
+    check_arguments,
+    check_image_size,
+    down_levels,
+    level_layout,
+)
 
 
 @model_kind()
@@ -48,8 +56,20 @@ class Unet(nn.Module):
         resnet_block_groups: GroupNorm groups; must divide ``init_dim`` and every ``dim * m``.
         attn_heads, attn_dim_head: heads and width per head of every attention layer.
         full_attn: per level, whether it uses full softmax attention instead of linear attention
-            (default: only the deepest level). The middle always uses full attention.
+            (default: only the deepest level). The older spelling of ``attention``, which it must agree with.
         dropout: dropout probability inside the ResNet blocks.
+        resnet_blocks: ResNet blocks per level, one int for all or one per level of ``dim_mults`` (default 2, as
+            Ho et al. 2020, App. B). The up level has as many as the down level, one per skip. (diffusers'
+            ``layers_per_block`` counts differently: its up blocks have one more ResNet block than its down
+            blocks, because they also take the downsampler's output as a skip.)
+        attention: per level (or one for all), 'full' (softmax), 'linear' or 'none' (no self-attention, and no
+            parameters for it); default None: from ``full_attn``.
+        mid_attn: full self-attention between the two middle ResNet blocks (default True). At the deepest
+            resolution attention costs little memory, but on a CPU it can be much of a small network's time.
+        gradient_checkpointing: recompute each ResNet and attention block in backward instead of storing its
+            activations (Chen et al. 2016): less training memory for about one more forward pass. It changes
+            neither the function nor the weights, so it is not recorded in ``config``; set the attribute of the
+            same name to switch it later.
         num_classes: K: take class labels in [0, K) (a learned embedding added to the time embedding, plus a
             learned null class for classifier-free guidance); None: no labels.
         cond_drop_prob: how often GaussianDiffusion replaces the classes and the context by their learned nulls
@@ -83,13 +103,18 @@ class Unet(nn.Module):
         cross_attn: Sequence[bool] | None = None,
         cond_image_channels: int | None = None,
         cond_level: bool = False,
+        resnet_blocks: int | Sequence[int] = DEFAULT_RESNET_BLOCKS,
+        attention: str | Sequence[str] | None = None,
+        mid_attn: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         dim_mults = tuple(int(m) for m in dim_mults)
         init_dim = dim if init_dim is None else init_dim
         out_dim = (2 * channels if learned_variance else channels) if out_dim is None else out_dim
-        full_attn = (False,) * (len(dim_mults) - 1) + (True,) if full_attn is None else tuple(map(bool, full_attn))
-        check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, full_attn, dropout)
+        check_arguments(dim, init_dim, out_dim, dim_mults, channels, resnet_block_groups, dropout)
+        blocks_per_level, attention_kinds = level_layout(len(dim_mults), resnet_blocks, attention, full_attn)
+        full_attn = tuple(kind == "full" for kind in attention_kinds)
         cross_attn = full_attn if cross_attn is None else tuple(map(bool, cross_attn))
         self.condition_spec = ConditionSpec(num_classes, context_dim, cond_image_channels, bool(cond_level))
         _check_conditions(self.condition_spec, cond_drop_prob, cross_attn, len(dim_mults))
@@ -101,6 +126,8 @@ class Unet(nn.Module):
             "full_attn": list(full_attn), "dropout": dropout,
         }  # fmt: skip
         self.config.update(_condition_config(self.condition_spec, self.cond_drop_prob, cross_attn, full_attn))
+        self.config.update(_layout_config(blocks_per_level, attention_kinds, bool(mid_attn)))
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.channels = channels
         self.out_dim = out_dim
         self.self_condition = self_condition
@@ -111,7 +138,7 @@ class Unet(nn.Module):
         dims = [init_dim, *(dim * m for m in dim_mults)]
         in_out = list(zip(dims[:-1], dims[1:]))
 
-        resnet, attention = block_factories(
+        resnet, self_attention = block_factories(
             time_dim, groups=resnet_block_groups, dropout=dropout, heads=attn_heads, dim_head=attn_dim_head
         )
 
@@ -135,17 +162,19 @@ class Unet(nn.Module):
             {str(i): cross(dims[i + 1]) for i in range(len(in_out)) if has_context and cross_attn[i]}
         )
 
-        self.downs = down_levels(dims, full_attn, resnet, attention)
+        self.downs = down_levels(dims, attention_kinds, blocks_per_level, resnet, self_attention)
 
         mid_dim = dims[-1]
         self.mid_block_1 = resnet(mid_dim, mid_dim)
-        self.mid_attn = attention(mid_dim, True)
+        self.mid_attn = self_attention(mid_dim, "full" if mid_attn else "none")
         self.mid_block_2 = resnet(mid_dim, mid_dim)
 
         self.ups = nn.ModuleList()
-        for level, ((d_in, d_out), full) in reversed(list(enumerate(zip(in_out, full_attn)))):
+        for level, ((d_in, d_out), kind, n) in reversed(
+            list(enumerate(zip(in_out, attention_kinds, blocks_per_level)))
+        ):
             up: nn.Module = nn.Conv2d(d_out, d_in, 3, padding=1) if level == 0 else Upsample(d_out, d_in)
-            blocks = [resnet(d_out + d_in, d_out), resnet(d_out + d_in, d_out), attention(d_out, full), up]
+            blocks = [*(resnet(d_out + d_in, d_out) for _ in range(n)), self_attention(d_out, kind), up]
             self.ups.append(nn.ModuleList(blocks))
 
         self.final_block = resnet(2 * init_dim, init_dim)
@@ -207,33 +236,37 @@ class Unet(nn.Module):
         r = x
         skips: list[Tensor] = []
         for i, level in enumerate(self.downs):
-            block_1, block_2, attn, downsample = cast(nn.ModuleList, level)
-            x = block_1(x, t_emb)
-            skips.append(x)
-            x = self._cross(self.down_cross, i, attn(block_2(x, t_emb)), ctx)
-            skips.append(x)
+            *blocks, attn, downsample = cast(nn.ModuleList, level)
+            for k, block in enumerate(blocks):
+                x = self._run(block, x, t_emb)
+                if k == len(blocks) - 1:  # the level's last skip is taken after its attention
+                    x = self._cross(self.down_cross, i, self._run(attn, x), ctx)
+                skips.append(x)
             x = downsample(x)
 
-        x = self.mid_attn(self.mid_block_1(x, t_emb))
+        x = self._run(self.mid_attn, self._run(self.mid_block_1, x, t_emb))
         if self.mid_cross is not None and ctx is not None:
-            x = self.mid_cross(x, *ctx)
-        x = self.mid_block_2(x, t_emb)
+            x = self._run(self.mid_cross, x, *ctx)
+        x = self._run(self.mid_block_2, x, t_emb)
 
         for j, level in enumerate(self.ups):
-            block_1, block_2, attn, upsample = cast(nn.ModuleList, level)
-            x = block_1(torch.cat((x, skips.pop()), dim=1), t_emb)
-            x = block_2(torch.cat((x, skips.pop()), dim=1), t_emb)
-            x = upsample(self._cross(self.up_cross, len(self.ups) - 1 - j, attn(x), ctx))
+            *blocks, attn, upsample = cast(nn.ModuleList, level)
+            for block in blocks:  # one skip per block, as many as the down level pushed
+                x = self._run(block, torch.cat((x, skips.pop()), dim=1), t_emb)
+            x = upsample(self._cross(self.up_cross, len(self.ups) - 1 - j, self._run(attn, x), ctx))
 
-        x = self.final_block(torch.cat((x, r), dim=1), t_emb)
+        x = self._run(self.final_block, torch.cat((x, r), dim=1), t_emb)
         return self.final_conv(x)
 
-    @staticmethod
-    def _cross(layers: nn.ModuleDict, level: int, x: Tensor, ctx: tuple[Tensor, Tensor] | None) -> Tensor:
+    def _run(self, block: nn.Module, *args: Any) -> Any:
+        """``block(*args)``, recomputed in backward when ``gradient_checkpointing`` is on (see checkpointing.py)."""
+        return run_block(block, *args, checkpointed=self.gradient_checkpointing)
+
+    def _cross(self, layers: nn.ModuleDict, level: int, x: Tensor, ctx: tuple[Tensor, Tensor] | None) -> Tensor:
         """x attended to the context at ``level`` when that level has cross-attention, else x."""
         if ctx is None or str(level) not in layers:
             return x
-        return layers[str(level)](x, *ctx)
+        return self._run(layers[str(level)], x, *ctx)
 
     def _check_inputs(self, x: Tensor, time: Tensor, x_self_cond: Tensor | None) -> Tensor:
         """Validate the forward inputs; return ``time`` as a (B,) tensor on x's device."""
@@ -266,6 +299,21 @@ def _check_conditions(spec: ConditionSpec, cond_drop_prob: float, cross_attn: tu
         raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
     if len(cross_attn) != levels:
         raise ValueError(f"cross_attn needs one flag per level ({levels}), got {len(cross_attn)}")
+
+
+def _layout_config(blocks: tuple[int, ...], kinds: tuple[str, ...], mid_attn: bool) -> dict[str, Any]:
+    """The layout arguments for ``config``, only those that differ from the defaults (two ResNet blocks, attention
+    at every level, attention in the middle). Checkpoints written before they were options have none of these keys,
+    and a checkpoint's config must equal the rebuilt model's (checkpoint.config_differences), so a default Unet's
+    config stays exactly as it was. ``full_attn`` (always recorded) carries 'full' versus 'linear'."""
+    config: dict[str, Any] = {}
+    if any(n != DEFAULT_RESNET_BLOCKS for n in blocks):
+        config["resnet_blocks"] = blocks[0] if len(set(blocks)) == 1 else list(blocks)
+    if "none" in kinds:
+        config["attention"] = list(kinds)
+    if not mid_attn:
+        config["mid_attn"] = False
+    return config
 
 
 def _condition_config(
