@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -48,8 +49,12 @@ from benchmarks._timing import (
 )
 
 OURS, LUCIDRAINS, DIFFUSERS = "ours", "denoising-diffusion-pytorch", "diffusers"
-LIBRARIES = (OURS, LUCIDRAINS, DIFFUSERS)
-MODULES = {OURS: "denoising_diffusion", LUCIDRAINS: "denoising_diffusion_pytorch", DIFFUSERS: "diffusers"}
+OURS_CHECKPOINTED = "ours-checkpointed"  # ours with Unet(gradient_checkpointing=True): the memory-saving setting
+LIBRARIES = (OURS, LUCIDRAINS, DIFFUSERS, OURS_CHECKPOINTED)
+MODULES = {
+    OURS: "denoising_diffusion", LUCIDRAINS: "denoising_diffusion_pytorch", DIFFUSERS: "diffusers",
+    OURS_CHECKPOINTED: "denoising_diffusion",
+}  # fmt: skip
 PARAM_TOLERANCE = 0.10  # a peer whose parameter count differs from ours by more than this is flagged
 
 
@@ -120,20 +125,28 @@ def _inputs(config: Config, device: str, channels_last: bool) -> tuple[Tensor, T
     return images, x_t, torch.full((config.batch,), 500, device=device)
 
 
-def build_ours(config: Config, device: str = "cpu", channels_last: bool = False, wrap: Wrap = _identity) -> Subject:
+def build_ours(
+    config: Config,
+    device: str = "cpu",
+    channels_last: bool = False,
+    wrap: Wrap = _identity,
+    gradient_checkpointing: bool = False,
+) -> Subject:
     """This project: Unet inside GaussianDiffusion (ε-prediction, L2), DDIM through ``diffusion.sample``, and the
-    Trainer's Adam (fused where the device has the kernel)."""
+    Trainer's Adam (fused where the device has the kernel); ``gradient_checkpointing`` as the Unet's option."""
     from denoising_diffusion import GaussianDiffusion, Unet
     from denoising_diffusion.training.optimizer import make_adam
 
-    net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels).to(device)
+    net = Unet(
+        config.dim, dim_mults=config.dim_mults, channels=config.channels, gradient_checkpointing=gradient_checkpointing
+    ).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     diffusion = GaussianDiffusion(net, image_size=config.image_size, timesteps=1000).to(device)
     diffusion.model = wrap(net)
     images, x_t, t = _inputs(config, device, channels_last)
     return Subject(
-        OURS,
+        OURS_CHECKPOINTED if gradient_checkpointing else OURS,
         net,
         lambda: diffusion(images),
         lambda: diffusion.model(x_t, t),
@@ -221,6 +234,7 @@ BUILDERS: dict[str, Callable[..., Subject]] = {
     OURS: build_ours,
     LUCIDRAINS: build_lucidrains,
     DIFFUSERS: build_diffusers,
+    OURS_CHECKPOINTED: functools.partial(build_ours, gradient_checkpointing=True),
 }
 
 
@@ -438,7 +452,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
-    p.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated, from " + ", ".join(LIBRARIES))
+    p.add_argument("--libraries", default=",".join(LIBRARIES[:3]), help="comma-separated, from " + ", ".join(LIBRARIES))
     p.add_argument("--repeats", type=int, default=5, help="timed iterations of the train step and forward pass")
     p.add_argument("--sample-repeats", type=int, default=2, help="timed DDIM samples per library")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
