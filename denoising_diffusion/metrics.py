@@ -15,8 +15,8 @@ their Gaussian fit, computed once and cached per folder (feature_cache.py).
 * **Precision and recall** (Kynkäänniemi et al. 2019, eqs. 1-3): each set's manifold is the union of balls around its
   points with radius the distance to the point's k-th nearest neighbour in the set (k = 3). Precision: the fraction
   of generated points inside the real manifold; recall: the fraction of real points inside the generated one.
-  torchmetrics has no such metric; torch-fidelity's (``calculate_precision_recall_part``, its dependency for the
-  Inception network) computes it in blocks.
+  torchmetrics has no such metric (nor has torch-fidelity 0.3, the version it can use here), so it is written here,
+  in blocks of rows so that memory stays O(block · M).
 
 torchmetrics and torch-fidelity are the ``eval`` extra (``pip install "denoising-diffusion[eval]"``).
 """
@@ -163,22 +163,37 @@ def kernel_distance(
     return float(values.mean()), sd, size
 
 
-def precision_recall(real: Tensor, generated: Tensor, *, neighbours: int = PR_NEIGHBOURS) -> tuple[float, float]:
-    """(precision, recall) of generated features (N, F) against real ones (M, F), k-NN manifolds with
-    k = ``neighbours`` (Kynkäänniemi et al. 2019). Needs M, N > k."""
-    try:
-        from torch_fidelity.metric_prc import calculate_precision_recall_part
-    except ImportError:
-        raise _import_error("precision/recall") from None
+def _kth_neighbour_radii(features: Tensor, neighbours: int, block: int) -> Tensor:
+    """(M,) distance of each feature to its k-th nearest neighbour in the set, itself excluded (the (k+1)-th
+    smallest distance, the point's own 0 being the first)."""
+    return torch.cat(
+        [torch.cdist(part, features).kthvalue(neighbours + 1, dim=1).values for part in features.split(block)]
+    )
+
+
+def _inside_manifold(points: Tensor, centres: Tensor, radii: Tensor, block: int) -> Tensor:
+    """(P,) bool: whether each point lies in some ball ||point − centre_j|| <= radius_j (Kynkäänniemi et al.
+    2019, eq. 1: f(φ, Φ) = 1 iff ||φ − φ'|| <= ||φ' − NN_k(φ')|| for some φ' in Φ)."""
+    return torch.cat([(torch.cdist(part, centres) <= radii).any(dim=1) for part in points.split(block)])
+
+
+def precision_recall(
+    real: Tensor, generated: Tensor, *, neighbours: int = PR_NEIGHBOURS, block: int = 4096
+) -> tuple[float, float]:
+    """(precision, recall) of generated features (N, F) against real ones (M, F) with k-NN manifolds,
+    k = ``neighbours`` (Kynkäänniemi et al. 2019, eqs. 1-3): precision = mean over generated points of "inside the
+    real manifold", recall = mean over real points of "inside the generated manifold". Needs M, N > k. Distances
+    in float64, ``block`` rows at a time (memory O(block · max(M, N)))."""
     if min(len(real), len(generated)) <= neighbours:
         raise ValueError(
             f"precision/recall with k={neighbours} need at least {neighbours + 1} real and generated images, got "
             f"{len(real)} and {len(generated)}"
         )
-    # torch-fidelity's convention: features_1 generated, features_2 real; returns (precision, recall)
-    precision, recall = calculate_precision_recall_part(
-        generated.to(torch.float64), real.to(torch.float64), neighborhood=neighbours
-    )
+    real, generated = real.to(torch.float64), generated.to(torch.float64)
+    real_radii = _kth_neighbour_radii(real, neighbours, block)
+    generated_radii = _kth_neighbour_radii(generated, neighbours, block)
+    precision = _inside_manifold(generated, real, real_radii, block).double().mean()
+    recall = _inside_manifold(real, generated, generated_radii, block).double().mean()
     return float(precision), float(recall)
 
 
