@@ -5,6 +5,7 @@ on a checkpoint trained for a few steps, and their errors."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,12 @@ from tests.trainer_helpers import isolated_accelerate, make_trainer, tiny_diffus
 STAND_IN = "tests.eval_helpers:pooled"
 
 
-def _write_images(folder: Path, count: int, size: int = 8, seed: int = 0) -> Path:
+def _write_images(folder: Path, count: int, size: int = 8, seed: int = 0, ext: str = "png") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     for i in range(count):
         pixels = (torch.rand(size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+        Image.fromarray(pixels).save(folder / f"{i:03d}.{ext}")
     return folder
 
 
@@ -48,7 +49,7 @@ class Counting:
 
 
 def test_cached_real_features_are_reused_and_invalidated(tmp_path: Path) -> None:
-    folder, cache = _write_images(tmp_path / "real", 6), tmp_path / "cache"
+    folder, cache = _write_images(tmp_path / "real", 6, ext="bmp"), tmp_path / "cache"  # BMP: size fixed by pixels
     counting = Counting()
     extractor = NamedExtractor(counting, "counting")
 
@@ -60,10 +61,12 @@ def test_cached_real_features_are_reused_and_invalidated(tmp_path: Path) -> None
     again = compute()
     assert counting.seen == 6 and torch.equal(again.features, first.features)  # reused, bit for bit
 
-    # a file rewritten with the same size in bytes (another mtime): recomputed
-    old = (folder / "002.png").stat()
-    Image.fromarray(torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()).save(folder / "002.png")
-    assert (folder / "002.png").stat().st_mtime_ns != old.st_mtime_ns
+    # a file rewritten with the same size in bytes (only its mtime tells): recomputed
+    rewritten = folder / "002.bmp"
+    old = rewritten.stat()
+    Image.fromarray(torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()).save(rewritten)
+    os.utime(rewritten, ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+    assert rewritten.stat().st_size == old.st_size
     changed = compute()
     assert counting.seen == 12 and not torch.equal(changed.features, first.features)
     compute()
@@ -110,13 +113,19 @@ def trained(tmp_path_factory) -> tuple[Path, Path, list[dict[str, float]]]:
     real = _write_images(root / "real", 12)
     features = real_features(real, NamedExtractor(pooled, "pooled"), image_size=8, channels=3, use_cache=False)
     rows: list[dict[str, float]] = []
-    with pytest.MonkeyPatch.context():
-        trainer = make_trainer(
-            tiny_diffusion(), real, root / "results", metric=ImageMetric(features, pooled), metric_every=2,
-            metric_num_samples=6, log_fn=rows.append,
-        )  # fmt: skip
-        trainer.train()
-        assert torch.equal(trainer.sample(6), trainer.sample(6))  # the data seed: the same noise every time
+    seen: list[torch.Tensor] = []
+    fid = ImageMetric(features, pooled)
+
+    def metric(images: torch.Tensor) -> dict[str, float]:
+        seen.append(images)
+        return dict(fid(images))
+
+    trainer = make_trainer(tiny_diffusion(), real, root / "results", metric=metric, metric_every=2,
+                           metric_num_samples=6, log_fn=rows.append)  # fmt: skip
+    trainer.train()
+    assert [len(images) for images in seen] == [6, 6]
+    # the fixed sample seed (the data seed): the last metric saw exactly what the final EMA draws from it
+    assert torch.equal(seen[-1], trainer.sample(6, seed=trainer.data_seed))
     return root / "results" / "model-2.pt", real, rows
 
 
