@@ -84,6 +84,9 @@ CONTINUOUS = ("tests/test_continuous_diffusion.py",)
 SCORE_SAMPLERS = ("tests/test_score_samplers.py", "tests/test_sampler_contracts.py")
 EDM = ("tests/test_edm.py",)
 NETWORK = ("tests/test_unet_layout.py", "tests/test_unet.py")
+METRICS = ("tests/test_metrics.py",)
+INCEPTION = ("tests/test_inception.py",)
+EVAL_CLI = ("tests/test_evaluation_cli.py",)
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -1534,5 +1537,97 @@ MUTATIONS += (
         "",
         "Trainer's ema_sigma_rel ignored: the constant-decay EMA always",
         EMA_TESTS,
+    ),
+)
+
+MUTATIONS += (
+    # ----- evaluation: metrics, the Inception path, the real-feature cache, sweeps, the Trainer's metric ---------
+    Mutation(
+        "kid-subsets-with-replacement",
+        "denoising_diffusion/metrics.py",
+        "real[torch.randperm(len(real), generator=generator)[:size]],",
+        "real[torch.randint(len(real), (size,), generator=generator)],",
+        "KID's real subsets drawn with replacement: repeated features enter the i != j sums, biasing MMD² upwards",
+        METRICS,
+    ),
+    Mutation(
+        "kid-quadratic-kernel",
+        "denoising_diffusion/metrics.py",
+        "degree=3,",
+        "degree=2,",
+        "KID with a quadratic instead of the cubic polynomial kernel",
+        METRICS,
+    ),
+    Mutation(
+        "pr-radius-counts-itself",
+        "denoising_diffusion/metrics.py",
+        "kthvalue(neighbours + 1, dim=1)",
+        "kthvalue(neighbours, dim=1)",
+        "the k-NN radius taken with the point itself as one of its k neighbours",
+        METRICS,
+    ),
+    Mutation(
+        "pr-swapped",
+        "denoising_diffusion/metrics.py",
+        "return float(precision), float(recall)",
+        "return float(recall), float(precision)",
+        "precision and recall swapped (generated and real manifolds confused)",
+        METRICS,
+    ),
+    Mutation(
+        "inception-truncates",
+        "denoising_diffusion/inception.py",
+        "(images.clamp(0, 1) * 255 + 0.5).floor()",
+        "(images.clamp(0, 1) * 255).floor()",
+        "[0, 1] -> uint8 by truncation (torchmetrics' normalize=True) instead of rounding as saving a PNG does",
+        INCEPTION,
+    ),
+    Mutation(
+        "inception-antialiased-resize",
+        "denoising_diffusion/inception.py",
+        "antialias=False,",
+        "antialias=True,",
+        "torchmetrics' default antialiased bilinear resize instead of TF1's, which FID numbers are computed with",
+        INCEPTION,
+    ),
+    Mutation(
+        "cache-ignores-mtime",
+        "denoising_diffusion/feature_cache.py",
+        "stat.st_size, stat.st_mtime_ns])",
+        "stat.st_size])",
+        "the cache keyed on file sizes only: a file rewritten with the same size is not noticed",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "cache-ignores-extractor",
+        "denoising_diffusion/feature_cache.py",
+        '"extractor": identity,',
+        '"extractor": "",',
+        "the cache not keyed on the extractor: features of another network are reused",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "sweep-steps-over-budget",
+        "denoising_diffusion/sweep.py",
+        "steps = (nfe - info.extra_evals) // info.evals_per_step",
+        "steps = -(-(nfe - info.extra_evals) // info.evals_per_step)",
+        "NFE -> steps rounded up: Heun's rows spend more evaluations than the budget",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "metric-hook-off-by-one",
+        "denoising_diffusion/training/metric_hook.py",
+        "return step % self.every == 0 or step == last_step",
+        "return step % self.every == 1 or step == last_step",
+        "the training metric computed one step after each multiple of metric_every",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "metric-hook-moving-seed",
+        "denoising_diffusion/training/trainer.py",
+        "values = hook.values(self.sample(hook.num_samples, **hook.condition(num_classes)))",
+        "values = hook.values(self.sample(hook.num_samples, seed=self.step, **hook.condition(num_classes)))",
+        "the training metric's samples drawn from a seed that changes with the step: the curve mixes model and noise",
+        EVAL_CLI,
     ),
 )

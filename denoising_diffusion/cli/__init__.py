@@ -8,11 +8,14 @@
 * ``nll CHECKPOINT FOLDER``: the model's likelihood of a folder of images, in bits per dimension.
 * ``train-classifier [FOLDER]``: a noise-aware classifier for classifier guidance (``sample --classifier``).
 * ``inpaint CHECKPOINT IMAGE MASK`` and ``img2img CHECKPOINT IMAGE --strength S``: RePaint and SDEdit.
+* ``eval CHECKPOINT REAL --num N``: FID, KID, precision/recall of N samples against a folder of real images.
+* ``sweep CHECKPOINT REAL --samplers S1,S2 --nfe 5,10,20``: those metrics per sampler and network evaluations.
 
 User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
 with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
-One module per subcommand (train.py, sample.py, nll.py, train_classifier.py, inpaint.py, img2img.py); docs/cli.md
-documents every option and why its default was chosen.
+One module per subcommand (train.py, sample.py, nll.py, train_classifier.py, inpaint.py, img2img.py,
+evaluate.py, sweep.py); docs/cli.md documents every option and why its default was chosen. A missing optional
+dependency (ImportError naming the extra to install) is reported the same way.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ import torch
 from .._version import __version__
 from ..training import TrainingDivergedError
 from .args import EXIT_USAGE, PROG
+from .evaluate import add_eval_parser
 from .img2img import add_img2img_parser
 from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
 from .sample import add_sample_parser, add_samplers_parser
+from .sweep import add_sweep_parser
 from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
 from .train_classifier import add_train_classifier_parser
 
@@ -48,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_classifier_parser(subparsers)
     add_inpaint_parser(subparsers)
     add_img2img_parser(subparsers)
+    add_eval_parser(subparsers)
+    add_sweep_parser(subparsers)
     return parser
 
 
@@ -78,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.run(args)
-    except (ValueError, OSError, TrainingDivergedError) as err:  # CheckpointError is a ValueError
+    except (ValueError, OSError, ImportError, TrainingDivergedError) as err:  # CheckpointError: a ValueError
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -8,6 +8,9 @@
 * Trackers: ``log_with`` is handed to accelerate (tensorboard, wandb, ..., or GeneralTracker instances). Named
   trackers whose package is not installed are dropped with one warning instead of an error, so the same script
   runs everywhere; neither package is a dependency of this one.
+* ``metrics.csv`` has the columns :data:`METRIC_LOG_COLUMNS` (step, name, value): one row per metric each time the
+  Trainer computes its ``metric`` (e.g. FID every ``metric_every`` steps), appended to like loss.csv
+  (:func:`append_metrics`). Long format, so any metric names fit without changing a header.
 * :class:`Throughput` turns step times into the images/s the progress bar shows (over all processes).
 """
 
@@ -19,13 +22,14 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 logger = logging.getLogger(__name__)
 
 LOSS_LOG_COLUMNS: tuple[str, ...] = ("step", "loss", "lr", "grad_norm", "skipped")
+METRIC_LOG_COLUMNS: tuple[str, ...] = ("step", "name", "value")
 LogWith = Any  # a tracker name, a GeneralTracker, or a list of them (see accelerate.Accelerator(log_with=...))
 
 
@@ -59,6 +63,17 @@ class LossLog:
         if self._file is not None:
             self._file.close()
         self._file = self._writer = None
+
+
+def append_metrics(path: str | os.PathLike[str], step: int, values: Mapping[str, float]) -> None:
+    """Append one row (step, name, value) per metric to the CSV file ``path`` (header written when it is new)."""
+    path = Path(path)
+    is_new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as file:
+        writer = csv.writer(file)
+        if is_new:
+            writer.writerow(METRIC_LOG_COLUMNS)
+        writer.writerows([step, name, f"{value:.6g}"] for name, value in values.items())
 
 
 def prepare_loss_log(path: Path) -> bool:

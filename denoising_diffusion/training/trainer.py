@@ -11,7 +11,8 @@ into ``results_folder``:
   many stay (checkpoints.py);
 * ``sample-{milestone}.png``: a grid of ``num_samples`` images from the EMA network, drawn from the same noise at
   every milestone so that grids are comparable (models that can sample);
-* ``loss.csv``: step, loss, lr, grad_norm, skipped per optimizer step, appended to (log.py).
+* ``loss.csv``: step, loss, lr, grad_norm, skipped per optimizer step, appended to (log.py);
+* ``metrics.csv``: step, name, value of ``metric`` (e.g. FID) every ``metric_every`` steps (metric_hook.py).
 
 The Trainer's whole state goes in and out through :meth:`Trainer.state_dict` and :meth:`Trainer.load_state_dict`:
 step, network, EMA, optimizer, gradient scaler, the position in the (seeded) data order and every process's RNG
@@ -50,7 +51,8 @@ from .distributed import broadcast_value, gather_values, make_accelerator, resol
 from .ema import make_ema
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
 from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers, fitting_images
-from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, start_trackers
+from .log import LogWith, LossLog, Throughput, append_metrics, available_trackers, end_trackers, start_trackers
+from .metric_hook import MetricFn, MetricHook
 from .optimizer import load_optimizer_state, make_adam
 from .preview import preview_condition, sample_in_chunks
 from .rng import capture_rng_state, restore_rng_state
@@ -132,6 +134,12 @@ class Trainer:
         compile: compile the network with torch.compile (in place; checkpoints are unchanged): True, or a dict of
             torch.compile's keyword arguments, e.g. ``{"mode": "max-autotune"}``. Off by default: the first step
             then compiles for minutes, and on a CPU the gain was small (benchmarks/README.md); try it on a GPU.
+        metric: computed on the main process every ``metric_every`` steps and at the end: a callable images
+            (N, C, H, W) in [0, 1] -> {name: value} (e.g. ``metrics.ImageMetric(real, extractor)`` for FID), given
+            ``metric_num_samples`` EMA samples drawn from the data seed (the same noise every time); logged to
+            results/metrics.csv, ``log_fn``, the trackers and the log (INFO) (metric_hook.py). None: off.
+        metric_every: steps between metric computations (None: save_and_sample_every).
+        metric_num_samples: images the metric sees (default 1000; FID depends on it, so keep it fixed in a run).
     """
 
     def __init__(
@@ -167,6 +175,9 @@ class Trainer:
         log_with: LogWith = None,
         tracker_project_name: str = "denoising_diffusion",
         compile: bool | Mapping[str, Any] = False,
+        metric: MetricFn | None = None,
+        metric_every: int | None = None,
+        metric_num_samples: int = 1000,
     ) -> None:
         self.train_batch_size = _check_int("train_batch_size", train_batch_size)
         self.gradient_accumulate_every = _check_int("gradient_accumulate_every", gradient_accumulate_every)
@@ -183,6 +194,11 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self.augment_horizontal_flip = bool(augment_horizontal_flip)
         self.log_fn = log_fn
+        self.metric_hook = (
+            None
+            if metric is None
+            else MetricHook(metric, save_and_sample_every if metric_every is None else metric_every, metric_num_samples)
+        )
         self.results_folder = Path(results_folder)
         self.tracker_project_name = tracker_project_name
 
@@ -390,6 +406,7 @@ class Trainer:
                         self._after_step(log, bar, throughput.tick(), loss, grad_norm, report)
                     self.guard.raise_if_diverged(self.step, loss=loss, grad_norm=grad_norm)
                     self._maybe_save(report)
+                    self._maybe_evaluate()
         finally:
             self.reset_data_stream()
             end_trackers(acc)
@@ -441,6 +458,22 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.save(milestone)
         self.save_samples(milestone)
+
+    def _maybe_evaluate(self) -> None:
+        """Main process, when due: the metric of metric_num_samples EMA samples, logged beside the loss."""
+        hook = self.metric_hook
+        if hook is None or not hook.due(self.step, self.train_num_steps):
+            return
+        if self.accelerator.is_main_process:
+            num_classes = condition_spec_of(self.trainable.model).num_classes
+            values = hook.values(self.sample(hook.num_samples, **hook.condition(num_classes)))
+            append_metrics(self.results_folder / "metrics.csv", self.step, values)
+            if self.log_fn is not None:
+                self.log_fn({"step": self.step, **values})
+            if self.accelerator.trackers:
+                self.accelerator.log(values, step=self.step)
+            logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        self.accelerator.wait_for_everyone()
 
     # ----- samples ----------------------------------------------------------------------------------------------
 

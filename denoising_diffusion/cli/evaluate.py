@@ -1,0 +1,162 @@
+"""``denoising-diffusion eval CHECKPOINT REAL --num N``: FID, KID and precision/recall of a model's samples against
+a folder of real images (docs/evaluation.md), and the options ``sweep`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..feature_cache import default_cache_dir, real_features
+from ..features import INCEPTION, NamedExtractor, resolve_extractor
+from ..metrics import KID_SUBSETS, PR_NEIGHBOURS, Metric, MetricOptions, RealFeatures, Scores, score_images
+from ..sweep import generate
+from .args import (
+    _add_threads_option,
+    add_sampler_options,
+    device,
+    given_sampler_options,
+    load_model,
+    non_negative_int,
+    positive_int,
+)
+
+
+def metric_list(text: str) -> tuple[Metric, ...]:
+    """'fid,kid' -> (Metric.FID, Metric.KID)."""
+    try:
+        return tuple(Metric(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_evaluation_options(p: Any) -> None:
+    """REAL and everything about the features and metrics (eval and sweep)."""
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("real", type=Path, metavar="REAL", help="folder of real images, read recursively")
+    group = p.add_argument_group("features and metrics")
+    group.add_argument(
+        "--features",
+        default=INCEPTION,
+        metavar="NAME",
+        help="'inception' (default: the standard FID Inception-v3 pool features) or an importable "
+        "'module:attribute', a callable images (N, C, H, W) in [0, 1] -> (N, F)",
+    )
+    group.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the FID Inception weights file (weights-inception-2015-12-05-6726825d.pth); default: torch.hub's "
+        "cache, downloaded there on first use",
+    )
+    group.add_argument(
+        "--metrics", type=metric_list, default=tuple(Metric), help="comma-separated: fid, kid, pr (default: all)"
+    )
+    group.add_argument(
+        "--kid-subsets", type=positive_int, default=KID_SUBSETS, help=f"KID's subsets (default: {KID_SUBSETS})"
+    )
+    group.add_argument(
+        "--kid-subset-size",
+        type=positive_int,
+        default=None,
+        help="KID's subset size (default: min(1000, real, generated))",
+    )
+    group.add_argument(
+        "--neighbours", type=positive_int, default=PR_NEIGHBOURS, help="precision/recall's k (default: 3)"
+    )
+    group.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize and centre-crop real images of another size to the model's (as training does); without it "
+        "they must already have the model's size",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"where real features are cached (default: {default_cache_dir()})",
+    )
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the real-feature cache")
+
+
+def add_generation_options(p: Any, *, batch_size: int = 64) -> None:
+    """--guidance, --batch-size, --seed (default 0: a fixed sample set), --no-ema, --device, --threads."""
+    p.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free guidance scale (default: 1, the conditional model as it is)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help=f"images per network call, and per feature batch (default: {batch_size})")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the sampling noise and KID's subsets (default: 0: a run is repeatable)")  # fmt: skip
+    p.add_argument("--no-ema", action="store_true", help="use the online weights instead of the EMA weights")
+    p.add_argument("--device", type=device, default=None, help="default: cuda if available, else cpu")
+    _add_threads_option(p)
+
+
+def add_eval_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="FID / KID / precision-recall of a checkpoint's samples against real images",
+        description="Draw --num samples from CHECKPOINT and score them against the images in REAL "
+        "(docs/evaluation.md).",
+    )
+    add_evaluation_options(p)
+    p.add_argument("--num", type=positive_int, required=True, help="generated images (FID depends on it: required)")
+    add_sampler_options(p)
+    add_generation_options(p)
+    p.set_defaults(run=run_eval)
+
+
+def metric_options(args: argparse.Namespace) -> MetricOptions:
+    return MetricOptions(
+        metrics=args.metrics, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+        neighbours=args.neighbours, seed=args.seed,
+    )  # fmt: skip
+
+
+def load_real(args: argparse.Namespace, diffusion: Any) -> tuple[RealFeatures, NamedExtractor]:
+    """The extractor of --features on the model's device and the real features of REAL (cached)."""
+    extractor = resolve_extractor(args.features, inception_weights=args.inception_weights, device=diffusion.device)
+    real = real_features(
+        args.real, extractor, image_size=_side(diffusion), channels=diffusion.channels, resize=args.resize,
+        cache_dir=args.cache_dir, use_cache=not args.no_cache, batch_size=args.batch_size, device=diffusion.device,
+    )  # fmt: skip
+    return real, extractor
+
+
+def _side(diffusion: Any) -> int:
+    height, width = diffusion.image_size
+    if height != width:
+        raise ValueError(f"evaluation needs a square model, this one generates {height}x{width}")
+    return int(height)
+
+
+def print_scores(scores: Scores) -> None:
+    """One line per computed metric."""
+    if scores.fid is not None:
+        print(f"FID:        {scores.fid:.4f}")
+    if scores.kid_mean is not None:
+        print(f"KID:        {scores.kid_mean:.5f} ± {scores.kid_sd:.5f}  (sd over subsets of {scores.kid_subset_size})")
+    if scores.precision is not None:
+        print(f"precision:  {scores.precision:.4f}")
+        print(f"recall:     {scores.recall:.4f}")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """The ``eval`` subcommand: real features (cached), samples, scores."""
+    diffusion, _ = load_model(args)
+    options = metric_options(args)
+    real, extractor = load_real(args, diffusion)
+    print(f"real:       {real.num_images} images from {os.fspath(args.real)} (features: {args.features})")
+    given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
+    with torch.inference_mode():
+        made = generate(diffusion, args.num, batch_size=args.batch_size, seed=args.seed, sampler=args.sampler,
+                        steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance, **given)  # fmt: skip
+    info = diffusion.sampler_info(args.sampler)
+    print(f"generated:  {args.num} images (N), sampler {info.name}, NFE {made.nfe:g} per image, seed {args.seed}")
+    scores = score_images(real, extractor.extractor, made.images.to(diffusion.device), options)
+    print_scores(scores)
+    return 0

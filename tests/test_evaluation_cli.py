@@ -1,0 +1,241 @@
+"""Evaluation end to end, with a stand-in extractor (tests/eval_helpers.py; no Inception, no download): the real-feature
+cache (reuse and invalidation), image-size checks, the Trainer's metric hook, `denoising-diffusion eval` and `sweep`
+on a checkpoint trained for a few steps, and their errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from denoising_diffusion.cli import main
+from denoising_diffusion.feature_cache import real_features
+from denoising_diffusion.features import NamedExtractor, extractor_identity, resolve_extractor
+from denoising_diffusion.metrics import ImageMetric, MetricOptions
+from denoising_diffusion.pipeline import load_pipeline
+from denoising_diffusion.samplers import SAMPLERS
+from denoising_diffusion.sweep import format_table, plot_sweep, steps_for_nfe, sweep
+from tests.eval_helpers import Projection, pooled
+from tests.trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401 (autouse fixture)
+
+STAND_IN = "tests.eval_helpers:pooled"
+
+
+def _write_images(folder: Path, count: int, size: int = 8, seed: int = 0, ext: str = "png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        pixels = (torch.rand(size, size, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i:03d}.{ext}")
+    return folder
+
+
+class Counting:
+    """``pooled`` that counts the images it has seen (to tell a cache hit from a recomputation)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen += len(images)
+        return pooled(images)
+
+
+# ----- the cache ----------------------------------------------------------------------------------------------------
+
+
+def test_cached_real_features_are_reused_and_invalidated(tmp_path: Path) -> None:
+    folder, cache = _write_images(tmp_path / "real", 6, ext="bmp"), tmp_path / "cache"  # BMP: size fixed by pixels
+    counting = Counting()
+    extractor = NamedExtractor(counting, "counting")
+
+    def compute(named: NamedExtractor = extractor, size: int = 8, resize: bool = False):
+        return real_features(folder, named, image_size=size, channels=3, resize=resize, cache_dir=cache)
+
+    first = compute()
+    assert counting.seen == 6 and first.num_images == 6 and len(list(cache.glob("real-*.pt"))) == 1
+    again = compute()
+    assert counting.seen == 6 and torch.equal(again.features, first.features)  # reused, bit for bit
+
+    # a file rewritten with the same size in bytes (only its mtime tells): recomputed
+    rewritten = folder / "002.bmp"
+    old = rewritten.stat()
+    Image.fromarray(torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()).save(rewritten)
+    os.utime(rewritten, ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+    assert rewritten.stat().st_size == old.st_size
+    changed = compute()
+    assert counting.seen == 12 and not torch.equal(changed.features, first.features)
+    compute()
+    assert counting.seen == 12  # and cached again
+    _write_images(folder / "more", 1, seed=5)  # a file added
+    assert compute().num_images == 7 and counting.seen == 19
+
+    other = NamedExtractor(counting, "another identity")  # another extractor: recomputed, its own file
+    compute(other)
+    assert counting.seen == 26 and len(list(cache.glob("real-*.pt"))) == 2
+    compute(size=4, resize=True)  # another image size
+    assert counting.seen == 33 and len(list(cache.glob("real-*.pt"))) == 3
+    assert not list(cache.glob(".*.tmp"))  # written through a temporary file renamed into place
+
+
+def test_an_extractors_identity_follows_its_weights_and_code() -> None:
+    assert extractor_identity(Projection(seed=0), "p") == extractor_identity(Projection(seed=0), "p")
+    assert extractor_identity(Projection(seed=0), "p") != extractor_identity(Projection(seed=1), "p")
+    assert extractor_identity(pooled, "f") != extractor_identity(Counting(), "f")
+    named = resolve_extractor(STAND_IN)
+    assert named.extractor is pooled and named.identity.startswith(STAND_IN + "#")
+    with pytest.raises(ValueError, match="unknown features 'vgg'; allowed values: 'inception' or"):
+        resolve_extractor("vgg")
+    with pytest.raises(ValueError, match="has no attribute 'nothing'"):
+        resolve_extractor("tests.eval_helpers:nothing")
+
+
+def test_mixed_image_sizes_need_resize(tmp_path: Path) -> None:
+    folder = _write_images(tmp_path / "real", 3, size=8)
+    _write_images(folder / "small", 2, size=6, seed=1)
+    named = NamedExtractor(pooled, "pooled")
+    with pytest.raises(ValueError, match=r"mixed sizes: .*6x6 \(2 files.*Pass --resize"):
+        real_features(folder, named, image_size=8, channels=3, use_cache=False)
+    assert real_features(folder, named, image_size=8, channels=3, resize=True, use_cache=False).num_images == 5
+
+
+# ----- a checkpoint trained for a few steps, with the metric during training ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, list[dict[str, float]]]:
+    """(checkpoint, real folder, log_fn rows): 4 Trainer steps with the FID every 2 steps on 6 samples."""
+    root = tmp_path_factory.mktemp("eval")
+    real = _write_images(root / "real", 12)
+    features = real_features(real, NamedExtractor(pooled, "pooled"), image_size=8, channels=3, use_cache=False)
+    rows: list[dict[str, float]] = []
+    seen: list[torch.Tensor] = []
+    fid = ImageMetric(features, pooled)
+
+    def metric(images: torch.Tensor) -> dict[str, float]:
+        seen.append(images)
+        return dict(fid(images))
+
+    trainer = make_trainer(tiny_diffusion(), real, root / "results", metric=metric, metric_every=2,
+                           metric_num_samples=6, log_fn=rows.append)  # fmt: skip
+    trainer.train()
+    assert [len(images) for images in seen] == [6, 6]
+    # the fixed sample seed (the data seed): the last metric saw exactly what the final EMA draws from it
+    assert torch.equal(seen[-1], trainer.sample(6, seed=trainer.data_seed))
+    return root / "results" / "model-2.pt", real, rows
+
+
+def test_the_trainer_logs_the_metric_beside_the_loss(trained) -> None:
+    checkpoint, _, rows = trained
+    with open(checkpoint.parent / "metrics.csv", newline="") as file:
+        logged = list(csv.DictReader(file))
+    assert [(r["step"], r["name"]) for r in logged] == [("2", "fid"), ("4", "fid")]
+    assert all(float(r["value"]) > 0 for r in logged)
+    metric_rows = [r for r in rows if "fid" in r]
+    assert [r["step"] for r in metric_rows] == [2, 4]
+    assert metric_rows[-1]["fid"] == pytest.approx(float(logged[-1]["value"]), rel=1e-5)
+
+
+def test_cli_eval_prints_the_metrics_and_n(trained, tmp_path: Path, capsys) -> None:
+    checkpoint, real, _ = trained
+    argv = ["eval", str(checkpoint), str(real), "--num", "8", "--features", STAND_IN, "--steps", "3",
+            "--cache-dir", str(tmp_path), "--device", "cpu", "--kid-subsets", "10"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "real:       12 images" in out and "generated:  8 images (N)" in out and "NFE 3" in out
+    for name in ("FID:", "KID:", "precision:", "recall:"):
+        assert name in out
+    assert main(argv) == 0  # the second run reads the cached real features and gives the same numbers
+    assert capsys.readouterr().out == out
+
+
+def test_sweep_has_one_row_per_sampler_and_nfe_and_writes_the_plot(trained, tmp_path: Path) -> None:
+    checkpoint, real, _ = trained
+    diffusion = load_pipeline(checkpoint)
+    features = real_features(real, NamedExtractor(pooled, "pooled"), image_size=8, channels=3, use_cache=False)
+    points = sweep(diffusion, features, pooled, ["ddim", "heun"], [3, 4], num=6, batch_size=6,
+                   options=MetricOptions(metrics=("fid", "kid"), kid_subsets=5))  # fmt: skip
+    assert [(p.sampler, p.steps, p.nfe) for p in points] == [("ddim", 3, 3), ("ddim", 4, 4), ("heun", 2, 3),
+                                                             ("heun", 2, 3)]  # fmt: skip
+    table = format_table(points).splitlines()
+    assert table[0].split()[:5] == ["sampler", "steps", "NFE", "tolerance", "FID"] and len(table) == 2 + 4
+    assert plot_sweep(points, tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_steps_for_nfe_never_exceeds_the_budget() -> None:
+    for info in SAMPLERS.values():
+        if not info.adaptive:
+            for nfe in range(info.evals_per_step + info.extra_evals, 30):
+                steps = steps_for_nfe(info, nfe)
+                assert info.nfe(steps) <= nfe < info.nfe(steps + 1), (info.name, nfe)
+
+
+def test_cli_sweep_prints_the_table_and_writes_the_plot(trained, tmp_path: Path, capsys) -> None:
+    checkpoint, real, _ = trained
+    plot = tmp_path / "sweep.png"
+    argv = ["sweep", str(checkpoint), str(real), "--samplers", "ddim,dpmpp_2m", "--nfe", "2,3", "--num", "6",
+            "--features", STAND_IN, "--metrics", "fid", "--plot", str(plot), "--no-cache"]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split()[:1] in (["ddim"], ["dpmpp_2m"])]
+    assert [(r[0], r[2]) for r in rows] == [("ddim", "2"), ("ddim", "3"), ("dpmpp_2m", "2"), ("dpmpp_2m", "3")]
+    assert plot.is_file()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--samplers", "ddim,plms"], "unknown sampler 'plms'; allowed values: 'ddpm', 'ddim'"),
+        (["--samplers", "ode"], "sampler 'ode' needs a continuous-time process"),
+        (["--samplers", "heun", "--nfe", "0"], "--nfe: expected comma-separated positive ints"),
+        (["--samplers", "ddim", "--num", "3"], "need at least 4 generated images, got 3"),
+    ],
+)
+def test_sweep_errors(trained, capsys, extra, message) -> None:
+    checkpoint, real, _ = trained
+    argv = ["sweep", str(checkpoint), str(real), "--nfe", "2", "--features", STAND_IN, "--no-cache", *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_errors(trained, tmp_path: Path, capsys) -> None:
+    checkpoint, real, _ = trained
+    mixed = _write_images(tmp_path / "mixed", 2, size=8)
+    _write_images(mixed / "big", 2, size=10, seed=1)
+    base = ["eval", str(checkpoint), "--features", STAND_IN, "--no-cache"]
+    assert main([*base, str(mixed), "--num", "4"]) == 2
+    assert "mixed sizes" in capsys.readouterr().err
+    assert main([*base, str(real), "--num", "1", "--metrics", "fid"]) == 2
+    assert "fid need at least 2 generated images, got 1" in capsys.readouterr().err
+    bad_weights = tmp_path / "w.pth"
+    bad_weights.write_bytes(b"not weights")
+    assert main(["eval", str(checkpoint), str(real), "--num", "4", "--inception-weights", str(bad_weights)]) == 2
+    assert "not the FID Inception-v3 weights file" in capsys.readouterr().err
+
+
+def test_an_adaptive_solver_is_reported_at_its_tolerance_with_the_evaluations_it_used() -> None:
+    """'ode' on a (tiny, untrained) VP model: one row per tolerance, with the NFE read from StepRecord.nfe (an
+    untrained network's ODE is stiff near t_min, so the counts are not even monotone in the tolerance here)."""
+    from denoising_diffusion.diffusion import GaussianDiffusion
+    from denoising_diffusion.nn.unet import Unet
+    from denoising_diffusion.sweep import generate
+
+    torch.manual_seed(0)
+    unet = Unet(8, dim_mults=(1, 2), channels=3, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    diffusion = GaussianDiffusion(unet, image_size=8, process="vp").eval()
+    real = real_features_of(torch.rand(4, 3, 8, 8))
+    points = sweep(diffusion, real, pooled, ["ode"], [5], num=2, batch_size=2, tolerances=[0.5, 0.05],
+                   options=MetricOptions(metrics=("fid",)))  # fmt: skip
+    assert [(p.sampler, p.tolerance) for p in points] == [("ode", 0.5), ("ode", 0.05)]
+    assert min(p.nfe for p in points) > 2  # more than the 2 output points: the solver's own steps
+    assert generate(diffusion, 2, sampler="ode", steps=2, rtol=0.5, atol=0.5).nfe == points[0].nfe
+
+
+def real_features_of(images: torch.Tensor):
+    from denoising_diffusion.metrics import RealFeatures
+
+    return RealFeatures.from_features(pooled(images))
