@@ -43,7 +43,8 @@ class Contender:
         trainable: the module whose parameters the optimizer updates and whose call returns nothing useful.
         ema_target: the module the EMA copies and averages (the network, or the whole diffusion wrapper).
         loss: images (B, C, H, W) in [0, 1] -> scalar training loss (draws its noise from the global RNG).
-        sample: (averaged copy of ema_target, n, torch.Generator seeded for sampling) -> (n, C, H, W) in [0, 1].
+        sample: (averaged copy of ema_target, n, torch.Generator seeded for sampling, on the model's device)
+            -> (n, C, H, W) in [0, 1].
         num_parameters: parameters of the network alone.
     """
 
@@ -104,9 +105,9 @@ def _lucidrains(size: NetworkSize, steps: int) -> Contender:
     def sample(ema_diffusion: nn.Module, n: int, generator: torch.Generator) -> Tensor:
         # It draws from the global RNG only: seed it from the benchmark's generator and restore it afterwards.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator, device=generator.device)))
             with torch.inference_mode():
-                return ema_diffusion.eval().sample(batch_size=n)  # type: ignore[operator]
+                return ema_diffusion.eval().sample(batch_size=n)
 
     return Contender(diffusion, diffusion, diffusion, sample, _count(unet))
 
@@ -149,8 +150,8 @@ def _diffusers(size: NetworkSize, steps: int) -> Contender:
         scheduler = DDIMScheduler.from_config(train_scheduler.config)
         scheduler.set_timesteps(steps)
         ema_unet.eval()
-        device = next(ema_unet.parameters()).device
-        x = torch.randn((n, size.channels, size.image_size, size.image_size), generator=generator).to(device)
+        shape = (n, size.channels, size.image_size, size.image_size)
+        x = torch.randn(shape, generator=generator, device=generator.device)
         with torch.inference_mode():
             for t in scheduler.timesteps:
                 eps = ema_unet(x, t, return_dict=False)[0]

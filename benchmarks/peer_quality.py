@@ -3,7 +3,7 @@
 Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4] [--seeds 0 1 2]
                                           [--libraries ours denoising-diffusion-pytorch diffusers]
                                           [--recipes default v ...] [--num-samples 1000] [--draws 2]
-                                          [--sample-steps 100] [--jobs 2] [--threads 1]
+                                          [--sample-steps 50] [--jobs 2] [--threads 1]
                                           [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
         python benchmarks/peer_quality.py --report            # the tables, from the results file alone
         python benchmarks/peer_quality.py --list-recipes
@@ -83,14 +83,35 @@ RECIPES: dict[str, dict[str, Any]] = {
     "x0": {"diffusion": {"objective": "pred_x0"}},
     "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
     "eps_linear": {"diffusion": {"beta_schedule": "linear"}},
+    "sigmoid": {"diffusion": {"beta_schedule": "sigmoid"}},
+    # denoising-diffusion-pytorch's recipe: v-prediction, sigmoid schedule, the v-loss weighted by SNR/(SNR+1) (its
+    # ε-loss), which is min-SNR-γ with γ = ∞ (1e9 here: the config is JSON).
+    "v_epsw_sigmoid": {
+        "diffusion": {
+            "objective": "pred_v",
+            "beta_schedule": "sigmoid",
+            "min_snr_loss_weight": True,
+            "min_snr_gamma": 1e9,
+        }
+    },
     "edm": {"diffusion": {"process": "edm"}},
     "power_ema": {"ema": {"kind": "power", "sigma_rel": 0.05}},
     "power_ema_10": {"ema": {"kind": "power", "sigma_rel": 0.10}},
     "lr1e-3": {"lr": 1e-3, "warmup": 100},
     "lr5e-4": {"lr": 5e-4, "warmup": 100},
     "blocks1": {"unet": {"resnet_blocks": 1}},
-    "no_attn": {"unet": {"attention": ("none", "none"), "mid_attn": False}},
-    "mid_attn_only": {"unet": {"attention": ("none", "none")}},
+    "no_attn": {"unet": {"attention": "none", "mid_attn": False}},
+    "mid_attn_only": {"unet": {"attention": "none"}},
+    "blocks1_no_attn": {"unet": {"resnet_blocks": 1, "attention": "none", "mid_attn": False}},
+    "blocks1_no_attn_sigmoid": {
+        "unet": {"resnet_blocks": 1, "attention": "none", "mid_attn": False},
+        "diffusion": {"beta_schedule": "sigmoid"},
+    },
+    "blocks1_no_attn_lr1e-3": {
+        "unet": {"resnet_blocks": 1, "attention": "none", "mid_attn": False},
+        "lr": 1e-3,
+        "warmup": 100,
+    },
 }
 
 
@@ -229,7 +250,7 @@ def evaluate(job: Job, ema_model: nn.Module, contender: libs.Contender, referenc
     """Fréchet distance of each of the job's draws (fixed seeds SAMPLE_SEED + draw) to the reference."""
     distances = []
     for draw in range(job.draws):
-        gen = torch.Generator().manual_seed(SAMPLE_SEED + draw)
+        gen = torch.Generator(job.device).manual_seed(SAMPLE_SEED + draw)  # on the device: samplers draw there
         with torch.autocast(torch.device(job.device).type, dtype=torch.bfloat16, enabled=job.bf16):
             images = contender.sample(ema_model, job.num_samples, gen)
         distances.append(frechet_distance_to(reference, images.float().cpu().clamp(0, 1)))
@@ -351,7 +372,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recipes", nargs="+", default=["default"], help="ours' recipes (--list-recipes)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--draws", type=int, default=2)
-    p.add_argument("--sample-steps", type=int, default=100)
+    p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--jobs", type=int, default=2, help="worker processes (runs in parallel)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--device", default="cpu")
