@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from ._utils import normalize_image_size
 from .choices import Choice
 from .image_files import UnreadableImageError, check_channels, load_image
-from .shapes import BuiltinShapes
+from .shapes import BuiltinShapes, shape_batches
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -38,6 +38,7 @@ __all__ = [
     "OnBadImage",
     "SkippedImage",
     "UnreadableImageError",
+    "builtin_image_batches",
     "get_builtin_dataset",
     "list_class_folders",
     "list_image_files",
@@ -316,6 +317,16 @@ def get_builtin_dataset(
     (for "shapes": num_images, seed)."""
     if name == "shapes":
         return BuiltinShapes(image_size=image_size, channels=channels, labelled=labelled, **kwargs)
+    raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
+
+
+def builtin_image_batches(
+    name: str, image_size: int | Sequence[int], channels: int = 3, *, num_images: int, seed: int, batch_size: int = 256
+) -> Iterator[Tensor]:
+    """The images of ``get_builtin_dataset(name, image_size, channels, num_images=num_images, seed=seed)`` in order,
+    as float32 batches (≤ batch_size, C, H, W) in [0, 1], without holding them all (evaluation's reference sets)."""
+    if name == "shapes":
+        return shape_batches(num_images, image_size, channels, seed=seed, batch_size=batch_size)
     raise ValueError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTIN_DATASETS)}")
 
 

@@ -5,7 +5,7 @@ Items are float32 tensors (C, H, W) with values in [0, 1], like every dataset of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ._utils import normalize_image_size
 from .image_files import check_channels
 
-__all__ = ["SHAPE_CLASSES", "BuiltinShapes"]
+__all__ = ["SHAPE_CLASSES", "BuiltinShapes", "shape_batches"]
 
 # Saturated colours with distinct luminance, so the shapes stay distinguishable in grayscale too.
 _SHAPE_COLORS = ((0.90, 0.15, 0.15), (0.15, 0.70, 0.20), (0.15, 0.30, 0.90), (0.95, 0.85, 0.10))
@@ -62,12 +62,7 @@ class BuiltinShapes(Dataset):
         labelled: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-        check_channels(channels)
-        self.image_size = normalize_image_size(image_size)
-        if min(self.image_size) < 4:
-            raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")
+        self.image_size = _check_arguments(num_images, image_size, channels)
         self.channels = channels
         self.seed = seed
         self.labelled = bool(labelled)
@@ -85,8 +80,42 @@ class BuiltinShapes(Dataset):
         return self.images[index]
 
 
+def shape_batches(
+    num_images: int, image_size: int | Sequence[int], channels: int = 3, seed: int = 0, batch_size: int = 256
+) -> Iterator[Tensor]:
+    """The images of ``BuiltinShapes(num_images, image_size, channels, seed)``, in order, ``batch_size`` at a time:
+    the same pixels bit for bit (every shape is drawn first, then painted a batch at a time), without holding all
+    of them (10 000 RGB images of 128x128 are 2 GB). Yields float32 (≤ batch_size, channels, H, W) in [0, 1]."""
+    size = _check_arguments(num_images, image_size, channels)
+    kind, color, radius, cy, cx = _draw_shapes(num_images, size, seed)
+    for start in range(0, num_images, batch_size):
+        part = slice(start, start + batch_size)
+        yield _paint_shapes((kind[part], color[part], radius[part], cy[part], cx[part]), size, channels)
+
+
+def _check_arguments(num_images: int, image_size: int | Sequence[int], channels: int) -> tuple[int, int]:
+    """ValueError for a bad count, size or channel count; the size as (H, W)."""
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+    check_channels(channels)
+    size = normalize_image_size(image_size)
+    if min(size) < 4:
+        raise ValueError(f"BuiltinShapes needs images of at least 4x4 pixels, got {image_size!r}")
+    return size
+
+
 def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> tuple[Tensor, Tensor]:
     """Render n shape images -> ((n, channels, H, W) in [0, 1], (n,) int64 labels 4 * shape + colour)."""
+    drawn = _draw_shapes(n, size, seed)
+    kind, color = drawn[0], drawn[1]
+    return _paint_shapes(drawn, size, channels), kind * len(_SHAPE_COLORS) + color
+
+
+_Drawn = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # kind, colour, radius, centre y, centre x: (n,) each
+
+
+def _draw_shapes(n: int, size: tuple[int, int], seed: int) -> _Drawn:
+    """Each image's shape kind (0: disc, 1: square), colour index, radius (half side for squares) and centre."""
     height, width = size
     gen = torch.Generator().manual_seed(seed)
     short = min(height, width)
@@ -95,6 +124,13 @@ def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> t
     radius = short * (0.18 + 0.14 * torch.rand(n, generator=gen))  # half side for squares
     cy = radius + (height - 2 * radius) * torch.rand(n, generator=gen)  # keep the shape inside the image
     cx = radius + (width - 2 * radius) * torch.rand(n, generator=gen)
+    return kind, color, radius, cy, cx
+
+
+def _paint_shapes(drawn: _Drawn, size: tuple[int, int], channels: int) -> Tensor:
+    """The drawn shapes as (n, channels, H, W) images in [0, 1]."""
+    kind, color, radius, cy, cx = drawn
+    n, (height, width) = len(kind), size
     ys = torch.arange(height, dtype=torch.float32) + 0.5  # pixel centres
     xs = torch.arange(width, dtype=torch.float32) + 0.5
     dy = ys.view(1, height, 1) - cy.view(n, 1, 1)  # (n, H, 1)
@@ -111,4 +147,4 @@ def _render_shapes(n: int, size: tuple[int, int], channels: int, seed: int) -> t
         images = (images * luma).sum(dim=1, keepdim=True)
     elif channels == 4:
         images = torch.cat([images, torch.ones(n, 1, height, width)], dim=1)
-    return images.clamp_(0.0, 1.0).contiguous(), kind * len(_SHAPE_COLORS) + color
+    return images.clamp_(0.0, 1.0).contiguous()
