@@ -1,11 +1,14 @@
-"""Real images' features from a folder, computed once and cached.
+"""Real images' features from a folder or a built-in data set, computed once and cached.
 
-:func:`real_features` reads every image under a folder (recursively, sorted; data.list_image_files), passes them
-through an extractor in batches and returns :class:`~denoising_diffusion.metrics.RealFeatures`. The result is
-cached in one file per (folder, extractor identity, image size, channels, resize) under ``cache_dir``, and the
-file also records the folder's listing (each file's relative path, size in bytes and modification time in ns):
-the cache is reused only when all of these match, and recomputed (and overwritten) when any changes — a file
-added, removed or rewritten, another extractor (or the same network retrained), another image size.
+:func:`real_features` reads every image under a folder (recursively, sorted; data.list_image_files), or draws the
+images of a :class:`~denoising_diffusion.real_sets.BuiltinReference`, passes them through an extractor in batches
+and returns :class:`~denoising_diffusion.metrics.RealFeatures`. The result is cached in one file per key under
+``cache_dir``. A folder's key is (folder, extractor identity, image size, channels, resize), and the file also
+records the folder's listing (each file's relative path, size in bytes and modification time in ns). A built-in
+data set's key is (name, seed, number of images, extractor identity, image size, channels): the images are a
+function of these, so there is no listing, and nothing to resize (they are drawn at the size). The cache is reused
+only when everything matches, and recomputed (and overwritten) when anything changes — a file added, removed or
+rewritten, another extractor (or the same network retrained), another image size, another count.
 
 Default ``cache_dir``: ``$XDG_CACHE_HOME/denoising_diffusion/real-features`` (``~/.cache/...`` without it); the
 command line's ``--cache-dir`` changes it, ``--no-cache`` skips it. Files are written atomically (a temporary file
@@ -37,6 +40,7 @@ from .evaluation import extract_features
 from .features import NamedExtractor
 from .image_files import load_image
 from .metrics import RealFeatures
+from .real_sets import BuiltinReference
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +77,28 @@ def check_sizes(paths: list[Path], image_size: int, resize: bool) -> None:
         )
 
 
-def _batches(paths: list[Path], image_size: int, channels: int, batch_size: int) -> Iterator[Tensor]:
+RealSource = str | os.PathLike[str] | BuiltinReference
+"""A folder of real images, or a built-in data set drawn afresh (real_sets.resolve_real reads the command line's)."""
+
+
+def _file_batches(paths: list[Path], image_size: int, channels: int, batch_size: int) -> Iterator[Tensor]:
     for start in range(0, len(paths), batch_size):
         yield torch.stack([load_image(p, image_size, channels) for p in paths[start : start + batch_size]])
 
 
+def _image_batches(
+    source: RealSource, image_size: int, channels: int, resize: bool, batch_size: int
+) -> Iterator[Tensor]:
+    """The real images (B, C, image_size, image_size) in [0, 1], a batch at a time; a folder's sizes checked first."""
+    if isinstance(source, BuiltinReference):
+        return source.batches(image_size, channels, batch_size)
+    paths = list_image_files(source)
+    check_sizes(paths, image_size, resize)
+    return _file_batches(paths, image_size, channels, batch_size)
+
+
 def folder_features(
-    folder: str | os.PathLike[str],
+    folder: RealSource,
     extractor: NamedExtractor,
     *,
     image_size: int,
@@ -88,12 +107,11 @@ def folder_features(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> Tensor:
-    """Features (M, F), float64 on the CPU, of every image under ``folder`` (no cache)."""
-    paths = list_image_files(folder)
-    check_sizes(paths, image_size, resize)
+    """Features (M, F), float64 on the CPU, of every image under ``folder``, or of a built-in data set's images
+    (no cache)."""
     parts = [
         extract_features(extractor.extractor, images.to(device), batch_size=batch_size)
-        for images in _batches(paths, image_size, channels, batch_size)
+        for images in _image_batches(folder, image_size, channels, resize, batch_size)
     ]
     return torch.cat(parts)
 
@@ -107,21 +125,24 @@ def _listing(folder: Path) -> list[list[object]]:
     return listing
 
 
-def cache_key(folder: Path, identity: str, image_size: int, channels: int, resize: bool) -> dict[str, object]:
-    """What a cached file must match to be reused (the listing included)."""
-    return {
+def cache_key(source: RealSource, identity: str, image_size: int, channels: int, resize: bool) -> dict[str, object]:
+    """What a cached file must match to be reused: a folder's listing included; a built-in data set's name, seed and
+    count instead (``resize`` means nothing to it: its images are drawn at the size)."""
+    key: dict[str, object] = {
         "format": CACHE_FORMAT,
-        "folder": os.fspath(folder.resolve()),
         "extractor": identity,
         "image_size": image_size,
         "channels": channels,
-        "resize": resize,
-        "files": _listing(folder),
     }
+    if isinstance(source, BuiltinReference):
+        return {**key, **source.key()}
+    folder = Path(source)
+    return {**key, "folder": os.fspath(folder.resolve()), "resize": resize, "files": _listing(folder)}
 
 
 def cache_path(cache_dir: Path, key: dict[str, object]) -> Path:
-    """One file per (folder, extractor, size, channels, resize): the listing is checked inside, not in the name."""
+    """One file per key less the listing (folder or data set, extractor, size, channels, ...): a folder's listing
+    is checked inside, not in the name."""
     named = {k: v for k, v in key.items() if k != "files"}
     digest = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:20]
     return cache_dir / f"real-{digest}.pt"
@@ -141,7 +162,7 @@ def _read_cache(path: Path, key_text: str) -> Tensor | None:
 
 
 def real_features(
-    folder: str | os.PathLike[str],
+    folder: RealSource,
     extractor: NamedExtractor,
     *,
     image_size: int,
@@ -152,9 +173,10 @@ def real_features(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> RealFeatures:
-    """The real side of the metrics for the images under ``folder``, from the cache when it is valid (see the
-    module docstring), else computed and cached. ``cache_dir`` None: :func:`default_cache_dir`."""
-    root = Path(folder)
+    """The real side of the metrics for the images under ``folder`` (or of a built-in data set: a
+    :class:`~denoising_diffusion.real_sets.BuiltinReference`), from the cache when it is valid (see the module
+    docstring), else computed and cached. ``cache_dir`` None: :func:`default_cache_dir`."""
+    root = folder if isinstance(folder, BuiltinReference) else Path(folder)
     key = cache_key(root, extractor.identity, image_size, channels, resize)
     key_text = json.dumps(key, sort_keys=True)
     path = cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), key)
@@ -170,4 +192,4 @@ def real_features(
             stored = features.float() if torch.equal(features.float().double(), features) else features  # lossless
             save_checkpoint(path, {"key": key_text, "features": stored})
             logger.info("real features of %s: cached in %s", root, path)
-    return RealFeatures.from_features(features, extractor.identity, os.fspath(root))
+    return RealFeatures.from_features(features, extractor.identity, str(root))

@@ -12,12 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from denoising_diffusion.cli import main
+from denoising_diffusion.cli import build_parser, main, resolve_train_options
+from denoising_diffusion.cli.train import training_data
+from denoising_diffusion.data import BuiltinShapes
 from denoising_diffusion.feature_cache import real_features
 from denoising_diffusion.features import NamedExtractor, extractor_identity, resolve_extractor
 from denoising_diffusion.metrics import ImageMetric, MetricOptions
 from denoising_diffusion.pipeline import load_pipeline
+from denoising_diffusion.real_sets import REFERENCE_IMAGES, REFERENCE_SEED, BuiltinReference, resolve_real
 from denoising_diffusion.samplers import SAMPLERS
+from denoising_diffusion.shapes import shape_batches
 from denoising_diffusion.sweep import format_table, plot_sweep, steps_for_nfe, sweep
 from tests.eval_helpers import Projection, pooled
 from tests.trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401 (autouse fixture)
@@ -239,3 +243,86 @@ def real_features_of(images: torch.Tensor):
     from denoising_diffusion.metrics import RealFeatures
 
     return RealFeatures.from_features(pooled(images))
+
+
+# ----- REAL as a named data set (real_sets.py) ----------------------------------------------------------------------
+
+
+def test_cli_eval_and_sweep_score_against_a_named_data_set(trained, tmp_path: Path, monkeypatch, capsys) -> None:
+    checkpoint, _, _ = trained
+    monkeypatch.chdir(tmp_path)  # no path named 'shapes' here
+    common = ["--features", STAND_IN, "--real-num", "12", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main(["eval", str(checkpoint), "shapes", "--num", "6", "--steps", "3", "--kid-subsets", "5", *common]) == 0
+    out = capsys.readouterr().out
+    assert "real:       12 images from built-in data set 'shapes' (seed 1)" in out and "FID:" in out
+    argv = ["sweep", str(checkpoint), "shapes", "--samplers", "ddim", "--nfe", "2", "--num", "6", "--metrics", "fid",
+            "--plot", str(tmp_path / "sweep.png"), *common]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "real:       12 images from built-in data set 'shapes' (seed 1)" in out and (tmp_path / "sweep.png").is_file()
+    )
+    assert len(list((tmp_path / "cache").glob("real-*.pt"))) == 1  # the sweep reused eval's entry
+
+
+def test_a_folder_named_like_a_data_set_wins(trained, tmp_path: Path, monkeypatch, capsys) -> None:
+    checkpoint, _, _ = trained
+    _write_images(tmp_path / "shapes", 5)
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval", str(checkpoint), "shapes", "--num", "4", "--steps", "2", "--features", STAND_IN, "--metrics",
+            "fid", "--no-cache", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert "real:       5 images from shapes (features" in capsys.readouterr().out
+    assert main([*argv, "--real-num", "10"]) == 2  # a folder's images are all used: no count to choose
+    assert "--real-num (num_images=10) counts the images of a named data set" in capsys.readouterr().err
+
+
+def test_an_unknown_real_that_is_no_folder_lists_the_known_sets(trained, tmp_path: Path, capsys) -> None:
+    checkpoint, _, _ = trained
+    missing = os.fspath(tmp_path / "cifar10")
+    assert main(["eval", str(checkpoint), missing, "--num", "4", "--features", STAND_IN, "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert f"REAL {missing!r} is neither an existing folder (no such file or directory) nor a built-in" in err
+    assert "known data sets: shapes" in err
+    with pytest.raises(ValueError, match="unknown built-in data set 'mnist'; known data sets: shapes"):
+        BuiltinReference("mnist")
+
+
+def test_a_named_sets_cache_entry_is_reused_and_keyed_on_count_size_and_channels(tmp_path: Path) -> None:
+    counting = Counting()
+    extractor = NamedExtractor(counting, "counting")
+
+    def compute(reference: BuiltinReference, size: int = 8, channels: int = 3):
+        return real_features(reference, extractor, image_size=size, channels=channels, cache_dir=tmp_path)
+
+    first = compute(BuiltinReference("shapes", 6))
+    assert counting.seen == 6 and first.num_images == 6
+    expected = pooled(BuiltinShapes(6, 8, seed=REFERENCE_SEED).images).double()  # what the features are of
+    assert torch.equal(first.features, expected)
+    assert torch.equal(compute(BuiltinReference("shapes", 6)).features, first.features) and counting.seen == 6
+    assert compute(BuiltinReference("shapes", 7)).num_images == 7 and counting.seen == 13  # another count
+    compute(BuiltinReference("shapes", 6), size=6)  # another size
+    compute(BuiltinReference("shapes", 6), channels=1)  # another channel count
+    compute(BuiltinReference("shapes", 6, seed=2))  # another seed
+    assert counting.seen == 13 + 3 * 6 and len(list(tmp_path.glob("real-*.pt"))) == 5
+    compute(BuiltinReference("shapes", 7), size=8)
+    assert counting.seen == 31  # every entry kept: back to 7 images at 8x8 reads its file
+
+
+def test_the_reference_draw_is_not_the_training_draw(capsys) -> None:
+    """The default job's training images (cli/train.py, seed 0) against a reference of the same count: no image in
+    common (seed 1); and the batched draw is BuiltinShapes' bit for bit, in every channel layout."""
+    args = build_parser().parse_args(["train"])
+    training = training_data(args, resolve_train_options(args))
+    size, count = training.image_size[0], len(training)
+    reference = resolve_real("shapes", count)
+    assert isinstance(reference, BuiltinReference) and reference.seed == REFERENCE_SEED != training.seed
+    drawn = torch.cat(list(reference.batches(size, 3, batch_size=500)))
+    assert drawn.shape == training.images.shape
+    nearest = torch.cdist(drawn.flatten(1).double(), training.images.flatten(1).double()).min()
+    assert nearest > 0.1  # not one reference image is a training image
+    for channels in (1, 3, 4):
+        batches = list(shape_batches(10, (6, 7), channels, seed=3, batch_size=4))
+        assert [len(b) for b in batches] == [4, 4, 2]
+        assert torch.equal(torch.cat(batches), BuiltinShapes(10, (6, 7), channels, seed=3).images)
+    assert resolve_real("shapes").num_images == REFERENCE_IMAGES == 10_000  # type: ignore[union-attr]

@@ -1630,4 +1630,29 @@ MUTATIONS += (
         "the training metric's samples drawn from a seed that changes with the step: the curve mixes model and noise",
         EVAL_CLI,
     ),
+    # ----- REAL as a named data set (real_sets.py) ---------------------------------------------------------------
+    Mutation(
+        "reference-draws-training-seed",
+        "denoising_diffusion/real_sets.py",
+        "num_images=self.num_images, seed=self.seed, batch_size=batch_size",
+        "num_images=self.num_images, seed=0, batch_size=batch_size",
+        "the reference images drawn from the training seed 0 (the training images themselves) while the key says 1",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "named-cache-ignores-count",
+        "denoising_diffusion/real_sets.py",
+        '"seed": self.seed, "num_images": self.num_images}',
+        '"seed": self.seed}',
+        "a named set's cache entry not keyed on --real-num: features of another count are reused",
+        EVAL_CLI,
+    ),
+    Mutation(
+        "named-set-shadows-folder",
+        "denoising_diffusion/real_sets.py",
+        "    if path.exists():",
+        "    if path.exists() and os.fspath(text) not in BUILTIN_DATASETS:",
+        "a folder named like a data set (./shapes) silently replaced by the built-in set",
+        EVAL_CLI,
+    ),
 )

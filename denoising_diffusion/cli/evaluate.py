@@ -1,18 +1,20 @@
 """``denoising-diffusion eval CHECKPOINT REAL --num N``: FID, KID and precision/recall of a model's samples against
-a folder of real images (docs/evaluation.md), and the options ``sweep`` shares."""
+a folder of real images or a built-in data set (real_sets.py; docs/evaluation.md), and the options ``sweep``
+shares."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..data import BUILTIN_DATASETS
 from ..feature_cache import default_cache_dir, real_features
 from ..features import INCEPTION, NamedExtractor, resolve_extractor
 from ..metrics import KID_SUBSETS, PR_NEIGHBOURS, Metric, MetricOptions, RealFeatures, Scores, score_images
+from ..real_sets import REFERENCE_IMAGES, REFERENCE_SEED, resolve_real
 from ..sweep import generate
 from .args import (
     _add_threads_option,
@@ -36,8 +38,21 @@ def metric_list(text: str) -> tuple[Metric, ...]:
 def add_evaluation_options(p: Any) -> None:
     """REAL and everything about the features and metrics (eval and sweep)."""
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
-    p.add_argument("real", type=Path, metavar="REAL", help="folder of real images, read recursively")
+    p.add_argument(
+        "real",
+        metavar="REAL",
+        help="folder of real images, read recursively; or, when no such path exists, a built-in data set "
+        f"({', '.join(BUILTIN_DATASETS)}) drawn afresh at the model's size (seed {REFERENCE_SEED}, not the training "
+        "seed 0)",
+    )
     group = p.add_argument_group("features and metrics")
+    group.add_argument(
+        "--real-num",
+        type=positive_int,
+        default=None,
+        metavar="M",
+        help=f"images drawn when REAL is a built-in data set (default: {REFERENCE_IMAGES}); a folder's are all used",
+    )
     group.add_argument(
         "--features",
         default=INCEPTION,
@@ -118,10 +133,12 @@ def metric_options(args: argparse.Namespace) -> MetricOptions:
 
 
 def load_real(args: argparse.Namespace, diffusion: Any) -> tuple[RealFeatures, NamedExtractor]:
-    """The extractor of --features on the model's device and the real features of REAL (cached)."""
+    """The extractor of --features on the model's device and the real features of REAL (cached): a folder, or a
+    built-in data set of --real-num images (real_sets.resolve_real)."""
+    source = resolve_real(args.real, args.real_num)
     extractor = resolve_extractor(args.features, inception_weights=args.inception_weights, device=diffusion.device)
     real = real_features(
-        args.real, extractor, image_size=_side(diffusion), channels=diffusion.channels, resize=args.resize,
+        source, extractor, image_size=_side(diffusion), channels=diffusion.channels, resize=args.resize,
         cache_dir=args.cache_dir, use_cache=not args.no_cache, batch_size=args.batch_size, device=diffusion.device,
     )  # fmt: skip
     return real, extractor
@@ -132,6 +149,11 @@ def _side(diffusion: Any) -> int:
     if height != width:
         raise ValueError(f"evaluation needs a square model, this one generates {height}x{width}")
     return int(height)
+
+
+def print_real(real: RealFeatures, features: str) -> None:
+    """``real:       M images from SOURCE (features: NAME)``: M is part of the result (FID depends on it)."""
+    print(f"real:       {real.num_images} images from {real.source} (features: {features})")
 
 
 def print_scores(scores: Scores) -> None:
@@ -150,7 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
     diffusion, _ = load_model(args)
     options = metric_options(args)
     real, extractor = load_real(args, diffusion)
-    print(f"real:       {real.num_images} images from {os.fspath(args.real)} (features: {args.features})")
+    print_real(real, args.features)
     given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
     with torch.inference_mode():
         made = generate(diffusion, args.num, batch_size=args.batch_size, seed=args.seed, sampler=args.sampler,

@@ -4,7 +4,6 @@ evaluations, as a table and a plot (docs/evaluation.md, "Choosing a sampler").""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 
 from ..sweep import check_samplers, format_table, plot_sweep, sweep
 from .args import load_model, positive_int
-from .evaluate import add_evaluation_options, add_generation_options, load_real, metric_options
+from .evaluate import add_evaluation_options, add_generation_options, load_real, metric_options, print_real
 
 
 def _comma_list(kind: type) -> Any:
@@ -54,7 +53,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     diffusion, _ = load_model(args)
     check_samplers(diffusion, args.samplers)  # unknown names fail before any feature is computed
     real, extractor = load_real(args, diffusion)
-    print(f"real:       {real.num_images} images from {os.fspath(args.real)} (features: {args.features})")
+    print_real(real, args.features)
     with torch.inference_mode():
         points = sweep(
             diffusion, real, extractor.extractor, args.samplers, args.nfe, num=args.num, tolerances=args.tolerances,
