@@ -85,7 +85,12 @@ def _count(module: nn.Module) -> int:
 def _ours(size: NetworkSize, recipe: dict[str, Any], steps: int) -> Contender:
     from denoising_diffusion import GaussianDiffusion, Unet
 
-    unet = Unet(size.dim, dim_mults=size.dim_mults, channels=size.channels, **recipe.get("unet", {}))
+    if recipe.get("network") == LUCIDRAINS:  # a diagnostic: the peer's network inside our diffusion and sampler
+        from denoising_diffusion_pytorch import Unet as PeerUnet
+
+        unet = PeerUnet(size.dim, dim_mults=size.dim_mults, channels=size.channels)
+    else:
+        unet = Unet(size.dim, dim_mults=size.dim_mults, channels=size.channels, **recipe.get("unet", {}))
     diffusion = GaussianDiffusion(unet, image_size=size.image_size, timesteps=1000, **recipe.get("diffusion", {}))
     sampling = dict(recipe.get("sampling", {"sampler": "ddim"}))
 

@@ -84,6 +84,16 @@ RECIPES: dict[str, dict[str, Any]] = {
     "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
     "eps_linear": {"diffusion": {"beta_schedule": "linear"}},
     "sigmoid": {"diffusion": {"beta_schedule": "sigmoid"}},
+    # Diagnostic: denoising-diffusion-pytorch's Unet inside our GaussianDiffusion with its recipe (below).
+    "peer_unet_v_epsw_sigmoid": {
+        "network": libs.LUCIDRAINS,
+        "diffusion": {
+            "objective": "pred_v",
+            "beta_schedule": "sigmoid",
+            "min_snr_loss_weight": True,
+            "min_snr_gamma": 1e9,
+        },
+    },
     # denoising-diffusion-pytorch's recipe: v-prediction, sigmoid schedule, the v-loss weighted by SNR/(SNR+1) (its
     # ε-loss), which is min-SNR-γ with γ = ∞ (1e9 here: the config is JSON).
     "v_epsw_sigmoid": {
