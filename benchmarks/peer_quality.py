@@ -72,6 +72,7 @@ BATCH_SIZE = 64
 LOOP_LR = 2e-4
 LOOP_EMA_DECAY = 0.995
 SAMPLE_SEED = 10_000
+COMPILE_WARMUP_STEPS = 2  # steps that compile, run before the budget clock (train())
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "peer_quality.jsonl"
 
 # Ours' recipes: overrides of Unet / GaussianDiffusion / sampling / EMA / loop. "default" is the library's defaults.
@@ -229,9 +230,11 @@ class Clock:
 def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str, Any]]:
     """The one loop (module docstring). Returns the EMA copy, the contender and the run's training figures.
 
-    With ``--compile`` the first step (which compiles) runs before the budget clock starts: it counts as a step, and
-    its seconds are recorded as ``compile_s`` instead of being charged to the budget, which at a GPU's pace they
-    would dominate (diffusers' first compiled step took 82 s on an H200, 2026-11-30).
+    With ``--compile`` the first COMPILE_WARMUP_STEPS steps (which compile) run before the budget clock starts: they
+    count as steps, and their seconds are recorded as ``compile_s`` instead of being charged to the budget, which at
+    a GPU's pace they would dominate (on an H200, 2026-11-30: 39-44 s of compiling against 30-60 s budgets). Two,
+    because diffusers' ``DDPMScheduler.add_noise`` moves its ``alphas_cumprod`` to the device in its first call, so
+    the second call fails a guard and compiles again (seen with TORCH_LOGS=recompiles; another 35 s).
     """
     recipe = RECIPES[job.recipe] if job.library == libs.OURS else {}
     torch.manual_seed(job.seed)
@@ -260,8 +263,9 @@ def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str,
     wall0, steps, loss_sum, compile_s = time.perf_counter(), 0, 0.0, 0.0
     if job.compile_backend is not None:
         warm = Clock(job.device)
-        steps, loss_sum = 1, step(0)
-        compile_s = warm.elapsed()
+        for steps in range(COMPILE_WARMUP_STEPS):
+            loss_sum += step(steps)
+        steps, compile_s = COMPILE_WARMUP_STEPS, warm.elapsed()
     clock, wall1 = Clock(job.device), time.perf_counter()
     while clock.elapsed() < job.budget:
         steps, loss_sum = steps + 1, loss_sum + step(steps)
