@@ -108,9 +108,12 @@ def _lucidrains(size: NetworkSize, steps: int) -> Contender:
     diffusion = GaussianDiffusion(unet, image_size=size.image_size, timesteps=1000, sampling_timesteps=steps)
 
     def sample(ema_diffusion: nn.Module, n: int, generator: torch.Generator) -> Tensor:
-        # It draws from the global RNG only: seed it from the benchmark's generator and restore it afterwards.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator, device=generator.device)))
+        # It draws from the global RNG only: seed that with the benchmark generator's seed (restored afterwards), so
+        # that its x_T is the one ours and diffusers draw first from the generator: the same noise for every library.
+        device = generator.device
+        cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(generator.initial_seed())
             with torch.inference_mode():
                 return ema_diffusion.eval().sample(batch_size=n)
 

@@ -27,6 +27,19 @@ from typing import Any
 
 KEY_FIELDS = ("data", "library", "recipe", "seed", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device")
 
+# Where a run's initial noise x_T came from. "shared": every library starts each draw from the same x_T (the first
+# draw of the generator seeded SAMPLE_SEED + draw). Before 2026-11-30 23:45 UTC denoising-diffusion-pytorch drew its
+# x_T from a global seed derived from that generator, so its records without the field are "own": a different fixed
+# x_T set, whose luck was shared by all its runs and so invisible in the seed spread (benchmarks/README.md).
+SHARED_NOISE, OWN_NOISE = "shared", "own"
+
+
+def noise_of(record: dict[str, Any]) -> str:
+    """The record's x_T protocol: its ``x_T`` field, else "own" for denoising-diffusion-pytorch's old records (ours and
+    diffusers always drew x_T from the generator itself, the shared draw)."""
+    return record.get("x_T") or (OWN_NOISE if record["library"] == "denoising-diffusion-pytorch" else SHARED_NOISE)
+
+
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no scipy needed).
 _T95 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -40,7 +53,7 @@ def t95(dof: int) -> float:
 
 
 def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record.get(k) for k in KEY_FIELDS)
+    return (*(record.get(k) for k in KEY_FIELDS), noise_of(record))
 
 
 def load(path: Path) -> list[dict[str, Any]]:

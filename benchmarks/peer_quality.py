@@ -299,7 +299,8 @@ def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tu
         "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed,
         "budget_cpu_s": job.budget, "sample_steps": job.sample_steps, "num_samples": job.num_samples,
         "draws": job.draws, "device": job.device, "bf16": job.bf16, "compile": job.compile_backend,
-        "threads": job.threads, "fd": distances, "floor_mean": floor[0], "floor_sd": floor[1],
+        "x_T": results.SHARED_NOISE, "threads": job.threads, "fd": distances,
+        "floor_mean": floor[0], "floor_sd": floor[1],
         "parameters": contender.num_parameters, "sample_cpu_s": time.process_time() - sample_cpu,
         "wall_s": time.perf_counter() - start, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_share": figures["train_s"] / max(figures["train_wall_s"], 1e-9) / job.threads,
@@ -362,18 +363,25 @@ def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None
         )
 
 
+NOISE_WORDS = {
+    results.SHARED_NOISE: "shared by all libraries",
+    results.OWN_NOISE: "denoising-diffusion-pytorch's own (before the shared-noise fix)",
+}
+
+
 def report(records: list[dict[str, Any]]) -> str:
     """Markdown tables, one per (data, budget, sampling setting, device), rows per library/recipe."""
     lines: list[str] = []
-    setting = ("data", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device")
+    setting = ("data", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device", "x_T")
+    records = [{**r, "x_T": results.noise_of(r)} for r in records]
     for key, group in sorted(results.group(records, setting).items(), key=lambda kv: str(kv[0])):
-        data, budget, steps, n, draws, device = key
+        data, budget, steps, n, draws, device, noise = key
         cells = {k: results.cell(v) for k, v in results.group(group, ("library", "recipe")).items()}
         floor = group[0]["floor_mean"], group[0]["floor_sd"]
         lines += [
             f"\n**{data}**, budget {budget:.0f} CPU-s ({budget / CPU_SECONDS_PER_MINUTE:g} min of 2 cores), "
-            f"DDIM {steps} steps, {draws} draws of {n} samples, {device}; real-vs-real floor {floor[0]:.4f} ± "
-            f"{floor[1]:.4f}\n",
+            f"DDIM {steps} steps, {draws} draws of {n} samples, {device}, x_T {NOISE_WORDS[noise]}; real-vs-real "
+            f"floor {floor[0]:.4f} ± {floor[1]:.4f}\n",
             "| library / recipe | seeds | steps | FD mean ± sd | 95% interval | sampling sd | vs lucidrains | "
             "vs diffusers | ≤ ½ lucidrains |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
@@ -467,6 +475,7 @@ def _job_record(job: Job) -> dict[str, Any]:
     return {
         "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed, "budget_cpu_s": job.budget,
         "sample_steps": job.sample_steps, "num_samples": job.num_samples, "draws": job.draws, "device": job.device,
+        "x_T": results.SHARED_NOISE,
     }  # fmt: skip
 
 

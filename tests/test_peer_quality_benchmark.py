@@ -95,3 +95,32 @@ def test_data_order_is_the_seed_s_and_the_same_for_every_library():
     assert all(torch.equal(x, next(b)) for x in first)
     assert sorted(torch.cat(first[:1] + [next(a)]).tolist()) != list(range(100))  # batches of 64 without repeats
     assert len(set(first[0].tolist())) == 64
+
+
+def test_every_library_starts_each_draw_from_the_same_noise():
+    """Common random numbers: the x_T each library's sampler feeds its network first is the same tensor, so a
+    fixed draw's luck is shared by all libraries instead of being one library's bias in every run."""
+    from benchmarks import _quality_libraries as libs
+
+    size = libs.NetworkSize(32, (1, 2), 1, 8)
+    first_inputs = {}
+    for library in libs.LIBRARIES:
+        torch.manual_seed(0)
+        contender = libs.build(library, size, {}, 2)
+        network = contender.ema_target.model if library == libs.LUCIDRAINS else contender.ema_target
+        seen: list[torch.Tensor] = []
+        network.register_forward_pre_hook(lambda _module, args, seen=seen: seen.append(args[0].clone()))
+        torch.manual_seed(999)  # a global state that must not leak into the draw
+        contender.sample(contender.ema_target, 4, torch.Generator().manual_seed(123))
+        first_inputs[library] = seen[0]
+    expected = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(123))
+    for library, x_T in first_inputs.items():
+        assert torch.equal(x_T, expected), library
+
+
+def test_old_lucidrains_records_keep_their_own_noise_protocol():
+    old = {"library": "denoising-diffusion-pytorch", "seed": 0}
+    assert results.noise_of(old) == results.OWN_NOISE
+    assert results.noise_of({"library": "ours"}) == results.SHARED_NOISE
+    assert results.noise_of({**old, "x_T": results.SHARED_NOISE}) == results.SHARED_NOISE
+    assert results.run_key(old) != results.run_key({**old, "x_T": results.SHARED_NOISE})
