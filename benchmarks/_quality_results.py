@@ -32,12 +32,15 @@ KEY_FIELDS = ("data", "library", "recipe", "seed", "budget_cpu_s", "sample_steps
 # x_T from a global seed derived from that generator, so its records without the field are "own": a different fixed
 # x_T set, whose luck was shared by all its runs and so invisible in the seed spread (benchmarks/README.md).
 SHARED_NOISE, OWN_NOISE = "shared", "own"
+_LUCIDRAINS = (
+    "denoising-diffusion-pytorch"  # _quality_libraries.LUCIDRAINS; not imported, to keep this module torch-free
+)
 
 
 def noise_of(record: dict[str, Any]) -> str:
     """The record's x_T protocol: its ``x_T`` field, else "own" for denoising-diffusion-pytorch's old records (ours and
     diffusers always drew x_T from the generator itself, the shared draw)."""
-    return record.get("x_T") or (OWN_NOISE if record["library"] == "denoising-diffusion-pytorch" else SHARED_NOISE)
+    return record.get("x_T") or (OWN_NOISE if record["library"] == _LUCIDRAINS else SHARED_NOISE)
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (no scipy needed).

@@ -296,11 +296,8 @@ def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tu
     sample_cpu = time.process_time()
     distances = evaluate(job, ema_model, contender, feature_reference(classifier, data.heldout))
     record = {
-        "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed,
-        "budget_cpu_s": job.budget, "sample_steps": job.sample_steps, "num_samples": job.num_samples,
-        "draws": job.draws, "device": job.device, "bf16": job.bf16, "compile": job.compile_backend,
-        "x_T": results.SHARED_NOISE, "threads": job.threads, "fd": distances,
-        "floor_mean": floor[0], "floor_sd": floor[1],
+        **_job_record(job), "bf16": job.bf16, "compile": job.compile_backend, "threads": job.threads,
+        "fd": distances, "floor_mean": floor[0], "floor_sd": floor[1],
         "parameters": contender.num_parameters, "sample_cpu_s": time.process_time() - sample_cpu,
         "wall_s": time.perf_counter() - start, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_share": figures["train_s"] / max(figures["train_wall_s"], 1e-9) / job.threads,
@@ -472,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _job_record(job: Job) -> dict[str, Any]:
+    """The job's identifying fields (its results key, _quality_results.run_key), the start of its record."""
     return {
         "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed, "budget_cpu_s": job.budget,
         "sample_steps": job.sample_steps, "num_samples": job.num_samples, "draws": job.draws, "device": job.device,
