@@ -31,7 +31,9 @@ KEY_FIELDS = ("data", "library", "recipe", "seed", "budget_cpu_s", "sample_steps
 # draw of the generator seeded SAMPLE_SEED + draw). Before 2026-11-30 23:45 UTC denoising-diffusion-pytorch drew its
 # x_T from a global seed derived from that generator, so its records without the field are "own": a different fixed
 # x_T set, whose luck was shared by all its runs and so invisible in the seed spread (benchmarks/README.md).
-SHARED_NOISE, OWN_NOISE = "shared", "own"
+# "per_seed" (from 2026-12-01): training seed s draws its x_T sets from its own seeds, still the same for every library
+# (peer_quality.sample_seed), so which sets were drawn varies with the seed and shows in the seed spread.
+SHARED_NOISE, OWN_NOISE, PER_SEED_NOISE = "shared", "own", "per_seed"
 _LUCIDRAINS = (
     "denoising-diffusion-pytorch"  # _quality_libraries.LUCIDRAINS; not imported, to keep this module torch-free
 )

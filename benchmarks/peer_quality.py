@@ -3,6 +3,7 @@
 Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4] [--seeds 0 1 2]
                                           [--libraries ours denoising-diffusion-pytorch diffusers]
                                           [--recipes default v ...] [--num-samples 1000] [--draws 2]
+                                          [--x-t per_seed|shared]
                                           [--sample-steps 50] [--jobs 2] [--threads 1]
                                           [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
         python benchmarks/peer_quality.py --report            # the tables, from the results file alone
@@ -17,7 +18,8 @@ whatever the thread count (``--device cuda`` budgets wall seconds instead, synch
 library's default (see _quality_libraries.py); ``--recipes`` changes ours only (RECIPES below).
 
 Evaluation: ``--draws`` sets of ``--num-samples`` images per run, sampled from the EMA weights with DDIM (η = 0) at
-``--sample-steps`` steps, each set from its own fixed seed (the same seeds in every run), scored by the Fréchet
+``--sample-steps`` steps, each set from its own seed (:func:`sample_seed`: by default different for every training
+seed and the same for every library), scored by the Fréchet
 distance to held-out real images in the features of ``evaluation.train_classifier`` (trained once per data set on
 the training split and cached). The real-vs-real floor (``--num-samples`` training images against the same held-out
 set; mean ± sd over 20 subsets) is stored with every run. The rule for calling a difference (95% intervals over
@@ -72,6 +74,7 @@ BATCH_SIZE = 64
 LOOP_LR = 2e-4
 LOOP_EMA_DECAY = 0.995
 SAMPLE_SEED = 10_000
+SEED_STRIDE = 1_000  # per-seed x_T: training seed s draws from SAMPLE_SEED + SEED_STRIDE·(s + 1) + draw
 COMPILE_WARMUP_STEPS = 2  # steps that compile, run before the budget clock (train())
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "peer_quality.jsonl"
 
@@ -140,6 +143,7 @@ class Job:
     device: str
     bf16: bool
     compile_backend: str | None
+    noise: str = results.PER_SEED_NOISE  # the x_T protocol (sample_seed)
 
 
 @dataclass
@@ -277,11 +281,21 @@ def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str,
     return ema.ema_model, contender, figures
 
 
+def sample_seed(job: Job, draw: int) -> int:
+    """The seed of the generator a draw's x_T (and any sampling noise) comes from. It never depends on the library,
+    so for one training seed every library starts from the same x_T (paired comparisons). ``per_seed`` (the default
+    since 2026-12-01): each training seed has its own x_T sets, so an x_T set's luck is part of the seed spread
+    instead of a fixed bias shared by all runs; ``shared``: the same sets SAMPLE_SEED + draw for every run."""
+    if job.noise == results.PER_SEED_NOISE:
+        return SAMPLE_SEED + SEED_STRIDE * (job.seed + 1) + draw
+    return SAMPLE_SEED + draw
+
+
 def evaluate(job: Job, ema_model: nn.Module, contender: libs.Contender, reference: Any) -> list[float]:
-    """Fréchet distance of each of the job's draws (fixed seeds SAMPLE_SEED + draw) to the reference."""
+    """Fréchet distance of each of the job's draws (generator seeds: :func:`sample_seed`) to the reference."""
     distances = []
     for draw in range(job.draws):
-        gen = torch.Generator(job.device).manual_seed(SAMPLE_SEED + draw)  # on the device: samplers draw there
+        gen = torch.Generator(job.device).manual_seed(sample_seed(job, draw))  # on the device: samplers draw there
         with torch.autocast(torch.device(job.device).type, dtype=torch.bfloat16, enabled=job.bf16):
             images = contender.sample(ema_model, job.num_samples, gen)
         distances.append(frechet_distance_to(reference, images.float().cpu().clamp(0, 1)))
@@ -363,6 +377,7 @@ def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None
 NOISE_WORDS = {
     results.SHARED_NOISE: "shared by all libraries",
     results.OWN_NOISE: "denoising-diffusion-pytorch's own (before the shared-noise fix)",
+    results.PER_SEED_NOISE: "drawn per training seed, shared by all libraries",
 }
 
 
@@ -408,6 +423,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recipes", nargs="+", default=["default"], help="ours' recipes (--list-recipes)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--draws", type=int, default=2)
+    p.add_argument(
+        "--x-t", dest="noise", default=results.PER_SEED_NOISE, choices=[results.PER_SEED_NOISE, results.SHARED_NOISE],
+        help="x_T sets per training seed (default) or the same sets for every run (sample_seed)",
+    )  # fmt: skip
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--jobs", type=int, default=2, help="worker processes (runs in parallel)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -424,6 +443,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
         p.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    if not 1 <= args.draws <= SEED_STRIDE:
+        p.error(f"--draws {args.draws}: must be 1 to {SEED_STRIDE} (the draws of one seed must not reach the next's)")
     return args
 
 
@@ -438,7 +459,7 @@ def plan(args: argparse.Namespace) -> list[Job]:
                         jobs.append(
                             Job(data, library, recipe, seed, minutes * CPU_SECONDS_PER_MINUTE, args.sample_steps,
                                 args.num_samples, args.draws, args.threads, args.device, args.bf16,
-                                args.compile_backend if args.compile else None)
+                                args.compile_backend if args.compile else None, args.noise)
                         )  # fmt: skip
     return list(dict.fromkeys(jobs))
 
@@ -473,7 +494,7 @@ def _job_record(job: Job) -> dict[str, Any]:
     return {
         "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed, "budget_cpu_s": job.budget,
         "sample_steps": job.sample_steps, "num_samples": job.num_samples, "draws": job.draws, "device": job.device,
-        "x_T": results.SHARED_NOISE,
+        "x_T": job.noise,
     }  # fmt: skip
 
 

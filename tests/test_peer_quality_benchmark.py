@@ -124,3 +124,42 @@ def test_old_lucidrains_records_keep_their_own_noise_protocol():
     assert results.noise_of({"library": "ours"}) == results.SHARED_NOISE
     assert results.noise_of({**old, "x_T": results.SHARED_NOISE}) == results.SHARED_NOISE
     assert results.run_key(old) != results.run_key({**old, "x_T": results.SHARED_NOISE})
+
+
+def _job(seed: int, library: str, noise: str) -> peer_quality.Job:
+    return peer_quality.Job("digits", library, "default", seed, 1.0, 3, 4, 3, 1, "cpu", False, None, noise)
+
+
+def test_per_seed_x_T_changes_with_the_training_seed_and_is_shared_by_the_libraries(monkeypatch):
+    """The default protocol: each training seed evaluates on its own x_T sets (so a set's luck lands in the seed
+    spread), and for one seed every library gets the same generator seeds (the comparison stays paired)."""
+    from benchmarks import _quality_libraries as libs
+
+    seen: dict[tuple[int, str, str], list[int]] = {}
+
+    class Recorder:
+        def sample(self, _model, n, gen):
+            seen.setdefault(key, []).append(gen.initial_seed())
+            return torch.zeros(n, 1, 8, 8)
+
+    monkeypatch.setattr(peer_quality, "frechet_distance_to", lambda _reference, _images: 0.0)
+    for seed in (0, 1):
+        for library in libs.LIBRARIES:
+            for noise in (results.PER_SEED_NOISE, results.SHARED_NOISE):
+                key = (seed, library, noise)
+                peer_quality.evaluate(_job(seed, library, noise), None, Recorder(), None)
+    for noise in (results.PER_SEED_NOISE, results.SHARED_NOISE):
+        for seed in (0, 1):
+            assert len({tuple(seen[seed, lib, noise]) for lib in libs.LIBRARIES}) == 1
+            assert len(set(seen[seed, libs.OURS, noise])) == 3  # three draws, three different sets
+    per_seed = [set(seen[s, libs.OURS, results.PER_SEED_NOISE]) for s in (0, 1)]
+    assert not per_seed[0] & per_seed[1]  # no set is reused by another training seed
+    assert seen[0, libs.OURS, results.SHARED_NOISE] == seen[1, libs.OURS, results.SHARED_NOISE]
+    assert not per_seed[0] & set(seen[0, libs.OURS, results.SHARED_NOISE])  # disjoint from the old fixed sets
+
+
+def test_the_x_T_protocol_is_part_of_the_results_key(tmp_path):
+    (per_seed,) = _run(tmp_path, "--seeds", "0", "--libraries", "ours")
+    (_, shared) = _run(tmp_path, "--seeds", "0", "--libraries", "ours", "--x-t", "shared")
+    assert per_seed["x_T"] == results.PER_SEED_NOISE and shared["x_T"] == results.SHARED_NOISE
+    assert results.noise_of(per_seed) == results.PER_SEED_NOISE
