@@ -70,22 +70,39 @@ def generate(
     generator = torch.Generator(device=diffusion.device).manual_seed(seed)
     classes = options.pop("classes", None)
     classes = _classes_for(diffusion, num) if classes is None else classes
-    images, counts, start = [], [], 0
+    images, meter, start = [], NfeMeter(), 0
     for n in chunk_sizes(num, batch_size):
-        seen: list[int] = []
-
-        def count(record: StepRecord, seen: list[int] = seen) -> None:
-            if record.nfe is not None:
-                seen.append(record.nfe)
-
         part = classes[start : start + n] if isinstance(classes, Tensor) else classes
         given = {} if part is None else {"classes": part}
-        batch = diffusion.sample(batch_size=n, sampler=info.name, steps=steps, generator=generator, callback=count,
+        batch = diffusion.sample(batch_size=n, sampler=info.name, steps=steps, generator=generator, callback=meter,
                                  **given, **options)  # fmt: skip
         images.append(batch.cpu())
-        counts.append(max(seen) if info.adaptive and seen else _fixed_nfe(diffusion, info, steps, options))
         start += n
-    return Generated(torch.cat(images), sum(counts) / len(counts))
+    return Generated(torch.cat(images), meter.per_call(diffusion, info, steps, options))
+
+
+class NfeMeter:
+    """A sampler callback that counts network evaluations per ``diffusion.sample`` call.
+
+    A call's records start at ``index`` 0; an adaptive solver's (or a corrector's) ``StepRecord.nfe`` is the count so
+    far in that call, so the call's count is its largest. Samplers whose count is fixed by the steps report None
+    there and are counted by ``SamplerInfo.nfe`` (:meth:`per_call`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []  # the counted evaluations of each call seen, in order
+
+    def __call__(self, record: StepRecord) -> None:
+        if record.index == 0 or not self.calls:
+            self.calls.append(0)
+        if record.nfe is not None:
+            self.calls[-1] = max(self.calls[-1], record.nfe)
+
+    def per_call(self, diffusion: Any, info: SamplerInfo, steps: int | None, options: Mapping[str, Any]) -> float:
+        """Mean network evaluations per call (per image of a batch): counted for an adaptive sampler, else
+        ``info.nfe`` at ``steps`` (the model's ``sampling_timesteps`` when None)."""
+        if info.adaptive and any(self.calls):
+            return sum(self.calls) / len(self.calls)
+        return float(_fixed_nfe(diffusion, info, steps, options))
 
 
 def _fixed_nfe(diffusion: Any, info: SamplerInfo, steps: int | None, options: Mapping[str, Any]) -> int:

@@ -218,6 +218,49 @@ def test_every_registered_sampler_runs_from_the_command_line(
         assert grid.size == (2 + 2 * (8 + 2), 2 + 2 * (8 + 2))  # 3 images in a 2x2 grid (ceil(sqrt(3)) per row)
 
 
+def _sample_nfe_line(checkpoint: Path, tmp_path: Path, capsys, *options: str) -> str:
+    argv = [
+        "sample",
+        str(checkpoint),
+        "--num",
+        "3",
+        "--batch-size",
+        "2",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path / "s.png"),
+    ]
+    assert main([*argv, *options]) == 0
+    return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sampler:"))
+
+
+def test_sample_prints_the_network_evaluations_per_image(untrained_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """Fixed-step samplers: the registry's count (Heun: 2·steps − 1); the adaptive 'ode': counted from the solver's
+    StepRecord.nfe, the mean over the two batches, more than its two output points."""
+    assert _sample_nfe_line(untrained_checkpoint, tmp_path, capsys, "--sampler", "ddim", "--steps", "3") == (
+        "sampler:    ddim, NFE 3 per image"
+    )
+    assert _sample_nfe_line(untrained_checkpoint, tmp_path, capsys, "--sampler", "heun", "--steps", "3").endswith(
+        "NFE 5 per image"
+    )
+    torch.manual_seed(0)
+    unet = Unet(8, dim_mults=(1, 2), channels=3, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    vp = save_pipeline(GaussianDiffusion(unet, image_size=8, process="vp"), tmp_path / "vp.pt")
+    line = _sample_nfe_line(vp, tmp_path, capsys, "--sampler", "ode", "--steps", "2", "--rtol", "0.5", "--atol", "0.5")
+    assert line.startswith("sampler:    ode, NFE ") and float(line.split()[3]) > 2
+
+
+def test_the_nfe_meter_counts_each_sample_call_from_its_first_step() -> None:
+    from denoising_diffusion.denoiser import StepRecord
+    from denoising_diffusion.sweep import NfeMeter
+
+    meter, x = NfeMeter(), torch.zeros(1)
+    for index, nfe in [(0, 3), (1, 7), (0, 4), (1, 6), (2, 9)]:  # two calls of an adaptive solver
+        meter(StepRecord(index=index, t=0.5, x_t=x, x_next=x, pred_x0=x, nfe=nfe))
+    assert meter.calls == [7, 9]
+
+
 def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
     images = write_pngs(tmp_path / "images")
     results = tmp_path / "results"

@@ -12,6 +12,7 @@ import torch
 from ..classifier import NoiseAwareClassifier
 from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS
+from ..sweep import NfeMeter
 from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
 from .args import (
     add_condition_options,
@@ -44,8 +45,12 @@ def run_sample(args: argparse.Namespace) -> int:
     classifier = load_classifier(args, generator.device)
     condition, count, per_row = sample_condition(diffusion, args, classifier)
     generator_options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
+    meter = NfeMeter()
     result = sample_in_chunks(diffusion, count, args.batch_size, generator, condition, return_all_timesteps=args.gif,
-                              **generator_options, **given_sampler_options(args))  # fmt: skip
+                              callback=meter, **generator_options, **given_sampler_options(args))  # fmt: skip
+    info = diffusion.sampler_info(args.sampler)
+    given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
+    print(f"sampler:    {info.name}, NFE {meter.per_call(diffusion, info, args.steps, given):g} per image")
     write_results(result, args, per_row)  # result: (N, C, H, W), or (N, S + 1, C, H, W) with --gif
     return 0
 
