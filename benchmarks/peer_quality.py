@@ -8,6 +8,7 @@ Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4]
                                           [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
         python benchmarks/peer_quality.py --report            # the tables, from the results file alone
         python benchmarks/peer_quality.py --list-recipes
+        python benchmarks/peer_quality.py --costs --data shapes --minutes 4 16 ...   # price a plan before running it
 
 One loop trains every library (:func:`train`): AdamW at lr 2e-4 (weight decay 0.01, torch's default), batch 64 drawn
 without replacement from a permutation seeded by the run's seed (the same data order for every library), the
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +375,81 @@ def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None
         )
 
 
+COST_TRAIN_STEPS, COST_SAMPLE_IMAGES, COST_SAMPLE_STEPS = 3, 16, 4
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Measured CPU-seconds of one library on one data set: a training step (batch BATCH_SIZE) and one network
+    evaluation of one image while sampling (the sampler's own loop, so its overhead is included)."""
+
+    train_step_s: float
+    image_step_s: float
+
+    def sampling_s(self, job: Job) -> float:
+        """CPU-seconds of the job's sampling: draws x samples x steps image-steps."""
+        return job.draws * job.num_samples * job.sample_steps * self.image_step_s
+
+    def run_s(self, job: Job) -> float:
+        """CPU-seconds of the job: its training budget plus its sampling."""
+        return job.budget + self.sampling_s(job)
+
+
+def measure_cost(data: Dataset, library: str, recipe: str) -> Cost:
+    """One warm-up, then the median of COST_TRAIN_STEPS timed steps; sampling COST_SAMPLE_IMAGES images at
+    COST_SAMPLE_STEPS steps after a warm-up call. Process CPU time of this process (one thread: run it alone)."""
+    recipe_spec = RECIPES[recipe] if library == libs.OURS else {}
+    torch.manual_seed(0)
+    contender = libs.build(library, data.size, recipe_spec, COST_SAMPLE_STEPS)
+    opt = torch.optim.AdamW(contender.trainable.parameters(), lr=LOOP_LR)
+    order = batches(len(data.train), 0)
+    times = []
+    for _ in range(COST_TRAIN_STEPS + 1):
+        start = time.process_time()
+        loss = contender.loss(data.train[next(order)])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.process_time() - start)
+    gen = torch.Generator().manual_seed(0)
+    contender.sample(contender.ema_target, 2, gen)  # warm-up
+    start = time.process_time()
+    contender.sample(contender.ema_target, COST_SAMPLE_IMAGES, gen)
+    image_step = (time.process_time() - start) / (COST_SAMPLE_IMAGES * COST_SAMPLE_STEPS)
+    return Cost(sorted(times[1:])[len(times[1:]) // 2], image_step)
+
+
+def costs(jobs: list[Job], datasets: dict[str, Dataset], processes: int) -> str:
+    """A table of measured costs per (data, library, recipe), the training steps each budget buys, and the CPU and
+    wall time the jobs would take (wall = CPU / ``processes``, as runs go side by side on one core each)."""
+    measured: dict[tuple[str, str, str], Cost] = {}
+    for job in jobs:
+        key = (job.data, job.library, job.recipe)
+        if key not in measured:
+            measured[key] = measure_cost(datasets[job.data], job.library, job.recipe)
+    lines = [
+        "| data | library / recipe | train step (CPU-s) | image-step (CPU-ms) | budget (CPU-s) | steps in budget | "
+        "sampling (CPU-min) | run (CPU-min) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    total = 0.0
+    for job in dict.fromkeys(replace(j, seed=0) for j in jobs):
+        c = measured[job.data, job.library, job.recipe]
+        seeds = sum(1 for j in jobs if replace(j, seed=0) == job)
+        total += seeds * c.run_s(job)
+        lines.append(
+            f"| {job.data} | {job.library}/{job.recipe} | {c.train_step_s:.4g} | {1000 * c.image_step_s:.3g} | "
+            f"{job.budget:g} | {job.budget / c.train_step_s:.0f} | {c.sampling_s(job) / 60:.1f} | "
+            f"{c.run_s(job) / 60:.1f} |"
+        )
+    lines.append(
+        f"\n{len(jobs)} runs: about {total / 3600:.1f} CPU-hours, {total / processes / 3600:.1f} h of wall time on "
+        f"{processes} worker(s) (sampling: {jobs[0].draws} draws of {jobs[0].num_samples} samples at "
+        f"{jobs[0].sample_steps} steps)"
+    )
+    return "\n".join(lines)
+
+
 NOISE_WORDS = {
     results.SHARED_NOISE: "shared by all libraries",
     results.OWN_NOISE: "denoising-diffusion-pytorch's own (before the shared-noise fix)",
@@ -438,6 +514,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench")
     p.add_argument("--report", action="store_true", help="print the tables from --results and exit")
     p.add_argument("--list-recipes", action="store_true")
+    p.add_argument(
+        "--costs", action="store_true",
+        help="measure each library's step costs on the chosen data and price the planned runs (all of them, "
+        "recorded or not), then exit: run it on an idle machine",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a seconds-long run on a few images (the test suite)")
     args = p.parse_args(argv)
     unknown = [r for r in args.recipes if r not in RECIPES]
@@ -472,6 +553,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.report:
         print(report(results.load(args.results)))
+        return
+    if args.costs:
+        torch.set_num_threads(args.threads)
+        jobs = plan(args)
+        print(costs(jobs, {name: load_data(name, quick=args.quick) for name in {j.data for j in jobs}}, args.jobs))
         return
     done = {results.run_key(r) for r in results.load(args.results)}
     jobs = [j for j in plan(args) if results.run_key(_job_record(j)) not in done]

@@ -163,3 +163,16 @@ def test_the_x_T_protocol_is_part_of_the_results_key(tmp_path):
     (_, shared) = _run(tmp_path, "--seeds", "0", "--libraries", "ours", "--x-t", "shared")
     assert per_seed["x_T"] == results.PER_SEED_NOISE and shared["x_T"] == results.SHARED_NOISE
     assert results.noise_of(per_seed) == results.PER_SEED_NOISE
+
+
+def test_costs_price_the_plan_from_measured_steps(tmp_path, capsys):
+    """--costs trains nothing to the budget and writes no results: one row per library with positive measured
+    costs, the steps the budget buys = budget / step cost, and the plan's total."""
+    peer_quality.main([*QUICK, "--costs", "--seeds", "0", "1", "--results", str(tmp_path / "r.jsonl")])
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| digits |")]
+    assert sorted(r[1].strip() for r in rows) == sorted(f"{lib}/default" for lib in peer_quality.libs.LIBRARIES)
+    for row in rows:
+        step_s, budget, steps = float(row[2]), float(row[4]), float(row[5])
+        assert step_s > 0 and float(row[3]) > 0 and steps == pytest.approx(budget / step_s, rel=0.02, abs=1)
+    assert "6 runs: about" in out and not (tmp_path / "r.jsonl").exists()
