@@ -188,37 +188,8 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     return save_pipeline(diffusion, tmp_path_factory.mktemp("ckpt") / "model-1.pt")
 
 
-@pytest.mark.parametrize("sampler", [name.value for name, info in SAMPLERS.items() if not info.needs_sde])  # DDPM ckpt
-def test_every_registered_sampler_runs_from_the_command_line(
-    untrained_checkpoint: Path, tmp_path: Path, sampler: str
-) -> None:
-    out = tmp_path / "s.png"
-    assert (
-        main(
-            [
-                "sample",
-                str(untrained_checkpoint),
-                "--sampler",
-                sampler,
-                "--steps",
-                "3",
-                "--num",
-                "3",
-                "--batch-size",
-                "2",
-                "--seed",
-                "0",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    with Image.open(out) as grid:
-        assert grid.size == (2 + 2 * (8 + 2), 2 + 2 * (8 + 2))  # 3 images in a 2x2 grid (ceil(sqrt(3)) per row)
-
-
 def _sample_nfe_line(checkpoint: Path, tmp_path: Path, capsys, *options: str) -> str:
+    """Run ``sample`` on 3 images in batches of 2 into tmp_path/s.png; its ``sampler:`` line."""
     argv = [
         "sample",
         str(checkpoint),
@@ -233,6 +204,16 @@ def _sample_nfe_line(checkpoint: Path, tmp_path: Path, capsys, *options: str) ->
     ]
     assert main([*argv, *options]) == 0
     return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sampler:"))
+
+
+@pytest.mark.parametrize("sampler", [name.value for name, info in SAMPLERS.items() if not info.needs_sde])  # DDPM ckpt
+def test_every_registered_sampler_runs_from_the_command_line(
+    untrained_checkpoint: Path, tmp_path: Path, capsys, sampler: str
+) -> None:
+    line = _sample_nfe_line(untrained_checkpoint, tmp_path, capsys, "--sampler", sampler, "--steps", "3")
+    assert line.startswith(f"sampler:    {sampler}, NFE ")
+    with Image.open(tmp_path / "s.png") as grid:
+        assert grid.size == (2 + 2 * (8 + 2), 2 + 2 * (8 + 2))  # 3 images in a 2x2 grid (ceil(sqrt(3)) per row)
 
 
 def test_sample_prints_the_network_evaluations_per_image(untrained_checkpoint: Path, tmp_path: Path, capsys) -> None:
