@@ -46,6 +46,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -433,9 +434,8 @@ def costs(jobs: list[Job], datasets: dict[str, Dataset], processes: int) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     total = 0.0
-    for job in dict.fromkeys(replace(j, seed=0) for j in jobs):
+    for job, seeds in Counter(replace(j, seed=0) for j in jobs).items():  # one row per job, seeds counted
         c = measured[job.data, job.library, job.recipe]
-        seeds = sum(1 for j in jobs if replace(j, seed=0) == job)
         total += seeds * c.run_s(job)
         lines.append(
             f"| {job.data} | {job.library}/{job.recipe} | {c.train_step_s:.4g} | {1000 * c.image_step_s:.3g} | "
