@@ -146,6 +146,7 @@ class Job:
     bf16: bool
     compile_backend: str | None
     noise: str = results.PER_SEED_NOISE  # the x_T protocol (sample_seed)
+    keep_weights: str | None = None  # a folder for the EMA weights (weights_path); not part of the results key
 
 
 @dataclass
@@ -283,6 +284,15 @@ def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str,
     return ema.ema_model, contender, figures
 
 
+def weights_path(job: Job) -> Path:
+    """Where ``--keep-weights`` puts a run's EMA state dict: one file per results key, so draws can be added later
+    without retraining (load it into ``_quality_libraries.build(...).ema_target`` of the same data and recipe)."""
+    assert job.keep_weights is not None
+    budget = f"{job.budget:g}s"
+    name = f"{job.data}-{job.library}-{job.recipe}-seed{job.seed}-{budget}-{job.device}.pt"
+    return Path(job.keep_weights) / name
+
+
 def sample_seed(job: Job, draw: int) -> int:
     """The seed of the generator a draw's x_T (and any sampling noise) comes from. It never depends on the library,
     so for one training seed every library starts from the same x_T (paired comparisons). ``per_seed`` (the default
@@ -309,6 +319,9 @@ def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tu
     torch.set_num_threads(job.threads)
     start = time.perf_counter()
     ema_model, contender, figures = train(job, data)
+    if job.keep_weights is not None:
+        weights_path(job).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ema_model.state_dict(), weights_path(job))
     sample_cpu = time.process_time()
     distances = evaluate(job, ema_model, contender, feature_reference(classifier, data.heldout))
     record = {
@@ -512,6 +525,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench")
+    p.add_argument(
+        "--keep-weights", type=Path, default=None, metavar="DIR",
+        help="save each run's EMA weights in DIR (weights_path), to add draws later without retraining",
+    )  # fmt: skip
     p.add_argument("--report", action="store_true", help="print the tables from --results and exit")
     p.add_argument("--list-recipes", action="store_true")
     p.add_argument(
@@ -540,7 +557,8 @@ def plan(args: argparse.Namespace) -> list[Job]:
                         jobs.append(
                             Job(data, library, recipe, seed, minutes * CPU_SECONDS_PER_MINUTE, args.sample_steps,
                                 args.num_samples, args.draws, args.threads, args.device, args.bf16,
-                                args.compile_backend if args.compile else None, args.noise)
+                                args.compile_backend if args.compile else None, args.noise,
+                                str(args.keep_weights) if args.keep_weights else None)
                         )  # fmt: skip
     return list(dict.fromkeys(jobs))
 

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from benchmarks import _quality_libraries as libs
 from benchmarks import _quality_results as results
 from benchmarks import peer_quality
 
@@ -176,3 +177,25 @@ def test_costs_price_the_plan_from_measured_steps(tmp_path, capsys):
         step_s, budget, steps = float(row[2]), float(row[4]), float(row[5])
         assert step_s > 0 and float(row[3]) > 0 and steps == pytest.approx(budget / step_s, rel=0.02, abs=1)
     assert "6 runs: about" in out and not (tmp_path / "r.jsonl").exists()
+
+
+def test_kept_weights_reproduce_the_recorded_distances(tmp_path):
+    """--keep-weights saves each run's EMA state dict; loaded into a freshly built contender it samples the draws the
+    record holds (so draws can be added later without retraining)."""
+    weights = tmp_path / "weights"
+    records = _run(tmp_path, "--seeds", "1", "--libraries", "ours", "diffusers", "--keep-weights", str(weights))
+    data = peer_quality.load_data("digits", quick=True)
+    classifier = peer_quality.feature_classifier("digits", data, tmp_path / "cache", quick=True)
+    reference = peer_quality.feature_reference(classifier, data.heldout)
+    jobs = peer_quality.plan(peer_quality._parse([*QUICK, "--seeds", "1", "--keep-weights", str(weights)]))
+    for r in records:
+        job = next(j for j in jobs if j.library == r["library"])
+        contender = libs.build(job.library, data.size, {}, job.sample_steps)
+        contender.ema_target.load_state_dict(torch.load(peer_quality.weights_path(job), weights_only=True))
+        assert peer_quality.evaluate(job, contender.ema_target.eval(), contender, reference) == pytest.approx(
+            r["fd"], rel=1e-5
+        )
+    assert sorted(p.name for p in weights.iterdir()) == [
+        "digits-diffusers-default-seed1-1.2s-cpu.pt",
+        "digits-ours-default-seed1-1.2s-cpu.pt",
+    ]
