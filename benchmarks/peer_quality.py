@@ -4,7 +4,7 @@ Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4]
                                           [--libraries ours denoising-diffusion-pytorch diffusers]
                                           [--recipes default v ...] [--num-samples 1000] [--draws 2]
                                           [--x-t per_seed|shared]
-                                          [--sample-steps 50] [--jobs 2] [--threads 1]
+                                          [--sample-steps 50] [--jobs 2] [--threads 1] [--keep-weights DIR]
                                           [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
         python benchmarks/peer_quality.py --report            # the tables, from the results file alone
         python benchmarks/peer_quality.py --list-recipes
@@ -32,6 +32,8 @@ held-out images) and ``shapes`` (the built-in discs and squares, 3x32x32, 4096 t
 
 Every finished run is appended to ``--results`` (default benchmarks/results/peer_quality.jsonl); a run already
 there is skipped, so a second invocation only adds what is missing (``--report`` reads it without training).
+``--keep-weights DIR`` keeps each trained network (:func:`weights_path`); an invocation that differs only in its
+sampling (more ``--draws``, say) then samples the kept networks instead of training them again.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import multiprocessing
 import os
 import platform
@@ -285,12 +288,33 @@ def train(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str,
 
 
 def weights_path(job: Job) -> Path:
-    """Where ``--keep-weights`` puts a run's EMA state dict: one file per results key, so draws can be added later
-    without retraining (load it into ``_quality_libraries.build(...).ema_target`` of the same data and recipe)."""
+    """Where ``--keep-weights`` puts a run's EMA state dict (its training figures beside it, ``.json``): one file per
+    trained network (data, library, recipe, seed, budget, device, bf16), so a later invocation with more
+    ``--draws``, another ``--num-samples`` or ``--sample-steps`` samples the same network instead of retraining it."""
     assert job.keep_weights is not None
-    budget = f"{job.budget:g}s"
-    name = f"{job.data}-{job.library}-{job.recipe}-seed{job.seed}-{budget}-{job.device}.pt"
+    precision = "-bf16" if job.bf16 else ""
+    name = f"{job.data}-{job.library}-{job.recipe}-seed{job.seed}-{job.budget:g}s-{job.device}{precision}.pt"
     return Path(job.keep_weights) / name
+
+
+def trained(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[str, Any]]:
+    """:func:`train`'s result; with ``--keep-weights``, the kept network and figures when both files are there
+    (the figures then carry ``weights_reused: True``), else trained and kept."""
+    if job.keep_weights is None:
+        return train(job, data)
+    path, figures_path = weights_path(job), weights_path(job).with_suffix(".json")
+    if path.exists() and figures_path.exists():
+        torch.manual_seed(job.seed)
+        recipe = RECIPES[job.recipe] if job.library == libs.OURS else {}
+        contender = libs.build(job.library, data.size, recipe, job.sample_steps)
+        contender.ema_target.load_state_dict(torch.load(path, map_location=job.device, weights_only=True))
+        figures = json.loads(figures_path.read_text())
+        return contender.ema_target.to(job.device), contender, {**figures, "weights_reused": True}
+    ema_model, contender, figures = train(job, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ema_model.state_dict(), path)
+    figures_path.write_text(json.dumps(figures) + "\n")
+    return ema_model, contender, figures
 
 
 def sample_seed(job: Job, draw: int) -> int:
@@ -318,10 +342,7 @@ def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tu
     """Train and evaluate one job in this process; returns its results record."""
     torch.set_num_threads(job.threads)
     start = time.perf_counter()
-    ema_model, contender, figures = train(job, data)
-    if job.keep_weights is not None:
-        weights_path(job).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(ema_model.state_dict(), weights_path(job))
+    ema_model, contender, figures = trained(job, data)
     sample_cpu = time.process_time()
     distances = evaluate(job, ema_model, contender, feature_reference(classifier, data.heldout))
     record = {
@@ -527,7 +548,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench")
     p.add_argument(
         "--keep-weights", type=Path, default=None, metavar="DIR",
-        help="save each run's EMA weights in DIR (weights_path), to add draws later without retraining",
+        help="keep each run's EMA weights and training figures in DIR (weights_path) and sample kept ones instead of "
+        "retraining: a later run with more --draws reuses them",
     )  # fmt: skip
     p.add_argument("--report", action="store_true", help="print the tables from --results and exit")
     p.add_argument("--list-recipes", action="store_true")

@@ -196,6 +196,17 @@ def test_kept_weights_reproduce_the_recorded_distances(tmp_path):
             r["fd"], rel=1e-5
         )
     assert sorted(p.name for p in weights.iterdir()) == [
+        "digits-diffusers-default-seed1-1.2s-cpu.json",
         "digits-diffusers-default-seed1-1.2s-cpu.pt",
+        "digits-ours-default-seed1-1.2s-cpu.json",
         "digits-ours-default-seed1-1.2s-cpu.pt",
     ]
+
+
+def test_more_draws_sample_the_kept_network_instead_of_retraining(tmp_path):
+    weights = ["--seeds", "0", "--libraries", "ours", "--keep-weights", str(tmp_path / "weights")]
+    (first,) = _run(tmp_path, *weights)
+    more = _run(tmp_path, *weights, "--draws", "3")[-1]  # argparse keeps the last --draws
+    assert more["draws"] == 3 and more["weights_reused"] is True and "weights_reused" not in first
+    assert (more["steps"], more["train_s"]) == (first["steps"], first["train_s"])
+    assert more["fd"][:2] == pytest.approx(first["fd"], rel=1e-5)  # the same network, the same first two x_T sets
