@@ -410,7 +410,7 @@ def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None
         )
 
 
-COST_TRAIN_STEPS, COST_SAMPLE_IMAGES, COST_SAMPLE_STEPS = 3, 16, 4
+COST_TRAIN_STEPS, COST_SAMPLE_STEPS = 3, 4
 
 
 @dataclass(frozen=True)
@@ -430,9 +430,10 @@ class Cost:
         return job.budget + self.sampling_s(job)
 
 
-def measure_cost(data: Dataset, library: str, recipe: str) -> Cost:
-    """One warm-up, then the median of COST_TRAIN_STEPS timed steps; sampling COST_SAMPLE_IMAGES images at
-    COST_SAMPLE_STEPS steps after a warm-up call. Process CPU time of this process (one thread: run it alone)."""
+def measure_cost(data: Dataset, library: str, recipe: str, sample_images: int) -> Cost:
+    """One warm-up, then the median of COST_TRAIN_STEPS timed steps; sampling ``sample_images`` images (the run's
+    own batch: per image, 500 images at 3x32x32 cost about twice what 16 do, as their activations leave the cache)
+    at COST_SAMPLE_STEPS steps after a warm-up call. Process CPU time of this process (one thread: run it alone)."""
     recipe_spec = RECIPES[recipe] if library == libs.OURS else {}
     torch.manual_seed(0)
     contender = libs.build(library, data.size, recipe_spec, COST_SAMPLE_STEPS)
@@ -449,19 +450,19 @@ def measure_cost(data: Dataset, library: str, recipe: str) -> Cost:
     gen = torch.Generator().manual_seed(0)
     contender.sample(contender.ema_target, 2, gen)  # warm-up
     start = time.process_time()
-    contender.sample(contender.ema_target, COST_SAMPLE_IMAGES, gen)
-    image_step = (time.process_time() - start) / (COST_SAMPLE_IMAGES * COST_SAMPLE_STEPS)
+    contender.sample(contender.ema_target, sample_images, gen)
+    image_step = (time.process_time() - start) / (sample_images * COST_SAMPLE_STEPS)
     return Cost(sorted(times[1:])[len(times[1:]) // 2], image_step)
 
 
 def costs(jobs: list[Job], datasets: dict[str, Dataset], processes: int) -> str:
     """A table of measured costs per (data, library, recipe), the training steps each budget buys, and the CPU and
     wall time the jobs would take (wall = CPU / ``processes``, as runs go side by side on one core each)."""
-    measured: dict[tuple[str, str, str], Cost] = {}
+    measured: dict[tuple[str, str, str, int], Cost] = {}
     for job in jobs:
-        key = (job.data, job.library, job.recipe)
+        key = (job.data, job.library, job.recipe, job.num_samples)
         if key not in measured:
-            measured[key] = measure_cost(datasets[job.data], job.library, job.recipe)
+            measured[key] = measure_cost(datasets[job.data], job.library, job.recipe, job.num_samples)
     lines = [
         "| data | library / recipe | train step (CPU-s) | image-step (CPU-ms) | budget (CPU-s) | steps in budget | "
         "sampling (CPU-min) | run (CPU-min) |",
@@ -469,7 +470,7 @@ def costs(jobs: list[Job], datasets: dict[str, Dataset], processes: int) -> str:
     ]
     total = 0.0
     for job, seeds in Counter(replace(j, seed=0) for j in jobs).items():  # one row per job, seeds counted
-        c = measured[job.data, job.library, job.recipe]
+        c = measured[job.data, job.library, job.recipe, job.num_samples]
         total += seeds * c.run_s(job)
         lines.append(
             f"| {job.data} | {job.library}/{job.recipe} | {c.train_step_s:.4g} | {1000 * c.image_step_s:.3g} | "
