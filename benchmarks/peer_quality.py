@@ -93,6 +93,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
     "eps_linear": {"diffusion": {"beta_schedule": "linear"}},
     "sigmoid": {"diffusion": {"beta_schedule": "sigmoid"}},
+    "linear": {"diffusion": {"beta_schedule": "linear"}},  # diffusers' schedule (DDPM's betas 1e-4 to 0.02)
     # Diagnostic: denoising-diffusion-pytorch's Unet inside our GaussianDiffusion with its recipe (below).
     "peer_unet_v_epsw_sigmoid": {
         "network": libs.LUCIDRAINS,
