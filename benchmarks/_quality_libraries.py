@@ -46,6 +46,10 @@ class Contender:
         sample: (averaged copy of ema_target, n, torch.Generator seeded for sampling, on the model's device)
             -> (n, C, H, W) in [0, 1].
         num_parameters: parameters of the network alone.
+        alphas_cumprod: ᾱ_t (T,) of the training schedule, index t = 0 … T−1 (x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with
+            x_0 in [−1, 1]); None for a continuous-time recipe of ours.
+        predict_eps: (averaged copy of ema_target, x_t (B, C, H, W) in [−1, 1], t (B,) int64) -> ε̂ (B, C, H, W), the
+            network's noise prediction under its objective, unclipped (denoising_error.py).
     """
 
     trainable: nn.Module
@@ -53,6 +57,8 @@ class Contender:
     loss: Callable[[Tensor], Tensor]
     sample: Callable[[nn.Module, int, torch.Generator], Tensor]
     num_parameters: int
+    alphas_cumprod: Tensor | None
+    predict_eps: Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -83,14 +89,19 @@ def _count(module: nn.Module) -> int:
 
 
 def _ours(size: NetworkSize, recipe: dict[str, Any], steps: int) -> Contender:
-    from denoising_diffusion import GaussianDiffusion, Unet
+    from denoising_diffusion import GaussianDiffusion, Process, Unet
 
-    if recipe.get("network") == LUCIDRAINS:  # a diagnostic: the peer's network inside our diffusion and sampler
+    network = recipe.get("network", OURS)  # a diagnostic: a peer's network inside our diffusion and sampler
+    if network == LUCIDRAINS:
         from denoising_diffusion_pytorch import Unet as PeerUnet
 
-        unet = PeerUnet(size.dim, dim_mults=size.dim_mults, channels=size.channels)
-    else:
+        unet: nn.Module = PeerUnet(size.dim, dim_mults=size.dim_mults, channels=size.channels)
+    elif network == DIFFUSERS:
+        unet = DiffusersNetwork(diffusers_unet(size), size.channels)
+    elif network == OURS:
         unet = Unet(size.dim, dim_mults=size.dim_mults, channels=size.channels, **recipe.get("unet", {}))
+    else:
+        raise ValueError(f"unknown network {network!r}; known: {', '.join(LIBRARIES)}")
     diffusion = GaussianDiffusion(unet, image_size=size.image_size, timesteps=1000, **recipe.get("diffusion", {}))
     sampling = dict(recipe.get("sampling", {"sampler": "ddim"}))
 
@@ -98,7 +109,12 @@ def _ours(size: NetworkSize, recipe: dict[str, Any], steps: int) -> Contender:
         model = diffusion.with_model(ema_unet).eval()
         return model.sample(n, steps=steps, generator=generator, **sampling)
 
-    return Contender(diffusion, unet, diffusion, sample, _count(unet))
+    def predict_eps(ema_unet: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return diffusion.with_model(ema_unet).eval().denoiser(clip_denoised=False)(x_t, t).eps
+
+    table = diffusion.alphas_cumprod if diffusion.process is Process.DDPM else None
+    return Contender(diffusion, unet, diffusion, sample, _count(unet), table, predict_eps)
 
 
 def _lucidrains(size: NetworkSize, steps: int) -> Contender:
@@ -117,7 +133,11 @@ def _lucidrains(size: NetworkSize, steps: int) -> Contender:
             with torch.inference_mode():
                 return ema_diffusion.eval().sample(batch_size=n)
 
-    return Contender(diffusion, diffusion, diffusion, sample, _count(unet))
+    def predict_eps(ema_diffusion: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return ema_diffusion.eval().model_predictions(x_t, t).pred_noise  # unclipped (clip_x_start=False)
+
+    return Contender(diffusion, diffusion, diffusion, sample, _count(unet), diffusion.alphas_cumprod, predict_eps)
 
 
 def diffusers_unet(size: NetworkSize) -> nn.Module:
@@ -139,6 +159,18 @@ def diffusers_unet(size: NetworkSize) -> nn.Module:
         down_block_types=down,
         up_block_types=up,
     )
+
+
+class DiffusersNetwork(nn.Module):
+    """diffusers' ``UNet2DModel`` behind our network interface, ``(x_t, t) -> output tensor``, for the diagnostic
+    recipes that train it inside our GaussianDiffusion (``{"network": DIFFUSERS}``)."""
+
+    def __init__(self, unet: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.unet, self.channels = unet, channels
+
+    def forward(self, x: Tensor, time: Tensor) -> Tensor:
+        return self.unet(x, time, return_dict=False)[0]
 
 
 def _diffusers(size: NetworkSize, steps: int) -> Contender:
@@ -166,4 +198,8 @@ def _diffusers(size: NetworkSize, steps: int) -> Contender:
                 x = scheduler.step(eps, t, x, eta=0.0).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
-    return Contender(unet, unet, loss, sample, _count(unet))
+    def predict_eps(ema_unet: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return ema_unet.eval()(x_t, t, return_dict=False)[0]
+
+    return Contender(unet, unet, loss, sample, _count(unet), train_scheduler.alphas_cumprod, predict_eps)

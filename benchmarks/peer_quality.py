@@ -81,6 +81,7 @@ LOOP_EMA_DECAY = 0.995
 SAMPLE_SEED = 10_000
 SEED_STRIDE = 1_000  # per-seed x_T: training seed s draws from SAMPLE_SEED + SEED_STRIDE·(s + 1) + draw
 COMPILE_WARMUP_STEPS = 2  # steps that compile, run before the budget clock (train())
+WEIGHTS_NAME = "{data}-{library}-{recipe}-seed{seed}-{budget:g}s-{device}{precision}.pt"  # weights_path()
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "peer_quality.jsonl"
 
 # Ours' recipes: overrides of Unet / GaussianDiffusion / sampling / EMA / loop. "default" is the library's defaults.
@@ -91,9 +92,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "v_sigmoid": {"diffusion": {"objective": "pred_v", "beta_schedule": "sigmoid"}},
     "x0": {"diffusion": {"objective": "pred_x0"}},
     "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
-    "eps_linear": {"diffusion": {"beta_schedule": "linear"}},
+    "eps_linear": {"diffusion": {"beta_schedule": "linear"}},  # diffusers' schedule (DDPM: β from 1e-4 to 0.02)
     "sigmoid": {"diffusion": {"beta_schedule": "sigmoid"}},
-    "linear": {"diffusion": {"beta_schedule": "linear"}},  # diffusers' schedule (DDPM's betas 1e-4 to 0.02)
     # Diagnostic: denoising-diffusion-pytorch's Unet inside our GaussianDiffusion with its recipe (below).
     "peer_unet_v_epsw_sigmoid": {
         "network": libs.LUCIDRAINS,
@@ -104,6 +104,9 @@ RECIPES: dict[str, dict[str, Any]] = {
             "min_snr_gamma": 1e9,
         },
     },
+    # Diagnostic: diffusers' UNet2DModel (its example's layout) inside our GaussianDiffusion with our defaults: is
+    # its network why it leads at 16 minutes (benchmarks/README.md)?
+    "peer_unet_diffusers": {"network": libs.DIFFUSERS},
     # denoising-diffusion-pytorch's recipe: v-prediction, sigmoid schedule, the v-loss weighted by SNR/(SNR+1) (its
     # ε-loss), which is min-SNR-γ with γ = ∞ (1e9 here: the config is JSON).
     "v_epsw_sigmoid": {
@@ -293,8 +296,10 @@ def weights_path(job: Job) -> Path:
     trained network (data, library, recipe, seed, budget, device, bf16), so a later invocation with more
     ``--draws``, another ``--num-samples`` or ``--sample-steps`` samples the same network instead of retraining it."""
     assert job.keep_weights is not None
-    precision = "-bf16" if job.bf16 else ""
-    name = f"{job.data}-{job.library}-{job.recipe}-seed{job.seed}-{job.budget:g}s-{job.device}{precision}.pt"
+    name = WEIGHTS_NAME.format(
+        data=job.data, library=job.library, recipe=job.recipe, seed=job.seed, budget=job.budget, device=job.device,
+        precision="-bf16" if job.bf16 else "",
+    )  # fmt: skip
     return Path(job.keep_weights) / name
 
 

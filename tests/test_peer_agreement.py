@@ -64,3 +64,24 @@ def test_training_loss_equals_the_peer_s_for_the_same_t_and_noise(objective, sch
     theirs = peer.p_losses(x_start, t, noise=noise)
     mine = ours.p_losses(x_start, t, noise=noise).mean()  # ours returns the (B,) per-image losses
     assert mine.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_diffusers_network_inside_our_diffusion_gives_diffusers_own_loss():
+    """The diagnostic recipe ``peer_unet_diffusers`` (benchmarks/peer_quality.py) trains diffusers' UNet2DModel
+    through our GaussianDiffusion; with diffusers' schedule (linear) its loss is diffusers' own training loss (ε-MSE
+    of the example) for the same t and noise, so the adapter passes x_t and t through unchanged."""
+    from diffusers import DDPMScheduler
+
+    from benchmarks import _quality_libraries as libs
+
+    torch.manual_seed(0)
+    unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()
+    ours = GaussianDiffusion(libs.DiffusersNetwork(unet, 1), image_size=8, timesteps=1000, beta_schedule="linear")
+    gen = torch.Generator().manual_seed(1)
+    x_start = torch.rand(16, 1, 8, 8, generator=gen) * 2 - 1
+    t = torch.randint(0, 1000, (16,), generator=gen)
+    noise = torch.randn(16, 1, 8, 8, generator=gen)
+    x_t = DDPMScheduler(1000, beta_schedule="linear").add_noise(x_start, noise, t)
+    theirs = torch.nn.functional.mse_loss(unet(x_t, t, return_dict=False)[0], noise)
+    mine = ours.p_losses(x_start, t, noise=noise).mean()
+    assert mine.item() == pytest.approx(theirs.item(), rel=1e-5)
