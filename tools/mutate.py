@@ -7,11 +7,12 @@
 
 The working tree is copied once to a temporary directory (without .git, caches and results); each mutation is
 applied there (its snippet must occur exactly once: a stale snippet is an error, never a silent skip), the module's
-tests run with ``python -m pytest -x -q -p no:cacheprovider <node ids>`` in the copy, and the file is restored.
+tests run with ``python -m pytest -x -q -p no:cacheprovider -n 0 <node ids>`` in the copy, and the file is restored.
 A mutant is *caught* when pytest fails (exit 1, or 2 for an import/collection error), *survived* when it passes,
 and an *error* when its snippet is stale, the run times out, or pytest reports a usage error or no tests.
 Before the mutants, the union of all selections runs once on the unmutated copy and must pass (``--no-baseline``
-skips it), so that a failing test cannot pass for a catch. Uses the standard library and pytest only.
+skips it), so that a failing test cannot pass for a catch. Uses the standard library, pytest and pytest-xdist
+(which pyproject's addopts name).
 See tests/README.md for the latest run and why each survivor survives.
 """
 
@@ -45,7 +46,8 @@ IGNORED = shutil.ignore_patterns(
     "results",
     "*.pyc",
 )
-PYTEST = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header"]
+# -n 0: a mutant's few tests run serially (pyproject's addopts would start a pytest-xdist worker per core for each)
+PYTEST = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-n", "0"]
 
 
 def load_mutations(path: Path = ROOT / "tools" / "mutations.py") -> ModuleType:
