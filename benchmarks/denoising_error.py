@@ -90,14 +90,6 @@ def kept_networks(weights: Path, data: str, library: str, recipe: str, budget: f
     return found
 
 
-def load(library: str, recipe: str, data: peer_quality.Dataset, path: Path) -> tuple[libs.Contender, nn.Module]:
-    """A freshly built contender and its averaged network with the kept weights loaded."""
-    spec = peer_quality.RECIPES[recipe] if library == libs.OURS else {}
-    contender = libs.build(library, data.size, spec, 1)
-    contender.ema_target.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return contender, contender.ema_target.eval()
-
-
 def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick: bool = False) -> dict[str, dict]:
     """{library label: {"errors": {seed: [(λ, ε-MSE) per level]}, "share": [per level]}} for every library with kept
     networks (ours under ``recipe``, the peers under their defaults)."""
@@ -110,7 +102,7 @@ def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick:
         label = f"{library} / {library_recipe}" if library == libs.OURS else library
         networks = kept_networks(weights, data_name, library, library_recipe, budget)
         for seed, path in networks.items():
-            contender, network = load(library, library_recipe, data, path)
+            contender, network = peer_quality.load_kept(library, library_recipe, data, path, 1)
             entry = found.setdefault(label, {"errors": {}, "share": training_share(contender.alphas_cumprod)})
             entry["errors"][seed] = epsilon_errors(contender, network, x0, eps)
     return found

@@ -310,17 +310,23 @@ def trained(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[st
         return train(job, data)
     path, figures_path = weights_path(job), weights_path(job).with_suffix(".json")
     if path.exists() and figures_path.exists():
-        torch.manual_seed(job.seed)
-        recipe = RECIPES[job.recipe] if job.library == libs.OURS else {}
-        contender = libs.build(job.library, data.size, recipe, job.sample_steps)
-        contender.ema_target.load_state_dict(torch.load(path, map_location=job.device, weights_only=True))
-        figures = json.loads(figures_path.read_text())
-        return contender.ema_target.to(job.device), contender, {**figures, "weights_reused": True}
+        contender, network = load_kept(job.library, job.recipe, data, path, job.sample_steps, job.device)
+        return network, contender, {**json.loads(figures_path.read_text()), "weights_reused": True}
     ema_model, contender, figures = train(job, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ema_model.state_dict(), path)
     figures_path.write_text(json.dumps(figures) + "\n")
     return ema_model, contender, figures
+
+
+def load_kept(library: str, recipe: str, data: Dataset, path: Path, sample_steps: int,
+              device: str = "cpu") -> tuple[libs.Contender, nn.Module]:  # fmt: skip
+    """A freshly built contender (sampling at ``sample_steps``) and its averaged network, the weights kept at
+    ``path`` loaded into it (``--keep-weights``; denoising_error.py reads them too)."""
+    spec = RECIPES[recipe] if library == libs.OURS else {}
+    contender = libs.build(library, data.size, spec, sample_steps)
+    contender.ema_target.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return contender, contender.ema_target.to(device).eval()
 
 
 def sample_seed(job: Job, draw: int) -> int:
