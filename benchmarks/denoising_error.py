@@ -103,8 +103,9 @@ def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick:
         networks = kept_networks(weights, data_name, library, library_recipe, budget)
         for seed, path in networks.items():
             contender, network = peer_quality.load_kept(library, library_recipe, data, path, 1)
+            errors = epsilon_errors(contender, network, x0, eps)  # first: it names a schedule without a table
             entry = found.setdefault(label, {"errors": {}, "share": training_share(contender.alphas_cumprod)})
-            entry["errors"][seed] = epsilon_errors(contender, network, x0, eps)
+            entry["errors"][seed] = errors
     return found
 
 
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         p.error(f"--weights {args.weights}: no such folder")
     torch.set_num_threads(1)
     budget = args.minutes * peer_quality.CPU_SECONDS_PER_MINUTE
-    found = measure(args.weights, args.data, budget, args.recipe, quick=args.quick)
+    try:
+        found = measure(args.weights, args.data, budget, args.recipe, quick=args.quick)
+    except ValueError as err:  # a continuous-time recipe has no ᾱ table
+        p.error(f"--recipe {args.recipe}: {err}")
     if not found:
         p.error(f"no kept networks of {args.data} at {args.minutes:g} minutes in {args.weights}")
     print(f"**{args.data}**, {args.minutes:g} minutes: ε-MSE of the kept EMA networks on the held-out images\n")

@@ -104,3 +104,10 @@ def test_the_script_reads_the_kept_networks_of_every_library(tmp_path, capsys) -
     with pytest.raises(SystemExit):
         denoising_error.main(["--weights", str(weights), "--minutes", "4", "--quick"])
     assert "no kept networks of digits at 4 minutes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # EDM is continuous in time: no ᾱ table, a one-line error
+        peer_quality.main(["--quick", "--minutes", "0.01", "--num-samples", "8", "--draws", "1", "--sample-steps",
+                           "2", "--jobs", "1", "--seeds", "0", "--libraries", "ours", "--recipes", "edm",
+                           "--results", str(tmp_path / "r.jsonl"), "--cache", str(tmp_path / "cache"),
+                           "--keep-weights", str(weights)])  # fmt: skip
+        denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick", "--recipe", "edm"])
+    assert "--recipe edm: the denoising error is defined here for discrete schedules only" in capsys.readouterr().err

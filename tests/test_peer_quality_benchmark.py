@@ -179,6 +179,15 @@ def test_costs_price_the_plan_from_measured_steps(tmp_path, capsys):
     assert "6 runs: about" in out and not (tmp_path / "r.jsonl").exists()
 
 
+def test_costs_time_sampling_at_each_run_s_own_sample_count(tmp_path, monkeypatch, capsys):
+    """Per image, a batch of 500 at 3x32x32 costs about twice a batch of 16, so --costs samples the run's own count."""
+    seen = []
+    monkeypatch.setattr(peer_quality, "measure_cost", lambda data, library, recipe, n: seen.append(n) or
+                        peer_quality.Cost(0.1, 0.001))  # fmt: skip
+    peer_quality.main([*QUICK, "--costs", "--num-samples", "7", "--libraries", "ours", "--seeds", "0"])
+    assert seen == [7]
+
+
 def test_kept_weights_reproduce_the_recorded_distances(tmp_path):
     """--keep-weights saves each run's EMA state dict; loaded into a freshly built contender it samples the draws the
     record holds (so draws can be added later without retraining)."""
