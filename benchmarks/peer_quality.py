@@ -83,6 +83,7 @@ SEED_STRIDE = 1_000  # per-seed x_T: training seed s draws from SAMPLE_SEED + SE
 COMPILE_WARMUP_STEPS = 2  # steps that compile, run before the budget clock (train())
 WEIGHTS_NAME = "{data}-{library}-{recipe}-seed{seed}-{budget:g}s-{device}{precision}.pt"  # weights_path()
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "peer_quality.jsonl"
+DEFAULT_CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench"  # the feature classifiers
 
 # Ours' recipes: overrides of Unet / GaussianDiffusion / sampling / EMA / loop. "default" is the library's defaults.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -334,8 +335,14 @@ def sample_seed(job: Job, draw: int) -> int:
     so for one training seed every library starts from the same x_T (paired comparisons). ``per_seed`` (the default
     since 2026-12-01): each training seed has its own x_T sets, so an x_T set's luck is part of the seed spread
     instead of a fixed bias shared by all runs; ``shared``: the same sets SAMPLE_SEED + draw for every run."""
-    if job.noise == results.PER_SEED_NOISE:
-        return SAMPLE_SEED + SEED_STRIDE * (job.seed + 1) + draw
+    return x_t_seed(job.seed, draw, job.noise)
+
+
+def x_t_seed(seed: int, draw: int, noise: str) -> int:
+    """:func:`sample_seed` of training seed ``seed``'s draw under the x_T protocol ``noise`` (sampler_variants.py
+    samples kept networks from the same sets)."""
+    if noise == results.PER_SEED_NOISE:
+        return SAMPLE_SEED + SEED_STRIDE * (seed + 1) + draw
     return SAMPLE_SEED + draw
 
 
@@ -363,12 +370,12 @@ def run_job(job: Job, data: Dataset, classifier: SmallImageClassifier, floor: tu
         "parameters": contender.num_parameters, "sample_cpu_s": time.process_time() - sample_cpu,
         "wall_s": time.perf_counter() - start, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu_share": figures["train_s"] / max(figures["train_wall_s"], 1e-9) / job.threads,
-        **figures, **_provenance(),
+        **figures, **provenance(),
     }  # fmt: skip
     return record
 
 
-def _provenance() -> dict[str, Any]:
+def provenance() -> dict[str, Any]:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
@@ -558,7 +565,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the training loss")
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    p.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "denoising_diffusion_bench")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument(
         "--keep-weights", type=Path, default=None, metavar="DIR",
         help="keep each run's EMA weights and training figures in DIR (weights_path) and sample kept ones instead of "

@@ -1,0 +1,226 @@
+"""DDIM variants on the networks peer_quality.py kept (``--keep-weights``): is a library's lead in its network or in
+its sampler?
+
+Every kept network is an ε-predictor (or is converted to one: ``Contender.predict_eps``) on its library's discrete
+1000-step ᾱ table, so any DDIM (Song et al. 2021, eq. 12, η = 0) can sample any of them. A *variant* is one DDIM,
+named ``CLIP/SPACING``:
+
+* CLIP — what happens to x̂_0 = (x_t − σ_t ε̂)/α_t at each step:
+  ``rederive`` clamps x̂_0 to [−1, 1] and recomputes ε̂ = (x_t − α_t x̂_0)/σ_t from it (ours' and
+  denoising-diffusion-pytorch's DDIM, GLIDE's convention); ``x0`` clamps x̂_0 but keeps the network's ε̂ for the
+  direction term √(1 − ᾱ_s) ε̂ (diffusers' ``DDIMScheduler`` with ``clip_sample=True`` and its default
+  ``use_clipped_model_output=False``); ``none`` clamps nothing.
+* SPACING — which of the T indices the steps visit (``schedules.Spacing``): ``linspace`` (ours' DDIM default:
+  round(linspace(T − 1, 0, steps))), ``leading`` (diffusers' default: 980, 960, …, 0 for 50 steps), ``trailing``.
+
+The last step goes to ᾱ = 1 in all of them (diffusers' ``set_alpha_to_one``), so x_0 = x̂_0. ``ours`` names
+``rederive/linspace`` and ``diffusers`` names ``x0/leading``: tests/test_sampler_variants_benchmark.py checks that
+these reproduce GaussianDiffusion.sample(sampler='ddim') and diffusers' own scheduler loop from the same x_T.
+
+Each (network, seed, variant) is sampled exactly as peer_quality.py samples the network's own record — the same
+x_T sets (``peer_quality.sample_seed``), ``--draws`` sets of ``--num-samples``, FD to the held-out images in the
+feature classifier's space — so the network's own variant reproduces its record, and any other variant is a paired
+comparison on the same x_T. Every result is a line of ``--results``; a rerun skips what is there.
+
+Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers ours/eps_linear \\
+            --variants ours diffusers x0/linspace [--seeds 2 3 4] [--minutes 16] [--draws 4] [--num-samples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks import _quality_libraries as libs
+from benchmarks import _quality_results as results
+from benchmarks import denoising_error, peer_quality
+from denoising_diffusion.denoiser import Denoiser, Prediction
+from denoising_diffusion.evaluation import feature_reference, frechet_distance_to
+from denoising_diffusion.samplers.ddim import sample_ddim
+from denoising_diffusion.schedules import NoiseSchedule, Spacing
+
+CLIPS = ("rederive", "x0", "none")
+NAMED = {"ours": "rederive/linspace", "diffusers": "x0/leading", "denoising-diffusion-pytorch": "rederive/trailing"}
+OWN = {libs.OURS: "ours", libs.DIFFUSERS: "diffusers", libs.LUCIDRAINS: "denoising-diffusion-pytorch"}
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "sampler_variants.jsonl"
+
+
+def parse_variant(name: str) -> tuple[str, Spacing]:
+    """``CLIP/SPACING`` or a library's name (NAMED) -> (clip, spacing). Raises ValueError naming the allowed
+    values."""
+    clip, _, spacing = NAMED.get(name, name).partition("/")
+    if clip not in CLIPS or spacing not in {s.value for s in Spacing}:
+        raise ValueError(
+            f"variant {name!r}: expected CLIP/SPACING with CLIP in {', '.join(CLIPS)} and SPACING in "
+            f"{', '.join(s.value for s in Spacing)}, or one of {', '.join(NAMED)}"
+        )
+    return clip, Spacing(spacing)
+
+
+def schedule_of(alphas_cumprod: Tensor) -> NoiseSchedule:
+    """The discrete schedule with this ᾱ table (T,): β_t = 1 − ᾱ_t/ᾱ_{t−1}, ᾱ_{−1} = 1."""
+    ab = alphas_cumprod.double()
+    return NoiseSchedule(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]]))
+
+
+def eps_denoiser(predict_eps: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, clip: str) -> Denoiser:
+    """(x_t, t) -> Prediction from an ε-predictor on ``schedule``, with x̂_0 treated as ``clip`` says (module
+    docstring). x_t: (B, C, H, W); t: (B,) int64 indices."""
+
+    def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+        eps = predict_eps(x_t, t).to(x_t.dtype)
+        alpha, sigma = (c.to(x_t.dtype).view(-1, 1, 1, 1) for c in schedule.alpha_sigma_at(t))
+        x0 = (x_t - sigma * eps) / alpha
+        if clip == "none":
+            return Prediction(x0=x0, eps=eps)
+        x0 = x0.clamp(-1.0, 1.0)
+        return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma if clip == "rederive" else eps)
+
+    return denoise
+
+
+def sample(contender: libs.Contender, network: nn.Module, variant: str, x_T: Tensor, steps: int) -> Tensor:
+    """DDIM (η = 0) of ``variant`` from x_T (B, C, H, W) in ``steps`` steps; images in [0, 1]."""
+    if contender.alphas_cumprod is None:
+        raise ValueError("DDIM variants are defined here for discrete schedules only (a continuous recipe?)")
+    clip, spacing = parse_variant(variant)
+    schedule = schedule_of(contender.alphas_cumprod)
+    denoiser = eps_denoiser(lambda x, t: contender.predict_eps(network, x, t), schedule, clip)
+    with torch.inference_mode():
+        x = sample_ddim(denoiser, x_T, schedule, schedule.timesteps(steps, spacing))
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def distances(contender: libs.Contender, network: nn.Module, variant: str, seed: int, args: argparse.Namespace,
+              shape: tuple[int, ...], reference: Any) -> list[float]:  # fmt: skip
+    """FD of each draw, from the x_T sets peer_quality gave this training seed's record."""
+    out = []
+    for draw in range(args.draws):
+        gen = torch.Generator().manual_seed(peer_quality.x_t_seed(seed, draw, args.noise))
+        x_T = torch.randn((args.num_samples, *shape), generator=gen)
+        out.append(frechet_distance_to(reference, sample(contender, network, variant, x_T, args.sample_steps)))
+    return out
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(record[k] for k in ("data", "library", "recipe", "seed", "budget_cpu_s", "variant", "sample_steps",
+                                     "num_samples", "draws", "x_T"))  # fmt: skip
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Sample every (network, seed, variant) not yet in ``args.results``; returns all matching records."""
+    data = peer_quality.load_data(args.data, quick=args.quick)
+    classifier = peer_quality.feature_classifier(args.data, data, args.cache, quick=args.quick)
+    reference = feature_reference(classifier, data.heldout)
+    budget = args.minutes * peer_quality.CPU_SECONDS_PER_MINUTE
+    done = {record_key(r): r for r in results.load(args.results)}
+    found = []
+    for library, recipe in args.networks:
+        kept = denoising_error.kept_networks(args.weights, args.data, library, recipe, budget)
+        for seed in sorted(s for s in kept if args.seeds is None or s in args.seeds):
+            contender, network = peer_quality.load_kept(library, recipe, data, kept[seed], args.sample_steps)
+            for variant in args.variants:
+                record = {"data": args.data, "library": library, "recipe": recipe, "seed": seed,
+                          "budget_cpu_s": budget, "variant": NAMED.get(variant, variant),
+                          "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
+                          "x_T": args.noise}  # fmt: skip
+                if record_key(record) not in done:
+                    fd = distances(contender, network, record["variant"], seed, args, tuple(data.train.shape[1:]),
+                                   reference)  # fmt: skip
+                    done[record_key(record)] = record = {**record, "fd": fd, **peer_quality.provenance()}
+                    results.append(args.results, record)
+                    print(f"{library}/{recipe} seed {seed} {record['variant']}: fd {[round(d, 3) for d in fd]}",
+                          flush=True)  # fmt: skip
+                found.append(done[record_key(record)])
+    return found
+
+
+def table(found: list[dict[str, Any]]) -> str:
+    """Markdown: per network, each variant's FD (mean of draws, then mean ± sd over seeds) and its paired
+    difference from the network's own library's DDIM where that was sampled too."""
+    score = {(r["library"], r["recipe"], r["variant"], r["seed"]): statistics.fmean(r["fd"]) for r in found}
+    lines = [
+        "| network | variant | seeds | FD mean ± sd | per seed | − own DDIM, per seed |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for library, recipe, variant in dict.fromkeys((r["library"], r["recipe"], r["variant"]) for r in found):
+        seeds = sorted(s for (lib, rec, var, s) in score if (lib, rec, var) == (library, recipe, variant))
+        values = [score[library, recipe, variant, s] for s in seeds]
+        own = NAMED[OWN[library]]
+        diffs = [score[library, recipe, variant, s] - score[library, recipe, own, s] for s in seeds
+                 if (library, recipe, own, s) in score]  # fmt: skip
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        paired = ", ".join(f"{d:+.2f}" for d in diffs) if variant != own else ""
+        lines.append(
+            f"| {library}/{recipe} | {variant} | {len(seeds)} | {statistics.fmean(values):.2f} ± {sd:.2f} | "
+            f"{', '.join(f'{v:.2f}' for v in values)} | {paired} |"
+        )
+    return "\n".join(lines)
+
+
+def _network(name: str) -> tuple[str, str]:
+    library, _, recipe = name.partition("/")
+    if library not in libs.LIBRARIES:
+        raise argparse.ArgumentTypeError(
+            f"network {name!r}: LIBRARY[/RECIPE] with LIBRARY in {', '.join(libs.LIBRARIES)}"
+        )
+    if recipe and library != libs.OURS:
+        raise argparse.ArgumentTypeError(f"network {name!r}: only {libs.OURS} has recipes")
+    recipe = recipe or "default"
+    if recipe not in peer_quality.RECIPES:
+        raise argparse.ArgumentTypeError(f"network {name!r}: unknown recipe; known: {', '.join(peer_quality.RECIPES)}")
+    return library, recipe
+
+
+def _variant(name: str) -> str:
+    try:
+        parse_variant(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", type=Path, required=True, help="the folder given to peer_quality --keep-weights")
+    p.add_argument("--networks", nargs="+", type=_network, default=[(libs.DIFFUSERS, "default")],
+                   help="LIBRARY[/RECIPE] of the kept networks to sample (default: diffusers)")  # fmt: skip
+    p.add_argument("--variants", nargs="+", type=_variant, default=["ours", "diffusers"],
+                   help=f"CLIP/SPACING (CLIP: {', '.join(CLIPS)}) or {', '.join(NAMED)}")  # fmt: skip
+    p.add_argument("--data", default="digits", choices=["digits", "shapes"])
+    p.add_argument("--minutes", type=float, default=16.0, help="the runs' budget (peer_quality --minutes)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: every kept seed")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--draws", type=int, default=4)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--x-t", dest="noise", default=results.PER_SEED_NOISE,
+                   choices=[results.PER_SEED_NOISE, results.SHARED_NOISE])  # fmt: skip
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument("--cache", type=Path, default=peer_quality.DEFAULT_CACHE)
+    p.add_argument("--quick", action="store_true", help="the quick data of peer_quality --quick (the test suite)")
+    args = p.parse_args(argv)
+    if not args.weights.is_dir():
+        p.error(f"--weights {args.weights}: no such folder")
+    torch.set_num_threads(args.threads)
+    try:
+        found = measure(args)
+    except ValueError as err:  # a continuous-time recipe has no ᾱ table
+        p.error(str(err))
+    if not found:
+        p.error(f"no kept networks of {args.data} at {args.minutes:g} minutes in {args.weights} for {args.networks}")
+    print(table(found))
+    return found
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""benchmarks/sampler_variants.py: its named DDIM variants are each library's own sampler (same network, same x_T,
+same output), its clip modes differ where they should, and the script reproduces peer_quality's records from the
+kept networks. No quality is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import _quality_libraries as libs
+from benchmarks import peer_quality, sampler_variants
+from denoising_diffusion.schedules import NoiseSchedule
+
+SIZE = libs.NetworkSize(32, (1, 2), 1, 8)  # diffusers' GroupNorm(32) needs 32 channels
+
+
+def _randomized(contender: libs.Contender) -> torch.nn.Module:
+    """The contender's network with its output layers re-drawn, so that a fresh network's (often zeroed) output is
+    not trivially 0 and x̂_0 leaves [−1, 1] at high noise, where the clip modes differ."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in contender.ema_target.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05 + p)
+    return contender.ema_target.eval()
+
+
+@pytest.mark.parametrize(
+    ("library", "recipe", "variant"),
+    [
+        (libs.OURS, "default", "ours"),  # GaussianDiffusion.sample(sampler='ddim'), cosine schedule
+        (libs.OURS, "eps_linear", "ours"),
+        (libs.DIFFUSERS, "default", "diffusers"),  # DDIMScheduler.from_config(DDPMScheduler's) loop
+        (libs.LUCIDRAINS, "default", "denoising-diffusion-pytorch"),  # its ddim_sample, v-objective
+    ],
+)
+def test_a_named_variant_is_that_library_s_own_ddim(library: str, recipe: str, variant: str) -> None:
+    steps, n, seed = 10, 4, 123
+    contender = libs.build(library, SIZE, peer_quality.RECIPES[recipe] if library == libs.OURS else {}, steps)
+    network = _randomized(contender)
+    own = contender.sample(network, n, torch.Generator().manual_seed(seed))
+    x_T = torch.randn((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))  # the x_T every library draws
+    ours = sampler_variants.sample(contender, network, variant, x_T, steps)
+    # the peers compute their step coefficients in float32, and on this random network x̂_0 at high noise is x_t
+    # divided by √ᾱ_t ≈ 0.006, so their rounding reaches 3e-5 (denoising-diffusion-pytorch) and 5e-4 (diffusers)
+    # in the images; every other variant differs by 0.026 or more (measured)
+    tolerance = {libs.OURS: 2e-5, libs.LUCIDRAINS: 1e-4, libs.DIFFUSERS: 1e-3}[library]
+    assert ours == pytest.approx(own, abs=tolerance)
+    # the test can tell samplers apart: the other clip modes on the same grid give other images
+    clip, spacing = sampler_variants.parse_variant(variant)
+    for other in set(sampler_variants.CLIPS) - {clip}:
+        other_images = sampler_variants.sample(contender, network, f"{other}/{spacing.value}", x_T, steps)
+        assert (other_images - own).abs().max() > 1e-2, other
+
+
+def test_clip_modes_treat_x0_and_eps_as_documented() -> None:
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    x_t = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 3
+    eps = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    t = torch.full((3,), 900, dtype=torch.long)
+    alpha, sigma = (c.float().view(-1, 1, 1, 1) for c in schedule.alpha_sigma_at(t))
+    raw = (x_t - sigma * eps) / alpha
+    assert raw.abs().max() > 1.5  # at t = 900 the clamp bites
+    preds = {
+        clip: sampler_variants.eps_denoiser(lambda x, _t: eps, schedule, clip)(x_t, t)
+        for clip in sampler_variants.CLIPS
+    }
+    assert preds["none"].x0 == pytest.approx(raw, abs=1e-5) and torch.equal(preds["none"].eps, eps)
+    assert torch.equal(preds["x0"].x0, raw.clamp(-1, 1)) and torch.equal(preds["x0"].eps, eps)
+    assert torch.equal(preds["rederive"].x0, raw.clamp(-1, 1))
+    assert alpha * preds["rederive"].x0 + sigma * preds["rederive"].eps == pytest.approx(x_t, abs=1e-5)
+
+
+def test_schedule_of_rebuilds_the_table() -> None:
+    table = NoiseSchedule.from_name("cosine", 1000).alphas_cumprod.float()
+    assert sampler_variants.schedule_of(table).alphas_cumprod == pytest.approx(table.double(), rel=1e-6)
+
+
+def test_a_bad_variant_names_the_allowed_values() -> None:
+    with pytest.raises(ValueError, match="CLIP in rederive, x0, none and SPACING in .*linspace"):
+        sampler_variants.parse_variant("clamp/linspace")
+    with pytest.raises(ValueError, match="or one of ours, diffusers"):
+        sampler_variants.parse_variant("x0/evenly")
+
+
+def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) -> None:
+    weights, records, cache = tmp_path / "weights", tmp_path / "r.jsonl", tmp_path / "cache"
+    common = ["--num-samples", "8", "--draws", "2", "--sample-steps", "3", "--quick", "--cache", str(cache)]
+    peer_quality.main(
+        ["--minutes", "0.01", "--jobs", "1", "--seeds", "0", "1", "--libraries", "ours", "diffusers",
+         "--results", str(records), "--keep-weights", str(weights), *common]
+    )  # fmt: skip
+    out = tmp_path / "variants.jsonl"
+    argv = ["--weights", str(weights), "--minutes", "0.01", "--results", str(out), *common,
+            "--networks", "ours", "diffusers", "--variants", "ours", "diffusers", "x0/linspace"]  # fmt: skip
+    found = sampler_variants.main(argv)
+    assert len(found) == 2 * 2 * 3
+    # each network's own DDIM, sampled again from the kept weights, gives its benchmark record's distances
+    recorded = {(r["library"], r["seed"]): r["fd"] for r in map(json.loads, records.read_text().splitlines())}
+    own = {libs.OURS: "rederive/linspace", libs.DIFFUSERS: "x0/leading"}
+    for r in found:
+        if r["variant"] == own[r["library"]]:
+            assert r["fd"] == pytest.approx(recorded[r["library"], r["seed"]], rel=1e-4), r
+    table = capsys.readouterr().out
+    assert "| diffusers/default | rederive/linspace | 2 |" in table and "| ours/default | x0/leading | 2 |" in table
+    lines = out.read_text().splitlines()
+    assert len(lines) == 12
+    sampler_variants.main(argv)  # everything is recorded: nothing is sampled again
+    assert out.read_text().splitlines() == lines
+    with pytest.raises(SystemExit):
+        sampler_variants.main([*argv[:-3], "clamp/linspace"])
+    assert "variant 'clamp/linspace': expected CLIP/SPACING" in capsys.readouterr().err
