@@ -116,6 +116,20 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
                                      "num_samples", "draws", "x_T"))  # fmt: skip
 
 
+def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float) -> list[dict[str, Any]]:
+    """The network's peer_quality record (in ``args.peer_results``) as its own library's DDIM variant, which it is
+    (same x_T sets and sampler: tests/test_sampler_variants_benchmark.py); [] when there is none."""
+    wanted = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
+              "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
+              "device": "cpu"}  # fmt: skip
+    for r in results.load(args.peer_results):
+        if all(r.get(k) == v for k, v in wanted.items()) and results.noise_of(r) == args.noise and not r.get("bf16"):
+            return [
+                {**wanted, "variant": NAMED[OWN[library]], "x_T": args.noise, "fd": r["fd"], "source": "peer_quality"}
+            ]
+    return []
+
+
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Sample every (network, seed, variant) not yet in ``args.results``; returns all matching records."""
     data = peer_quality.load_data(args.data, quick=args.quick)
@@ -128,6 +142,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         kept = denoising_error.kept_networks(args.weights, args.data, library, recipe, budget)
         for seed in sorted(s for s in kept if args.seeds is None or s in args.seeds):
             contender, network = peer_quality.load_kept(library, recipe, data, kept[seed], args.sample_steps)
+            own = NAMED[OWN[library]]
+            if own not in {NAMED.get(v, v) for v in args.variants}:  # the benchmark's record is that variant
+                found += own_record(args, library, recipe, seed, budget)
             for variant in args.variants:
                 record = {"data": args.data, "library": library, "recipe": recipe, "seed": seed,
                           "budget_cpu_s": budget, "variant": NAMED.get(variant, variant),
@@ -206,6 +223,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                    choices=[results.PER_SEED_NOISE, results.SHARED_NOISE])  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument("--peer-results", type=Path, default=peer_quality.DEFAULT_RESULTS,
+                   help="peer_quality's results: a network's record there is its own DDIM's row")  # fmt: skip
     p.add_argument("--cache", type=Path, default=peer_quality.DEFAULT_CACHE)
     p.add_argument("--quick", action="store_true", help="the quick data of peer_quality --quick (the test suite)")
     args = p.parse_args(argv)

@@ -108,6 +108,17 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
     assert len(lines) == 12
     sampler_variants.main(argv)  # everything is recorded: nothing is sampled again
     assert out.read_text().splitlines() == lines
+    # asked for another variant only, each network's benchmark record stands for its own DDIM in the paired column
+    capsys.readouterr()
+    found = sampler_variants.main([*argv[:-3], "x0/linspace", "--peer-results", str(records)])
+    assert sorted((r["library"], r["seed"]) for r in found if r.get("source") == "peer_quality") == [
+        (libs.DIFFUSERS, 0), (libs.DIFFUSERS, 1), (libs.OURS, 0), (libs.OURS, 1)
+    ]  # fmt: skip
+    by_key = {(r["library"], r["variant"], r["seed"]): sum(r["fd"]) / 2 for r in found}
+    paired = [by_key[libs.OURS, "x0/linspace", s] - by_key[libs.OURS, "rederive/linspace", s] for s in (0, 1)]
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| ours/default | x0/linspace"))
+    assert row.endswith(f"| {paired[0]:+.2f}, {paired[1]:+.2f} |")
+    assert out.read_text().splitlines() == lines  # the records it borrowed are not written again
     with pytest.raises(SystemExit):
         sampler_variants.main([*argv[:-3], "clamp/linspace"])
     assert "variant 'clamp/linspace': expected CLIP/SPACING" in capsys.readouterr().err
