@@ -91,7 +91,11 @@ class GaussianDiffusion(nn.Module):
             process 'edm' only); None: 'edm' for process 'edm', else 'pred_noise'.
         beta_schedule: 'linear', 'cosine', 'sigmoid', 'quadratic', or a tensor/sequence of T betas.
         ddim_sampling_eta: η of DDIM when the sampler is 'ddim' and ``sample`` gets no eta.
-        clip_denoised: clamp x̂_0 to [−1, 1] during sampling (and recompute ε̂ from it).
+        clip_denoised: clamp x̂_0 to [−1, 1] during sampling (and recompute ε̂ from it, see rederive_eps).
+        rederive_eps: with clip_denoised, recompute ε̂ = (x_t − α_t x̂_0)/σ_t from the clamped x̂_0 (True: GLIDE's
+            and denoising-diffusion-pytorch's DDIM) or keep the network's ε̂ (False: diffusers' DDIMScheduler with
+            its default use_clipped_model_output=False). Only samplers that read ε̂ see a difference (DDIM, Heun,
+            Euler, the SDE and Langevin samplers); DDPM and DPM-Solver++ read x̂_0 alone.
         min_snr_loss_weight: weight the loss by min-SNR-γ (Hang et al. 2023).
         min_snr_gamma: γ of min-SNR.
         auto_normalize: map [0, 1] input to [−1, 1] and samples back; turn off for data already in [−1, 1] (samples
@@ -146,6 +150,7 @@ class GaussianDiffusion(nn.Module):
         beta_schedule: str | Tensor | Sequence[float] = "cosine",
         ddim_sampling_eta: float = 0.0,
         clip_denoised: bool = True,
+        rederive_eps: bool = True,
         min_snr_loss_weight: bool = False,
         min_snr_gamma: float = 5.0,
         auto_normalize: bool = True,
@@ -200,6 +205,7 @@ class GaussianDiffusion(nn.Module):
         self.variance_type = _variance_type(variance_type, self.learned_variance)
         self.ddim_sampling_eta = float(ddim_sampling_eta)
         self.clip_denoised = bool(clip_denoised)
+        self.rederive_eps = bool(rederive_eps)
         self.min_snr_loss_weight = bool(min_snr_loss_weight)
         self.min_snr_gamma = float(min_snr_gamma)
         self.auto_normalize = bool(auto_normalize)
@@ -222,6 +228,7 @@ class GaussianDiffusion(nn.Module):
             beta_schedule=schedule_config,
             ddim_sampling_eta=self.ddim_sampling_eta,
             clip_denoised=self.clip_denoised,
+            rederive_eps=self.rederive_eps,
             min_snr_loss_weight=self.min_snr_loss_weight,
             min_snr_gamma=self.min_snr_gamma,
             auto_normalize=self.auto_normalize,
@@ -415,9 +422,11 @@ class GaussianDiffusion(nn.Module):
         return Prediction(x0=x0, eps=eps, var_interp=var_interp)
 
     def _clipped(self, pred: Prediction, x_t: Tensor, t: Tensor) -> Prediction:
-        """x̂_0 clamped to [−1, 1] and ε̂ recomputed from the clamped x̂_0."""
-        alpha, sigma = self.alpha_sigma(t, x_t)
+        """x̂_0 clamped to [−1, 1] and, with rederive_eps, ε̂ recomputed from the clamped x̂_0."""
         x0 = pred.x0.clamp(-1.0, 1.0)
+        if not self.rederive_eps:
+            return Prediction(x0=x0, eps=pred.eps, var_interp=pred.var_interp)
+        alpha, sigma = self.alpha_sigma(t, x_t)
         return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma, var_interp=pred.var_interp)
 
     def model_predictions(
@@ -431,7 +440,7 @@ class GaussianDiffusion(nn.Module):
         """Run the network and convert its output to (x̂_0, ε̂[, v]) under the objective.
 
         x_t: (B, C, H, W); t: (B,) int64; ``condition``: what the network takes (classes=, context=, ...). With
-        ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it.
+        ``clip_x_start``, x̂_0 is clamped to [−1, 1] and ε̂ recomputed from it (kept with rederive_eps=False).
         """
         pred = self._predict(x_t, t, x_self_cond, self.check_condition(condition, x_t.shape[0]))
         return self._clipped(pred, x_t, t) if clip_x_start else pred

@@ -352,13 +352,15 @@ def test_gaussian_diffusion_samples_with_the_learned_variance() -> None:
 # ----- 4. the default sampling path: clip x̂_0, then recompute ε̂ from it -----------------------------------------
 
 
+@pytest.mark.parametrize("rederive_eps", [True, False])
 @pytest.mark.parametrize("objective", ["pred_noise", "pred_x0", "pred_v"])
-def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: str) -> None:
+def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: str, rederive_eps: bool) -> None:
     """diffusion.sample(sampler='ddim', eta=0) with the default clip_denoised=True and a network whose x̂_0 = 3 x_t
     (in its objective's parameterization) falls both inside and outside [−1, 1] at every step: each step's output
-    is α_s clamp(x̂_0) + σ_s ε̂ with ε̂ = (x_t − α_t clamp(x̂_0))/σ_t, α, σ from ᾱ computed here. Clamping without
-    recomputing ε̂, recomputing from the raw x̂_0, or not clamping all land far outside the tolerance (checked
-    below, so that the case stays sharp)."""
+    is α_s clamp(x̂_0) + σ_s ε̂ with ε̂ = (x_t − α_t clamp(x̂_0))/σ_t (the default rederive_eps=True), or with the
+    network's own ε̂ = (x_t − α_t x̂_0)/σ_t (rederive_eps=False: diffusers' DDIMScheduler), α, σ from ᾱ computed
+    here. The other of the two, or not clamping, lands far outside the tolerance (checked below, so that the case
+    stays sharp)."""
     T = 50
     ab = alphabar(NoiseSchedule.from_name("cosine", T).betas)
 
@@ -371,7 +373,9 @@ def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: s
         eps = (x - alpha * x0) / sigma
         return {"pred_x0": x0, "pred_noise": eps, "pred_v": alpha * eps - sigma * x0}[objective]
 
-    d = GaussianDiffusion(FunctionNet(output, channels=2), image_size=1, timesteps=T, objective=objective).double()
+    d = GaussianDiffusion(
+        FunctionNet(output, channels=2), image_size=1, timesteps=T, objective=objective, rederive_eps=rederive_eps
+    ).double()
     records = []
     out = d.sample(64, sampler="ddim", steps=5, generator=torch.Generator().manual_seed(10), callback=records.append)
     targets = [r.t for r in records[1:]] + [-1]
@@ -383,11 +387,13 @@ def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: s
         assert bool((x0_raw.abs() > 1.05).any() and (x0_raw.abs() < 0.95).any()), "clipping is active, not total"
         x0 = x0_raw.clamp(-1, 1)
         eps = (x_t - a_t * x0) / sg_t
-        want = a_s * x0 + sg_s * eps
+        want, other = a_s * x0 + sg_s * eps, a_s * x0 + sg_s * eps_raw
+        if not rederive_eps:
+            want, other = other, want
         torch.testing.assert_close(record.pred_x0, x0, rtol=2e-5, atol=2e-5)  # float32 buffers
         torch.testing.assert_close(record.x_next, want, rtol=2e-5, atol=2e-5)
         if s >= 0:
-            for wrong in (a_s * x0 + sg_s * eps_raw, a_s * x0_raw + sg_s * eps_raw):
+            for wrong in (other, a_s * x0_raw + sg_s * eps_raw):
                 assert float((wrong - want).abs().max()) > 1e-3  # 50x the tolerance
     torch.testing.assert_close(out, (records[-1].x_next + 1) / 2)
 

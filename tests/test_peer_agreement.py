@@ -85,3 +85,41 @@ def test_diffusers_network_inside_our_diffusion_gives_diffusers_own_loss():
     theirs = torch.nn.functional.mse_loss(unet(x_t, t, return_dict=False)[0], noise)
     mine = ours.p_losses(x_start, t, noise=noise).mean()
     assert mine.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_ddim_keeping_the_network_s_eps_equals_diffusers_ddim_scheduler():
+    """``rederive_eps=False`` with ``spacing='leading'`` is diffusers' DDIMScheduler as its unconditional example
+    builds it (from the DDPM config: clip_sample=True, use_clipped_model_output=False, set_alpha_to_one=True), on
+    diffusers' own network and x_T. The default (ε̂ re-derived from the clamped x̂_0) is not: the test can tell.
+
+    Ten steps, because the randomized network is chaotic under DDIM: a 1e-5 change of x_T moves the output by
+    0.004 after 10 steps, 0.25 after 20 and 2.0 after 50, so float32 rounding alone would fail a longer chain."""
+    steps = 10
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from benchmarks import _quality_libraries as libs
+
+    torch.manual_seed(0)
+    unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()
+    with torch.no_grad():  # a fresh network predicts ε̂ ≈ 0 and x̂_0 = x_t/α_t: clipping would decide nothing
+        for p in unet.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    x_T = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    scheduler = DDIMScheduler.from_config(DDPMScheduler(1000, beta_schedule="linear").config)
+    scheduler.set_timesteps(steps)
+    x = x_T
+    with torch.inference_mode():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t, return_dict=False)[0], t, x, eta=0.0).prev_sample
+    theirs = ((x + 1) / 2).clamp(0, 1)
+
+    def ours(rederive_eps: bool) -> torch.Tensor:
+        d = GaussianDiffusion(libs.DiffusersNetwork(unet, 1), image_size=8, timesteps=1000, beta_schedule="linear",
+                              rederive_eps=rederive_eps).eval()  # fmt: skip
+        generator = torch.Generator().manual_seed(2)  # draws the same x_T first
+        with torch.inference_mode():
+            return d.sample(8, sampler="ddim", steps=steps, spacing="leading", generator=generator)
+
+    # diffusers computes its coefficients in float32; x̂_0 = x_t/√ᾱ_t with √ᾱ_980 ≈ 0.007 amplifies the rounding
+    assert ours(False) == pytest.approx(theirs, abs=1e-3)
+    assert float((ours(True) - theirs).abs().max()) > 0.1
