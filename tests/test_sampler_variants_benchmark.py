@@ -117,8 +117,22 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
     by_key = {(r["library"], r["variant"], r["seed"]): sum(r["fd"]) / 2 for r in found}
     paired = [by_key[libs.OURS, "x0/linspace", s] - by_key[libs.OURS, "rederive/linspace", s] for s in (0, 1)]
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| ours/default | x0/linspace"))
-    assert row.endswith(f"| {paired[0]:+.2f}, {paired[1]:+.2f} |")
+    assert f"| {paired[0]:+.2f}, {paired[1]:+.2f} | {(paired[0] + paired[1]) / 2:+.2f} [" in row
+    # --report prints the same table from the files alone, without the kept networks
+    capsys.readouterr()
+    reported = sampler_variants.main(["--report", *argv[2:-3], "x0/linspace", "--peer-results", str(records)])
+    assert sorted(map(json.dumps, reported)) == sorted(map(json.dumps, found))
+    assert row in capsys.readouterr().out
     assert out.read_text().splitlines() == lines  # the records it borrowed are not written again
     with pytest.raises(SystemExit):
         sampler_variants.main([*argv[:-3], "clamp/linspace"])
     assert "variant 'clamp/linspace': expected CLIP/SPACING" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sampler_variants.main(argv[2:])
+    assert "--weights DIR is required (or --report)" in capsys.readouterr().err
+
+
+def test_paired_interval_is_the_t_interval_of_the_differences() -> None:
+    # mean 1, sd 1, n = 3: half-width t95(2)·1/√3 = 4.303/1.732 = 2.484
+    assert sampler_variants.paired_interval([0.0, 1.0, 2.0]) == "+1.00 [-1.48, +3.48]"
+    assert sampler_variants.paired_interval([0.5]) == ""
