@@ -398,6 +398,31 @@ def test_ddim_step_with_clipping_recomputes_eps_from_the_clamped_x0(objective: s
     torch.testing.assert_close(out, (records[-1].x_next + 1) / 2)
 
 
+@pytest.mark.parametrize(
+    ("sampler", "reads_eps"),
+    [("ddim", True), ("heun", True), ("euler", True), ("ddpm", False), ("dpmpp_2m", False), ("dpmpp_2m_sde", False)],
+)
+def test_rederive_eps_reaches_exactly_the_samplers_that_read_eps(sampler: str, reads_eps: bool) -> None:
+    """The docstring of GaussianDiffusion: rederive_eps changes the samples of the samplers that step with ε̂ and
+    not those that read x̂_0 alone (DDPM's posterior mean, DPM-Solver++'s data prediction). Same network (x̂_0 = 3 x_t,
+    so the clamp bites), same generator, the flag flipped."""
+
+    def output(x: Tensor, t: Tensor) -> Tensor:
+        ab = d.alphas_cumprod[t].view(-1, 1, 1, 1).to(x.dtype)
+        return (x - ab.sqrt() * 3.0 * x) / (1 - ab).sqrt()  # ε̂ of x̂_0 = 3 x_t
+
+    states = []  # every step's output: the final sample alone is x̂_0 clamped, often ±1 for either flag
+    for rederive_eps in (True, False):
+        d = GaussianDiffusion(FunctionNet(output, channels=2), image_size=1, timesteps=50, rederive_eps=rederive_eps)
+        records: list = []
+        d.double().sample(
+            64, sampler=sampler, steps=5, generator=torch.Generator().manual_seed(3), callback=records.append
+        )
+        states.append(torch.stack([r.x_next for r in records]))
+    gap = float((states[0] - states[1]).abs().max())
+    assert gap > 1e-3 if reads_eps else gap == 0.0, gap
+
+
 # ----- 5. DPM-Solver++(2M) on non-uniform grids --------------------------------------------------------------------
 
 
