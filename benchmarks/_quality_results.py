@@ -2,7 +2,7 @@
 
 Every finished run is one JSON line in ``benchmarks/results/peer_quality.jsonl`` (appended, never rewritten), so
 results accumulate across invocations and machines instead of being repeated; a run whose key is already there is
-skipped. A *cell* is one (data, budget, library, recipe, sampler steps, sample count); its seeds are its runs.
+skipped. A *cell* is one (data, budget, library, recipe, sampler steps, sample count, CPU); its seeds are its runs.
 
 Statistics (the rule is fixed here, before any measurement):
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,8 +58,31 @@ def t95(dof: int) -> float:
     return _T95[dof - 1] if 1 <= dof <= len(_T95) else 1.96
 
 
+# The CPU a run trained on. A budget of process CPU-seconds buys a machine's own number of steps (on 2026-12-02 a
+# 2-core AMD EPYC made 5300 steps of ours' digits network in 1920 CPU-s where the 2-core Xeon of every earlier record
+# made 12400), so runs on different CPUs are different experiments: the CPU is part of a run's key and of a cell.
+# Records written before the field existed all came from that Xeon (their step rates agree: benchmarks/README.md).
+LEGACY_CPU = "Intel Xeon (before records named the CPU)"
+
+
+def cpu_model() -> str:
+    """This machine's CPU model name (/proc/cpuinfo's "model name", else platform.processor(), else "unknown")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_of(record: dict[str, Any]) -> str:
+    """The record's ``cpu`` field, else LEGACY_CPU."""
+    return record.get("cpu") or LEGACY_CPU
+
+
 def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return (*(record.get(k) for k in KEY_FIELDS), noise_of(record))
+    return (*(record.get(k) for k in KEY_FIELDS), noise_of(record), cpu_of(record))
 
 
 def load(path: Path) -> list[dict[str, Any]]:

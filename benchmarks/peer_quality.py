@@ -512,17 +512,17 @@ NOISE_WORDS = {
 
 
 def report(records: list[dict[str, Any]]) -> str:
-    """Markdown tables, one per (data, budget, sampling setting, device), rows per library/recipe."""
+    """Markdown tables, one per (data, budget, sampling setting, device, CPU), rows per library/recipe."""
     lines: list[str] = []
-    setting = ("data", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device", "x_T")
-    records = [{**r, "x_T": results.noise_of(r)} for r in records]
+    setting = ("data", "budget_cpu_s", "sample_steps", "num_samples", "draws", "device", "x_T", "cpu")
+    records = [{**r, "x_T": results.noise_of(r), "cpu": results.cpu_of(r)} for r in records]
     for key, group in sorted(results.group(records, setting).items(), key=lambda kv: str(kv[0])):
-        data, budget, steps, n, draws, device, noise = key
+        data, budget, steps, n, draws, device, noise, cpu = key
         cells = {k: results.cell(v) for k, v in results.group(group, ("library", "recipe")).items()}
         floor = group[0]["floor_mean"], group[0]["floor_sd"]
         lines += [
             f"\n**{data}**, budget {budget:.0f} CPU-s ({budget / CPU_SECONDS_PER_MINUTE:g} min of 2 cores), "
-            f"DDIM {steps} steps, {draws} draws of {n} samples, {device}, x_T {NOISE_WORDS[noise]}; real-vs-real "
+            f"DDIM {steps} steps, {draws} draws of {n} samples, {device} ({cpu}), x_T {NOISE_WORDS[noise]}; real-vs-real "
             f"floor {floor[0]:.4f} ± {floor[1]:.4f}\n",
             "| library / recipe | seeds | steps | FD mean ± sd | 95% interval | sampling sd | vs lucidrains | "
             "vs diffusers | ≤ ½ lucidrains |",
@@ -640,7 +640,7 @@ def _job_record(job: Job) -> dict[str, Any]:
     return {
         "data": job.data, "library": job.library, "recipe": job.recipe, "seed": job.seed, "budget_cpu_s": job.budget,
         "sample_steps": job.sample_steps, "num_samples": job.num_samples, "draws": job.draws, "device": job.device,
-        "x_T": job.noise,
+        "x_T": job.noise, "cpu": results.cpu_model(),
     }  # fmt: skip
 
 

@@ -127,6 +127,21 @@ def test_old_lucidrains_records_keep_their_own_noise_protocol():
     assert results.run_key(old) != results.run_key({**old, "x_T": results.SHARED_NOISE})
 
 
+def test_runs_on_another_cpu_are_another_experiment():
+    """A CPU-second budget buys each CPU its own number of steps, so the CPU is part of a run's key (a rerun on
+    another machine trains its own runs) and of a report's cell; records without the field are the first Xeon's."""
+    old = {"library": "ours", "recipe": "default", "seed": 0}
+    assert results.cpu_of(old) == results.LEGACY_CPU
+    assert results.run_key(old) != results.run_key({**old, "cpu": "AMD EPYC"})
+    assert peer_quality._job_record(_job(0, libs.OURS, results.PER_SEED_NOISE))["cpu"] == results.cpu_model()
+    common = {"data": "digits", "library": "ours", "recipe": "default", "budget_cpu_s": 120.0, "sample_steps": 50,
+              "num_samples": 10, "draws": 1, "device": "cpu", "x_T": "per_seed", "floor_mean": 1.0, "floor_sd": 0.1,
+              "steps": 100, "fd": [5.0]}  # fmt: skip
+    records = [{**common, "seed": 0}, {**common, "seed": 1, "fd": [6.0]}, {**common, "seed": 0, "cpu": "AMD EPYC"}]
+    text = peer_quality.report(records)
+    assert text.count("| ours / default |") == 2 and f"cpu ({results.LEGACY_CPU})" in text and "cpu (AMD EPYC)" in text
+
+
 def _job(seed: int, library: str, noise: str) -> peer_quality.Job:
     return peer_quality.Job("digits", library, "default", seed, 1.0, 3, 4, 3, 1, "cpu", False, None, noise)
 
