@@ -314,10 +314,25 @@ def trained(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[st
         contender, network = load_kept(job.library, job.recipe, data, path, job.sample_steps, job.device)
         return network, contender, {**json.loads(figures_path.read_text()), "weights_reused": True}
     ema_model, contender, figures = train(job, data)
+    figures = {**figures, "cpu": results.cpu_model()}  # where it trained: kept_elsewhere() reads it
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ema_model.state_dict(), path)
     figures_path.write_text(json.dumps(figures) + "\n")
     return ema_model, contender, figures
+
+
+def kept_elsewhere(job: Job) -> str | None:
+    """Why ``job``'s kept network may not stand for a run on this machine, or None: a network kept from a CPU budget
+    on another CPU had that CPU's number of steps (figures without ``cpu`` are the first Xeon's, LEGACY_CPU)."""
+    figures_path = weights_path(job).with_suffix(".json") if job.keep_weights is not None else None
+    if job.device != "cpu" or figures_path is None or not figures_path.exists():
+        return None
+    trained_on = results.cpu_of(json.loads(figures_path.read_text()))
+    if trained_on == results.cpu_model():
+        return None
+    return (f"--keep-weights: {figures_path.with_suffix('.pt')} was trained on {trained_on}, and this machine's CPU "
+            f"is {results.cpu_model()}; a CPU-second budget buys each CPU its own steps, so keep this machine's "
+            "networks in another folder")  # fmt: skip
 
 
 def load_kept(library: str, recipe: str, data: Dataset, path: Path, sample_steps: int,
@@ -522,8 +537,8 @@ def report(records: list[dict[str, Any]]) -> str:
         floor = group[0]["floor_mean"], group[0]["floor_sd"]
         lines += [
             f"\n**{data}**, budget {budget:.0f} CPU-s ({budget / CPU_SECONDS_PER_MINUTE:g} min of 2 cores), "
-            f"DDIM {steps} steps, {draws} draws of {n} samples, {device} ({cpu}), x_T {NOISE_WORDS[noise]}; real-vs-real "
-            f"floor {floor[0]:.4f} ± {floor[1]:.4f}\n",
+            f"DDIM {steps} steps, {draws} draws of {n} samples, {device} ({cpu}), x_T {NOISE_WORDS[noise]}; "
+            f"real-vs-real floor {floor[0]:.4f} ± {floor[1]:.4f}\n",
             "| library / recipe | seeds | steps | FD mean ± sd | 95% interval | sampling sd | vs lucidrains | "
             "vs diffusers | ≤ ½ lucidrains |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
@@ -621,6 +636,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     done = {results.run_key(r) for r in results.load(args.results)}
     jobs = [j for j in plan(args) if results.run_key(_job_record(j)) not in done]
+    elsewhere = [why for why in map(kept_elsewhere, jobs) if why]
+    if elsewhere:
+        raise SystemExit(f"peer_quality.py: error: {elsewhere[0]}")
     print(f"{len(jobs)} runs to do ({len(plan(args)) - len(jobs)} already in {args.results})", flush=True)
     if not jobs:
         return

@@ -142,6 +142,24 @@ def test_runs_on_another_cpu_are_another_experiment():
     assert text.count("| ours / default |") == 2 and f"cpu ({results.LEGACY_CPU})" in text and "cpu (AMD EPYC)" in text
 
 
+def test_a_network_kept_on_another_cpu_is_refused_by_name(tmp_path):
+    """With the CPU in the run key, a rerun on another machine must train its own network, not sample one whose
+    budget bought another CPU's steps from the shared --keep-weights folder."""
+    weights = tmp_path / "weights"
+    argv = ["--seeds", "0", "--libraries", "ours", "--keep-weights", str(weights)]
+    job = peer_quality.plan(peer_quality._parse([*QUICK, *argv]))[0]
+    path = peer_quality.weights_path(job)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # never read: the check comes first
+    path.with_suffix(".json").write_text(json.dumps({"steps": 5, "cpu": "Another CPU 9000"}))
+    with pytest.raises(SystemExit, match=r"seed0-1.2s-cpu.pt was trained on Another CPU 9000, and this machine"):
+        _run(tmp_path, *argv)
+    path.with_suffix(".json").write_text(json.dumps({"steps": 5}))  # figures from before the field: the Xeon's
+    assert f"trained on {results.LEGACY_CPU}, and this machine" in (peer_quality.kept_elsewhere(job) or "")
+    path.with_suffix(".json").write_text(json.dumps({"steps": 5, "cpu": results.cpu_model()}))
+    assert peer_quality.kept_elsewhere(job) is None
+
+
 def _job(seed: int, library: str, noise: str) -> peer_quality.Job:
     return peer_quality.Job("digits", library, "default", seed, 1.0, 3, 4, 3, 1, "cpu", False, None, noise)
 
