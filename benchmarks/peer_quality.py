@@ -94,6 +94,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "x0": {"diffusion": {"objective": "pred_x0"}},
     "eps_minsnr": {"diffusion": {"min_snr_loss_weight": True}},
     "eps_linear": {"diffusion": {"beta_schedule": "linear"}},  # diffusers' schedule (DDPM: β from 1e-4 to 0.02)
+    # Both halves of diffusers' 16-minute lead (benchmarks/README.md, "The schedule test and the sampler swap"): its
+    # schedule, and its DDIM keeping the network's ε̂ under the clamp — the candidate recipe for the next 5 seeds.
+    "eps_linear_keep_eps": {"diffusion": {"beta_schedule": "linear", "rederive_eps": False}},
     "sigmoid": {"diffusion": {"beta_schedule": "sigmoid"}},
     # Diagnostic: denoising-diffusion-pytorch's Unet inside our GaussianDiffusion with its recipe (below).
     "peer_unet_v_epsw_sigmoid": {

@@ -31,6 +31,7 @@ def _randomized(contender: libs.Contender) -> torch.nn.Module:
     [
         (libs.OURS, "default", "ours"),  # GaussianDiffusion.sample(sampler='ddim'), cosine schedule
         (libs.OURS, "eps_linear", "ours"),
+        (libs.OURS, "eps_linear_keep_eps", "x0/linspace"),  # GaussianDiffusion(rederive_eps=False), written twice
         (libs.DIFFUSERS, "default", "diffusers"),  # DDIMScheduler.from_config(DDPMScheduler's) loop
         (libs.LUCIDRAINS, "default", "denoising-diffusion-pytorch"),  # its ddim_sample, v-objective
     ],
