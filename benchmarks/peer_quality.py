@@ -330,11 +330,11 @@ def kept_elsewhere(job: Job) -> str | None:
     figures_path = weights_path(job).with_suffix(".json") if job.keep_weights is not None else None
     if job.device != "cpu" or figures_path is None or not figures_path.exists():
         return None
-    trained_on = results.cpu_of(json.loads(figures_path.read_text()))
-    if trained_on == results.cpu_model():
+    trained_on, here = results.cpu_of(json.loads(figures_path.read_text())), results.cpu_model()
+    if trained_on == here:
         return None
     return (f"--keep-weights: {figures_path.with_suffix('.pt')} was trained on {trained_on}, and this machine's CPU "
-            f"is {results.cpu_model()}; a CPU-second budget buys each CPU its own steps, so keep this machine's "
+            f"is {here}; a CPU-second budget buys each CPU its own steps, so keep this machine's "
             "networks in another folder")  # fmt: skip
 
 

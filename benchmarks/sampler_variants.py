@@ -169,9 +169,9 @@ def recorded(args: argparse.Namespace) -> list[dict[str, Any]]:
     variants = {NAMED.get(v, v) for v in args.variants}
     wanted = {"data": args.data, "budget_cpu_s": budget, "sample_steps": args.sample_steps,
               "num_samples": args.num_samples, "draws": args.draws, "x_T": args.noise}  # fmt: skip
-    found = []
+    found, records = [], results.load(args.results)
     for library, recipe in args.networks:
-        mine = [r for r in results.load(args.results)
+        mine = [r for r in records
                 if r["library"] == library and r["recipe"] == recipe and r["variant"] in variants
                 and all(r.get(k) == v for k, v in wanted.items())
                 and (args.seeds is None or r["seed"] in args.seeds)]  # fmt: skip
