@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import pytest
@@ -61,13 +62,18 @@ def test_compare_peers_profile_quick_runs(capsys) -> None:
 
 
 def test_optimizations_quick_runs(capsys) -> None:
-    """Every variant except compile at the quick size; the 'before' attention equals the shipped one."""
+    """Every variant except compile at the quick size. Peak memory is measured in one child process per variant
+    (seconds each, mostly importing torch), so here it runs once, in a child, for one variant; the others' memory
+    columns are skipped (--memory-runs 0)."""
     from benchmarks import optimizations
 
-    results = optimizations.main(["--quick", "--threads", "1"])
+    results = optimizations.main(["--quick", "--threads", "1", "--memory-runs", "0"])
     assert list(results) == [v for v in optimizations.VARIANTS if v not in optimizations.COMPILED]
     assert all(r["train_s"] > 0 and r["forward_s"] > 0 for r in results.values())
+    assert all(math.isnan(r["memory_mib"]) for r in results.values())
     assert "| variant | train step |" in capsys.readouterr().out
+    payload = {"config": asdict(optimizations.QUICK), "variant": next(iter(results))}
+    assert _timing.run_child("benchmarks.optimizations", "memory_child", payload, threads=1) >= 0
 
 
 def test_optimizations_reference_variants_compute_the_same_network() -> None:
