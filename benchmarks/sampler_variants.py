@@ -30,6 +30,7 @@ Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -113,21 +114,31 @@ def distances(contender: libs.Contender, network: nn.Module, variant: str, seed:
 
 
 def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record[k] for k in ("data", "library", "recipe", "seed", "budget_cpu_s", "variant", "sample_steps",
-                                     "num_samples", "draws", "x_T"))  # fmt: skip
+    """A network is (data, library, recipe, seed, budget, CPU it trained on: peer_quality's run key), then the
+    sampling."""
+    return (*(record[k] for k in ("data", "library", "recipe", "seed", "budget_cpu_s", "variant", "sample_steps",
+                                  "num_samples", "draws", "x_T")), results.cpu_of(record))  # fmt: skip
 
 
-def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float) -> list[dict[str, Any]]:
-    """The network's peer_quality record (in ``args.peer_results``) as its own library's DDIM variant, which it is
-    (same x_T sets and sampler: tests/test_sampler_variants_benchmark.py); [] when there is none."""
+def trained_on(path: Path) -> str:
+    """The CPU a kept network trained on, from its figures beside it (peer_quality.trained)."""
+    figures = path.with_suffix(".json")
+    return results.cpu_of(json.loads(figures.read_text()) if figures.exists() else {})
+
+
+def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float,
+               cpu: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The network's peer_quality record (in ``args.peer_results``, trained on ``cpu``) as its own library's DDIM
+    variant, which it is (same x_T sets and sampler: tests/test_sampler_variants_benchmark.py); [] when there is
+    none."""
     wanted = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
               "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
               "device": "cpu"}  # fmt: skip
     for r in results.load(args.peer_results):
-        if all(r.get(k) == v for k, v in wanted.items()) and results.noise_of(r) == args.noise and not r.get("bf16"):
-            return [
-                {**wanted, "variant": NAMED[OWN[library]], "x_T": args.noise, "fd": r["fd"], "source": "peer_quality"}
-            ]
+        if (all(r.get(k) == v for k, v in wanted.items()) and results.noise_of(r) == args.noise
+                and results.cpu_of(r) == cpu and not r.get("bf16")):  # fmt: skip
+            return [{**wanted, "variant": NAMED[OWN[library]], "x_T": args.noise, "cpu": cpu, "fd": r["fd"],
+                     "source": "peer_quality"}]  # fmt: skip
     return []
 
 
@@ -143,14 +154,14 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         kept = denoising_error.kept_networks(args.weights, args.data, library, recipe, budget)
         for seed in sorted(s for s in kept if args.seeds is None or s in args.seeds):
             contender, network = peer_quality.load_kept(library, recipe, data, kept[seed], args.sample_steps)
-            own = NAMED[OWN[library]]
+            own, cpu = NAMED[OWN[library]], trained_on(kept[seed])
             if own not in {NAMED.get(v, v) for v in args.variants}:  # the benchmark's record is that variant
-                found += own_record(args, library, recipe, seed, budget)
+                found += own_record(args, library, recipe, seed, budget, cpu)
             for variant in args.variants:
                 record = {"data": args.data, "library": library, "recipe": recipe, "seed": seed,
                           "budget_cpu_s": budget, "variant": NAMED.get(variant, variant),
                           "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
-                          "x_T": args.noise}  # fmt: skip
+                          "x_T": args.noise, "cpu": cpu}  # fmt: skip
                 if record_key(record) not in done:
                     fd = distances(contender, network, record["variant"], seed, args, tuple(data.train.shape[1:]),
                                    reference)  # fmt: skip
@@ -176,9 +187,10 @@ def recorded(args: argparse.Namespace) -> list[dict[str, Any]]:
                 and all(r.get(k) == v for k, v in wanted.items())
                 and (args.seeds is None or r["seed"] in args.seeds)]  # fmt: skip
         own = NAMED[OWN[library]]
-        sampled_own = {r["seed"] for r in mine if r["variant"] == own}
-        for seed in sorted({r["seed"] for r in mine} - sampled_own):  # the benchmark's record is that variant
-            found += own_record(args, library, recipe, seed, budget)
+        sampled_own = {(r["seed"], results.cpu_of(r)) for r in mine if r["variant"] == own}
+        networks = {(r["seed"], results.cpu_of(r)) for r in mine} - sampled_own
+        for seed, cpu in sorted(networks):  # the benchmark's record is that variant
+            found += own_record(args, library, recipe, seed, budget, cpu)
         found += mine
     return found
 
@@ -197,8 +209,10 @@ def paired_interval(diffs: list[float]) -> str:
 def table(found: list[dict[str, Any]]) -> str:
     """Markdown: per network, each variant's FD (mean of draws, then mean ± sd over seeds) and its paired
     difference from the network's own library's DDIM where that was sampled too (per seed, then mean with its
-    95% t-interval)."""
-    score = {(r["library"], r["recipe"], r["variant"], r["seed"]): statistics.fmean(r["fd"]) for r in found}
+    95% t-interval). A network is a (seed, CPU it trained on): differences pair within one network; a row may
+    pool networks of several CPUs."""
+    score = {(r["library"], r["recipe"], r["variant"], (r["seed"], results.cpu_of(r))): statistics.fmean(r["fd"])
+             for r in found}  # fmt: skip
     lines = [
         "| network | variant | seeds | FD mean ± sd | per seed | − own DDIM, per seed | − own DDIM, mean [95%] |",
         "| --- | --- | ---: | ---: | --- | --- | --- |",
