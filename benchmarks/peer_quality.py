@@ -324,16 +324,23 @@ def trained(job: Job, data: Dataset) -> tuple[nn.Module, libs.Contender, dict[st
     return ema_model, contender, figures
 
 
+def trained_on(path: Path) -> str:
+    """The CPU a kept network (``path``, its .pt) trained on, from the figures beside it (:func:`trained`); figures
+    without ``cpu`` are the first Xeon's (LEGACY_CPU)."""
+    figures = path.with_suffix(".json")
+    return results.cpu_of(json.loads(figures.read_text()) if figures.exists() else {})
+
+
 def kept_elsewhere(job: Job) -> str | None:
     """Why ``job``'s kept network may not stand for a run on this machine, or None: a network kept from a CPU budget
     on another CPU had that CPU's number of steps (figures without ``cpu`` are the first Xeon's, LEGACY_CPU)."""
-    figures_path = weights_path(job).with_suffix(".json") if job.keep_weights is not None else None
-    if job.device != "cpu" or figures_path is None or not figures_path.exists():
+    path = weights_path(job) if job.keep_weights is not None else None
+    if job.device != "cpu" or path is None or not path.with_suffix(".json").exists():
         return None
-    trained_on, here = results.cpu_of(json.loads(figures_path.read_text())), results.cpu_model()
-    if trained_on == here:
+    kept_on, here = trained_on(path), results.cpu_model()
+    if kept_on == here:
         return None
-    return (f"--keep-weights: {figures_path.with_suffix('.pt')} was trained on {trained_on}, and this machine's CPU "
+    return (f"--keep-weights: {path} was trained on {kept_on}, and this machine's CPU "
             f"is {here}; a CPU-second budget buys each CPU its own steps, so keep this machine's "
             "networks in another folder")  # fmt: skip
 

@@ -30,7 +30,6 @@ Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -120,12 +119,6 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
                                   "num_samples", "draws", "x_T")), results.cpu_of(record))  # fmt: skip
 
 
-def trained_on(path: Path) -> str:
-    """The CPU a kept network trained on, from its figures beside it (peer_quality.trained)."""
-    figures = path.with_suffix(".json")
-    return results.cpu_of(json.loads(figures.read_text()) if figures.exists() else {})
-
-
 def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float,
                cpu: str) -> list[dict[str, Any]]:  # fmt: skip
     """The network's peer_quality record (in ``args.peer_results``, trained on ``cpu``) as its own library's DDIM
@@ -154,7 +147,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         kept = denoising_error.kept_networks(args.weights, args.data, library, recipe, budget)
         for seed in sorted(s for s in kept if args.seeds is None or s in args.seeds):
             contender, network = peer_quality.load_kept(library, recipe, data, kept[seed], args.sample_steps)
-            own, cpu = NAMED[OWN[library]], trained_on(kept[seed])
+            own, cpu = NAMED[OWN[library]], peer_quality.trained_on(kept[seed])
             if own not in {NAMED.get(v, v) for v in args.variants}:  # the benchmark's record is that variant
                 found += own_record(args, library, recipe, seed, budget, cpu)
             for variant in args.variants:
@@ -202,8 +195,9 @@ def paired_interval(diffs: list[float]) -> str:
     rule fixed before the first run would not call any of them."""
     if len(diffs) < 2:
         return ""
-    mean, half = statistics.fmean(diffs), results.t95(len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+    paired = results.Cell(tuple(diffs), sampling_sd=float("nan"), steps=float("nan"))  # the rule's t-interval
+    lo, hi = paired.interval
+    return f"{paired.mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def table(found: list[dict[str, Any]]) -> str:

@@ -162,6 +162,6 @@ def test_a_network_s_own_record_is_the_one_trained_on_its_cpu(tmp_path) -> None:
     assert (epyc["fd"], epyc["cpu"], xeon["fd"]) == ([2.0], "EPYC", [1.0])
     assert sampler_variants.own_record(args, libs.OURS, "default", 2, 1920.0, "Another CPU") == []
     network = tmp_path / "net.pt"
-    assert sampler_variants.trained_on(network) == results.LEGACY_CPU  # figures from before the field
+    assert peer_quality.trained_on(network) == results.LEGACY_CPU  # figures from before the field
     network.with_suffix(".json").write_text(json.dumps({"cpu": "EPYC"}))
-    assert sampler_variants.trained_on(network) == "EPYC"
+    assert peer_quality.trained_on(network) == "EPYC"
