@@ -278,6 +278,21 @@ def test_defaults_follow_the_data_source_and_options_override_them() -> None:
     assert short_chain.sampling_timesteps == 20  # the built-in preset's 50 capped at T
 
 
+@pytest.mark.parametrize(
+    "argv, clip, rederive",
+    [([], True, True), (["--no-rederive-eps"], True, False), (["--no-clip-denoised"], False, True)],
+)
+def test_clamp_options_reach_the_model_and_its_config(argv: list[str], clip: bool, rederive: bool) -> None:
+    """--clip-denoised / --rederive-eps build GaussianDiffusion(clip_denoised=..., rederive_eps=...), whose config
+    (so the checkpoint) keeps them; left out, the library's defaults (True, True)."""
+    from denoising_diffusion.cli.train import build_diffusion
+
+    opts = resolve_train_options(build_parser().parse_args(["train", "--dim", "8", "--dim-mults", "1,2", *argv]))
+    diffusion = build_diffusion(opts)
+    assert (diffusion.clip_denoised, diffusion.rederive_eps) == (clip, rederive)
+    assert (diffusion.config["clip_denoised"], diffusion.config["rederive_eps"]) == (clip, rederive)
+
+
 @pytest.mark.parametrize("argv, expected", [([], False), (["--compile"], True)])
 def test_compile_flag_reaches_the_trainer(argv: list[str], expected: bool, monkeypatch, tmp_path: Path) -> None:
     import denoising_diffusion.cli.train as cli_train

@@ -66,6 +66,8 @@ class TrainPreset:
     attention: str | tuple[str, ...] | None = None  # None: Unet's full_attn default
     mid_attn: bool = True
     gradient_checkpointing: bool = False
+    clip_denoised: bool = True  # GaussianDiffusion's sampling options (the same in both presets)
+    rederive_eps: bool = True
 
 
 # The documented defaults of Unet, GaussianDiffusion and Trainer; image size and width from the tutorial (DESIGN.md).
@@ -184,6 +186,22 @@ def add_train_parser(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help=_preset_help("full self-attention in the Unet's middle", "mid_attn"),
+    )
+    model.add_argument(
+        "--clip-denoised",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_preset_help("clamp the predicted x_0 to [-1, 1] while sampling", "clip_denoised"),
+    )
+    model.add_argument(
+        "--rederive-eps",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_preset_help(
+            "with --clip-denoised, recompute the noise prediction from the clamped x_0 (--no-rederive-eps keeps "
+            "the network's, as diffusers' DDIMScheduler does)",
+            "rederive_eps",
+        ),
     )
     _add_process_options(model)
     train = p.add_argument_group("training")
@@ -388,6 +406,8 @@ def build_diffusion(
         objective=opts.objective,
         beta_schedule=opts.beta_schedule,
         loss_type=opts.loss_type,
+        clip_denoised=opts.clip_denoised,
+        rederive_eps=opts.rederive_eps,
         **(process or {}),
     )
 
