@@ -91,8 +91,10 @@ def kept_networks(weights: Path, data: str, library: str, recipe: str, budget: f
 
 
 def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick: bool = False) -> dict[str, dict]:
-    """{library label: {"errors": {seed: [(λ, ε-MSE) per level]}, "share": [per level]}} for every library with kept
-    networks (ours under ``recipe``, the peers under their defaults)."""
+    """{label: {"errors": {seed: [(λ, ε-MSE) per level]}, "share": [per level]}} for every library with kept
+    networks (ours under ``recipe``, the peers under their defaults). A label is "library[ / recipe] on CPU": a
+    network kept from a CPU-second budget had its CPU's number of steps, so networks trained on different CPUs are
+    never averaged in one column (peer_quality.trained_on)."""
     data = peer_quality.load_data(data_name, quick=quick)
     x0 = data.heldout * 2 - 1
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(NOISE_SEED))
@@ -104,7 +106,8 @@ def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick:
         for seed, path in networks.items():
             contender, network = peer_quality.load_kept(library, library_recipe, data, path, 1)
             errors = epsilon_errors(contender, network, x0, eps)  # first: it names a schedule without a table
-            entry = found.setdefault(label, {"errors": {}, "share": training_share(contender.alphas_cumprod)})
+            column = f"{label} on {peer_quality.trained_on(path)}"
+            entry = found.setdefault(column, {"errors": {}, "share": training_share(contender.alphas_cumprod)})
             entry["errors"][seed] = errors
     return found
 

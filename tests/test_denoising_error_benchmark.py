@@ -3,11 +3,14 @@ script end to end on networks kept by a seconds-long peer_quality run. No qualit
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 from benchmarks import _quality_libraries as libs
+from benchmarks import _quality_results as results
 from benchmarks import denoising_error, peer_quality
 
 SIZE = libs.NetworkSize(32, (1, 2), 1, 8)  # diffusers' GroupNorm(32) needs 32 channels
@@ -94,7 +97,8 @@ def test_the_script_reads_the_kept_networks_of_every_library(tmp_path, capsys) -
     )  # fmt: skip
     capsys.readouterr()
     found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
-    assert sorted(found) == sorted(["ours / default", libs.LUCIDRAINS, libs.DIFFUSERS])
+    here = f" on {results.cpu_model()}"
+    assert sorted(found) == sorted(label + here for label in ["ours / default", libs.LUCIDRAINS, libs.DIFFUSERS])
     for entry in found.values():
         assert sorted(entry["errors"]) == [0, 1]
         for rows in entry["errors"].values():
@@ -111,3 +115,23 @@ def test_the_script_reads_the_kept_networks_of_every_library(tmp_path, capsys) -
                            "--keep-weights", str(weights)])  # fmt: skip
         denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick", "--recipe", "edm"])
     assert "--recipe edm: the denoising error is defined here for discrete schedules only" in capsys.readouterr().err
+
+
+def test_networks_trained_on_another_cpu_get_their_own_column(tmp_path, capsys) -> None:
+    """A kept network whose figures name another CPU (its budget bought other steps) is not averaged with this
+    machine's: same library and recipe, its own column."""
+    weights = tmp_path / "weights"
+    peer_quality.main(
+        ["--quick", "--minutes", "0.01", "--num-samples", "8", "--draws", "1", "--sample-steps", "2", "--jobs", "1",
+         "--seeds", "0", "1", "--libraries", "ours", "--results", str(tmp_path / "r.jsonl"),
+         "--cache", str(tmp_path / "cache"), "--keep-weights", str(weights)]
+    )  # fmt: skip
+    (figures,) = weights.glob("*seed1*.json")
+    record = json.loads(figures.read_text())
+    figures.write_text(json.dumps({**record, "cpu": "Another CPU"}))
+    capsys.readouterr()
+    found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
+    assert {label: sorted(entry["errors"]) for label, entry in found.items()} == {
+        f"ours / default on {results.cpu_model()}": [0],
+        "ours / default on Another CPU": [1],
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 
 import pytest
 import torch
@@ -140,6 +141,16 @@ def test_runs_on_another_cpu_are_another_experiment():
     records = [{**common, "seed": 0}, {**common, "seed": 1, "fd": [6.0]}, {**common, "seed": 0, "cpu": "AMD EPYC"}]
     text = peer_quality.report(records)
     assert text.count("| ours / default |") == 2 and f"cpu ({results.LEGACY_CPU})" in text and "cpu (AMD EPYC)" in text
+
+
+def test_the_cpu_is_named_with_its_family_model_and_stepping():
+    """Virtual machines show generic model names ("AMD EPYC" for CPUs that differ by a third in steps per
+    CPU-second), so the name carries /proc/cpuinfo's numbers; the first processor's fields are taken."""
+    info = "processor\t: 0\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nstepping\t: 2\n\n"
+    info += info.replace("model\t\t: 1", "model\t\t: 49").replace("processor\t: 0", "processor\t: 1")
+    assert results.cpu_model(info) == "AMD EPYC (cpu family 23, model 1, stepping 2)"
+    assert results.cpu_model("model name\t: Some CPU\n") == "Some CPU"
+    assert results.cpu_model("flags\t: fpu\n") == (platform.processor() or "unknown")
 
 
 def test_a_network_kept_on_another_cpu_is_refused_by_name(tmp_path):
