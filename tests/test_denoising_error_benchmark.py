@@ -4,6 +4,8 @@ script end to end on networks kept by a seconds-long peer_quality run. No qualit
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,13 +90,22 @@ def test_training_share_counts_the_time_indices_near_each_level() -> None:
     assert shares[denoising_error.LOG_SNR_GRID.index(0.0)] == 0.25 and sum(shares) == 0.25
 
 
-def test_the_script_reads_the_kept_networks_of_every_library(tmp_path, capsys) -> None:
-    weights = tmp_path / "weights"
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory) -> Path:
+    """A seconds-long peer_quality run of every library, seeds 0 and 1, its networks kept: (results, weights)'
+    parent folder. Tests that change the kept files work on a copy."""
+    root = tmp_path_factory.mktemp("kept")
     peer_quality.main(
         ["--quick", "--minutes", "0.01", "--num-samples", "8", "--draws", "1", "--sample-steps", "2", "--jobs", "1",
-         "--seeds", "0", "1", "--results", str(tmp_path / "r.jsonl"), "--cache", str(tmp_path / "cache"),
-         "--keep-weights", str(weights)]
+         "--seeds", "0", "1", "--results", str(root / "r.jsonl"), "--cache", str(root / "cache"),
+         "--keep-weights", str(root / "weights")]
     )  # fmt: skip
+    return root
+
+
+def test_the_script_reads_the_kept_networks_of_every_library(kept, tmp_path, capsys) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(kept / "weights", weights)
     capsys.readouterr()
     found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
     here = f" on {results.cpu_model()}"
@@ -117,21 +128,14 @@ def test_the_script_reads_the_kept_networks_of_every_library(tmp_path, capsys) -
     assert "--recipe edm: the denoising error is defined here for discrete schedules only" in capsys.readouterr().err
 
 
-def test_networks_trained_on_another_cpu_get_their_own_column(tmp_path, capsys) -> None:
+def test_networks_trained_on_another_cpu_get_their_own_column(kept, tmp_path, capsys) -> None:
     """A kept network whose figures name another CPU (its budget bought other steps) is not averaged with this
     machine's: same library and recipe, its own column."""
     weights = tmp_path / "weights"
-    peer_quality.main(
-        ["--quick", "--minutes", "0.01", "--num-samples", "8", "--draws", "1", "--sample-steps", "2", "--jobs", "1",
-         "--seeds", "0", "1", "--libraries", "ours", "--results", str(tmp_path / "r.jsonl"),
-         "--cache", str(tmp_path / "cache"), "--keep-weights", str(weights)]
-    )  # fmt: skip
-    (figures,) = weights.glob("*seed1*.json")
-    record = json.loads(figures.read_text())
-    figures.write_text(json.dumps({**record, "cpu": "Another CPU"}))
-    capsys.readouterr()
+    shutil.copytree(kept / "weights", weights)
+    (figures,) = weights.glob("*-ours-default-seed1-*.json")
+    figures.write_text(json.dumps({**json.loads(figures.read_text()), "cpu": "Another CPU"}))
     found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
-    assert {label: sorted(entry["errors"]) for label, entry in found.items()} == {
-        f"ours / default on {results.cpu_model()}": [0],
-        "ours / default on Another CPU": [1],
-    }
+    ours = {label: sorted(entry["errors"]) for label, entry in found.items() if label.startswith("ours")}
+    assert ours == {f"ours / default on {results.cpu_model()}": [0], "ours / default on Another CPU": [1]}
+    assert sorted(found[f"{libs.DIFFUSERS} on {results.cpu_model()}"]["errors"]) == [0, 1]
