@@ -143,6 +143,23 @@ def test_runs_on_another_cpu_are_another_experiment():
     assert text.count("| ours / default |") == 2 and f"cpu ({results.LEGACY_CPU})" in text and "cpu (AMD EPYC)" in text
 
 
+def test_a_recipe_of_ours_is_judged_against_ours_default_by_the_rule():
+    """The report's last column applies the benchmark's rule to a lever (a recipe of ours) against ours' default
+    in the same cell, so a screen's verdict is the tool's, not a hand comparison."""
+    common = {
+        "data": "digits", "library": "ours", "budget_cpu_s": 480.0, "sample_steps": 50, "num_samples": 10,
+        "draws": 1, "device": "cpu", "x_T": "per_seed", "floor_mean": 1.0, "floor_sd": 0.1, "steps": 100,
+    }  # fmt: skip
+    fds = {"default": (30.0, 31.0, 32.0), "worse": (50.0, 50.5, 51.0), "level": (29.0, 33.0, 31.0)}
+    records = [{**common, "recipe": r, "seed": i, "fd": [fd]} for r, fd_s in fds.items() for i, fd in enumerate(fd_s)]
+    rows = {}
+    for line in peer_quality.report(records).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0].startswith("ours"):
+            rows[cells[0]] = cells[-1]
+    assert rows == {"ours / default": "", "ours / worse": "higher", "ours / level": "no difference shown"}
+
+
 def test_the_cpu_is_named_with_its_family_model_and_stepping():
     """Virtual machines show generic model names ("AMD EPYC" for CPUs that differ by a third in steps per
     CPU-second), so the name carries /proc/cpuinfo's numbers; the first processor's fields are taken."""
