@@ -136,6 +136,11 @@ def _add_preset_option(group: Any, flag: str, name: str, kind: Callable[[str], A
     group.add_argument(flag, type=kind, default=None, help=_preset_help(text, name))
 
 
+def _add_preset_switch(group: Any, flag: str, name: str, text: str) -> None:
+    """An on/off option (``--x`` / ``--no-x``) whose default comes from the preset, its help naming both defaults."""
+    group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_preset_help(text, name))
+
+
 def add_train_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
@@ -181,28 +186,17 @@ def add_train_parser(subparsers: Any) -> None:
         ("--loss-type", "loss_type", LossType, "training distance"),
     ]:
         model.add_argument(flag, choices=_values(enum), default=None, help=_preset_help(text, name))
-    model.add_argument(
-        "--mid-attn",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_preset_help("full self-attention in the Unet's middle", "mid_attn"),
-    )
-    model.add_argument(
-        "--clip-denoised",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_preset_help("clamp the predicted x_0 to [-1, 1] while sampling", "clip_denoised"),
-    )
-    model.add_argument(
-        "--rederive-eps",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_preset_help(
+    for flag, name, text in [
+        ("--mid-attn", "mid_attn", "full self-attention in the Unet's middle"),
+        ("--clip-denoised", "clip_denoised", "clamp the predicted x_0 to [-1, 1] while sampling"),
+        (
+            "--rederive-eps",
+            "rederive_eps",
             "with --clip-denoised, recompute the noise prediction from the clamped x_0 (--no-rederive-eps keeps "
             "the network's, as diffusers' DDIMScheduler does)",
-            "rederive_eps",
         ),
-    )
+    ]:
+        _add_preset_switch(model, flag, name, text)
     _add_process_options(model)
     train = p.add_argument_group("training")
     options: list[tuple[str, str, Callable[[str], Any], str]] = [
@@ -225,21 +219,15 @@ def add_train_parser(subparsers: Any) -> None:
         help="use EDM2's power-function EMA of this relative length (e.g. 0.05-0.15, updated every step) instead "
         "of the constant --ema-decay (default: the constant decay)",
     )
-    train.add_argument(
-        "--gif",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_preset_help("write results/denoising.gif from the EMA network at the end", "gif"),
-    )
-    train.add_argument(
-        "--gradient-checkpointing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_preset_help(
-            "recompute the Unet's blocks in backward: a seventh of the activations kept, ~30%% more time per step",
+    for flag, name, text in [
+        ("--gif", "gif", "write results/denoising.gif from the EMA network at the end"),
+        (
+            "--gradient-checkpointing",
             "gradient_checkpointing",
+            "recompute the Unet's blocks in backward: a seventh of the activations kept, ~30%% more time per step",
         ),
-    )
+    ]:
+        _add_preset_switch(train, flag, name, text)
     train.add_argument("--results", type=Path, default=Path("results"), help="output folder (default: ./results)")
     train.add_argument("--amp", action="store_true", help="mixed precision (fp16 on GPU, bf16 on CPU)")
     train.add_argument(
