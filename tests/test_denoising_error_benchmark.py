@@ -92,8 +92,8 @@ def test_training_share_counts_the_time_indices_near_each_level() -> None:
 
 @pytest.fixture(scope="module")
 def kept(tmp_path_factory) -> Path:
-    """A seconds-long peer_quality run of every library, seeds 0 and 1, its networks kept: (results, weights)'
-    parent folder. Tests that change the kept files work on a copy."""
+    """The folder of a seconds-long peer_quality run of every library, seeds 0 and 1 (r.jsonl, cache/, and the kept
+    networks in weights/). Tests that change the kept files work on a copy."""
     root = tmp_path_factory.mktemp("kept")
     peer_quality.main(
         ["--quick", "--minutes", "0.01", "--num-samples", "8", "--draws", "1", "--sample-steps", "2", "--jobs", "1",
