@@ -126,6 +126,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "power_ema_10": {"ema": {"kind": "power", "sigma_rel": 0.10}},
     "lr1e-3": {"lr": 1e-3, "warmup": 100},
     "lr5e-4": {"lr": 5e-4, "warmup": 100},
+    "lr1e-3_no_warmup": {"lr": 1e-3},  # the CLI's built-in preset trains at 1e-3 without a warm-up
     "blocks1": {"unet": {"resnet_blocks": 1}},
     "no_attn": {"unet": {"attention": "none", "mid_attn": False}},
     "mid_attn_only": {"unet": {"attention": "none"}},
