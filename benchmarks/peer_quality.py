@@ -455,7 +455,7 @@ def _collect(finished: Iterator[dict[str, Any]], path: Path, total: int) -> None
         )
 
 
-COST_TRAIN_STEPS, COST_SAMPLE_STEPS = 3, 4
+COST_WARMUP_STEPS, COST_TRAIN_STEPS, COST_SAMPLE_STEPS = 3, 9, 4
 
 
 @dataclass(frozen=True)
@@ -476,7 +476,8 @@ class Cost:
 
 
 def measure_cost(data: Dataset, library: str, recipe: str, sample_images: int) -> Cost:
-    """One warm-up, then the median of COST_TRAIN_STEPS timed steps; sampling ``sample_images`` images (the run's
+    """COST_WARMUP_STEPS untimed steps (a fresh process's first steps are slower: its allocator is still growing),
+    then the median of COST_TRAIN_STEPS timed steps; sampling ``sample_images`` images (the run's
     own batch: per image, 500 images at 3x32x32 cost about twice what 16 do, as their activations leave the cache)
     at COST_SAMPLE_STEPS steps after a warm-up call. Process CPU time of this process (one thread: run it alone)."""
     recipe_spec = RECIPES[recipe] if library == libs.OURS else {}
@@ -485,7 +486,7 @@ def measure_cost(data: Dataset, library: str, recipe: str, sample_images: int) -
     opt = torch.optim.AdamW(contender.trainable.parameters(), lr=LOOP_LR)
     order = batches(len(data.train), 0)
     times = []
-    for _ in range(COST_TRAIN_STEPS + 1):
+    for _ in range(COST_WARMUP_STEPS + COST_TRAIN_STEPS):
         start = time.process_time()
         loss = contender.loss(data.train[next(order)])
         opt.zero_grad(set_to_none=True)
@@ -497,7 +498,8 @@ def measure_cost(data: Dataset, library: str, recipe: str, sample_images: int) -
     start = time.process_time()
     contender.sample(contender.ema_target, sample_images, gen)
     image_step = (time.process_time() - start) / (sample_images * COST_SAMPLE_STEPS)
-    return Cost(sorted(times[1:])[len(times[1:]) // 2], image_step)
+    timed = sorted(times[COST_WARMUP_STEPS:])
+    return Cost(timed[len(timed) // 2], image_step)
 
 
 def costs(jobs: list[Job], datasets: dict[str, Dataset], processes: int) -> str:
