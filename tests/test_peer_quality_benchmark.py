@@ -249,6 +249,22 @@ def test_costs_time_sampling_at_each_run_s_own_sample_count(tmp_path, monkeypatc
     assert seen == [7]
 
 
+def test_a_cost_leaves_out_the_warm_up_steps_and_takes_the_median_of_the_timed_ones(monkeypatch):
+    """A fresh process's first steps are slow (its allocator is still growing): they are run but not timed."""
+    slow = [100.0] * peer_quality.COST_WARMUP_STEPS
+    timed = [9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0]  # median 5; with the warm-up counted it would be 7
+    assert len(timed) == peer_quality.COST_TRAIN_STEPS
+    readings, now = [], 0.0
+    for elapsed in [*slow, *timed, 0.08]:  # the training steps, then the timed sampling call
+        readings += [now, now + elapsed]
+        now += elapsed
+    clock = iter(readings)
+    monkeypatch.setattr(peer_quality.time, "process_time", lambda: next(clock))
+    cost = peer_quality.measure_cost(peer_quality.load_data("digits", quick=True), libs.OURS, "default", 10)
+    assert cost.train_step_s == 5.0
+    assert cost.image_step_s == pytest.approx(0.08 / (10 * peer_quality.COST_SAMPLE_STEPS))
+
+
 def test_kept_weights_reproduce_the_recorded_distances(tmp_path):
     """--keep-weights saves each run's EMA state dict; loaded into a freshly built contender it samples the draws the
     record holds (so draws can be added later without retraining)."""
