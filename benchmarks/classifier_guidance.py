@@ -100,9 +100,9 @@ from benchmarks import quality_vs_cost as qvc
 from benchmarks._timing import machine_line
 from benchmarks.guidance_scale import NUM_CLASSES, _mean_sd, _pooled_sd, per_class_accuracy, sample_labels
 from denoising_diffusion import GaussianDiffusion
-from denoising_diffusion.classifier import NoiseAwareClassifier
 from denoising_diffusion.evaluation import SmallImageClassifier, classifier_accuracy, frechet_distance_to
 from denoising_diffusion.nn import EncoderClassifier
+from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
 
 SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
 REFERENCE_SCALE = 1.0  # the classifier-free model's unguided conditional samples: R2's and R3's reference

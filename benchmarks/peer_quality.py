@@ -182,7 +182,7 @@ def load_data(name: str, *, quick: bool = False) -> Dataset:
         train_x, train_y, held_x, _ = load_digits_split(0)
         data = Dataset(train_x, train_y, held_x)
     elif name == "shapes":
-        from denoising_diffusion.shapes import BuiltinShapes
+        from denoising_diffusion.data.shapes import BuiltinShapes
 
         train = BuiltinShapes(512 if quick else 4096, image_size=32, channels=3, seed=0)
         held = BuiltinShapes(128 if quick else 1000, image_size=32, channels=3, seed=1)

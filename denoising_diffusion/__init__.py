@@ -7,7 +7,6 @@ public boundary.
 
 from ._version import __version__
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
-from .classifier import NoiseAwareClassifier
 from .conditioning import ConditionSpec
 from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
 from .denoiser import Prediction, StepRecord
@@ -16,6 +15,7 @@ from .editing import img2img, inpaint
 from .guidance import classifier_free_guidance, classifier_guidance, guided_prediction
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import EncoderClassifier, Unet
+from .noise_aware_classifier import NoiseAwareClassifier
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
 from .processes import NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule, sigma_max_from_data
 from .registry import model_kind

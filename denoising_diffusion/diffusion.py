@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from . import editing
 from ._utils import eval_mode, normalize_image_size
-from .batch import Batch, describe_extras, split_batch
 from .conditioning import (
     Condition,
     ConditionSpec,
@@ -31,6 +30,7 @@ from .conditioning import (
     condition_spec_of,
     repeat_condition,
 )
+from .data.batch import Batch, describe_extras, split_batch
 from .denoiser import Callback, Denoiser, Prediction, StepRecord
 from .guidance import classifier_guidance, guided_prediction
 from .losses import LossType, LossWeighting, likelihood_weight, min_snr_weight, per_sample_loss, vlb_term
@@ -587,7 +587,7 @@ class GaussianDiffusion(nn.Module):
         and ncsn, t ~ U(t_min, 1) for the SDEs: ``schedule.sample_times``), Gaussian ε.
 
         ``condition``: what the network takes (``classes=``, ``context=``, ...). ``batch`` may also be what a
-        Trainer collates from (image, label) pairs or dicts (batch.py): the label is ``classes``, and a dict's
+        Trainer collates from (image, label) pairs or dicts (data/batch.py): the label is ``classes``, and a dict's
         ``label``, ``context``, ``context_mask``, ``cond_image`` and ``cond_level`` entries are those conditions;
         whatever the network does not take is dropped, with a warning naming it (once per model).
         """
@@ -747,7 +747,7 @@ class GaussianDiffusion(nn.Module):
         check = getattr(classifier, "check_matches", None)
         if check is None:
             raise ValueError(
-                "classifier= must be a NoiseAwareClassifier (classifier.py), trained on this model's noise "
+                "classifier= must be a NoiseAwareClassifier (noise_aware_classifier.py), trained on this model's noise "
                 f"schedule; got a {type(classifier).__name__}"
             )
         check(self)

@@ -79,7 +79,7 @@ def classifier_guidance(
     sampler can use): ε̃ = ε̂ − s σ_t ∇_{x_t} log f(y | x_t), x̂_0 recomputed from ε̃ (the base prediction's learned
     variance kept).
 
-    ``log_prob(x_t, t) -> (B,)`` is log f(y | x_t) for the labels the caller bound (classifier.py's
+    ``log_prob(x_t, t) -> (B,)`` is log f(y | x_t) for the labels the caller bound (noise_aware_classifier.py's
     ``NoiseAwareClassifier.log_prob``). The gradient is taken here, with gradients enabled for the classifier's
     input only (:func:`log_prob_gradient`), so sampling can stay under ``torch.inference_mode()``. s = 0 returns
     the base prediction unchanged.

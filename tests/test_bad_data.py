@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
-from denoising_diffusion.data import ImageFolderDataset, UnreadableImageError
+from denoising_diffusion.data.datasets import ImageFolderDataset, UnreadableImageError
 
 
 def png_bytes(width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> bytes:

@@ -12,10 +12,10 @@ from oracle import ClassConditionalGaussians
 from torch.utils.data import TensorDataset
 from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (autouse fixture)
 
-from denoising_diffusion.classifier import NoiseAwareClassifier
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.guidance import classifier_guidance
 from denoising_diffusion.nn import EncoderClassifier, Unet
+from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
 from denoising_diffusion.pipeline import load_pipeline
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
 from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps

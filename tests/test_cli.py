@@ -234,7 +234,7 @@ def test_sample_prints_the_network_evaluations_per_image(untrained_checkpoint: P
 
 def test_the_nfe_meter_counts_each_sample_call_from_its_first_step() -> None:
     from denoising_diffusion.denoiser import StepRecord
-    from denoising_diffusion.sweep import NfeMeter
+    from denoising_diffusion.evaluation.sweep import NfeMeter
 
     meter, x = NfeMeter(), torch.zeros(1)
     for index, nfe in [(0, 3), (1, 7), (0, 4), (1, 6), (2, 9)]:  # two calls of an adaptive solver

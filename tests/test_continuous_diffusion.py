@@ -21,7 +21,7 @@ from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (aut
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.cli import main
-from denoising_diffusion.data import get_builtin_dataset
+from denoising_diffusion.data.datasets import get_builtin_dataset
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.likelihood import bits_per_dim, ode_bits_per_dim
 from denoising_diffusion.losses import likelihood_weight

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from denoising_diffusion.data import (
+from denoising_diffusion.data.datasets import (
     BuiltinShapes,
     ImageFolderDataset,
     InfiniteBatchSampler,
@@ -126,7 +126,7 @@ def test_unreadable_file_with_skip_warns_once_and_serves_the_next_image(mixed_fo
     bad.write_bytes(b"garbage")
     dataset = ImageFolderDataset(mixed_folder, 8, on_bad_image="skip")
     index = dataset.paths.index(bad)
-    with caplog.at_level(logging.WARNING, logger="denoising_diffusion.data"):
+    with caplog.at_level(logging.WARNING, logger="denoising_diffusion.data.datasets"):
         first, second = dataset[index], dataset[index]
     warnings = [r for r in caplog.records if "broken.png" in r.getMessage()]
     assert len(warnings) == 1

@@ -22,7 +22,7 @@ from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (aut
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.cli import main
-from denoising_diffusion.data import get_builtin_dataset
+from denoising_diffusion.data.datasets import get_builtin_dataset
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn import Unet

@@ -14,15 +14,15 @@ from PIL import Image
 
 from denoising_diffusion.cli import build_parser, main, resolve_train_options
 from denoising_diffusion.cli.train import training_data
-from denoising_diffusion.data import BuiltinShapes
-from denoising_diffusion.feature_cache import real_features
-from denoising_diffusion.features import NamedExtractor, extractor_identity, resolve_extractor
-from denoising_diffusion.metrics import ImageMetric, MetricOptions
+from denoising_diffusion.data.datasets import BuiltinShapes
+from denoising_diffusion.data.shapes import shape_batches
+from denoising_diffusion.evaluation.feature_cache import real_features
+from denoising_diffusion.evaluation.features import NamedExtractor, extractor_identity, resolve_extractor
+from denoising_diffusion.evaluation.metrics import ImageMetric, MetricOptions
+from denoising_diffusion.evaluation.real_sets import REFERENCE_IMAGES, REFERENCE_SEED, BuiltinReference, resolve_real
+from denoising_diffusion.evaluation.sweep import format_table, plot_sweep, steps_for_nfe, sweep
 from denoising_diffusion.pipeline import load_pipeline
-from denoising_diffusion.real_sets import REFERENCE_IMAGES, REFERENCE_SEED, BuiltinReference, resolve_real
 from denoising_diffusion.samplers import SAMPLERS
-from denoising_diffusion.shapes import shape_batches
-from denoising_diffusion.sweep import format_table, plot_sweep, steps_for_nfe, sweep
 from tests.eval_helpers import Projection, pooled
 from tests.trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401 (autouse fixture)
 
@@ -225,8 +225,8 @@ def test_an_adaptive_solver_is_reported_at_its_tolerance_with_the_evaluations_it
     """'ode' on a (tiny, untrained) VP model: one row per tolerance, with the NFE read from StepRecord.nfe (an
     untrained network's ODE is stiff near t_min, so the counts are not even monotone in the tolerance here)."""
     from denoising_diffusion.diffusion import GaussianDiffusion
+    from denoising_diffusion.evaluation.sweep import generate
     from denoising_diffusion.nn.unet import Unet
-    from denoising_diffusion.sweep import generate
 
     torch.manual_seed(0)
     unet = Unet(8, dim_mults=(1, 2), channels=3, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
@@ -240,7 +240,7 @@ def test_an_adaptive_solver_is_reported_at_its_tolerance_with_the_evaluations_it
 
 
 def real_features_of(images: torch.Tensor):
-    from denoising_diffusion.metrics import RealFeatures
+    from denoising_diffusion.evaluation.metrics import RealFeatures
 
     return RealFeatures.from_features(pooled(images))
 

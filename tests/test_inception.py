@@ -1,4 +1,4 @@
-"""denoising_diffusion.inception: the Inception path's preprocessing and its weights file, with no download.
+"""denoising_diffusion.evaluation.inception: the Inception path's preprocessing and its weights file, with no download.
 
 The preprocessing test runs torchmetrics' real Inception-v3 architecture (random weights: the weights file is
 replaced by an empty one and loading is skipped) and stops it at its first convolution, whose input is compared with
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from denoising_diffusion import inception
-from denoising_diffusion.inception import (
+from denoising_diffusion.evaluation import inception
+from denoising_diffusion.evaluation.inception import (
     INCEPTION_URL,
     InceptionFeatures,
     check_weights_file,

@@ -12,8 +12,8 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
-from denoising_diffusion.batch import collate_batch
-from denoising_diffusion.data import (
+from denoising_diffusion.data.batch import collate_batch
+from denoising_diffusion.data.datasets import (
     BuiltinShapes,
     ImageFolderDataset,
     LabelledImageFolder,

@@ -1,4 +1,4 @@
-"""denoising_diffusion.metrics: FID, KID and precision/recall on features, against closed forms, brute-force
+"""denoising_diffusion.evaluation.metrics: FID, KID and precision/recall on features, against closed forms, brute-force
 formulas, hand-worked examples and torchmetrics' own FID. All on small float64 feature sets: no images, no network.
 
 Tolerances come from the estimators' spread, measured in the test itself over R independent replicates: a mean of R
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from denoising_diffusion.evaluation import frechet_distance
-from denoising_diffusion.metrics import (
+from denoising_diffusion.evaluation.metrics import (
     Metric,
     MetricOptions,
     RealFeatures,

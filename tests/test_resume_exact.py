@@ -35,9 +35,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401
 
-from denoising_diffusion.batch import split_batch
 from denoising_diffusion.checkpoint import load_checkpoint
-from denoising_diffusion.data import ImageFolderDataset
+from denoising_diffusion.data.batch import split_batch
+from denoising_diffusion.data.datasets import ImageFolderDataset
 from denoising_diffusion.training import Trainer
 from denoising_diffusion.training.trainable import check_trainable
 

@@ -1544,7 +1544,7 @@ MUTATIONS += (
     # ----- evaluation: metrics, the Inception path, the real-feature cache, sweeps, the Trainer's metric ---------
     Mutation(
         "kid-subsets-with-replacement",
-        "denoising_diffusion/metrics.py",
+        "denoising_diffusion/evaluation/metrics.py",
         "real[torch.randperm(len(real), generator=generator)[:size]],",
         "real[torch.randint(len(real), (size,), generator=generator)],",
         "KID's real subsets drawn with replacement: repeated features enter the i != j sums, biasing MMD² upwards",
@@ -1552,7 +1552,7 @@ MUTATIONS += (
     ),
     Mutation(
         "kid-quadratic-kernel",
-        "denoising_diffusion/metrics.py",
+        "denoising_diffusion/evaluation/metrics.py",
         "degree=3,",
         "degree=2,",
         "KID with a quadratic instead of the cubic polynomial kernel",
@@ -1560,7 +1560,7 @@ MUTATIONS += (
     ),
     Mutation(
         "pr-radius-counts-itself",
-        "denoising_diffusion/metrics.py",
+        "denoising_diffusion/evaluation/metrics.py",
         "kthvalue(neighbours + 1, dim=1)",
         "kthvalue(neighbours, dim=1)",
         "the k-NN radius taken with the point itself as one of its k neighbours",
@@ -1568,7 +1568,7 @@ MUTATIONS += (
     ),
     Mutation(
         "pr-swapped",
-        "denoising_diffusion/metrics.py",
+        "denoising_diffusion/evaluation/metrics.py",
         "return float(precision), float(recall)",
         "return float(recall), float(precision)",
         "precision and recall swapped (generated and real manifolds confused)",
@@ -1576,7 +1576,7 @@ MUTATIONS += (
     ),
     Mutation(
         "inception-truncates",
-        "denoising_diffusion/inception.py",
+        "denoising_diffusion/evaluation/inception.py",
         "(images.clamp(0, 1) * 255 + 0.5).floor()",
         "(images.clamp(0, 1) * 255).floor()",
         "[0, 1] -> uint8 by truncation (torchmetrics' normalize=True) instead of rounding as saving a PNG does",
@@ -1584,7 +1584,7 @@ MUTATIONS += (
     ),
     Mutation(
         "inception-antialiased-resize",
-        "denoising_diffusion/inception.py",
+        "denoising_diffusion/evaluation/inception.py",
         "antialias=False,",
         "antialias=True,",
         "torchmetrics' default antialiased bilinear resize instead of TF1's, which FID numbers are computed with",
@@ -1592,7 +1592,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cache-ignores-mtime",
-        "denoising_diffusion/feature_cache.py",
+        "denoising_diffusion/evaluation/feature_cache.py",
         "stat.st_size, stat.st_mtime_ns])",
         "stat.st_size])",
         "the cache keyed on file sizes only: a file rewritten with the same size is not noticed",
@@ -1600,7 +1600,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cache-ignores-extractor",
-        "denoising_diffusion/feature_cache.py",
+        "denoising_diffusion/evaluation/feature_cache.py",
         '"extractor": identity,',
         '"extractor": "",',
         "the cache not keyed on the extractor: features of another network are reused",
@@ -1608,7 +1608,7 @@ MUTATIONS += (
     ),
     Mutation(
         "sweep-steps-over-budget",
-        "denoising_diffusion/sweep.py",
+        "denoising_diffusion/evaluation/sweep.py",
         "steps = (nfe - info.extra_evals) // info.evals_per_step",
         "steps = -(-(nfe - info.extra_evals) // info.evals_per_step)",
         "NFE -> steps rounded up: Heun's rows spend more evaluations than the budget",
@@ -1633,7 +1633,7 @@ MUTATIONS += (
     # ----- REAL as a named data set (real_sets.py) ---------------------------------------------------------------
     Mutation(
         "reference-draws-training-seed",
-        "denoising_diffusion/real_sets.py",
+        "denoising_diffusion/evaluation/real_sets.py",
         "num_images=self.num_images, seed=self.seed, batch_size=batch_size",
         "num_images=self.num_images, seed=0, batch_size=batch_size",
         "the reference images drawn from the training seed 0 (the training images themselves) while the key says 1",
@@ -1641,7 +1641,7 @@ MUTATIONS += (
     ),
     Mutation(
         "named-cache-ignores-count",
-        "denoising_diffusion/real_sets.py",
+        "denoising_diffusion/evaluation/real_sets.py",
         '"seed": self.seed, "num_images": self.num_images}',
         '"seed": self.seed}',
         "a named set's cache entry not keyed on --real-num: features of another count are reused",
@@ -1649,7 +1649,7 @@ MUTATIONS += (
     ),
     Mutation(
         "named-set-shadows-folder",
-        "denoising_diffusion/real_sets.py",
+        "denoising_diffusion/evaluation/real_sets.py",
         "    if path.exists():",
         "    if path.exists() and os.fspath(text) not in BUILTIN_DATASETS:",
         "a folder named like a data set (./shapes) silently replaced by the built-in set",

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from ..data import BUILTIN_DATASETS
-from ..feature_cache import default_cache_dir, real_features
-from ..features import INCEPTION, NamedExtractor, resolve_extractor
-from ..metrics import KID_SUBSETS, PR_NEIGHBOURS, Metric, MetricOptions, RealFeatures, Scores, score_images
-from ..real_sets import REFERENCE_IMAGES, REFERENCE_SEED, resolve_real
-from ..sweep import generate
+from ..data.datasets import BUILTIN_DATASETS
+from ..evaluation.feature_cache import default_cache_dir, real_features
+from ..evaluation.features import INCEPTION, NamedExtractor, resolve_extractor
+from ..evaluation.metrics import KID_SUBSETS, PR_NEIGHBOURS, Metric, MetricOptions, RealFeatures, Scores, score_images
+from ..evaluation.real_sets import REFERENCE_IMAGES, REFERENCE_SEED, resolve_real
+from ..evaluation.sweep import generate
 from .args import (
     _add_threads_option,
     add_sampler_options,

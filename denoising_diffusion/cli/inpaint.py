@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..data.image_files import load_image
 from ..editing import inpaint
-from ..image_files import load_image
 from .args import (
     add_condition_options,
     add_output_options,

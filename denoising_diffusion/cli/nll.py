@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import ImageFolderDataset
+from ..data.datasets import ImageFolderDataset
 from ..likelihood import bits_per_dim, ode_bits_per_dim
 from ..pipeline import load_pipeline
 from .args import _add_threads_option, device, non_negative_int, positive_int

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from ..classifier import NoiseAwareClassifier
+from ..evaluation.sweep import NfeMeter
+from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pipeline import load_pipeline
 from ..samplers import SAMPLERS
-from ..sweep import NfeMeter
 from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
 from .args import (
     add_condition_options,

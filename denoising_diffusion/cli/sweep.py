@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..sweep import check_samplers, format_table, plot_sweep, sweep
+from ..evaluation.sweep import check_samplers, format_table, plot_sweep, sweep
 from .args import load_model, positive_int
 from .evaluate import add_evaluation_options, add_generation_options, load_real, metric_options, print_real
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..data import LabelledImageFolder, OnBadImage, get_builtin_dataset
+from ..data.datasets import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..diffusion import GaussianDiffusion
 from ..losses import LossType, LossWeighting
 from ..nn.unet import Unet

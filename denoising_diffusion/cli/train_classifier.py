@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_checkpoint
-from ..classifier import NoiseAwareClassifier
-from ..data import LabelledImageFolder, OnBadImage, get_builtin_dataset
-from ..nn.classifier import EncoderClassifier
+from ..data.datasets import LabelledImageFolder, OnBadImage, get_builtin_dataset
+from ..nn.encoder_classifier import EncoderClassifier
+from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pipeline import checkpoint_spec
 from ..schedules import BetaSchedule
 from ..training import Trainer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .attention import Attention, LinearAttention
 from .blocks import Downsample, ResnetBlock, Upsample
-from .classifier import EncoderClassifier
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
+from .encoder_classifier import EncoderClassifier
 from .unet import Unet
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The U-Net's encoder half, shared by the Unet and the noise-aware classifier (nn/classifier.py): the blocks a
+"""The U-Net's encoder half, shared by the Unet and the noise-aware classifier (nn/encoder_classifier.py): the blocks a
 level is built from, the down levels (``resnet_blocks`` time-conditioned ResNet blocks, attention, a 2x downsample;
 the last level keeps its resolution), the per-level options (:func:`level_layout`) and the argument checks both
 networks make.

@@ -1,6 +1,6 @@
 """How the Trainer reads its data: checking the dataset, and an endless, sharded, resumable stream of batches.
 
-Every process builds the same :class:`~denoising_diffusion.data.InfiniteBatchSampler` (same seed) and takes its
+Every process builds the same :class:`~denoising_diffusion.data.datasets.InfiniteBatchSampler` (same seed) and takes its
 own contiguous part of each global batch, so the processes see disjoint shards whose union is exactly the batch a
 single process would see. The stream starts at ``start_index`` (samples consumed so far), which is how a resumed
 run continues the data order.
@@ -21,8 +21,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from ..batch import ITEM_FORMS, Batch, collate_batch, split_batch
-from ..data import BuiltinShapes, ImageFiles, ImageFolderDataset, InfiniteBatchSampler, OnBadImage, SkippedImage
+from ..data.batch import ITEM_FORMS, Batch, collate_batch, split_batch
+from ..data.datasets import (
+    BuiltinShapes,
+    ImageFiles,
+    ImageFolderDataset,
+    InfiniteBatchSampler,
+    OnBadImage,
+    SkippedImage,
+)
 from .rng import item_seed, seeded_rngs
 
 Batches = Iterator[tuple[Batch, list[SkippedImage]]]
@@ -32,7 +39,7 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     """A folder path -> ImageFolderDataset; a Dataset or sequence -> itself, after checking its first item.
 
     Raises ValueError (before anything is written) for an empty dataset, a wrong type, items of another form than
-    batch.py accepts, or images whose shape is not (channels, H, W) of the model.
+    data/batch.py accepts, or images whose shape is not (channels, H, W) of the model.
     """
     expected = (int(channels), *image_size)
     if isinstance(source, (str, os.PathLike)):
@@ -98,7 +105,7 @@ class TrainingItems(Dataset):
     """A dataset's items as (item, files skipped on the way), each read under RNGs seeded by its position.
 
     Indexed by (position, dataset index) pairs (see :class:`PositionedBatches`). For an image folder
-    (ImageFolderDataset, LabelledImageFolder: any :class:`~denoising_diffusion.data.ImageFiles`) the skipped files
+    (ImageFolderDataset, LabelledImageFolder: any :class:`~..data.datasets.ImageFiles`) the skipped files
     come from its :meth:`load` and are not logged by the dataset; every other dataset's items are taken as they are,
     with none skipped.
     """

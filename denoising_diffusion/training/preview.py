@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from .._utils import chunk_sizes
-from ..batch import collate_batch, split_batch
 from ..conditioning import batch_condition, condition_spec_of
+from ..data.batch import collate_batch, split_batch
 
 MAX_CLASS_ROWS = 10
 

@@ -2,7 +2,7 @@
 
 A *trainable* is an ``nn.Module`` that
 
-* turns a batch into a scalar loss when called: ``loss = trainable(batch)``, where the batch is what batch.py
+* turns a batch into a scalar loss when called: ``loss = trainable(batch)``, where the batch is what data/batch.py
   describes (images, (image, label) pairs or dicts). Calling the module (not a method) keeps accelerate's
   DistributedDataParallel wrapper in the loop;
 * names the network to average: ``trainable.model`` (an ``nn.Module``). The EMA averages it, its weights are a
@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from ..batch import Batch
+from ..data.batch import Batch
 
 
 @runtime_checkable

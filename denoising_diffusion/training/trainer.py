@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..batch import Batch, map_images
 from ..checkpoint import make_checkpoint
 from ..conditioning import condition_spec_of
-from ..data import OnBadImage, SkippedImage, random_hflip
+from ..data.batch import Batch, map_images
+from ..data.datasets import OnBadImage, SkippedImage, random_hflip
 from ..pipeline import checkpoint_spec, load_weights, spec_of
 from ..viz import save_image_grid
 from . import checkpoints
@@ -93,7 +93,7 @@ class Trainer:
         folder_or_dataset: a folder read recursively by ImageFolderDataset at the model's image size and
             channel count, or a Dataset (any object with __len__ and __getitem__) whose items are (C, H, W)
             tensors in [0, 1], tuples starting with one ((image, label) pairs), or dicts with an 'image' entry;
-            batches keep that structure (batch.py) and the model decides what to do with the rest.
+            batches keep that structure (data/batch.py) and the model decides what to do with the rest.
         train_batch_size: images per micro-batch over all processes when ``split_batches`` (each process gets
             1/num_processes of it), else per process. Images per optimizer step:
             ``global_batch_size * gradient_accumulate_every``.

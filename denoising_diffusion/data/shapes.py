@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._utils import normalize_image_size
+from .._utils import normalize_image_size
 from .image_files import check_channels
 
 __all__ = ["SHAPE_CLASSES", "BuiltinShapes", "shape_batches"]

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._utils import chunk_sizes
-from .denoiser import StepRecord
-from .evaluation import FeatureExtractor, extract_features
+from .._utils import chunk_sizes
+from ..denoiser import StepRecord
+from ..samplers import SAMPLERS, SamplerInfo, SamplerName
+from .frechet import FeatureExtractor, extract_features
 from .metrics import (
     DEFAULT_OPTIONS,
     MetricOptions,
@@ -36,7 +37,6 @@ from .metrics import (
     extractor_device,
     score_features,
 )
-from .samplers import SAMPLERS, SamplerInfo, SamplerName
 
 
 @dataclass(frozen=True)

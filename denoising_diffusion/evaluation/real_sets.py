@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .data import BUILTIN_DATASETS, builtin_image_batches
+from ..data.datasets import BUILTIN_DATASETS, builtin_image_batches
 
 __all__ = ["REFERENCE_IMAGES", "REFERENCE_SEED", "BuiltinReference", "resolve_real"]
 

@@ -4,7 +4,7 @@ Image Synthesis", §4 and App. C: the "downsampling trunk of the UNet model with
 to produce the final output").
 
 (x_t (B, channels, H, W), t (B,)) -> logits (B, num_classes). Like every network here it knows nothing about
-noise: classifier.py's NoiseAwareClassifier trains it on a diffusion's x_t and uses it for guidance.
+noise: noise_aware_classifier.py's NoiseAwareClassifier trains it on a diffusion's x_t and uses it for guidance.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .evaluation import FeatureExtractor
+from .frechet import FeatureExtractor
 from .inception import INCEPTION_IDENTITY, load_inception
 
 INCEPTION = "inception"

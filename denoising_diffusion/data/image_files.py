@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ._utils import normalize_image_size
+from .._utils import normalize_image_size
 
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
 

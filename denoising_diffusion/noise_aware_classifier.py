@@ -2,7 +2,7 @@
 time-conditioned network trained with cross-entropy on noisy images x_t ~ q(x_t | x_0) of a diffusion's own noise
 schedule, so that it can judge the images a sampler holds at every step.
 
-:class:`NoiseAwareClassifier` wraps a network (nn/classifier.py's EncoderClassifier, or any module mapping
+:class:`NoiseAwareClassifier` wraps a network (nn/encoder_classifier.py's EncoderClassifier, or any module mapping
 (x_t, t) to logits) with that schedule. It is a trainable (training/trainable.py): the Trainer trains it on
 (image, label) pairs, labelled folders or dicts with a ``label`` entry, with everything it gives a diffusion (EMA,
 mixed precision, checkpoints, exact resume, bad-image handling), and the pipeline registry rebuilds it from a
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._utils import normalize_image_size
-from .batch import Batch, split_batch
+from .data.batch import Batch, split_batch
 from .registry import model_kind
 from .schedules import NoiseSchedule
 
@@ -107,7 +107,7 @@ class NoiseAwareClassifier(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         """The training loss (a scalar): cross-entropy of the labels from f(· | x_t) at uniform t, x_t ~ q(x_t | x_0).
 
-        ``batch``: (images in [0, 1], labels) pairs or a dict with ``image`` and ``label`` (batch.py).
+        ``batch``: (images in [0, 1], labels) pairs or a dict with ``image`` and ``label`` (data/batch.py).
         """
         images, extras = split_batch(batch)
         labels = extras.get("[1]", extras.get("label"))

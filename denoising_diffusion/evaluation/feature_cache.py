@@ -1,8 +1,8 @@
 """Real images' features from a folder or a built-in data set, computed once and cached.
 
 :func:`real_features` reads every image under a folder (recursively, sorted; data.list_image_files), or draws the
-images of a :class:`~denoising_diffusion.real_sets.BuiltinReference`, passes them through an extractor in batches
-and returns :class:`~denoising_diffusion.metrics.RealFeatures`. The result is cached in one file per key under
+images of a :class:`~.real_sets.BuiltinReference`, passes them through an extractor in batches
+and returns :class:`~.metrics.RealFeatures`. The result is cached in one file per key under
 ``cache_dir``. A folder's key is (folder, extractor identity, image size, channels, resize), and the file also
 records the folder's listing (each file's relative path, size in bytes and modification time in ns). A built-in
 data set's key is (name, seed, number of images, extractor identity, image size, channels): the images are a
@@ -34,11 +34,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import list_image_files
-from .evaluation import extract_features
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..data.datasets import list_image_files
+from ..data.image_files import load_image
 from .features import NamedExtractor
-from .image_files import load_image
+from .frechet import extract_features
 from .metrics import RealFeatures
 from .real_sets import BuiltinReference
 
@@ -174,7 +174,7 @@ def real_features(
     device: str | torch.device = "cpu",
 ) -> RealFeatures:
     """The real side of the metrics for the images under ``folder`` (or of a built-in data set: a
-    :class:`~denoising_diffusion.real_sets.BuiltinReference`), from the cache when it is valid (see the module
+    :class:`~.real_sets.BuiltinReference`), from the cache when it is valid (see the module
     docstring), else computed and cached. ``cache_dir`` None: :func:`default_cache_dir`."""
     root = folder if isinstance(folder, BuiltinReference) else Path(folder)
     key = cache_key(root, extractor.identity, image_size, channels, resize)

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from ._utils import normalize_image_size
-from .choices import Choice
+from .._utils import normalize_image_size
+from ..choices import Choice
 from .image_files import UnreadableImageError, check_channels, load_image
 from .shapes import BuiltinShapes, shape_batches
 

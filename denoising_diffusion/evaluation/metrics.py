@@ -1,7 +1,7 @@
 """FID, KID and precision / recall of generated images against real ones, in one feature space.
 
 Every metric here is a function of two feature sets (real (M, F), generated (N, F)) taken by one extractor
-(evaluation.py's :data:`~denoising_diffusion.evaluation.FeatureExtractor`: Inception-v3's pool features for the
+(frechet.py's :data:`~denoising_diffusion.evaluation.FeatureExtractor`: Inception-v3's pool features for the
 numbers papers report, inception.py; or any other). The real side is a :class:`RealFeatures`: its features and
 their Gaussian fit, computed once and cached per folder (feature_cache.py).
 
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .choices import Choice
-from .evaluation import FeatureExtractor, GaussianFit, extract_features, frechet_distance, gaussian_fit
+from ..choices import Choice
+from .frechet import FeatureExtractor, GaussianFit, extract_features, frechet_distance, gaussian_fit
 
 KID_SUBSETS = 100  # Bińkowski et al. 2018 and torchmetrics: 100 subsets ...
 KID_SUBSET_SIZE = 1000  # ... of 1000 features each (fewer when a set is smaller: see kernel_distance)
