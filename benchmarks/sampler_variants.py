@@ -46,8 +46,8 @@ from benchmarks import _quality_results as results
 from benchmarks import denoising_error, peer_quality
 from denoising_diffusion.denoiser import Denoiser, Prediction
 from denoising_diffusion.evaluation import feature_reference, frechet_distance_to
+from denoising_diffusion.processes import NoiseSchedule, Spacing
 from denoising_diffusion.samplers.ddim import sample_ddim
-from denoising_diffusion.schedules import NoiseSchedule, Spacing
 
 CLIPS = ("rederive", "x0", "none")
 NAMED = {"ours": "rederive/linspace", "diffusers": "x0/leading", "denoising-diffusion-pytorch": "rederive/trailing"}

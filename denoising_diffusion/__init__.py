@@ -16,8 +16,22 @@ from .guidance import classifier_free_guidance, classifier_guidance, guided_pred
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import EncoderClassifier, Unet
 from .noise_aware_classifier import NoiseAwareClassifier
+from .parameterization import eps_from_score, score_from_eps
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
-from .processes import NCSNSchedule, Process, SubVPSchedule, VESchedule, VPSchedule, sigma_max_from_data
+from .processes import (
+    CLEAN,
+    EDMSchedule,
+    NCSNSchedule,
+    NoiseSchedule,
+    Schedule,
+    SubVPSchedule,
+    VESchedule,
+    VPSchedule,
+    process_kind,
+    registered_processes,
+    sigma_max_from_data,
+    spaced_timesteps,
+)
 from .registry import model_kind
 from .samplers import (
     SAMPLERS,
@@ -37,8 +51,6 @@ from .samplers import (
     sample_repaint,
     sample_reverse_diffusion,
 )
-from .schedules import CLEAN, NoiseSchedule, Schedule, spaced_timesteps
-from .score import eps_from_score, score_from_eps
 from .training import Trainable, Trainer, TrainingDivergedError
 from .viz import save_denoising_gif, save_image_grid
 
@@ -55,7 +67,9 @@ __all__ = [
     "VPSchedule",
     "VESchedule",
     "SubVPSchedule",
-    "Process",
+    "EDMSchedule",
+    "process_kind",
+    "registered_processes",
     "NCSNSchedule",
     "BuiltinShapes",
     "ConditionSpec",

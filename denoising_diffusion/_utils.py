@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import torch
 
 
 def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -46,3 +49,9 @@ def eval_mode(*modules: Any) -> Iterator[None]:
     finally:
         for module, mode in zip(present, modes):
             module.train(mode)
+
+
+def module_device(module: Any) -> torch.device:
+    """Where a module lives: its first parameter's or buffer's device, else the CPU."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device

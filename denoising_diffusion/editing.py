@@ -5,90 +5,36 @@
 * :func:`img2img` (Meng et al. 2022, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential
   Equations"): diffuse an image part of the way, x_t ~ q(x_t | x_0), and run any sampler from there.
 
-Both are free functions of a GaussianDiffusion (``GaussianDiffusion.inpaint`` / ``img2img`` call them); they share
-``sample``'s way of running: the condition and guidance through ``sampling_denoiser``, eval mode, inference mode,
-the trajectory and the output range through ``run_sampler``. Images enter and leave in [0, 1] (the model's data
-range with auto_normalize off). This module does not import diffusion.py (which imports it): the diffusion is
-typed by the :class:`EditableDiffusion` protocol.
+Both are free functions of a model (``GaussianDiffusion.inpaint`` / ``img2img`` call them) that run through its
+sampling runner (sampling.py, ``runner_of``), as ``sample`` does: the condition and guidance, eval mode, inference
+mode, the trajectory and the output range. Images enter and leave in [0, 1] (the model's data range with
+auto_normalize off). This module imports sampling.py, below it; nothing here calls back into the model.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .conditioning import CONDITION_NAMES
-from .denoiser import Callback, Denoiser
-from .samplers import SAMPLERS, SamplerInfo, SamplerName, sample_repaint
+from .denoiser import Callback
+from .processes import CLEAN, Time
+from .samplers import SAMPLERS, SamplerName, sample_repaint
 from .samplers.common import diffuse
 from .samplers.repaint import repaint_schedule
-from .schedules import CLEAN, Schedule, Spacing, Time
-
-
-class EditableDiffusion(Protocol):
-    """What editing needs of a diffusion model (GaussianDiffusion has all of it)."""
-
-    channels: int
-    image_size: tuple[int, int]
-    sampling_timesteps: int
-    timestep_spacing: Spacing | None
-
-    @property
-    def schedule(self) -> Schedule: ...
-
-    @property
-    def device(self) -> torch.device: ...
-
-    def sampling_times(
-        self, steps: int | None = None, spacing: str | None = None, info: SamplerInfo | None = None
-    ) -> list[Time]: ...
-
-    def prior_noise(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor: ...
-
-    @property
-    def dtype(self) -> torch.dtype: ...
-
-    def normalize(self, img: Tensor) -> Tensor: ...
-
-    def sampler_defaults(self) -> dict[str, Any]: ...
-
-    def sampler_info(self, name: str | None) -> SamplerInfo: ...
-
-    def sampling_denoiser(
-        self,
-        batch_size: int,
-        *,
-        guidance_scale: float = 1.0,
-        guidance_rescale: float = 0.0,
-        classifier: nn.Module | None = None,
-        classifier_scale: float = 1.0,
-        **condition: Any,
-    ) -> Denoiser: ...
-
-    def run_sampler(
-        self,
-        run: Callable[..., Tensor],
-        x_start: Tensor,
-        timesteps: Sequence[Time],
-        *,
-        generator: torch.Generator | None = None,
-        callback: Callback | None = None,
-        return_all_timesteps: bool = False,
-        also_eval: Sequence[nn.Module | None] = (),
-    ) -> Tensor: ...
-
+from .sampling import SamplingRunner, runner_of
 
 # ----- inpainting ----------------------------------------------------------------------------------------------------
 
 
 def inpaint(
-    diffusion: EditableDiffusion,
+    diffusion: Any,
     images: Tensor,
     mask: Tensor,
     *,
@@ -130,29 +76,30 @@ def inpaint(
         ValueError for images or a mask of the wrong shape, mask values other than 0 and 1, a condition that does
         not fit, or a jump longer than the chain.
     """
-    check_images(diffusion, images)
+    runner = runner_of(diffusion)
+    check_images(runner, images)
     keep = check_mask(mask, images)
-    timesteps = diffusion.sampling_times(steps, spacing)
+    timesteps = runner.times(steps, spacing)
     repaint_schedule(len(timesteps), jump_length, resample)  # its ValueErrors before any work
-    options = SAMPLERS[SamplerName.DDPM].bind({"variance": variance}, diffusion.sampler_defaults())
+    options = SAMPLERS[SamplerName.DDPM].bind({"variance": variance}, runner.sampler_defaults())
     batch = images.shape[0]
-    denoiser = diffusion.sampling_denoiser(
+    denoiser = runner.sampling_denoiser(
         batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
         classifier_scale=classifier_scale, **condition,
     )  # fmt: skip
-    known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))
-    x_T = diffusion.prior_noise(images.shape, generator)
-    run = partial(sample_repaint, denoiser, schedule=diffusion.schedule, known=known, mask=keep.to(diffusion.device),
+    known = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))
+    x_T = runner.prior(images.shape, generator)
+    run = partial(sample_repaint, denoiser, schedule=runner.schedule, known=known, mask=keep.to(runner.device),
                   jump_length=jump_length, resample=resample, **options)  # fmt: skip
-    return diffusion.run_sampler(run, x_T, timesteps, generator=generator, callback=callback,
-                                 return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
+    return runner.run(run, x_T, timesteps, generator=generator, callback=callback,
+                      return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
 
 # ----- image-to-image ------------------------------------------------------------------------------------------------
 
 
 def img2img(
-    diffusion: EditableDiffusion,
+    diffusion: Any,
     images: Tensor,
     strength: float,
     *,
@@ -191,9 +138,10 @@ def img2img(
         ValueError for a strength outside [0, 1], images of the wrong shape, an argument that is neither a condition
         nor an option of the sampler, or a condition that does not fit.
     """
-    check_images(diffusion, images)
+    runner = runner_of(diffusion)
+    check_images(runner, images)
     strength = check_strength(strength)
-    info = diffusion.sampler_info(sampler)
+    info = runner.sampler_info(sampler)
     condition = {name: value for name, value in condition_and_options.items() if name in CONDITION_NAMES}
     options = {  # None means "not given", as for sample()
         name: value
@@ -206,25 +154,24 @@ def img2img(
             f"img2img got {', '.join(map(repr, unknown))}: neither a condition ({', '.join(CONDITION_NAMES)}) nor an "
             f"option of sampler {info.name!r} ({', '.join(info.option_names) or 'it takes none'})"
         )
-    bound = info.bind(options, diffusion.sampler_defaults())
+    bound = info.bind(options, runner.sampler_defaults())
     batch = images.shape[0]
-    denoiser = diffusion.sampling_denoiser(
+    denoiser = runner.sampling_denoiser(
         batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,
         classifier_scale=classifier_scale, **condition,
     )  # fmt: skip
-    timesteps = diffusion.sampling_times(steps, spacing, info)
+    timesteps = runner.times(steps, spacing, info)
     kept = strength_timesteps(timesteps, strength)
     if not kept:
         return images[:, None].clone() if return_all_timesteps else images.clone()
-    shape = (batch, diffusion.channels, *diffusion.image_size)
     if len(kept) == len(timesteps):  # ordinary sampling: x_T exactly as sample() draws it
-        x_start = diffusion.prior_noise(shape, generator)
+        x_start = runner.prior((batch, *runner.shape), generator)
     else:
-        x_0 = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))
-        x_start = diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)
-    run = partial(info.fn, denoiser, schedule=diffusion.schedule, **bound)
-    return diffusion.run_sampler(run, x_start, kept, generator=generator, callback=callback,
-                                 return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
+        x_0 = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))
+        x_start = diffuse(x_0, runner.schedule, CLEAN, kept[0], generator)
+    run = partial(info.fn, denoiser, schedule=runner.schedule, **bound)
+    return runner.run(run, x_start, kept, generator=generator, callback=callback,
+                      return_all_timesteps=return_all_timesteps, also_eval=(classifier,))  # fmt: skip
 
 
 def strength_timesteps(timesteps: Sequence[Time], strength: float) -> list[Time]:
@@ -248,9 +195,9 @@ def check_strength(strength: Any) -> float:
     return value
 
 
-def check_images(diffusion: EditableDiffusion, images: Any) -> None:
+def check_images(runner: SamplingRunner, images: Any) -> None:
     """ValueError unless ``images`` is a (B, C, H, W) tensor of the model's channels and image size, B >= 1."""
-    expected = (diffusion.channels, *diffusion.image_size)
+    expected = runner.shape
     if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != expected or not len(images):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .denoiser import Denoiser, Prediction
 from .parameterization import x0_from_eps
-from .schedules import Schedule
+from .processes import Schedule
 
 Coef = Tensor | float
 

@@ -24,9 +24,10 @@ from torch import Tensor
 from .choices import Choice
 from .denoiser import Denoiser
 from .losses import Decoder, gaussian_log_likelihood, normal_kl, vlb_term
+from .processes import NoiseSchedule, Schedule, Spacing, Time
 from .samplers.common import heun_step, randn_like, time_batch
 from .samplers.ode import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance, clamp_time, load_odeint, require_ode
-from .schedules import NoiseSchedule, Schedule, Spacing, Time
+from .sampling import runner_of
 from .variance import VarianceType, reverse_log_variance
 
 
@@ -73,24 +74,27 @@ def vlb_terms(
     return VLBResult(total=stacked.sum(1) + prior, terms=stacked, prior=prior)
 
 
-def bits_per_dim(diffusion, images: Tensor, *, generator: torch.Generator | None = None, **condition: Any) -> Tensor:
+def bits_per_dim(
+    diffusion: Any, images: Tensor, *, generator: torch.Generator | None = None, **condition: Any
+) -> Tensor:
     """The variational bound of a GaussianDiffusion on 8-bit images (B, C, H, W) in [0, 1], in bits/dim, (B,).
 
     Uses the diffusion's variance type and x̂_0 clipping, and the discretized decoder; ``condition`` is a conditional
     model's (``classes=`` ...: the bound of p(x | y)). The bound is that of the discrete chain: for another process
     (vp, subvp, ve, ncsn) a ValueError points to :func:`ode_bits_per_dim`.
     """
-    if not isinstance(diffusion.schedule, NoiseSchedule):
+    runner = runner_of(diffusion)
+    if not isinstance(runner.schedule, NoiseSchedule):
         raise ValueError(
             f"the variational bound is the discrete DDPM chain's (process 'ddpm'); this model's process is "
-            f"{diffusion.config.get('process', 'ddpm')!r}: use ode_bits_per_dim (the probability-flow ODE likelihood)"
+            f"{getattr(runner.schedule, 'name', '?')!r}: use ode_bits_per_dim (the probability-flow ODE likelihood)"
         )
     with torch.inference_mode():
         return vlb_terms(
-            diffusion.denoiser(**condition),
-            diffusion.schedule,
-            diffusion.normalize(images),
-            variance=diffusion.variance_type,
+            runner.denoiser(**condition),
+            runner.schedule,
+            runner.data.normalize(images),
+            variance=runner.defaults.variance,
             generator=generator,
         ).total
 
@@ -262,7 +266,7 @@ def ode_log_likelihood(
 
 
 def ode_bits_per_dim(
-    diffusion,
+    diffusion: Any,
     images: Tensor,
     *,
     steps: int = 100,
@@ -276,10 +280,11 @@ def ode_bits_per_dim(
 ) -> Tensor:
     """The probability-flow ODE's negative log-likelihood of images (B, C, H, W) in [0, 1], as bits/dim of 8-bit
     data, (B,); ``condition`` as for :func:`bits_per_dim`. See :func:`ode_log_likelihood`."""
-    x = diffusion.normalize(images)
+    runner = runner_of(diffusion)
+    x = runner.data.normalize(images)
     log_p = ode_log_likelihood(
-        diffusion.denoiser(clip_denoised=False, **condition),
-        diffusion.schedule,
+        runner.denoiser(clip_denoised=False, **condition),
+        runner.schedule,
         x,
         steps=steps,
         solver=solver,

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from ._utils import normalize_image_size
 from .data.batch import Batch, split_batch
+from .losses.times import UniformTimes
+from .processes import NoiseSchedule, q_sample
 from .registry import model_kind
-from .schedules import NoiseSchedule
 
 
 @model_kind(parts=("model",))
@@ -64,9 +65,6 @@ class NoiseAwareClassifier(nn.Module):
         self.class_names = None if class_names is None else [str(name) for name in class_names]
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
-        ac = self.schedule.alphas_cumprod
-        self.register_buffer("sqrt_alphas_cumprod", ac.sqrt().float(), persistent=False)
-        self.register_buffer("sqrt_one_minus_alphas_cumprod", (1 - ac).sqrt().float(), persistent=False)
         schedule_config = beta_schedule if isinstance(beta_schedule, str) else self.schedule.betas.tolist()
         self.config: dict[str, Any] = {
             "image_size": list(self.image_size),
@@ -76,9 +74,6 @@ class NoiseAwareClassifier(nn.Module):
         }
         if self.class_names is not None:
             self.config["class_names"] = list(self.class_names)
-
-    sqrt_alphas_cumprod: Tensor
-    sqrt_one_minus_alphas_cumprod: Tensor
 
     @classmethod
     def for_diffusion(
@@ -118,26 +113,26 @@ class NoiseAwareClassifier(nn.Module):
             )
         labels = torch.as_tensor(labels, device=images.device).long()
         x_0 = images * 2 - 1 if self.auto_normalize else images
-        t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)
-        noise = torch.randn_like(x_0)
-        shape = (-1,) + (1,) * (x_0.ndim - 1)
-        x_t = self.sqrt_alphas_cumprod[t].view(shape) * x_0 + self.sqrt_one_minus_alphas_cumprod[t].view(shape) * noise
+        t = UniformTimes().sample(self.schedule, x_0.shape[0], x_0.device)
+        x_t = q_sample(self.schedule, x_0, t, torch.randn_like(x_0))
         return F.cross_entropy(self.logits(x_t, t), labels)
 
     def check_matches(self, diffusion: Any) -> None:
         """Raise ValueError when this classifier cannot guide ``diffusion``: another noise schedule, image size or
         channel count, or another number of classes than a class-conditional diffusion's."""
         problems = []
-        process = diffusion.config.get("process", "ddpm")
-        if process != "ddpm":
-            problems.append(f"it was trained on a discrete ddpm schedule, and the diffusion's process is {process!r}")
-        elif self.num_timesteps != diffusion.num_timesteps or not torch.allclose(
-            self.schedule.betas, diffusion.schedule.betas, rtol=1e-6, atol=1e-9
+        schedule = diffusion.schedule
+        if not isinstance(schedule, NoiseSchedule):
+            problems.append(
+                f"it was trained on a discrete ddpm schedule, and the diffusion's process is "
+                f"{getattr(schedule, 'name', type(schedule).__name__)!r}"
+            )
+        elif self.num_timesteps != schedule.num_timesteps or not torch.allclose(
+            self.schedule.betas, schedule.betas, rtol=1e-6, atol=1e-9
         ):
             problems.append(
                 f"its noise schedule ({self.num_timesteps} steps, {self.config['beta_schedule']!r}) is "
-                f"not the diffusion's ({diffusion.num_timesteps} steps, "
-                f"{diffusion.config['beta_schedule']!r})"
+                f"not the diffusion's ({schedule.num_timesteps} steps of other betas)"
             )
         if (self.channels, *self.image_size) != (diffusion.channels, *diffusion.image_size):
             problems.append(

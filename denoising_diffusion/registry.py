@@ -76,3 +76,47 @@ def registered_kinds() -> list[str]:
 
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class KindTable:
+    """A table of named classes that classes join by decorating themselves (processes, loss weightings, training
+    time distributions): the registry pattern of model kinds, one table per concept.
+
+    ``table.register("name")`` is a class decorator that records the class and sets its ``name`` attribute (what
+    configs store); :meth:`get` is the string at the edge, with an error that lists the registered names, each
+    described by ``describe(cls)`` (e.g. its options). Re-registering the same class (a module reload) is allowed;
+    another class under a taken name is a ValueError.
+    """
+
+    def __init__(self, what: str, describe: Callable[[type], str] | None = None) -> None:
+        self.what = what
+        self._describe = describe
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def register(cls: T) -> T:
+            existing = self._classes.get(name)
+            if existing is not None and _qualified(existing) != _qualified(cls):
+                raise ValueError(f"{self.what} {name!r} is already registered by {_qualified(existing)}")
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return register
+
+    def get(self, name: object) -> type:
+        """The class registered as ``name``; ValueError naming the registered ones otherwise."""
+        cls = self._classes.get(name) if isinstance(name, str) else None
+        if cls is None:
+            known = "; ".join(
+                f"{key} ({self._describe(c)})" if self._describe else key for key, c in sorted(self._classes.items())
+            )
+            raise ValueError(f"unknown {self.what} {name!r}; registered: {known}")
+        return cls
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from denoising_diffusion.denoiser import Prediction
-from denoising_diffusion.schedules import NoiseSchedule
-from denoising_diffusion.score import score_from_eps
+from denoising_diffusion.parameterization import score_from_eps
+from denoising_diffusion.processes import NoiseSchedule
 
 
 class GaussianMixture:

@@ -94,10 +94,10 @@ def test_checkpoint_is_the_file_format_only() -> None:
 @pytest.mark.parametrize(
     "layer,forbidden",
     [
-        ("nn", ["schedules", "diffusion", "samplers", "pipeline", "likelihood", "losses", "training", "cli"]),
+        ("nn", ["processes", "diffusion", "samplers", "pipeline", "likelihood", "losses", "training", "cli"]),
         ("samplers", ["nn", "diffusion", "pipeline", "training", "cli"]),
         ("diffusion", ["pipeline", "training", "cli", "nn"]),
-        ("schedules", ["diffusion", "samplers", "nn", "pipeline"]),
+        ("processes", ["diffusion", "samplers", "nn", "pipeline", "preconditioning", "losses", "sampling"]),
         ("registry", ["nn", "diffusion", "pipeline", "checkpoint"]),
         ("editing", ["diffusion", "nn", "pipeline", "training", "cli"]),  # diffusion.py's thin methods import it
     ],

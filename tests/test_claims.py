@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.likelihood import bits_per_dim, vlb_terms
+from denoising_diffusion.processes import NoiseSchedule
 from denoising_diffusion.samplers import sample_ddpm, sample_dpmpp_2m
-from denoising_diffusion.schedules import NoiseSchedule
 
 F64 = torch.float64
 LN2 = math.log(2.0)
@@ -408,7 +408,7 @@ def test_rederive_eps_reaches_exactly_the_samplers_that_read_eps(sampler: str, r
     so the clamp bites), same generator, the flag flipped."""
 
     def output(x: Tensor, t: Tensor) -> Tensor:
-        ab = d.alphas_cumprod[t].view(-1, 1, 1, 1).to(x.dtype)
+        ab = d.schedule.alphas_cumprod[t].view(-1, 1, 1, 1).to(x.dtype)
         return (x - ab.sqrt() * 3.0 * x) / (1 - ab).sqrt()  # ε̂ of x̂_0 = 3 x_t
 
     states = []  # every step's output: the final sample alone is x̂_0 clamped, often ±1 for either flag

@@ -17,8 +17,8 @@ from denoising_diffusion.guidance import classifier_guidance
 from denoising_diffusion.nn import EncoderClassifier, Unet
 from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
 from denoising_diffusion.pipeline import load_pipeline
+from denoising_diffusion.processes import NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
-from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
 # Two overlapping classes in 2-D: the unguided mixture puts a fair share of class 0's requests in class 1.
 DATA = ClassConditionalGaussians(weights=[0.5, 0.5], means=[[-0.5, 0.0], [0.5, 0.0]], stds=[0.4, 0.4])
@@ -108,9 +108,8 @@ def test_a_trained_classifier_classifies_noisy_images_and_its_gradient_reaches_t
     images, labels = data.tensors
     g = torch.Generator().manual_seed(3)
     t = torch.randint(0, 10, (len(labels),), generator=g)  # the less noisy half of the chain
-    x_t = loaded.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1) * (images * 2 - 1) + loaded.sqrt_one_minus_alphas_cumprod[
-        t
-    ].view(-1, 1, 1, 1) * torch.randn(images.shape, generator=g)
+    ab = loaded.schedule.alphas_cumprod[t].view(-1, 1, 1, 1).float()
+    x_t = ab.sqrt() * (images * 2 - 1) + (1 - ab).sqrt() * torch.randn(images.shape, generator=g)
     with torch.no_grad():
         accuracy = float((loaded.logits(x_t, t).argmax(1) == labels).float().mean())
     assert accuracy > 0.8, accuracy  # chance is 0.5

@@ -25,8 +25,8 @@ from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.editing import check_strength, img2img, inpaint, strength_timesteps
 from denoising_diffusion.nn import EncoderClassifier, Unet
 from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
+from denoising_diffusion.processes import NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import SAMPLERS, SamplerName, sample_repaint
-from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
 F64 = torch.float64
 DATA = CorrelatedGaussian(

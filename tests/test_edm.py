@@ -25,20 +25,14 @@ from denoising_diffusion.cli import main
 from denoising_diffusion.data.datasets import get_builtin_dataset
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.diffusion import GaussianDiffusion
+from denoising_diffusion.losses import LogNormalSigma
 from denoising_diffusion.nn import Unet
-from denoising_diffusion.parameterization import (
-    Objective,
-    append_dims,
-    edm_coefficients,
-    edm_loss_weight,
-    target_for,
-    x0_eps_from_output,
-)
+from denoising_diffusion.parameterization import Objective, append_dims
 from denoising_diffusion.pipeline import build, load_pipeline, save_pipeline, spec_of
-from denoising_diffusion.processes import EDMSchedule, VPSchedule
+from denoising_diffusion.preconditioning import EDMPreconditioning, NetworkOutput, edm_coefficients, edm_loss_weight
+from denoising_diffusion.processes import CLEAN, EDMSchedule, NoiseSchedule, VPSchedule, index_of_sigma_tilde
 from denoising_diffusion.samplers import SAMPLERS, SamplerName, sample_heun
 from denoising_diffusion.samplers.common import heun_step, time_batch, time_pairs
-from denoising_diffusion.schedules import CLEAN, NoiseSchedule, index_of_sigma_tilde
 
 F64 = torch.float64
 SIGMA_DATA = 0.5
@@ -54,7 +48,9 @@ def test_the_edm_schedule_is_sigma_as_time() -> None:
     sees c_noise = ¼ ln σ; the range is [σ_min, σ_max] and CLEAN is (1, 0)."""
     schedule = EDMSchedule()
     assert (schedule.t_min, schedule.t_max, schedule.prior_std) == (0.002, 80.0, 80.0)
-    assert schedule.config == {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "p_mean": -1.2, "p_std": 1.2}
+    assert schedule.config == {"sigma_min": 0.002, "sigma_max": 80.0}  # the path only (σ_data, P_mean, P_std: below)
+    assert EDMSchedule.option_defaults() == {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "p_mean": -1.2,
+                                             "p_std": 1.2}  # fmt: skip
     for t in SIGMAS:
         assert schedule.alpha_sigma(t) == (1.0, t)
         f, g = schedule.sde(t)
@@ -80,10 +76,13 @@ def test_the_default_grid_is_karras_eq_5_from_sigma_max_to_sigma_min() -> None:
 
 
 def test_training_draws_log_normal_sigma() -> None:
-    """ln σ ~ N(P_mean, P_std²) (Table 1): mean and std of ln σ within 4 standard errors (n = 40 000)."""
-    schedule = EDMSchedule(p_mean=-0.4, p_std=0.9)
+    """ln σ ~ N(P_mean, P_std²) (Table 1): mean and std of ln σ within 4 standard errors (n = 40 000), untruncated
+    (times beyond σ_max kept), from the loss's distribution and through GaussianDiffusion's process options."""
     torch.manual_seed(0)
-    log_sigma = schedule.sample_times(40_000).log()
+    log_sigma = LogNormalSigma(p_mean=-0.4, p_std=0.9).sample(EDMSchedule(), 40_000, "cpu").log()
+    d = tiny(process_options={"p_mean": -0.4, "p_std": 0.9})
+    assert isinstance(d.loss.times, LogNormalSigma) and (d.loss.times.p_mean, d.loss.times.p_std) == (-0.4, 0.9)
+    assert float(LogNormalSigma(p_mean=6.0, p_std=0.1).sample(EDMSchedule(), 10, "cpu").min()) > 80.0
     n = len(log_sigma)
     assert abs(float(log_sigma.mean()) + 0.4) < 4 * 0.9 / math.sqrt(n)
     assert abs(float(log_sigma.std()) / 0.9 - 1) < 4 / math.sqrt(2 * n)
@@ -101,9 +100,16 @@ def test_training_draws_log_normal_sigma() -> None:
 )
 def test_bad_process_options(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        EDMSchedule(**options)
-    with pytest.raises(ValueError, match=message):
         tiny(process_options=options)
+    if "sigma_data" in options:
+        with pytest.raises(ValueError, match=message):
+            EDMPreconditioning(sigma_data=options["sigma_data"])
+    elif "p_std" in options:
+        with pytest.raises(ValueError, match=message):
+            LogNormalSigma(**options)
+    else:
+        with pytest.raises(ValueError, match=message):
+            EDMSchedule(**options)
 
 
 # ----- the preconditioning and the loss weighting -----------------------------------------------------------------
@@ -125,7 +131,7 @@ def test_unit_variance_of_the_networks_input_and_target_when_sigma_data_is_the_d
     = (x_0 − c_skip x)/c_out have unit variance at every σ; the optimal output F* = E[F_target | x] is then the constant
     (1 − c_skip) m/c_out (zero for centred data: c_skip x alone is the exact denoiser of N(0, σ_d²)), and the target's
     variance around it, λ(σ) Var(x_0 | x), is 1: every σ contributes the same expected loss. Closed forms, and a
-    Monte-Carlo check of target_for and x0_eps_from_output (n = 200 000, 4 standard errors)."""
+    Monte-Carlo check of EDMPreconditioning's target and prediction (n = 200 000, 4 standard errors)."""
     s = SIGMA_DATA
     c_skip, c_out, c_in = edm_coefficients(sigma, s)
     assert c_in**2 * (s**2 + sigma**2) == pytest.approx(1.0, rel=1e-12)  # Var(c_in x)
@@ -138,13 +144,16 @@ def test_unit_variance_of_the_networks_input_and_target_when_sigma_data_is_the_d
     x0 = MEAN + s * torch.randn(n, 1, 1, 1, generator=g, dtype=F64)
     eps = torch.randn(n, 1, 1, 1, generator=g, dtype=F64)
     x = x0 + sigma * eps
-    target = target_for(Objective.EDM, x0, eps, 1.0, sigma, s)
+    precond = EDMPreconditioning(sigma_data=s)
+    target = precond.target(x0, eps, 1.0, sigma)
     exact_x0 = MEAN + s**2 / (s**2 + sigma**2) * (x - MEAN)  # D* = E[x_0 | x]
     f_star = (exact_x0 - c_skip * x) / c_out
     assert torch.allclose(f_star, torch.full_like(f_star, (1 - c_skip) * MEAN / c_out), rtol=1e-9, atol=1e-9)
     assert abs(float(target.var()) - 1) < 4 * math.sqrt(2 / n)
     assert abs(float((target - f_star).pow(2).mean()) - 1) < 4 * math.sqrt(2 / n)
-    x0_hat, eps_hat = x0_eps_from_output(Objective.EDM, x, f_star, 1.0, sigma, s)  # D = c_skip x + c_out F
+    one, sig = torch.ones(()), torch.full((), sigma, dtype=F64)
+    pred = precond.prediction(x, NetworkOutput(f_star, None, one, sig))  # D = c_skip x + c_out F
+    x0_hat, eps_hat = pred.x0, pred.eps
     assert torch.allclose(x0_hat, exact_x0, rtol=1e-12, atol=1e-12)
     assert torch.allclose(eps_hat, (x - exact_x0) / sigma, rtol=1e-9, atol=1e-9)
 

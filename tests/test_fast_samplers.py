@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_oracle_samplers import N, check_mixture
 
+from denoising_diffusion.processes import NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import SAMPLERS, SamplerName, invert_ddim
-from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
 
 def run_registered(name: SamplerName, data, schedule: NoiseSchedule, steps: int, spacing=None, seed: int = 0):
@@ -134,7 +134,7 @@ def test_logsnr_spacing_is_uniform_in_log_snr() -> None:
 
 
 def test_spacing_needs_a_schedule() -> None:
-    with pytest.raises(ValueError, match="'karras' needs the NoiseSchedule"):
+    with pytest.raises(ValueError, match="'karras' needs the schedule, not just T"):
         spaced_timesteps(1000, 10, "karras")
 
 

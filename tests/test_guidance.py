@@ -46,8 +46,8 @@ from oracle import ClassConditionalGaussians, GaussianMixture
 
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.guidance import classifier_free_guidance, guided_prediction
+from denoising_diffusion.processes import NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
-from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
 F64 = torch.float64
 

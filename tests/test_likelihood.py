@@ -14,7 +14,7 @@ from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from denoising_diffusion.losses import discretized_gaussian_log_likelihood
-from denoising_diffusion.schedules import NoiseSchedule
+from denoising_diffusion.processes import NoiseSchedule
 
 
 def exact_log_density(data, x0: torch.Tensor, extra_var: float = 0.0) -> torch.Tensor:

@@ -21,10 +21,9 @@ from test_oracle_samplers import N, check_mixture
 
 from denoising_diffusion.denoiser import Prediction
 from denoising_diffusion.likelihood import ode_log_likelihood
-from denoising_diffusion.processes import NCSNSchedule, SubVPSchedule, VESchedule, VPSchedule
+from denoising_diffusion.processes import NCSNSchedule, NoiseSchedule, SubVPSchedule, VESchedule, VPSchedule
 from denoising_diffusion.samplers import SAMPLERS, SamplerName, sample_ode
 from denoising_diffusion.samplers.ode import load_odeint
-from denoising_diffusion.schedules import NoiseSchedule
 
 PROCESSES = {"vp": VPSchedule(), "subvp": SubVPSchedule(), "ve": VESchedule(sigma_max=100.0)}
 MEANS = {1: [0.5], 3: [0.5, -0.25, 0.3]}

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from denoising_diffusion.denoiser import Prediction
+from denoising_diffusion.processes import NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import sample_ddim, sample_ddpm
-from denoising_diffusion.schedules import NoiseSchedule, spaced_timesteps
 
 N = 4000
 

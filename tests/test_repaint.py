@@ -22,9 +22,9 @@ from oracle import CorrelatedGaussian
 from torch import Tensor
 
 from denoising_diffusion.denoiser import Prediction
+from denoising_diffusion.processes import CLEAN, NoiseSchedule, spaced_timesteps
 from denoising_diffusion.samplers import repaint_schedule, sample_repaint
 from denoising_diffusion.samplers.common import diffuse
-from denoising_diffusion.schedules import CLEAN, NoiseSchedule, spaced_timesteps
 
 F64 = torch.float64
 RHO = 0.9

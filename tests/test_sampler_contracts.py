@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from denoising_diffusion.denoiser import Prediction
-from denoising_diffusion.processes import VPSchedule
+from denoising_diffusion.processes import NoiseSchedule, Time, VPSchedule, spaced_timesteps
 from denoising_diffusion.samplers import SAMPLERS, SamplerName
-from denoising_diffusion.schedules import NoiseSchedule, Time, spaced_timesteps
 
 SCHEDULE = NoiseSchedule.from_name("cosine", 100)
 CONTINUOUS = VPSchedule()

@@ -13,7 +13,7 @@ import torch
 from benchmarks import _quality_libraries as libs
 from benchmarks import _quality_results as results
 from benchmarks import peer_quality, sampler_variants
-from denoising_diffusion.schedules import NoiseSchedule
+from denoising_diffusion.processes import NoiseSchedule
 
 SIZE = libs.NetworkSize(32, (1, 2), 1, 8)  # diffusers' GroupNorm(32) needs 32 channels
 

@@ -11,13 +11,12 @@ from denoising_diffusion.parameterization import (
     Objective,
     eps_from_v,
     eps_from_x0,
-    target_for,
     v_from_x0_eps,
-    x0_eps_from_output,
     x0_from_eps,
     x0_from_v,
 )
-from denoising_diffusion.schedules import CLEAN, BetaSchedule, NoiseSchedule, make_betas, spaced_timesteps
+from denoising_diffusion.preconditioning import NetworkOutput, make_preconditioning
+from denoising_diffusion.processes import CLEAN, BetaSchedule, NoiseSchedule, make_betas, spaced_timesteps
 
 NAMES = [s.value for s in BetaSchedule]
 
@@ -119,11 +118,12 @@ def test_parameterization_round_trips() -> None:
     torch.testing.assert_close(eps_from_x0(xt, x0, alpha, sigma), eps)
     torch.testing.assert_close(x0_from_v(xt, v, alpha, sigma), x0)
     torch.testing.assert_close(eps_from_v(xt, v, alpha, sigma), eps)
-    for objective in Objective:  # sigma_data: EDM's (objective 'edm'), ignored by the others
-        out = target_for(objective, x0, eps, alpha, sigma, sigma_data=0.7)
-        px0, peps = x0_eps_from_output(objective, xt, out, alpha, sigma, sigma_data=0.7)
-        torch.testing.assert_close(px0, x0)
-        torch.testing.assert_close(peps, eps)
+    for objective in Objective:  # EDM's through its preconditioning (it needs sigma_data)
+        precond = make_preconditioning(objective, sigma_data=0.7)
+        out = precond.target(x0, eps, alpha, sigma)
+        pred = precond.prediction(xt, NetworkOutput(out, None, alpha, sigma))
+        torch.testing.assert_close(pred.x0, x0)
+        torch.testing.assert_close(pred.eps, eps)
 
 
 def test_unknown_objective_message() -> None:

@@ -17,7 +17,8 @@ import torch
 from oracle import GaussianMixture
 
 from denoising_diffusion.denoiser import Prediction
-from denoising_diffusion.processes import NCSNSchedule, SubVPSchedule, VESchedule, VPSchedule
+from denoising_diffusion.parameterization import eps_from_score, score_from_eps
+from denoising_diffusion.processes import CLEAN, NCSNSchedule, NoiseSchedule, SubVPSchedule, VESchedule, VPSchedule
 from denoising_diffusion.samplers import (
     SAMPLERS,
     SamplerName,
@@ -29,8 +30,6 @@ from denoising_diffusion.samplers import (
 )
 from denoising_diffusion.samplers.langevin import technique4_step_lr
 from denoising_diffusion.samplers.sde import corrector_step_size
-from denoising_diffusion.schedules import CLEAN, NoiseSchedule
-from denoising_diffusion.score import eps_from_score, score_from_eps
 
 F64 = torch.float64
 PROCESSES = {"vp": VPSchedule(), "subvp": SubVPSchedule(), "ve": VESchedule()}

@@ -93,7 +93,7 @@ S, V, P, L, D, K = (
     for name in ("schedules", "variance", "parameterization", "losses", "diffusion", "likelihood")
 )
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
-SCORE = "denoising_diffusion/score.py"
+SCORE = "denoising_diffusion/parameterization.py"
 G = "denoising_diffusion/guidance.py"
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"

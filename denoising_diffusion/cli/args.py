@@ -14,8 +14,8 @@ from torch import Tensor
 
 from ..nn.encoder import ATTENTION_KINDS
 from ..pipeline import load_pipeline
+from ..processes import Spacing
 from ..samplers import SAMPLERS, SamplerName, sampler_options
-from ..schedules import Spacing
 from ..viz import save_denoising_gif, save_image_grid
 
 PROG = "denoising-diffusion"

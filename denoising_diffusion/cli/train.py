@@ -16,11 +16,10 @@ from typing import Any
 
 from ..data.datasets import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..diffusion import GaussianDiffusion
-from ..losses import LossType, LossWeighting
+from ..losses import WEIGHTINGS, LossType
 from ..nn.unet import Unet
 from ..parameterization import Objective
-from ..processes import Process
-from ..schedules import BetaSchedule
+from ..processes import BetaSchedule, process_class, registered_processes
 from ..training import Trainer
 from ..training.preview import preview_condition
 from ..viz import save_denoising_gif
@@ -311,8 +310,8 @@ def _add_process_options(group: Any) -> None:
     """--process, --sigma-max, --loss-weighting (GaussianDiffusion's process, process_options, loss_weighting)."""
     group.add_argument(
         "--process",
-        choices=_values(Process),
-        default=Process.DDPM.value,
+        choices=registered_processes(),
+        default="ddpm",
         help="the diffusion process: ddpm (discrete, --beta-schedule), the score SDEs vp, subvp, ve (continuous "
         "time; --timesteps is then the default number of sampling steps), ncsn (--timesteps noise levels) or edm "
         "(Karras et al. 2022: sigma as time, preconditioned network, objective edm, heun sampler) (default: ddpm)",
@@ -327,10 +326,10 @@ def _add_process_options(group: Any) -> None:
     )
     group.add_argument(
         "--loss-weighting",
-        choices=_values(LossWeighting),
-        default=LossWeighting.SIMPLE.value,
+        choices=WEIGHTINGS.names(),
+        default="simple",
         help="simple: the objective's own loss; likelihood: g(t)^2-weighted score matching (vp, subvp, ve with "
-        "pred_noise; Song et al. 2021) (default: simple)",
+        "pred_noise; Song et al. 2021); min_snr: min-SNR-5 (Hang et al. 2023) (default: simple)",
     )
 
 
@@ -348,7 +347,7 @@ def positive_float(text: str) -> float:
 def process_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """GaussianDiffusion's process, process_options and loss_weighting from --process, --sigma-max and
     --loss-weighting; ValueError for --sigma-max with a process that has no sigma_max."""
-    if args.sigma_max is not None and args.process not in (Process.VE.value, Process.NCSN.value, Process.EDM.value):
+    if args.sigma_max is not None and "sigma_max" not in process_class(args.process).option_defaults():
         raise ValueError(f"--sigma-max is for --process ve or ncsn (or edm), not {args.process}")
     options = None if args.sigma_max is None else {"sigma_max": args.sigma_max}
     return {"process": args.process, "process_options": options, "loss_weighting": args.loss_weighting}
@@ -361,8 +360,9 @@ def resolve_train_options(args: argparse.Namespace) -> TrainPreset:
     """
     preset = FOLDER_PRESET if args.folder is not None else BUILTIN_PRESET
     given = {f.name: getattr(args, f.name) for f in fields(TrainPreset) if getattr(args, f.name) is not None}
-    if getattr(args, "process", None) == Process.EDM.value and "objective" not in given:
-        given["objective"] = "edm"  # process 'edm' trains EDM's preconditioned network
+    own_objective = process_class(args.process).objective if getattr(args, "process", None) else None
+    if own_objective is not None and "objective" not in given:
+        given["objective"] = own_objective  # process 'edm' trains EDM's preconditioned network
     opts = replace(preset, **given)
     if "sampling_timesteps" not in given and opts.sampling_timesteps is not None:
         opts = replace(opts, sampling_timesteps=min(opts.sampling_timesteps, opts.timesteps))
@@ -481,7 +481,7 @@ def run_train(args: argparse.Namespace) -> int:
         sample_guidance_scale=args.sample_guidance,
     )
     if "sigma_max" in diffusion.process_options:
-        print(f"{diffusion.process.value} process with sigma_max = {diffusion.process_options['sigma_max']:.4g}")
+        print(f"{diffusion.process} process with sigma_max = {diffusion.process_options['sigma_max']:.4g}")
     if trainer.step > 0:
         print(f"resumed at step {trainer.step} of {opts.steps}")
     elif args.resume is not None:

@@ -18,7 +18,7 @@ from ..data.datasets import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..nn.encoder_classifier import EncoderClassifier
 from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pipeline import checkpoint_spec
-from ..schedules import BetaSchedule
+from ..processes import BetaSchedule
 from ..training import Trainer
 from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int
 from .train import BUILTIN_IMAGES, bad_steps, keep_last, resume_target

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..choices import Choice
-from ..schedules import Spacing
+from ..processes import Spacing
 from ..variance import VarianceType
 from .common import has_sde
 from .ddim import invert_ddim, sample_ddim, sample_euler, sample_euler_ancestral

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..schedules import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time
 
 
 def time_pairs(timesteps: Sequence[Time], schedule: Schedule) -> Iterator[tuple[int, Time, Time]]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import Schedule, Time
+from ..processes import Schedule, Time
 from .common import randn_like, time_batch, time_pairs
 
 

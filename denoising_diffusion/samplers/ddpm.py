@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, Prediction, StepRecord
-from ..schedules import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time
 from ..variance import VarianceType, reverse_log_variance
 from .common import randn_like, time_batch, time_pairs
 

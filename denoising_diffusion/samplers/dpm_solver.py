@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time
 from .common import randn_like, time_batch, time_pairs
 
 

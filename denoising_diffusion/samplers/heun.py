@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time
 from .common import heun_step, randn_like, time_batch, time_pairs
 
 MAX_GAMMA = math.sqrt(2.0) - 1.0

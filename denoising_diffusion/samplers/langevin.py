@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, Schedule, Time
-from ..score import score_from_eps
+from ..parameterization import score_from_eps
+from ..processes import CLEAN, Schedule, Time
 from .common import randn_like, time_batch, time_pairs
 
 DEFAULT_STEPS_PER_LEVEL = 5

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, Prediction, StepRecord
-from ..schedules import CLEAN, Schedule, Time
-from ..score import score_from_eps
+from ..parameterization import score_from_eps
+from ..processes import CLEAN, Schedule, Time
 from .common import require_sde, time_batch, time_pairs
 
 DEFAULT_RTOL = 1e-5

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time
 from ..variance import VarianceType
 from .common import diffuse, time_batch, time_pairs
 from .ddpm import ddpm_step

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from ..choices import Choice
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..schedules import CLEAN, Schedule, Time
-from ..score import score_from_eps
+from ..parameterization import score_from_eps
+from ..processes import CLEAN, Schedule, Time
 from .common import randn_like, require_sde, time_batch, time_pairs
 from .langevin import langevin_step
 

@@ -1,0 +1,71 @@
+"""Diffusion processes: THE time convention and the Gaussian path (path.py), the spacings of sampling grids
+(spacing.py), and one registered class per process, each in its own file: ddpm (with the β schedules of
+beta_schedules.py), vp, subvp, ve, ncsn, edm (base.py says what a process declares).
+
+Every module of this package is imported here (:func:`_register_all`), so a process file added to the folder
+registers itself without editing a list; a process defined elsewhere (a user's, a test's) registers where it is
+defined, with ``@process_kind("name")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import ProcessDeclarations, process_class, process_kind, registered_processes
+from .beta_schedules import BetaSchedule, make_betas
+from .continuous import ContinuousSchedule
+from .ddpm import NoiseSchedule
+from .edm import EDMSchedule
+from .ncsn import NCSNSchedule
+from .path import (
+    CLEAN,
+    PosteriorStep,
+    Schedule,
+    Time,
+    gaussian_posterior_step,
+    path_coefficients,
+    posterior_coefficients,
+    q_sample,
+)
+from .spacing import Spacing, index_of_sigma_tilde, spaced_timesteps
+from .subvp import SubVPSchedule
+from .ve import VESchedule, sigma_max_from_data
+from .vp import VPSchedule
+
+
+def _register_all() -> None:
+    """Import every module of this package (each process file registers its class)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_all()
+
+__all__ = [
+    "CLEAN",
+    "BetaSchedule",
+    "ContinuousSchedule",
+    "EDMSchedule",
+    "NCSNSchedule",
+    "NoiseSchedule",
+    "PosteriorStep",
+    "ProcessDeclarations",
+    "Schedule",
+    "Spacing",
+    "SubVPSchedule",
+    "Time",
+    "VESchedule",
+    "VPSchedule",
+    "gaussian_posterior_step",
+    "index_of_sigma_tilde",
+    "make_betas",
+    "path_coefficients",
+    "q_sample",
+    "posterior_coefficients",
+    "process_class",
+    "process_kind",
+    "registered_processes",
+    "sigma_max_from_data",
+    "spaced_timesteps",
+]
