@@ -18,30 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from . import editing
-from ._utils import module_device, normalize_image_size
-from .conditioning import Condition, batch_condition, check_class_names, condition_spec_of
-from .data.batch import Batch, describe_extras, split_batch
+from ._utils import module_device
+from .conditioning import Condition, batch_condition
+from .data.batch import Batch, check_images, describe_extras, split_batch
 from .denoiser import Callback, Denoiser, Prediction
+from .diffusion_options import Recorded as _Recorded
 from .diffusion_options import build_parts
 from .losses import TimeDistribution, Weighting, hybrid_vlb_term
-from .processes import PosteriorStep, ProcessDeclarations, Schedule, Time, path_coefficients, q_sample
+from .processes import FittedProcess, ProcessDeclarations, Schedule, path_coefficients, q_sample
 from .registry import model_kind
-from .samplers import SamplerInfo, invert_ddim
+from .samplers import SamplerInfo
 from .sampling import DataRange, SamplingDefaults, SamplingRunner
-
-
-class _Recorded:
-    """A read-only attribute of GaussianDiffusion read from its config (an option recorded there): changing it on a
-    built model would not reach its parts, so setting it is an AttributeError."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        return self if obj is None else obj.config[self.name]
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        raise AttributeError(f"{self.name} is fixed when a GaussianDiffusion is built: build a new one with it")
 
 
 @model_kind(parts=("model",))
@@ -105,28 +92,18 @@ class GaussianDiffusion(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.channels: int = int(getattr(model, "channels", 3))
-        self.image_size = normalize_image_size(image_size)
-        check = getattr(model, "check_image_size", None)
-        if check is not None:
-            check(*self.image_size)
-        self.condition_spec = condition_spec_of(model)
-        names = check_class_names(class_names, self.condition_spec)
         parts = build_parts(
-            model, image_size=self.image_size, timesteps=timesteps, sampling_timesteps=sampling_timesteps,
+            model, image_size=image_size, timesteps=timesteps, sampling_timesteps=sampling_timesteps,
             loss_type=loss_type, objective=objective, beta_schedule=beta_schedule,
             ddim_sampling_eta=ddim_sampling_eta, clip_denoised=clip_denoised, rederive_eps=rederive_eps,
             min_snr_loss_weight=min_snr_loss_weight, min_snr_gamma=min_snr_gamma, auto_normalize=auto_normalize,
-            timestep_spacing=timestep_spacing, variance_type=variance_type, vlb_weight=vlb_weight, class_names=names,
-            process=process, process_options=process_options, loss_weighting=loss_weighting,
+            timestep_spacing=timestep_spacing, variance_type=variance_type, vlb_weight=vlb_weight,
+            class_names=class_names, process=process, process_options=process_options, loss_weighting=loss_weighting,
             training_times=training_times,
         )  # fmt: skip
-        self.class_names = names
-        self.process_class, self.process_options, self._schedule = (
-            parts.process_class,
-            parts.process_options,
-            parts.schedule,
-        )
+        self.channels, self.image_size, self.condition_spec = parts.channels, parts.image_size, parts.condition_spec
+        self.class_names = parts.class_names
+        self.fitted = FittedProcess(parts.process_class, parts.process_options, parts.schedule, parts.num_timesteps)
         self.preconditioning, self.loss = parts.preconditioning, parts.loss
         self.num_timesteps, self.sampling_timesteps = parts.num_timesteps, parts.sampling_timesteps
         self.timestep_spacing, self.variance_type = parts.timestep_spacing, parts.variance_type
@@ -136,21 +113,14 @@ class GaussianDiffusion(nn.Module):
 
     # ----- what the parts say -------------------------------------------------------------------------------------
 
-    loss_type, clip_denoised, rederive_eps, auto_normalize = _Recorded(), _Recorded(), _Recorded(), _Recorded()
-    ddim_sampling_eta, min_snr_loss_weight, min_snr_gamma, vlb_weight = (
-        _Recorded(),
-        _Recorded(),
-        _Recorded(),
-        _Recorded(),
-    )
-
-    @property
-    def self_condition(self) -> bool:
-        return self.preconditioning.self_condition
-
-    @property
-    def learned_variance(self) -> bool:
-        return self.preconditioning.learned_variance
+    loss_type = _Recorded()
+    clip_denoised = _Recorded()
+    rederive_eps = _Recorded()
+    auto_normalize = _Recorded()
+    ddim_sampling_eta = _Recorded()
+    min_snr_loss_weight = _Recorded()
+    min_snr_gamma = _Recorded()
+    vlb_weight = _Recorded()
 
     @property
     def loss_weighting(self) -> Weighting:
@@ -159,7 +129,11 @@ class GaussianDiffusion(nn.Module):
     @property
     def process(self) -> str:
         """The registered name of the process ('ddpm', 'vp', ...)."""
-        return str(self.process_class.name)  # type: ignore[attr-defined]
+        return self.fitted.cls.name
+
+    @property
+    def process_options(self) -> dict[str, float]:
+        return self.fitted.options
 
     @property
     def objective(self) -> Any:
@@ -178,14 +152,7 @@ class GaussianDiffusion(nn.Module):
     @property
     def schedule(self) -> Schedule:
         """The process object (the path the samplers see). ValueError while σ_max is still to be fitted."""
-        if self._schedule is None:
-            raise ValueError(
-                f"this {self.process!r} model has no sigma_max yet: give process_options={{'sigma_max': ...}} "
-                "(about the largest distance between two training images in [-1, 1], Song & Ermon 2020), or "
-                "compute it from the data with fit_data_statistics(images), or train it with the Trainer, which "
-                "does so before the first step"
-            )
-        return self._schedule
+        return self.fitted.schedule
 
     @property
     def runner(self) -> SamplingRunner:
@@ -204,41 +171,28 @@ class GaussianDiffusion(nn.Module):
     def device(self) -> torch.device:
         return module_device(self.model)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
     # ----- data statistics (training/trainable.py, FitsData) ------------------------------------------------------
 
     @property
     def needs_data_statistics(self) -> bool:
         """Whether the process's fitted option (σ_max of ve, ncsn) is still to be computed from the training data."""
-        return self.process_class.needs_fit(self.process_options)  # type: ignore[attr-defined]
+        return self.fitted.needs_fit
 
     def fit_data_statistics(self, images: Tensor) -> dict[str, float]:
         """Compute the fitted option from training images (B, C, H, W) in [0, 1] (σ_max: the largest distance
         between two of them, Song & Ermon 2020, technique 1), rebuild the process and record it in the config."""
-        name = self.process_class.fitted_option  # type: ignore[attr-defined]
-        if name is None:
-            raise ValueError(f"only the 've' and 'ncsn' processes take a statistic of the data, not {self.process!r}")
-        self._check_batch(images)
-        value = self.process_class.fit(self.normalize(images.detach().cpu()))  # type: ignore[attr-defined]
-        self._set_process_option(name, value)
-        return {name: value}
+        if self.fitted.cls.fitted_option is not None:
+            check_images(images, (self.channels, *self.image_size))
+        fitted = self.fitted.fit(self.normalize(images.detach().cpu()))
+        self.config["process_options"] = dict(self.process_options)
+        return fitted
 
     def restore_data_statistics(self, config: Mapping[str, Any]) -> bool:
         """Take the fitted option from a stored config of the same process (a checkpoint's) when still needed."""
-        name, stored = self.process_class.fitted_option, config.get("process_options") or {}  # type: ignore[attr-defined]
-        if not self.needs_data_statistics or config.get("process") != self.process or name not in stored:
-            return False
-        self._set_process_option(name, float(stored[name]))
-        return True
-
-    def _set_process_option(self, name: str, value: float) -> None:
-        options = {**self.process_options, name: value}
-        self._schedule = self.process_class.from_arguments(options, self.num_timesteps)  # type: ignore[attr-defined]
-        self.process_options = options
-        self.config["process_options"] = dict(options)
+        restored = self.fitted.restore(config.get("process"), config.get("process_options") or {})
+        if restored:
+            self.config["process_options"] = dict(self.process_options)
+        return restored
 
     # ----- the forward process and the path -----------------------------------------------------------------------
 
@@ -248,31 +202,14 @@ class GaussianDiffusion(nn.Module):
     def unnormalize(self, x: Tensor) -> Tensor:
         return self.data.unnormalize(x)
 
-    def alpha_sigma(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        """(α_t, σ_t) at times t (B,), shaped (B, 1, …) over ``like`` (B, C, H, W), in its dtype."""
-        return path_coefficients(self.schedule, t, like)
-
-    def network_time(self, t: Tensor) -> Tensor:
-        """What the network's time input receives for times t (B,) (floating values as float32)."""
-        time = self.schedule.network_time(t)
-        return time.float() if time.is_floating_point() else time
-
-    def snr_at(self, t: Tensor) -> Tensor:
-        """α_t²/σ_t² at times t (B,), float64."""
-        alpha, sigma = self.schedule.alpha_sigma_at(t)
-        return alpha**2 / sigma**2
-
     def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         """x_t ~ q(x_t | x_0) = N(α_t x_0, σ_t² I) (Ho et al. 2020, eq. 4): processes.q_sample."""
         return q_sample(self.schedule, x_start, t, torch.randn_like(x_start) if noise is None else noise)
 
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t−1} | x_t, x_0) (Ho et al. 2020, eqs. 6–7), ddpm only."""
-        step = self._posterior(t, x_t)
+        step = self.schedule.posterior_at(t).shaped_like(x_t)  # type: ignore[attr-defined]
         return step.mean(x_start, x_t), step.variance, step.log_variance
-
-    def _posterior(self, t: Tensor, like: Tensor) -> PosteriorStep[Tensor]:
-        return self.schedule.posterior_at(t).shaped_like(like)  # type: ignore[attr-defined]
 
     # ----- predictions and losses ---------------------------------------------------------------------------------
 
@@ -284,9 +221,9 @@ class GaussianDiffusion(nn.Module):
         self, x_t: Tensor, t: Tensor, x_self_cond: Tensor | None = None, clip_x_start: bool = False, **condition: Any
     ) -> Prediction:
         """The network's (x̂_0, ε̂[, v]) at (x_t, t) under the objective; with ``clip_x_start`` x̂_0 clamped."""
-        checked = self.check_condition(condition, x_t.shape[0])
-        pred = self.preconditioning.predict(self.model, self.schedule, x_t, t, x_self_cond, checked)
-        return self.preconditioning.clipped(pred, x_t, *self.alpha_sigma(t, x_t)) if clip_x_start else pred
+        checked, precond = self.check_condition(condition, x_t.shape[0]), self.preconditioning
+        pred = precond.predict(self.model, self.schedule, x_t, t, x_self_cond, checked)
+        return precond.clipped(pred, x_t, *path_coefficients(self.schedule, t, x_t)) if clip_x_start else pred
 
     def denoiser(
         self, clip_denoised: bool | None = None, *, guidance_scale: float = 1.0, guidance_rescale: float = 0.0,
@@ -317,24 +254,12 @@ class GaussianDiffusion(nn.Module):
         from_batch, dropped = batch_condition(extras, self.condition_spec)
         if dropped and not self._warned_dropped:
             self._warned_dropped = True
-            warnings.warn(
-                f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's "
-                f"{describe_extras(dropped)} is dropped",
-                UserWarning,
-                stacklevel=2,
-            )
-        self._check_batch(img)
+            what = f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's"
+            warnings.warn(f"{what} {describe_extras(dropped)} is dropped", UserWarning, stacklevel=2)
+        check_images(img, (self.channels, *self.image_size))
         checked = self.check_condition({**from_batch, **condition}, img.shape[0])
         t = self.loss.times.sample(self.schedule, img.shape[0], img.device)
         return self._losses(self.normalize(img), t, None, checked).mean()
-
-    def _check_batch(self, img: Tensor) -> None:
-        expected = (self.channels, *self.image_size)
-        if not isinstance(img, Tensor) or img.ndim != 4 or tuple(img.shape[1:]) != expected:
-            raise ValueError(
-                f"expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) "
-                f"(channels, height, width from the model and image_size), got {tuple(img.shape)}"
-            )
 
     # ----- sampling -------------------------------------------------------------------------------------------------
 
@@ -362,11 +287,6 @@ class GaussianDiffusion(nn.Module):
         """The registry entry for ``name`` (None: the process's default sampler)."""
         return self.runner.sampler_info(name)
 
-    def sampling_times(self, steps: int | None = None, spacing: str | None = None,
-                       info: SamplerInfo | None = None) -> list[Time]:  # fmt: skip
-        """The times a sampler visits (sampling.SamplingRunner.times)."""
-        return self.runner.times(steps, spacing, info)
-
     def inpaint(self, images: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
         """RePaint inpainting (Lugmayr et al. 2022) where ``mask`` is 0 (1 = keep): editing.inpaint."""
         return editing.inpaint(self, images, mask, **kwargs)
@@ -376,11 +296,5 @@ class GaussianDiffusion(nn.Module):
         return editing.img2img(self, images, strength, **kwargs)
 
     def invert(self, img: Tensor, *, steps: int | None = None, spacing: str | None = None, **condition: Any) -> Tensor:
-        """DDIM inversion of images (B, C, H, W) in [0, 1] to the latent x_T from which ``sample(sampler='ddim',
-        eta=0, steps=steps)`` reconstructs them (samplers.invert_ddim), without x̂_0 clipping."""
-        self._check_batch(img)
-        runner = self.runner
-        timesteps = runner.times(steps, spacing, runner.sampler_info("ddim"))
-        with torch.inference_mode():
-            denoiser = runner.denoiser(False, **condition)
-            return invert_ddim(denoiser, self.normalize(img), self.schedule, timesteps)
+        """DDIM inversion of images (B, C, H, W) in [0, 1] to x_T: editing.invert."""
+        return editing.invert(self, img, steps=steps, spacing=spacing, **condition)

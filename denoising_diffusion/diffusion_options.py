@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import Tensor
 
+from ._utils import normalize_image_size
+from .conditioning import ConditionSpec, check_class_names, condition_spec_of
 from .losses import DenoisingLoss, LossType, MinSNRWeighting, TimeDistribution, Weighting, make_times, make_weighting
 from .parameterization import Objective
 from .preconditioning import Preconditioning, make_preconditioning
@@ -29,7 +31,11 @@ class Parts:
     built from them, None while a fitted option is missing), the preconditioning, the loss, the reverse variance,
     the sampling steps and spacing, and the config."""
 
-    process_class: type
+    channels: int
+    image_size: tuple[int, int]
+    condition_spec: ConditionSpec
+    class_names: list[str] | None
+    process_class: type[ProcessDeclarations]
     process_options: dict[str, float]
     schedule: Any
     num_timesteps: int
@@ -44,7 +50,7 @@ class Parts:
 def build_parts(
     model: Any,
     *,
-    image_size: tuple[int, int],
+    image_size: int | Sequence[int],
     timesteps: int,
     sampling_timesteps: int | None,
     loss_type: str,
@@ -59,7 +65,7 @@ def build_parts(
     timestep_spacing: str | None,
     variance_type: str | None,
     vlb_weight: float,
-    class_names: list[str] | None,
+    class_names: Sequence[str] | None,
     process: str | ProcessDeclarations,
     process_options: Mapping[str, float] | None,
     loss_weighting: str | Mapping[str, Any] | Weighting,
@@ -67,6 +73,12 @@ def build_parts(
 ) -> Parts:
     """Check GaussianDiffusion's arguments together and build its parts (see the module docstring). ValueError
     naming the argument for anything that does not fit."""
+    size = normalize_image_size(image_size)
+    check = getattr(model, "check_image_size", None)
+    if check is not None:
+        check(*size)
+    spec = condition_spec_of(model)
+    names = check_class_names(class_names, spec)
     cls, options, schedule = _process(process, process_options, timesteps, beta_schedule)
     if isinstance(process, NoiseSchedule):
         beta_schedule = process.betas.tolist()
@@ -98,7 +110,7 @@ def build_parts(
     )  # fmt: skip
     variance = _variance_type(variance_type, learned_variance)
     config: dict[str, Any] = dict(
-        image_size=list(image_size),
+        image_size=list(size),
         timesteps=num_timesteps,
         sampling_timesteps=steps,
         loss_type=loss.distance.value,
@@ -114,8 +126,8 @@ def build_parts(
         variance_type=variance_type and variance.value,
         vlb_weight=float(vlb_weight),
     )
-    if class_names is not None:
-        config["class_names"] = list(class_names)
+    if names is not None:
+        config["class_names"] = list(names)
     if cls is not NoiseSchedule:
         config.update(process=cls.name, process_options=dict(options))
     weighting = weightings[0]
@@ -123,7 +135,23 @@ def build_parts(
         config["loss_weighting"] = weighting.config if len(weighting.config) > 1 else weighting.name
     if training_times is not None:
         config["training_times"] = times.config
-    return Parts(cls, options, schedule, num_timesteps, preconditioning, loss, variance, steps, spacing, config)
+    channels = int(getattr(model, "channels", 3))
+    return Parts(
+        channels,
+        size,
+        spec,
+        names,
+        cls,
+        options,
+        schedule,
+        num_timesteps,
+        preconditioning,
+        loss,
+        variance,
+        steps,
+        spacing,
+        config,
+    )
 
 
 def _process(
@@ -154,3 +182,17 @@ def _variance_type(variance_type: str | None, learned_variance: bool) -> Varianc
     if chosen is VarianceType.LEARNED_RANGE and not learned_variance:
         raise ValueError("variance_type 'learned_range' needs a network built with learned_variance=True")
     return chosen
+
+
+class Recorded:
+    """A read-only attribute of GaussianDiffusion read from its config (an option recorded there): changing it on a
+    built model would not reach its parts, so setting it is an AttributeError."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else obj.config[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(f"{self.name} is fixed when a GaussianDiffusion is built: build a new one with it")

@@ -2,12 +2,13 @@
 
 * :func:`inpaint` (Lugmayr et al. 2022, "RePaint: Inpainting using Denoising Diffusion Probabilistic Models"):
   fill the pixels where a mask is 0, keeping those where it is 1 (samplers/repaint.py).
+* :func:`invert`: DDIM inversion (Song et al. 2021, §4.1; its deterministic update run from x_0 up to x_T).
 * :func:`img2img` (Meng et al. 2022, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential
   Equations"): diffuse an image part of the way, x_t ~ q(x_t | x_0), and run any sampler from there.
 
-Both are free functions of a model (``GaussianDiffusion.inpaint`` / ``img2img`` call them) that run through its
-sampling runner (sampling.py, ``runner_of``), as ``sample`` does: the condition and guidance, eval mode, inference
-mode, the trajectory and the output range. Images enter and leave in [0, 1] (the model's data range with
+All are free functions of a model (``GaussianDiffusion.inpaint`` / ``img2img`` / ``invert`` call them) that run
+through its sampling runner (sampling.py, ``runner_of``), as ``sample`` does: the condition and guidance, eval mode,
+inference mode, the trajectory and the output range. Images enter and leave in [0, 1] (the model's data range with
 auto_normalize off). This module imports sampling.py, below it; nothing here calls back into the model.
 """
 
@@ -23,12 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from .conditioning import CONDITION_NAMES
+from .data.batch import check_images
 from .denoiser import Callback
 from .processes import CLEAN, Time
-from .samplers import SAMPLERS, SamplerName, sample_repaint
+from .samplers import SAMPLERS, SamplerName, invert_ddim, sample_repaint
 from .samplers.common import diffuse
 from .samplers.repaint import repaint_schedule
-from .sampling import SamplingRunner, runner_of
+from .sampling import runner_of
 
 # ----- inpainting ----------------------------------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ def inpaint(
         not fit, or a jump longer than the chain.
     """
     runner = runner_of(diffusion)
-    check_images(runner, images)
+    check_images(images, runner.shape)
     keep = check_mask(mask, images)
     timesteps = runner.times(steps, spacing)
     repaint_schedule(len(timesteps), jump_length, resample)  # its ValueErrors before any work
@@ -139,7 +141,7 @@ def img2img(
         nor an option of the sampler, or a condition that does not fit.
     """
     runner = runner_of(diffusion)
-    check_images(runner, images)
+    check_images(images, runner.shape)
     strength = check_strength(strength)
     info = runner.sampler_info(sampler)
     condition = {name: value for name, value in condition_and_options.items() if name in CONDITION_NAMES}
@@ -195,17 +197,6 @@ def check_strength(strength: Any) -> float:
     return value
 
 
-def check_images(runner: SamplingRunner, images: Any) -> None:
-    """ValueError unless ``images`` is a (B, C, H, W) tensor of the model's channels and image size, B >= 1."""
-    expected = runner.shape
-    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != expected or not len(images):
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(
-            f"images must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}) (the model's channels and "
-            f"image size) with B >= 1, got {shape}"
-        )
-
-
 def check_mask(mask: Any, images: Tensor) -> Tensor:
     """The mask as a bool tensor (True = keep); ValueError unless it is (B, 1, H, W) or (B, C, H, W) for images
     (B, C, H, W) and holds only 0 and 1."""
@@ -229,3 +220,20 @@ def check_mask(mask: Any, images: Tensor) -> Tensor:
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("mask must hold only 0 (fill) and 1 (keep); threshold a soft mask first, e.g. mask > 0.5")
     return mask == 1
+
+
+# ----- inversion -----------------------------------------------------------------------------------------------------
+
+
+def invert(
+    diffusion: Any, images: Tensor, *, steps: int | None = None, spacing: str | None = None, **condition: Any
+) -> Tensor:
+    """DDIM inversion: images (B, C, H, W) in [0, 1] -> the latent x_T (model space) from which ``sample(sampler=
+    'ddim', eta=0, steps=steps)``'s update reconstructs them (samplers.invert_ddim). Uses the network without x̂_0
+    clipping, so that the map stays smooth and invertible; ``condition`` is the network's (as for ``sample``)."""
+    runner = runner_of(diffusion)
+    check_images(images, runner.shape)
+    timesteps = runner.times(steps, spacing, runner.sampler_info("ddim"))
+    with torch.inference_mode():
+        denoiser = runner.denoiser(False, **condition)
+        return invert_ddim(denoiser, runner.data.normalize(images), runner.schedule, timesteps)

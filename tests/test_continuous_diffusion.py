@@ -154,7 +154,9 @@ def test_min_snr_uses_alpha_squared_over_sigma_squared() -> None:
     plain = oracle_diffusion("vp", perturb=PERTURBATIONS["shift"])
     t = torch.tensor([0.01, 0.2, 0.6, 1.0], dtype=torch.float64)
     b = d.schedule.integral_beta(t)
-    assert d.snr_at(t).tolist() == pytest.approx((1 / torch.expm1(b)).tolist(), rel=1e-12)  # α²/σ² = 1/(e^B − 1)
+    alpha, sigma = d.schedule.alpha_sigma_at(t)
+    snr = (alpha**2 / sigma**2).tolist()
+    assert snr == pytest.approx((1 / torch.expm1(b)).tolist(), rel=1e-12)  # α²/σ² = 1/(e^B − 1)
     g = torch.Generator().manual_seed(3)
     x0, noise = data(4, g), torch.randn(4, 2, 1, 1, generator=g, dtype=torch.float64)
     d.model.perturb = plain.model.perturb  # the same (non-zero) error, weighted and not

@@ -232,7 +232,7 @@ def test_bad_call_arguments() -> None:
         d.sample(1, sampler="ddpm", variance="large")
     with pytest.raises(ValueError, match="eta must be >= 0"):
         d.sample(1, sampler="ddim", eta=-1.0)
-    with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, 8, 8\).*got \(2, 1, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, 8, 8\).*got \(2, 1, 8, 8\)"):
         d(torch.rand(2, 1, 8, 8))
 
 

@@ -208,9 +208,9 @@ def test_the_oracle_samples_the_data() -> None:
     """Sampling the preconditioned oracle (default sampler: heun, Karras grid) gives N(MEAN, SIGMA_DATA²): mean within
     0.03, std within 5%, with and without churn."""
     d = oracle_diffusion(timesteps=40)
-    assert d.sampler_info(None).name == "heun" and d.sampling_times() == d.schedule.timesteps(40, "karras")
-    assert d.sampling_times(info=SAMPLERS[SamplerName.DDIM]) == d.schedule.timesteps(40, "karras")  # not linspace
-    assert d.sampling_times(info=SAMPLERS[SamplerName.DPMPP_2M]) == d.schedule.timesteps(40, "logsnr")
+    assert d.sampler_info(None).name == "heun" and d.runner.times() == d.schedule.timesteps(40, "karras")
+    assert d.runner.times(info=SAMPLERS[SamplerName.DDIM]) == d.schedule.timesteps(40, "karras")  # not linspace
+    assert d.runner.times(info=SAMPLERS[SamplerName.DPMPP_2M]) == d.schedule.timesteps(40, "logsnr")
     for options in ({}, {"s_churn": 40}):
         x = d.sample(4000, generator=torch.Generator().manual_seed(0), **options).double()
         assert float(x.mean()) == pytest.approx(MEAN, abs=0.03)

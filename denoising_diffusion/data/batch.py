@@ -90,3 +90,14 @@ def _describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"a {tuple(value.shape)} {value.dtype} tensor"
     return f"a {type(value).__name__}"
+
+
+def check_images(images: Any, shape: tuple[int, ...]) -> None:
+    """ValueError unless ``images`` is a (B, C, H, W) tensor with (C, H, W) = ``shape`` (a model's channels and
+    image size) and B >= 1."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or not len(images):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(
+            f"images must have shape (B, {shape[0]}, {shape[1]}, {shape[2]}) (the model's channels and image size) "
+            f"with B >= 1, got {got}"
+        )

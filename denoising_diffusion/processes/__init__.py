@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import ProcessDeclarations, process_class, process_kind, registered_processes
+from .base import FittedProcess, ProcessDeclarations, process_class, process_kind, registered_processes
 from .beta_schedules import BetaSchedule, make_betas
 from .continuous import ContinuousSchedule
 from .ddpm import NoiseSchedule
@@ -47,6 +47,7 @@ __all__ = [
     "BetaSchedule",
     "ContinuousSchedule",
     "EDMSchedule",
+    "FittedProcess",
     "NCSNSchedule",
     "NoiseSchedule",
     "PosteriorStep",

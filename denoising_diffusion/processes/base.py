@@ -179,6 +179,52 @@ class ProcessDeclarations:
         )
 
 
+class FittedProcess:
+    """A process class with GaussianDiffusion's resolved options, and the schedule built from them once its fitted
+    option (σ_max of ve and ncsn) is known: given, computed from training data (:meth:`fit`), or taken from a
+    checkpoint's config (:meth:`restore`)."""
+
+    def __init__(self, cls: type[ProcessDeclarations], options: Mapping[str, float], schedule: Any, timesteps: int):
+        self.cls, self.options, self._schedule, self.timesteps = cls, dict(options), schedule, timesteps
+
+    @property
+    def schedule(self) -> Any:
+        """The process object; ValueError while the fitted option is missing."""
+        if self._schedule is None:
+            raise ValueError(
+                f"this {self.cls.name!r} model has no {self.cls.fitted_option} yet: give process_options="
+                f"{{'{self.cls.fitted_option}': ...}} (about the largest distance between two training images in "
+                "[-1, 1], Song & Ermon 2020), or compute it from the data with fit_data_statistics(images), or train "
+                "it with the Trainer, which does so before the first step"
+            )
+        return self._schedule
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.cls.needs_fit(self.options)
+
+    def fit(self, images: Tensor) -> dict[str, float]:
+        """Compute the fitted option from images (N, C, H, W) in the model's space and build the process."""
+        name = self.cls.fitted_option
+        if name is None:
+            raise ValueError(f"only the 've' and 'ncsn' processes take a statistic of the data, not {self.cls.name!r}")
+        return self._set(name, self.cls.fit(images))
+
+    def restore(self, process: Any, stored: Mapping[str, Any]) -> bool:
+        """Take the fitted option from a stored config (``process`` name and options) of the same process when it is
+        still missing; returns whether it did."""
+        name = self.cls.fitted_option
+        if name is None or not self.needs_fit or process != self.cls.name or name not in stored:
+            return False
+        self._set(name, float(stored[name]))
+        return True
+
+    def _set(self, name: str, value: float) -> dict[str, float]:
+        self.options = {**self.options, name: value}
+        self._schedule = self.cls.from_arguments(self.options, self.timesteps)
+        return {name: value}
+
+
 PROCESSES = KindTable("process", describe=lambda cls: f"options: {cls.describe_options()}")  # type: ignore[attr-defined]
 """The registered processes: ``@process_kind("name")`` adds one (see the module docstring)."""
 
