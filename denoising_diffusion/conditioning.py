@@ -200,10 +200,6 @@ def broadcast_condition(condition: Mapping[str, Any], batch_size: int) -> dict[s
     return out
 
 
-def to_device(condition: Condition, device: torch.device) -> Condition:
-    return {name: value.to(device) for name, value in condition.items()}
-
-
 def repeat_condition(condition: Condition, times: int) -> Condition:
     """Each entry repeated ``times`` along the batch: the condition of a batch stacked ``times`` over itself."""
     return {name: value.repeat(times, *([1] * (value.ndim - 1))) for name, value in condition.items()}

@@ -150,13 +150,8 @@ def img2img(
         for name, value in condition_and_options.items()
         if name not in CONDITION_NAMES and value is not None
     }
-    unknown = sorted(set(options) - set(info.option_names))
-    if unknown:
-        raise ValueError(
-            f"img2img got {', '.join(map(repr, unknown))}: neither a condition ({', '.join(CONDITION_NAMES)}) nor an "
-            f"option of sampler {info.name!r} ({', '.join(info.option_names) or 'it takes none'})"
-        )
-    bound = info.bind(options, runner.sampler_defaults())
+    also = f"img2img's other keywords are the conditions {', '.join(CONDITION_NAMES)}"
+    bound = info.bind(options, runner.sampler_defaults(), also=also)
     batch = images.shape[0]
     denoiser = runner.sampling_denoiser(
         batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, classifier=classifier,

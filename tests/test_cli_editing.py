@@ -120,7 +120,7 @@ def test_img2img_strength_zero_is_the_image_and_one_is_sample(files, tmp_path: P
         (["img2img", "{plain}", "{image}", "--strength", "1.5"], "argument --strength: expected a number in [0, 1]"),
         (["img2img", "{plain}", "{image}"], "the following arguments are required: --strength"),
         (["img2img", "{plain}", "{image}", "--strength", "0.5", "--sampler", "ddpm", "--eta", "1"],
-         "neither a condition"),
+         "sampler 'ddpm' takes no option 'eta' (its options: variance); img2img's other keywords are the conditions"),
         (["img2img", "{plain}", "{missing}", "--strength", "0.5"], "cannot read image file"),
         (["inpaint", "{plain}", "{image}", "{missing}"], "cannot read image file"),
         (["inpaint", "{plain}", "{image}", "{mask}"], "jump_length=10 leaves no room to resample on a chain of 4"),

@@ -118,38 +118,40 @@ class PosteriorStep(Generic[C]):
         return PosteriorStep(*(append_dims(getattr(self, f.name).to(like.dtype), like.ndim) for f in fields(self)))
 
 
-def posterior_coefficients(alphabar_t: C, alphabar_s: C) -> tuple[C, C, C, C]:
-    """(c_0, c_t, β̃, β') of q(x_s | x_t, x_0) for s < t on any chain, from ᾱ_t and ᾱ_s (floats or tensors).
+def forward_step(alpha_t: C, sigma_t: C, alpha_s: C, sigma_s: C) -> tuple[C, C]:
+    """(α_{t|s}, σ²_{t|s}) of the forward step q(x_t | x_s) = N(α_{t|s} x_s, σ²_{t|s} I), s < t, on a Gaussian path
+    with Markov forward steps (Kingma et al. 2021, "Variational Diffusion Models", eq. 33): α_{t|s} = α_t/α_s and
+    σ²_{t|s} = σ_t² − α²_{t|s} σ_s², clamped at 0 against rounding. The one home of the forward step's variance
+    (floats or tensors): the posterior below, SDEdit's and RePaint's noising (samplers/common.diffuse), DDIM's η and
+    the reverse-diffusion predictor use it. On a discrete chain σ²_{t|s} is the respaced β' = 1 − ᾱ_t/ᾱ_s."""
+    a = alpha_t / alpha_s
+    variance = sigma_t**2 - a**2 * sigma_s**2
+    return a, variance.clamp(min=0.0) if isinstance(variance, Tensor) else max(variance, 0.0)
 
-    Respacing recomputes β from the kept ᾱ values: β' = 1 − ᾱ_t/ᾱ_s (Nichol & Dhariwal 2021, App. B). Then
-    c_0 = √ᾱ_s β'/(1 − ᾱ_t), c_t = √(1 − β') (1 − ᾱ_s)/(1 − ᾱ_t) and β̃ = β' (1 − ᾱ_s)/(1 − ᾱ_t) (Ho et al. 2020,
-    eqs. 6–7). With ᾱ_s = 1 (s = −1, clean data): c_0 = 1, c_t = 0, β̃ = 0.
-    """
-    beta = 1 - alphabar_t / alphabar_s
-    c0 = alphabar_s**0.5 * beta / (1 - alphabar_t)
-    ct = (1 - beta) ** 0.5 * (1 - alphabar_s) / (1 - alphabar_t)
-    return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta
+
+def posterior_terms(alpha_t: C, sigma_t: C, alpha_s: C, sigma_s: C) -> tuple[C, C, C, C]:
+    """(c_0, c_t, β̃, β') of the posterior q(x_s | x_t, x_0) = N(c_0 x_0 + c_t x_t, β̃ I) for s < t on any Gaussian path
+    (Kingma et al. 2021, eqs. 3 and 33; Ho et al. 2020, eqs. 6–7 on a variance-preserving chain), the one home of
+    the posterior (floats or tensors): with (α_{t|s}, β' = σ²_{t|s}) from :func:`forward_step`, c_0 = α_s β'/σ_t²,
+    c_t = α_{t|s} σ_s²/σ_t² and β̃ = β' σ_s²/σ_t². At s = CLEAN (α_s = 1, σ_s = 0): c_0 = 1, c_t = 0, β̃ = 0."""
+    a, beta = forward_step(alpha_t, sigma_t, alpha_s, sigma_s)
+    return alpha_s * beta / sigma_t**2, a * sigma_s**2 / sigma_t**2, beta * sigma_s**2 / sigma_t**2, beta
+
+
+def posterior_coefficients(alphabar_t: C, alphabar_s: C) -> tuple[C, C, C, C]:
+    """:func:`posterior_terms` on a variance-preserving chain, from ᾱ_t and ᾱ_s (floats or tensors): α = √ᾱ,
+    σ = √(1 − ᾱ). Respacing recomputes β from the kept ᾱ values: β' = 1 − ᾱ_t/ᾱ_s (Nichol & Dhariwal 2021, App. B)."""
+    return posterior_terms(alphabar_t**0.5, (1 - alphabar_t) ** 0.5, alphabar_s**0.5, (1 - alphabar_s) ** 0.5)
 
 
 def gaussian_posterior_step(alpha_t: float, sigma_t: float, alpha_s: float, sigma_s: float) -> PosteriorStep[float]:
-    """q(x_s | x_t, x_0) for s < t on any Gaussian path x_t = α_t x_0 + σ_t ε with Markov forward steps (Kingma et
-    al. 2021, "Variational Diffusion Models", eqs. 3 and 33): with α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α²_{t|s} σ_s²
-    (the forward step's variance, β' below), the mean is (α_s σ²_{t|s}/σ_t²) x_0 + (α_{t|s} σ_s²/σ_t²) x_t and the
-    variance σ²_{t|s} σ_s²/σ_t². On a variance-preserving path this is :func:`posterior_coefficients`; with α = 1
-    (VE) the step is the one of the reverse-diffusion predictor. At s = CLEAN (σ_s = 0) the variance is 0 and the
+    """q(x_s | x_t, x_0) for one step s < t as floats (:func:`posterior_terms`), with the log-variances; with α = 1
+    (VE) it is the step of the reverse-diffusion predictor. At s = CLEAN (σ_s = 0) the variance is 0 and the
     log-variance falls back to log β' (never used: the step to clean data adds no noise)."""
-    a = alpha_t / alpha_s
-    beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)
-    variance = beta * sigma_s**2 / sigma_t**2
+    c0, ct, variance, beta = posterior_terms(alpha_t, sigma_t, alpha_s, sigma_s)
     log_beta = math.log(beta) if beta > 0 else -math.inf
-    return PosteriorStep(
-        c0=alpha_s * beta / sigma_t**2,
-        ct=a * sigma_s**2 / sigma_t**2,
-        variance=variance,
-        log_variance=math.log(variance) if variance > 0 else log_beta,
-        beta=beta,
-        log_beta=log_beta,
-    )
+    log_variance = math.log(variance) if variance > 0 else log_beta
+    return PosteriorStep(c0=c0, ct=ct, variance=variance, log_variance=log_variance, beta=beta, log_beta=log_beta)
 
 
 def check_index_times(timesteps: Sequence[Time], num_timesteps: int) -> list[int]:

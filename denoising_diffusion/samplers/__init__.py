@@ -203,16 +203,19 @@ class SamplerInfo:
     def option_names(self) -> list[str]:
         return [option.name for option in self.options]
 
-    def bind(self, given: Mapping[str, Any], defaults: Mapping[str, Any] = MappingProxyType({})) -> dict[str, Any]:
+    def bind(
+        self, given: Mapping[str, Any], defaults: Mapping[str, Any] = MappingProxyType({}), *, also: str = ""
+    ) -> dict[str, Any]:
         """The keyword options to call ``fn`` with: each declared option from ``given`` (None means not given),
         else from ``defaults``, checked by its parser. Raises ValueError naming an option this sampler does not
-        take, with the options it does take."""
+        take, with the options it does take (and ``also``: what else the caller's keywords could have been)."""
         given = {name: value for name, value in given.items() if value is not None}
         unknown = sorted(set(given) - set(self.option_names))
         if unknown:
             takes = ", ".join(self.option_names) or "none"
             raise ValueError(
                 f"sampler {self.name!r} takes no option {', '.join(map(repr, unknown))} (its options: {takes})"
+                + (f"; {also}" if also else "")
             )
         merged = {**defaults, **given}
         return {option.name: _parse(option, merged[option.name]) for option in self.options if option.name in merged}

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..processes import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time, forward_step
 
 
 def time_pairs(timesteps: Sequence[Time], schedule: Schedule) -> Iterator[tuple[int, Time, Time]]:
@@ -67,8 +67,8 @@ def diffuse(x_s: Tensor, schedule: Schedule, s: Time, t: Time, generator: torch.
         raise ValueError(
             f"a forward jump goes from s to t > s inside the schedule (s = -1 is clean data), got s={s}, t={t}: {err}"
         ) from None
-    a = alpha_t / alpha_s
-    return a * x_s + math.sqrt(max(sigma_t**2 - a**2 * sigma_s**2, 0.0)) * randn_like(x_s, generator)
+    a, variance = forward_step(alpha_t, sigma_t, alpha_s, sigma_s)
+    return a * x_s + math.sqrt(variance) * randn_like(x_s, generator)
 
 
 def time_batch(x: Tensor, t: Time) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Callback, Denoiser, StepRecord
-from ..processes import Schedule, Time
+from ..processes import Schedule, Time, forward_step
 from .common import randn_like, time_batch, time_pairs
 
 
@@ -50,7 +50,7 @@ def sample_ddim(
         alpha_s, sigma_s = schedule.alpha_sigma(s)
         # 1. c = η σ_s/σ_t · σ_{t|s}: the noise injected (DDIM eq. 16, where σ²_{t|s} = 1 − ᾱ_t/ᾱ_s; written for any
         #    Gaussian path, σ²_{t|s} = σ_t² − (α_t/α_s)² σ_s², so that η = 1 is ancestral on VE paths too).
-        c = eta * sigma_s / sigma_t * math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0))
+        c = eta * sigma_s / sigma_t * math.sqrt(forward_step(alpha_t, sigma_t, alpha_s, sigma_s)[1])
         # 2. Deterministic part points along the predicted ε (eq. 12).
         x_next = alpha_s * pred.x0 + math.sqrt(max(sigma_s**2 - c**2, 0.0)) * pred.eps
         if c > 0:

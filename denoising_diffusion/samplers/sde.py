@@ -21,7 +21,7 @@ from torch import Tensor
 from ..choices import Choice
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..parameterization import score_from_eps
-from ..processes import CLEAN, Schedule, Time
+from ..processes import CLEAN, Schedule, Time, forward_step
 from .common import randn_like, require_sde, time_batch, time_pairs
 from .langevin import langevin_step
 
@@ -77,8 +77,7 @@ def reverse_diffusion_step(
     """
     alpha_t, sigma_t = schedule.alpha_sigma(t)
     alpha_s, sigma_s = schedule.alpha_sigma(s)
-    a = alpha_t / alpha_s
-    b2 = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)
+    a, b2 = forward_step(alpha_t, sigma_t, alpha_s, sigma_s)
     return x - (a - 1) * x + b2 * score + math.sqrt(b2) * randn_like(x, generator)
 
 
