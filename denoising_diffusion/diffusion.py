@@ -471,6 +471,8 @@ class GaussianDiffusion(nn.Module):
         new denoiser per sampling run.
         """
         clip = self.clip_denoised if clip_denoised is None else clip_denoised
+        if "classes" in condition:  # class names, as sample() takes them
+            condition["classes"] = class_indices(condition["classes"], self.class_names)
         batch = next((len(v) for v in condition.values() if isinstance(v, Tensor) and v.ndim), None)
         # Checked now, so errors come before sampling; a condition of scalars (classes=3) is repeated to each call's
         # batch once it is known.
@@ -830,6 +832,8 @@ class GaussianDiffusion(nn.Module):
         """
         self._check_batch(img)
         timesteps = self.sampling_times(steps, spacing, self.sampler_info("ddim"))
+        if "classes" in condition:  # class names, as sample() takes them
+            condition["classes"] = class_indices(condition["classes"], self.class_names)
         with torch.inference_mode():
             denoiser = self.denoiser(clip_denoised=False, **broadcast_condition(condition, img.shape[0]))
             return invert_ddim(denoiser, self.normalize(img), self.schedule, timesteps)
