@@ -82,3 +82,23 @@ def test_a_damaged_write_is_caught_before_older_checkpoints_are_deleted(images, 
     with pytest.raises(CorruptCheckpointError, match="model-2.pt"):
         trainer.train()
     assert load_checkpoint(results / "model-1.pt")["step"] == 2
+
+
+def test_a_resume_takes_the_online_weights_and_the_ema_each_from_its_own_entry(images, tmp_path: Path) -> None:
+    """With the power EMA (which averages from the first step) the two sets differ after a few steps; a resumed
+    Trainer must train on from the checkpoint's online weights, not from its EMA, and keep averaging from its EMA.
+    (ema-pytorch's constant-decay EMA copies the online weights for its first 100 steps, which hides a swap.)"""
+    results = tmp_path / "results"
+    make_trainer(tiny_diffusion(), images, results, train_num_steps=4, num_samples=0, ema_sigma_rel=0.05).train()
+    saved = load_checkpoint(results / "model-2.pt")
+    trainer = make_trainer(tiny_diffusion(), images, results, train_num_steps=4, num_samples=0, ema_sigma_rel=0.05,
+                           resume=2)  # fmt: skip
+    online = trainer.diffusion.model.state_dict()
+    ema = trainer.ema.ema_model.state_dict()
+    differ = [name for name in online if not torch.equal(saved["model"][name], ema[name])]
+    assert differ, "the EMA never moved away from the online weights: the test would not see a swap"
+    for name, tensor in online.items():
+        assert torch.equal(tensor, saved["model"][name]), name
+    for key, tensor in trainer.ema.state_dict().items():
+        if isinstance(tensor, torch.Tensor) and key in saved["ema"]:
+            assert torch.equal(tensor, saved["ema"][key]), key
