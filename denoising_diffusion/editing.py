@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conditioning import CONDITION_NAMES
+from .conditioning import CONDITION_NAMES, broadcast_condition, class_indices
 from .data.batch import check_images
 from .denoiser import Callback
 from .processes import CLEAN, Time
@@ -229,6 +229,8 @@ def invert(
     runner = runner_of(diffusion)
     check_images(images, runner.shape)
     timesteps = runner.times(steps, spacing, runner.sampler_info("ddim"))
+    if "classes" in condition:  # class names, as sample() takes them
+        condition["classes"] = class_indices(condition["classes"], runner.class_names)
     with torch.inference_mode():
-        denoiser = runner.denoiser(False, **condition)
+        denoiser = runner.denoiser(False, **broadcast_condition(condition, images.shape[0]))
         return invert_ddim(denoiser, runner.data.normalize(images), runner.schedule, timesteps)

@@ -164,6 +164,8 @@ class SamplingRunner:
         """A fresh denoiser (x_t, t) -> Prediction with ``condition`` bound (checked now, so errors come before
         sampling; a condition of scalars is repeated to each call's batch) and classifier-free guidance at scale s
         (preconditioning.Preconditioning.denoiser)."""
+        if "classes" in condition:  # class names, as sample() takes them
+            condition["classes"] = class_indices(condition["classes"], self.class_names)
         batch = next((len(v) for v in condition.values() if isinstance(v, Tensor) and v.ndim), None)
         checked = {batch or 1: self.check_condition(broadcast_condition(condition, batch or 1), batch or 1)}
         self._check_guidance(guidance_scale, guidance_rescale)

@@ -87,6 +87,51 @@ NETWORK = ("tests/test_unet_layout.py", "tests/test_unet.py")
 METRICS = ("tests/test_metrics.py",)
 INCEPTION = ("tests/test_inception.py",)
 EVAL_CLI = ("tests/test_evaluation_cli.py",)
+# Round 2's modules (issue 29, part 9). Each selection names first the file that defends what the audit found, so
+# that -x stops early on a caught mutant, then the module's older tests.
+CONDITIONING = (
+    "tests/test_guidance_null_branch.py",
+    "tests/test_conditioning_truth.py",
+    "tests/test_conditioning.py",
+    "tests/test_guidance.py",
+)
+CLASSIFIER = (
+    "tests/test_noise_aware_classifier_truth.py",
+    "tests/test_classifier_guidance.py",
+    "tests/test_editing.py::test_classifier_guidance_reaches_both_edits",
+)
+EDITING_R2 = ("tests/test_img2img_normalized.py", "tests/test_editing_options.py") + EDITING
+CHURN = ("tests/test_churn_records.py", "tests/test_edm.py", "tests/test_sampler_contracts.py")
+PROCESSES = (
+    "tests/test_continuous_diffusion.py",
+    "tests/test_score_samplers.py",
+    "tests/test_ode_flow.py",
+    "tests/test_edm.py",
+)
+ANCESTRAL = (
+    "tests/test_ancestral_continuous.py",
+    "tests/test_schedules.py",
+    "tests/test_claims.py",
+    "tests/test_score_samplers.py",
+    "tests/test_ode_flow.py",
+    "tests/test_continuous_diffusion.py",
+    "tests/test_edm.py",
+    "tests/test_sampler_contracts.py",
+)
+METRICS_R2 = ("tests/test_metrics_truth.py",) + METRICS
+FEATURE_CACHE = (
+    "tests/test_feature_cache_keys.py",
+    "tests/test_evaluation_cli.py::test_cached_real_features_are_reused_and_invalidated",
+    "tests/test_evaluation_cli.py::test_mixed_image_sizes_need_resize",
+    "tests/test_evaluation_cli.py::test_a_named_sets_cache_entry_is_reused_and_keyed_on_count_size_and_channels",
+)
+RESUME = (
+    "tests/test_resume_validation.py",
+    "tests/test_milestones.py",
+    "tests/test_guards.py",
+    "tests/test_checkpoint.py",
+)
+RNG_TESTS = ("tests/test_rng_streams.py", "tests/test_resume_exact.py")
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -95,6 +140,17 @@ S, V, P, L, D, K = (
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
 SCORE = "denoising_diffusion/parameterization.py"
 G = "denoising_diffusion/guidance.py"
+COND = "denoising_diffusion/conditioning.py"
+NN_COND = "denoising_diffusion/nn/conditioning.py"
+UNET = "denoising_diffusion/nn/unet.py"
+CLF = "denoising_diffusion/classifier.py"
+ED = "denoising_diffusion/editing.py"
+PROC = "denoising_diffusion/processes.py"
+MET = "denoising_diffusion/metrics.py"
+FCACHE = "denoising_diffusion/feature_cache.py"
+CKPTS = "denoising_diffusion/training/checkpoints.py"
+CKPT = "denoising_diffusion/checkpoint.py"
+RNG = "denoising_diffusion/training/rng.py"
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
 X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=cond.var_interp"
@@ -1654,5 +1710,690 @@ MUTATIONS += (
         "    if path.exists() and os.fspath(text) not in BUILTIN_DATASETS:",
         "a folder named like a data set (./shapes) silently replaced by the built-in set",
         EVAL_CLI,
+    ),
+    # ===== round 2's modules (issue 29, part 9): conditioning, guidance, the noise-aware classifier, editing, SDEs,
+    # EDM, metrics and the feature cache, training. tests/README.md has the audit's run. ==========================
+    # ----- the null branch of classifier-free guidance: nn/conditioning.py, nn/unet.py, diffusion.py -----------------
+    Mutation(
+        "null-class-is-last-class",
+        NN_COND,
+        "torch.full_like(classes, self.num_classes)",
+        "torch.full_like(classes, self.num_classes - 1)",
+        "the null class is row K − 1 (the last real class) instead of the extra row K",
+        CONDITIONING,
+    ),
+    Mutation(
+        "null-class-where-inverted",
+        NN_COND,
+        "torch.where(drop, torch.full_like(classes, self.num_classes), classes)",
+        "torch.where(drop, classes, torch.full_like(classes, self.num_classes))",
+        "the null class given to the kept samples and the label to the dropped ones",
+        CONDITIONING,
+    ),
+    Mutation(
+        "null-context-mask-kept",
+        NN_COND,
+        "return torch.where(drop_[..., None], null, context), torch.where(drop_, first[None], mask)",
+        "return torch.where(drop_[..., None], null, context), mask",
+        "a dropped context keeps its mask: the null branch attends to L − 1 zero tokens besides the null token",
+        CONDITIONING,
+    ),
+    Mutation(
+        "null-token-misplaced",
+        NN_COND,
+        "null[:, 0] = self.token.to(context.dtype)",
+        "null[:, -1] = self.token.to(context.dtype)",
+        "the null token written at the last position while the mask keeps the first: the token never used",
+        CONDITIONING,
+    ),
+    Mutation(
+        "null-context-where-inverted",
+        NN_COND,
+        "torch.where(drop_[..., None], null, context)",
+        "torch.where(drop_[..., None], context, null)",
+        "the null context given to the kept samples and their context to the dropped ones",
+        CONDITIONING,
+    ),
+    Mutation(
+        "level-embedding-unscaled",
+        NN_COND,
+        "super().forward(1000.0 * time.float())",
+        "super().forward(time.float())",
+        "the conditioning level embedded as the time level instead of 1000·level",
+        CONDITIONING,
+    ),
+    Mutation(
+        "unet-classes-never-dropped",
+        UNET,
+        "self.class_embedding(classes, drop)",
+        "self.class_embedding(classes, None)",
+        "the Unet never replaces the class by the null class",
+        CONDITIONING,
+    ),
+    Mutation(
+        "unet-context-never-dropped",
+        UNET,
+        "self.null_context(context, context_mask, drop)",
+        "self.null_context(context, context_mask, None)",
+        "the Unet never replaces the context by the null context",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-model-rescale-dropped",
+        D,
+        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)",
+        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale)",
+        "GaussianDiffusion's guided denoiser ignores guidance_rescale",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-scale-zero-skips-rescale",
+        D,
+        "if scale == 0.0 and rescale == 0.0:",
+        "if scale == 0.0:",
+        "at s = 0 the null-branch shortcut skips guidance rescale",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-scale-zero-conditional",
+        D,
+        "null = torch.ones(batch, dtype=torch.bool, device=x_t.device)",
+        "null = torch.zeros(batch, dtype=torch.bool, device=x_t.device)",
+        "s = 0 runs the conditional branch instead of the null one",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-halves-swapped",
+        D,
+        "drop = torch.arange(2 * batch, device=x_t.device) >= batch",
+        "drop = torch.arange(2 * batch, device=x_t.device) < batch",
+        "the batched call's first half takes the nulls (the conditional and null halves swapped)",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-train-drop-inverted",
+        D,
+        "drop = torch.rand(x_start.shape[0], device=x_start.device) < self.cond_drop_prob",
+        "drop = torch.rand(x_start.shape[0], device=x_start.device) > self.cond_drop_prob",
+        "training drops the condition at the rate 1 − p instead of p",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cfg-self-cond-undropped",
+        D,
+        "x_self_cond = self._predict(x_t, t, None, condition, drop).x0.detach()",
+        "x_self_cond = self._predict(x_t, t, None, condition).x0.detach()",
+        "the self-conditioning estimate of a dropped sample is made with its condition (the null branch sees it)",
+        CONDITIONING,
+    ),
+    # ----- conditioning.py and class names ---------------------------------------------------------------------------
+    Mutation(
+        "cond-repeat-interleaved",
+        COND,
+        "value.repeat(times, *([1] * (value.ndim - 1)))",
+        "value.repeat_interleave(times, dim=0)",
+        "the guided call's condition repeated sample by sample ([y0, y0, y1, y1]) instead of stacked",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cond-class-names-sorted",
+        COND,
+        "return class_names.index(name)",
+        "return sorted(class_names).index(name)",
+        "a class name resolved by its rank among the sorted names, not its index in class_names",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cond-label-k-accepted",
+        COND,
+        "bad = value[(value < 0) | (value >= k)]",
+        "bad = value[(value < 0) | (value > k)]",
+        "label K (the null class's row) accepted as a class",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cond-mask-all-out-accepted",
+        COND,
+        "if not bool(value.any(dim=1).all()):",
+        "if not bool(value.any()):",
+        "a context mask that masks out every token of one sample accepted (its attention is over nothing)",
+        CONDITIONING,
+    ),
+    Mutation(
+        "cond-pair-label-dropped",
+        COND,
+        'name = "classes" if key == "[1]" else DATASET_KEYS.get(key)',
+        "name = DATASET_KEYS.get(key)",
+        "an (image, label) pair's label is not taken as classes",
+        CONDITIONING,
+    ),
+    Mutation(
+        "denoiser-class-names-unresolved",
+        D,
+        (
+            "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n"
+            '        if "classes" in condition:  # class names, as sample() takes them\n'
+            '            condition["classes"] = class_indices(condition["classes"], self.class_names)\n'
+        ),
+        "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n",
+        "denoiser() passes class names on unresolved (a name or a list of names fails)",
+        CONDITIONING,
+    ),
+    # ----- guidance.py -----------------------------------------------------------------------------------------------
+    Mutation(
+        "cg-gradient-batch-mean",
+        G,
+        "return torch.autograd.grad(log_prob(x, t.clone()).sum(), x)[0]",
+        "return torch.autograd.grad(log_prob(x, t.clone()).mean(), x)[0]",
+        "classifier guidance's gradient of the batch mean: each sample's gradient divided by B",
+        GUIDANCE + CLASSIFIER,
+    ),
+    Mutation(
+        "cfg-wrapper-branches-swapped",
+        G,
+        "cond, uncond = branches(x_t, t)",
+        "uncond, cond = branches(x_t, t)",
+        "the classifier-free wrapper reads the branches in the wrong order",
+        GUIDANCE,
+    ),
+    # ----- the noise-aware classifier (classifier.py) ----------------------------------------------------------------
+    Mutation(
+        "clf-noise-std-is-variance",
+        CLF,
+        "(1 - ac).sqrt().float()",
+        "(1 - ac).float()",
+        "the classifier trains on x_t with noise std 1 − ᾱ_t instead of √(1 − ᾱ_t)",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-signal-alphabar",
+        CLF,
+        "ac.sqrt().float()",
+        "ac.float()",
+        "the classifier trains on x_t = ᾱ_t x_0 + ... instead of √ᾱ_t x_0",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-unnormalized",
+        CLF,
+        "x_0 = images * 2 - 1 if self.auto_normalize else images",
+        "x_0 = images",
+        "the classifier trains on [0, 1] images while the diffusion's x_t are of [−1, 1] ones",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-t-from-one",
+        CLF,
+        "t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
+        "t = torch.randint(1, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
+        "the classifier never trains at t = 0 (1-based times)",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-index-one-based",
+        CLF,
+        "self.sqrt_alphas_cumprod[t].view(shape)",
+        "self.sqrt_alphas_cumprod[t - 1].view(shape)",
+        "the signal coefficient read one index early (√ᾱ_{t−1}, and ᾱ_{T−1} at t = 0)",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-softmax-over-batch",
+        CLF,
+        "F.log_softmax(self.logits(x_t, t).float(), dim=-1)",
+        "F.log_softmax(self.logits(x_t, t).float(), dim=0)",
+        "log f(y | x_t) normalized over the batch instead of the classes",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-names-sorted",
+        CLF,
+        "else [str(name) for name in class_names]",
+        "else sorted(str(name) for name in class_names)",
+        "the classifier's class names stored sorted, not in index order",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-labels-by-diffusion-names",
+        D,
+        'names = getattr(classifier, "class_names", None) or self.class_names',
+        'names = self.class_names or getattr(classifier, "class_names", None)',
+        "classifier guidance resolves a class name by the diffusion's names, not the classifier's",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-size-unchecked",
+        CLF,
+        "if (self.channels, *self.image_size) != (diffusion.channels, *diffusion.image_size):",
+        "if self.channels != diffusion.channels:",
+        "a classifier of another image size accepted for guidance",
+        CLASSIFIER,
+    ),
+    Mutation(
+        "clf-schedule-and",
+        CLF,
+        "elif self.num_timesteps != diffusion.num_timesteps or not torch.allclose(",
+        "elif self.num_timesteps != diffusion.num_timesteps and not torch.allclose(",
+        "a classifier of another schedule of the same length accepted for guidance",
+        CLASSIFIER,
+    ),
+    # ----- editing.py ------------------------------------------------------------------------------------------------
+    Mutation(
+        "img2img-unnormalized",
+        ED,
+        "x_0 = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
+        "x_0 = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "img2img noises the [0, 1] images as they are on a model that works in [−1, 1]",
+        EDITING_R2,
+    ),
+    Mutation(
+        "inpaint-unnormalized",
+        ED,
+        "known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
+        "known = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "inpaint keeps the [0, 1] pixels as they are on a model that works in [−1, 1]",
+        EDITING_R2,
+    ),
+    Mutation(
+        "img2img-rescale-dropped",
+        ED,
+        (
+            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "    batch = images.shape[0]\n"
+            "    denoiser = diffusion.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,"
+        ),
+        (
+            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "    batch = images.shape[0]\n"
+            "    denoiser = diffusion.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0,"
+        ),
+        "img2img ignores guidance_rescale",
+        EDITING_R2,
+    ),
+    Mutation(
+        "inpaint-rescale-dropped",
+        ED,
+        (
+            "diffusion.sampler_defaults())\n"
+            "    batch = images.shape[0]\n"
+            "    denoiser = diffusion.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, "
+            "classifier=classifier,\n"
+            "        classifier_scale=classifier_scale, **condition,\n"
+            "    )  # fmt: skip\n"
+            "    known"
+        ),
+        (
+            "diffusion.sampler_defaults())\n"
+            "    batch = images.shape[0]\n"
+            "    denoiser = diffusion.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0, classifier=classifier,\n"
+            "        classifier_scale=classifier_scale, **condition,\n"
+            "    )  # fmt: skip\n"
+            "    known"
+        ),
+        "inpaint ignores guidance_rescale",
+        EDITING_R2,
+    ),
+    Mutation(
+        "img2img-options-unbound",
+        ED,
+        "bound = info.bind(options, diffusion.sampler_defaults())",
+        "bound = info.bind({}, diffusion.sampler_defaults())",
+        "img2img drops the sampler's options (eta, variance)",
+        EDITING_R2,
+    ),
+    Mutation(
+        "inpaint-variance-ignored",
+        ED,
+        'bind({"variance": variance}, diffusion.sampler_defaults())',
+        "bind({}, diffusion.sampler_defaults())",
+        "inpaint ignores variance=",
+        EDITING_R2,
+    ),
+    # ----- samplers: repaint.py, sde.py, langevin.py, heun.py's churn ------------------------------------------------
+    Mutation(
+        "repaint-resample-plus-one",
+        SAMPLER_FILE("repaint"),
+        "jumps_left = {level: resample - 1 for level",
+        "jumps_left = {level: resample for level",
+        "each stretch run r + 1 times (r jumps back instead of r − 1)",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-no-jump-at-zero",
+        SAMPLER_FILE("repaint"),
+        "range(0, num_steps - jump_length, jump_length)",
+        "range(jump_length, num_steps - jump_length, jump_length)",
+        "no jump point at level 0: the last stretch is never resampled",
+        REPAINT,
+    ),
+    Mutation(
+        "repaint-known-clean-every-step",
+        SAMPLER_FILE("repaint"),
+        "known_s = known if s == CLEAN else diffuse(known, schedule, CLEAN, s, generator)",
+        "known_s = known",
+        "the known pixels put back clean at every step instead of noised to the step's level",
+        REPAINT,
+    ),
+    Mutation(
+        "rd-noise-b2",
+        SAMPLER_FILE("sde"),
+        "return x - (a - 1) * x + b2 * score + math.sqrt(b2) * randn_like(x, generator)",
+        "return x - (a - 1) * x + b2 * score + b2 * randn_like(x, generator)",
+        "reverse diffusion's noise scaled by G² instead of G",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "pc-nfe-uncounted",
+        SAMPLER_FILE("sde"),
+        "nfe += corrector_steps + 1",
+        "nfe += corrector_steps",
+        "the predictor's network evaluation left out of StepRecord.nfe",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "langevin-score-sign",
+        SAMPLER_FILE("langevin"),
+        "return x + step_size * score + scale * z",
+        "return x - step_size * score + scale * z",
+        "Langevin steps against the score",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "technique4-stationary-unbiased",
+        SAMPLER_FILE("langevin"),
+        "stationary = 2.0 / (2.0 - u)",
+        "stationary = 1.0",
+        "technique 4 without the Langevin chain's own bias 2/(2 − u)",
+        SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "churn-gamma-uncapped",
+        SAMPLER_FILE("heun"),
+        "return min(s_churn / steps, MAX_GAMMA)",
+        "return s_churn / steps",
+        "γ = S_churn/N without the cap √2 − 1",
+        EDM,
+    ),
+    Mutation(
+        "churn-start-state-recorded-late",
+        SAMPLER_FILE("heun"),
+        "callback(StepRecord(index=i, t=t_start, x_t=x_start,",
+        "callback(StepRecord(index=i, t=t, x_t=x,",
+        "the callback reports the churned state and time, not the step's start",
+        CHURN,
+    ),
+    # ----- processes.py: VP, sub-VP, VE, EDM -------------------------------------------------------------------------
+    Mutation(
+        "vp-integral-no-half",
+        PROC,
+        "0.5 * (self.beta_max - self.beta_min) * t**2",
+        "(self.beta_max - self.beta_min) * t**2",
+        "VP's B(t) = ∫β without the ½ of t²/2",
+        PROCESSES,
+    ),
+    Mutation(
+        "subvp-sigma-as-vp",
+        PROC,
+        "return torch.exp(-0.5 * b), -torch.expm1(-b)",
+        "return torch.exp(-0.5 * b), torch.sqrt(-torch.expm1(-b))",
+        "sub-VP's σ_t = √(1 − α_t²) (the VP's) instead of 1 − α_t²",
+        PROCESSES,
+    ),
+    Mutation(
+        "subvp-g2-exponent",
+        PROC,
+        "-torch.expm1(-2.0 * self.integral_beta(t))",
+        "-torch.expm1(-self.integral_beta(t))",
+        "sub-VP's g² with 1 − e^{−B} instead of 1 − e^{−2B}",
+        PROCESSES,
+    ),
+    Mutation(
+        "ve-g2-no-two",
+        PROC,
+        "sigma**2 * (2.0 * math.log(self.sigma_max / self.sigma_min))",
+        "sigma**2 * math.log(self.sigma_max / self.sigma_min)",
+        "VE's g² = dσ²/dt without its factor 2",
+        PROCESSES,
+    ),
+    Mutation(
+        "edm-time-of-sigma-log",
+        PROC,
+        "return targets.exp().clamp(self.t_min, self.t_max)",
+        "return targets.clamp(self.t_min, self.t_max)",
+        "EDM's time of a log σ̃ taken as the log itself (σ = ln σ)",
+        EDM + PROCESSES,
+    ),
+    # ----- the ancestral step on the continuous paths (schedules.gaussian_posterior_step) ----------------------------
+    Mutation(
+        "anc-forward-var-sigma-t",
+        S,
+        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "beta = sigma_t**2",
+        "the continuous posterior step's forward variance σ_t² instead of σ_t² − (α_t/α_s)² σ_s²",
+        ANCESTRAL,
+    ),
+    Mutation(
+        "anc-forward-var-ve-form",
+        S,
+        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "beta = max(sigma_t**2 - sigma_s**2, 0.0)",
+        "the continuous posterior step's forward variance σ_t² − σ_s², VE's form, on every path",
+        ANCESTRAL,
+    ),
+    Mutation(
+        "anc-variance-is-beta",
+        S,
+        "variance = beta * sigma_s**2 / sigma_t**2",
+        "variance = beta",
+        "the continuous posterior variance is the forward step's β' instead of β' σ_s²/σ_t²",
+        ANCESTRAL,
+    ),
+    Mutation(
+        "anc-ct-without-a",
+        S,
+        "ct=a * sigma_s**2 / sigma_t**2,",
+        "ct=sigma_s**2 / sigma_t**2,",
+        "the continuous posterior mean's c_t without α_t/α_s (VE's form)",
+        ANCESTRAL,
+    ),
+    Mutation(
+        "anc-c0-alpha-t",
+        S,
+        "c0=alpha_s * beta / sigma_t**2,",
+        "c0=alpha_t * beta / sigma_t**2,",
+        "the continuous posterior mean's c_0 with α_t instead of α_s",
+        ANCESTRAL,
+    ),
+    # ----- metrics.py ------------------------------------------------------------------------------------------------
+    Mutation(
+        "kid-size-from-real-only",
+        MET,
+        "size = min(KID_SUBSET_SIZE, len(real), len(generated)) if",
+        "size = min(KID_SUBSET_SIZE, len(real)) if",
+        "KID's default subset size ignores the generated count",
+        METRICS_R2,
+    ),
+    Mutation(
+        "pr-ball-open",
+        MET,
+        "(torch.cdist(part, centres) <= radii)",
+        "(torch.cdist(part, centres) < radii)",
+        "the k-NN balls open: a point exactly at the k-th neighbour's distance is outside",
+        METRICS_R2,
+    ),
+    # ----- feature_cache.py ------------------------------------------------------------------------------------------
+    Mutation(
+        "cache-ignores-resize",
+        FCACHE,
+        '"folder": os.fspath(folder.resolve()), "resize": resize, "files"',
+        '"folder": os.fspath(folder.resolve()), "files"',
+        "a folder's cache not keyed on resize: features cached with resize=True hide the size error",
+        FEATURE_CACHE,
+    ),
+    Mutation(
+        "cache-ignores-folder",
+        FCACHE,
+        '**key, "folder": os.fspath(folder.resolve()), "resize"',
+        '**key, "resize"',
+        "the cache not keyed on the folder: another folder with the same listing reuses its features",
+        FEATURE_CACHE,
+    ),
+    Mutation(
+        "cache-ignores-channels",
+        FCACHE,
+        '"channels": channels,\n    }',
+        "}",
+        "the cache not keyed on the channel count",
+        FEATURE_CACHE,
+    ),
+    Mutation(
+        "cache-ignores-image-size",
+        FCACHE,
+        '"image_size": image_size,\n',
+        "",
+        "the cache not keyed on the image size",
+        FEATURE_CACHE,
+    ),
+    Mutation(
+        "cache-stores-float32",
+        FCACHE,
+        "stored = features.float() if torch.equal(features.float().double(), features) else features  # lossless",
+        "stored = features.float()",
+        "cached features stored in float32 even when that loses digits",
+        FEATURE_CACHE,
+    ),
+    Mutation(
+        "cache-name-has-listing",
+        FCACHE,
+        'named = {k: v for k, v in key.items() if k != "files"}',
+        "named = dict(key)",
+        "the cache file named by the listing too: every change leaves a stale file behind",
+        FEATURE_CACHE,
+    ),
+    # ----- which weights a checkpoint is trusted on: training/checkpoints.py, checkpoint.py, the Trainer's resume ----
+    Mutation(
+        "resume-validates-online-only",
+        CKPTS,
+        'for key in ("model", "ema"):',
+        'for key in ("model",):',
+        "resume trusts a checkpoint whose EMA weights hold NaN (only the online weights are checked)",
+        RESUME,
+    ),
+    Mutation(
+        "resume-validates-ema-only",
+        CKPTS,
+        'for key in ("model", "ema"):',
+        'for key in ("ema",):',
+        "resume trusts a checkpoint whose online weights hold NaN (only the EMA is checked)",
+        RESUME,
+    ),
+    Mutation(
+        "write-checks-online-only",
+        CKPTS,
+        'bad = non_finite_entries(state["model"]) + [f"ema.{n}" for n in non_finite_entries(state.get("ema") or {})]',
+        'bad = non_finite_entries(state["model"])',
+        "a checkpoint is written from NaN EMA weights (only the online weights are checked)",
+        RESUME,
+    ),
+    Mutation(
+        "write-no-read-back",
+        CKPTS,
+        "verify_checkpoint_file(path)  # read back before any older checkpoint may be deleted",
+        "pass  # read back before any older checkpoint may be deleted",
+        "older checkpoints pruned without reading the new file back",
+        RESUME,
+    ),
+    Mutation(
+        "resume-auto-oldest-first",
+        CKPTS,
+        "for milestone in reversed(milestones):",
+        "for milestone in milestones:",
+        "resume='auto' takes the oldest valid checkpoint",
+        RESUME,
+    ),
+    Mutation(
+        "resume-skips-any-error",
+        CKPTS,
+        "except CorruptCheckpointError as err:",
+        "except CheckpointError as err:",
+        "resume='auto' silently skips a checkpoint that carries code or another model's config",
+        RESUME,
+    ),
+    Mutation(
+        "prune-keeps-one-more",
+        CKPTS,
+        "older[max(0, len(older) - (keep_last - 1)) :]",
+        "older[max(0, len(older) - keep_last) :]",
+        "keep_last keeps one checkpoint more than asked",
+        RESUME,
+    ),
+    Mutation(
+        "weights-always-ema",
+        CKPT,
+        "if use_ema and ema is not None:",
+        "if ema is not None:",
+        "use_ema=False still loads the EMA weights",
+        RESUME,
+    ),
+    Mutation(
+        "archive-crc-skipped",
+        CKPT,
+        "bad_record = archive.testzip()",
+        "bad_record = None",
+        "a checkpoint's zip records not checked against their CRC-32",
+        RESUME,
+    ),
+    Mutation(
+        "resume-loads-ema-as-online",
+        "denoising_diffusion/training/trainer.py",
+        "load_weights(self.trainable, state, use_ema=False)",
+        "load_weights(self.trainable, state, use_ema=True)",
+        "a resume loads the EMA weights into the online network",
+        RESUME,
+    ),
+    # ----- training/rng.py -------------------------------------------------------------------------------------------
+    Mutation(
+        "rng-numpy-cached-normal-lost",
+        RNG,
+        'npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))',
+        'npy["pos"], 0, 0.0))',
+        "NumPy's cached second normal dropped on restore",
+        RNG_TESTS,
+    ),
+    Mutation(
+        "rng-python-cached-normal-lost",
+        RNG,
+        'py["state"].tolist()), py["gauss"]))',
+        'py["state"].tolist()), None))',
+        "Python's cached gauss() value dropped on restore",
+        RNG_TESTS,
+    ),
+    Mutation(
+        "rng-seeded-no-restore",
+        RNG,
+        "random.setstate(py_state)\n            np.random.set_state(np_state)",
+        "pass",
+        "reading an item reseeds the caller's random and NumPy streams for good",
+        RNG_TESTS,
+    ),
+    Mutation(
+        "rng-item-seed-ignores-run",
+        RNG,
+        "np.random.SeedSequence([int(data_seed), int(position)])",
+        "np.random.SeedSequence([int(position)])",
+        "an item's augmentation seed ignores the run's data seed: every run augments alike",
+        RNG_TESTS,
+    ),
+    Mutation(
+        "rng-no-fork",
+        RNG,
+        "with torch.random.fork_rng(devices=[]):",
+        "with torch.random.fork_rng(devices=[], enabled=False):",
+        "reading an item reseeds torch's global generator for good (the training noise depends on the reads)",
+        RNG_TESTS,
     ),
 )
