@@ -163,7 +163,7 @@ def _dopri5(
     """(x̃, ∫ div ε̂ dσ̃, the top time) by dopri5 in the SDE's time t, from the schedule's smallest time to its top.
 
     The probability-flow ODE (Song et al. 2021, eq. 13) in x̃ = x/α is dx̃/dt = (dσ̃/dt) ε̂ with dσ̃/dt = g²/(2ασ)
-    (from α' = f α and (σ²)' = g² + 2 f σ², processes.py), so the pair (x̃, ∫) moves with slope (dσ̃/dt)(ε̂, div ε̂):
+    (from α' = f α and (σ²)' = g² + 2 f σ², processes/), so the pair (x̃, ∫) moves with slope (dσ̃/dt)(ε̂, div ε̂):
     the same integral as Heun's, in another variable. One ODE state for the batch, (x̃ flattened, ∫ (B,)); the
     error norm is the larger of the two parts' RMS norms (torchdiffeq's tuple norm)."""
     sde_schedule = require_ode(schedule, "ode_log_likelihood with solver='dopri5'")

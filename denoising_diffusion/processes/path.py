@@ -1,6 +1,6 @@
 """THE time convention of this package, and the Gaussian path every process and sampler is written in.
 
-Time convention (obeyed by every module; tests in ``tests/test_schedules.py`` pin it), for the discrete ddpm
+Time convention (obeyed by every module; tests in ``tests/test_processes/path.py`` pin it), for the discrete ddpm
 process (ddpm.py):
 
 * Discrete time t ∈ {0, …, T−1}.
@@ -164,7 +164,7 @@ def check_index_times(timesteps: Sequence[Time], num_timesteps: int) -> list[int
     if any(float(t) != i for t, i in zip(ts, ints)):
         raise ValueError(
             f"this schedule is discrete: timesteps must be integer indices in [0, {num_timesteps - 1}], got "
-            f"{ts[:5]}{'...' if len(ts) > 5 else ''} (continuous times need a continuous process: processes.py)"
+            f"{ts[:5]}{'...' if len(ts) > 5 else ''} (continuous times need a continuous process: processes/)"
         )
     if any(a <= b for a, b in zip(ints, ints[1:])) or ints[-1] < 0 or ints[0] >= num_timesteps:
         raise ValueError(

@@ -13,9 +13,9 @@ of either. ``SamplerName`` (the names as an option enum) is derived from it.
 registry: ``editing.inpaint`` runs it.
 
 The score-based samplers (sde.py, langevin.py: Euler–Maruyama, reverse diffusion, predictor–corrector, annealed
-Langevin) use the score s_θ = −ε̂/σ_t (score.py) of the same denoiser. Euler–Maruyama needs the forward SDE
-(``schedule.sde``, the continuous processes only): ``SamplerInfo.serves`` says whether a sampler can run on a
-schedule.
+Langevin) use the score s_θ = −ε̂/σ_t (parameterization.score_from_eps) of the same denoiser. Euler–Maruyama needs
+the forward SDE (``schedule.sde``, the continuous processes only): ``SamplerInfo.serves`` says whether a sampler can
+run on a schedule.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def sample_ddim(
 ) -> Tensor:
     """DDIM: x_s = α_s x̂_0 + √(σ_s² − c²) ε̂ + c z, c = η σ_s/σ_t σ_{t|s}, σ²_{t|s} = σ_t² − α_t²σ_s²/α_s² (eqs. 12, 16).
 
-    Symbols: α, σ are the Gaussian-path coefficients of schedules.py (α_t = √ᾱ_t); t → s is one step, s = −1 after
+    Symbols: α, σ are the Gaussian-path coefficients of processes/path.py (α_t = √ᾱ_t); t → s is one step, s = −1 after
     the last entry (α = 1, σ = 0), so the final step returns x̂_0 without noise. η = 0 is deterministic (DDIM);
     η = 1 with every step is ancestral DDPM with the posterior variance β̃_t.
 

@@ -4,7 +4,7 @@ Gradients of the Data Distribution", Alg. 1; Song & Ermon 2020, "Improved Techni
 Generative Models").
 
 Glossary: a *level* is one time of the grid (a noise level σ_i of NCSN, or any time of any schedule); the score at a
-level is s_θ(x, t) = −ε̂/σ_t (score.py); ε is the step size, z ~ N(0, I).
+level is s_θ(x, t) = −ε̂/σ_t (parameterization.score_from_eps); ε is the step size, z ~ N(0, I).
 """
 
 from __future__ import annotations

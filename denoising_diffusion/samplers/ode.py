@@ -6,7 +6,7 @@ Modeling through Stochastic Differential Equations", eq. 13 and §4.3):
 in the SDE's own time t, from timesteps[0] down to timesteps[-1] by Dormand-Prince 5(4) (torchdiffeq's ``dopri5``,
 Chen et al. 2018) with error tolerances ``rtol`` and ``atol`` (1e-5 each, as in Song et al. 2021's code), then the
 final denoising step to clean data (x̂_0 at the last time, Song et al. 2021, App. D.1). It needs the forward SDE
-(``schedule.sde(t)``): the continuous-time processes vp, subvp and ve of processes.py.
+(``schedule.sde(t)``): the continuous-time processes vp, subvp and ve of processes/.
 
 The batch is one ODE state (flattened, B·C·H·W values), so one error norm and one step size serve the whole batch,
 as in Song et al. 2021. The step count only sets output points: each grid interval is one call of the solver, whose

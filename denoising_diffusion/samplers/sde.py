@@ -2,9 +2,9 @@
 Differential Equations"): Euler–Maruyama, the reverse-diffusion predictor, and predictor–corrector sampling.
 
 The forward SDE dx = f(t) x dt + g(t) dw has the reverse-time SDE dx = [f(t) x − g(t)² ∇ log p_t(x)] dt + g(t) dw̄
-(eq. 6; Anderson 1982), run from t = 1 down to t_min with the score s_θ = −ε̂/σ_t (score.py). Every sampler here ends
-with the step to CLEAN, which returns the denoiser's x̂_0 without noise (the "denoising" last step of Song et al. 2021,
-App. G: Tweedie's formula, x̂_0 = (x + σ² s_θ)/α).
+(eq. 6; Anderson 1982), run from t = 1 down to t_min with the score s_θ = −ε̂/σ_t (parameterization.score_from_eps).
+Every sampler here ends with the step to CLEAN, which returns the denoiser's x̂_0 without noise (the "denoising" last
+step of Song et al. 2021, App. G: Tweedie's formula, x̂_0 = (x + σ² s_θ)/α).
 
 Glossary: t → s < t is one step of the grid (s = CLEAN after its last entry); a = α_t/α_s and b² = σ_t² − a² σ_s² are
 the forward step x_t = a x_s + b z of the Gaussian path (schedules.gaussian_posterior_step calls them α_{t|s} and β').
@@ -97,7 +97,7 @@ def sample_euler_maruyama(
     """Euler–Maruyama on the reverse-time SDE dx = [f(t) x − g(t)² s_θ] dt + g(t) dw̄ (Song et al. 2021, eq. 6):
     x_s = x_t − [f(t) x_t − g(t)² s_θ(x_t, t)] (t − s) + g(t) √(t − s) z; the step to CLEAN returns x̂_0.
 
-    Needs the forward SDE (``schedule.sde``: the continuous processes of processes.py); ValueError for a schedule
+    Needs the forward SDE (``schedule.sde``: the continuous processes of processes/); ValueError for a schedule
     without one. One network evaluation per step.
 
     Args: as sample_ddim (timesteps: ``schedule.timesteps(steps)``, from 1 down to t_min).
