@@ -72,7 +72,7 @@ def test_diffusers_network_inside_our_diffusion_gives_diffusers_own_loss():
     of the example) for the same t and noise, so the adapter passes x_t and t through unchanged."""
     from diffusers import DDPMScheduler
 
-    from benchmarks import _quality_libraries as libs
+    from benchmarks.harness import contenders as libs
 
     torch.manual_seed(0)
     unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()
@@ -97,7 +97,7 @@ def test_ddim_keeping_the_network_s_eps_equals_diffusers_ddim_scheduler():
     steps = 10
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from benchmarks import _quality_libraries as libs
+    from benchmarks.harness import contenders as libs
 
     torch.manual_seed(0)
     unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()

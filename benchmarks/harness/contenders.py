@@ -1,4 +1,5 @@
-"""The three libraries of the sample-quality benchmark (peer_quality.py), each behind one small interface.
+"""The three libraries of the sample-quality benchmarks (peer_quality.py, and the diagnostics that read its kept
+networks: denoising_error.py, sampler_variants.py), each behind one small interface.
 
 A :class:`Contender` holds the trainable module, the module whose weights the EMA averages, a training loss on a
 batch of images in [0, 1], and a sampler that turns an averaged copy into images in [0, 1]. Everything that is not
@@ -30,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-OURS, LUCIDRAINS, DIFFUSERS = "ours", "denoising-diffusion-pytorch", "diffusers"
+from .subjects import DIFFUSERS, LUCIDRAINS, OURS
+
 LIBRARIES = (OURS, LUCIDRAINS, DIFFUSERS)
-MODULES = {OURS: "denoising_diffusion", LUCIDRAINS: "denoising_diffusion_pytorch", DIFFUSERS: "diffusers"}
 
 
 @dataclass
