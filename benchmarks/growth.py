@@ -90,7 +90,7 @@ def measure(size: int, batch: int, args: argparse.Namespace) -> dict[str, Any]:
         memory = run_child("benchmarks.growth", "memory_child", payload, torch.get_num_threads())
     return {"size": size, "batch": batch, "step_s": step_s, "images_per_s": batch / step_s, "flops": flops,
             "gflop": flops / 1e9, "gflop_per_s": flops / step_s / 1e9, "memory_mib": memory,
-            "redone": redone}  # fmt: skip
+            "mib_per_image": memory and memory / batch, "redone": redone}  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

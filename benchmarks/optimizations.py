@@ -187,6 +187,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
             "memory_mib": statistics.median(runs) if runs else None,
             "redone": train[name].redone + forward[name].redone,
         }
+    first = next(iter(results.values()))
+    for r in results.values():  # the change against the first variant, as the table shows it
+        r["train_change"], r["forward_change"] = (
+            r["train_s"] / first["train_s"] - 1,
+            r["forward_s"] / first["forward_s"] - 1,
+        )
     print(speed_tables.optimizations(list(results.values())))
     records.append(records.destination(args.results, "optimizations", quick=args.quick), *results.values())
     return results

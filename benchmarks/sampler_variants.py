@@ -54,7 +54,7 @@ from denoising_diffusion.evaluation import feature_reference, frechet_distance_t
 from denoising_diffusion.schedules import Spacing
 
 CLIPS = ("rederive", "x0", "none")
-NAMED = {libs.OURS: "rederive/linspace", libs.DIFFUSERS: "x0/leading", libs.LUCIDRAINS: "rederive/trailing"}
+NAMED = peer_runs.OWN_DDIM
 DEFAULT_RESULTS = records.RESULTS / "sampler_variants.jsonl"
 PEER_RESULTS = records.RESULTS / "peer_quality.jsonl"
 
@@ -128,17 +128,12 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
 def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float,
                cpu: str) -> list[dict[str, Any]]:  # fmt: skip
     """The network's peer_quality record (in ``args.peer_results``, trained on ``cpu``) as its own library's DDIM
-    variant, which it is (same x_T sets and sampler: tests/test_sampler_variants_benchmark.py); [] when there is
-    none."""
-    wanted = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
-              "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
-              "device": "cpu"}  # fmt: skip
-    for r in records.load(args.peer_results):
-        if (all(r.get(k) == v for k, v in wanted.items()) and peer_runs.noise_of(r) == args.noise
-                and records.cpu_of(r) == cpu and not r.get("bf16")):  # fmt: skip
-            return [{**wanted, "variant": NAMED[library], "x_T": args.noise, "cpu": cpu, "fd": r["fd"],
-                     "source": "peer_quality"}]  # fmt: skip
-    return []
+    variant (peer_runs.own_ddim_record); [] when there is none."""
+    network = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
+               "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
+               "x_T": args.noise, "cpu": cpu}  # fmt: skip
+    own = peer_runs.own_ddim_record(records.load(args.peer_results), network)
+    return [] if own is None else [own]
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -111,13 +111,14 @@ def tables_of(results: list[dict], train_seconds: dict, cfg: ScoreConfig) -> dic
                         "call": "-" if p == "ddpm" else stats.verdict(common["fd_per_seed"], ddpm),
                         "own": f"{NATIVE[p][0]}, {own['steps']} steps", "own_fd": own["fd"],
                         "own_nfe": own["nfe"]})  # fmt: skip
-    table_b: dict[str, dict[str, Any]] = {}
+    table_b: list[dict[str, Any]] = []
     for name in TABLE_B_SAMPLERS:
+        table_b.append({"sampler": name, "cells": {}})
         for b in cfg.budgets:
             if (cell := by.get(("B", "vp", name, b))) is not None:
                 ref = by[("B", "vp", "dpmpp_2m", b)]["fd_per_seed"]
                 call = "" if name == "dpmpp_2m" else stats.verdict(cell["fd_per_seed"], ref)
-                table_b.setdefault(name, {})[str(b)] = {"fd": cell["fd"], "nfe": cell["nfe"], "call": call}
+                table_b[-1]["cells"][str(b)] = {"fd": cell["fd"], "nfe": cell["nfe"], "call": call}
     ode = [{"tol": t, "nfe": by[("B", "vp", "ode", t)]["nfe"], "fd": by[("B", "vp", "ode", t)]["fd"]}
            for t in cfg.tolerances if ("B", "vp", "ode", t) in by]  # fmt: skip
     return {"table_a": table_a, "table_b": table_b, "budgets": list(cfg.budgets), "ode": ode}

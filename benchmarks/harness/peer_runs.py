@@ -57,6 +57,24 @@ def x_t_seed(seed: int, draw: int, noise: str) -> int:
     return SAMPLE_SEED + draw
 
 
+# The DDIM variant each library samples with (sampler_variants.py): its records are that variant of their network.
+OWN_DDIM = {contenders.OURS: "rederive/linspace", contenders.DIFFUSERS: "x0/leading",
+            contenders.LUCIDRAINS: "rederive/trailing"}  # fmt: skip
+NETWORK_FIELDS = ("data", "library", "recipe", "seed", "budget_cpu_s", "sample_steps", "num_samples", "draws")
+
+
+def own_ddim_record(peer_records: list[dict[str, Any]], network: dict[str, Any]) -> dict[str, Any] | None:
+    """The peer_quality record of a kept ``network`` (its NETWORK_FIELDS, ``x_T`` protocol and the ``cpu`` it trained
+    on) as the variant of its own library's DDIM, which it is (the same x_T sets and sampler); None without one."""
+    wanted = {**{k: network[k] for k in NETWORK_FIELDS}, "device": "cpu"}
+    for r in peer_records:
+        if (all(r.get(k) == v for k, v in wanted.items()) and noise_of(r) == network["x_T"]
+                and cpu_of(r) == cpu_of(network) and not r.get("bf16")):  # fmt: skip
+            return {**wanted, "variant": OWN_DDIM[network["library"]], "x_T": network["x_T"], "cpu": cpu_of(network),
+                    "fd": r["fd"], "source": "peer_quality"}  # fmt: skip
+    return None
+
+
 @dataclass
 class Dataset:
     """Training images, held-out images (both (N, C, H, W) in [0, 1]) and the training labels."""

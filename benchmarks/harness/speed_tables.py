@@ -41,9 +41,14 @@ def compare_peers(rows: Sequence[Record], *, with_ratios: bool = True) -> str:
     return "\n\n".join(parts)
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def peer_ratios(rows: Sequence[Record]) -> str:
     """The ratios ours / peer of every configuration (the peers' ``ours_over_peer``)."""
-    table = [[r["config"], r["library"], *(f"{v:.2f}" if v is not None else "-" for v in r["ours_over_peer"].values())]
+    keys = ("train_images_per_s", "forward", "sample", "train_memory")
+    table = [[r["config"], r["library"], *(_ratio(r["ours_over_peer"].get(k)) for k in keys)]
              for r in rows if r.get("ours_over_peer")]  # fmt: skip
     return "Ratios ours / peer (train images/s: higher is better; times and memory: lower is better)\n\n" + markdown(
         ["config", "ours / peer", "train images/s", "forward time", "DDIM time", "peak train memory"], table
@@ -70,12 +75,11 @@ def memory(rows: Sequence[Record]) -> str:
 
 def optimizations(rows: Sequence[Record]) -> str:
     """One row per variant; the change columns are relative to the first variant of the run."""
-    first = rows[0]
     return markdown(
         ["variant", "train step", "images/s", "change", "forward", "change", "peak memory, train", "redone"],
-        [[r["variant"], f"{r['train_s']:.3f} s", f"{r['train_images_per_s']:.1f}",
-          f"{r['train_s'] / first['train_s'] - 1:+.1%}", f"{r['forward_s']:.3f} s",
-          f"{r['forward_s'] / first['forward_s'] - 1:+.1%}", _mib(r.get("memory_mib")), r["redone"]] for r in rows],
+        [[r["variant"], f"{r['train_s']:.3f} s", f"{r['train_images_per_s']:.1f}", f"{r['train_change']:+.1%}",
+          f"{r['forward_s']:.3f} s", f"{r['forward_change']:+.1%}", _mib(r.get("memory_mib")), r["redone"]]
+         for r in rows],
     )  # fmt: skip
 
 
@@ -105,7 +109,7 @@ def growth(rows: Sequence[Record]) -> str:
          "MiB / image", "redone"],
         [[r["size"], r["batch"], f"{r['step_s']:.3f} s", f"{r['images_per_s']:.1f}", f"{r['gflop']:.1f}",
           f"{r['gflop_per_s']:.1f}", _mib(r.get("memory_mib")),
-          "-" if r.get("memory_mib") is None else f"{r['memory_mib'] / r['batch']:.0f}", r["redone"]] for r in rows],
+          "-" if r.get("mib_per_image") is None else f"{r['mib_per_image']:.0f}", r["redone"]] for r in rows],
     )  # fmt: skip
 
 

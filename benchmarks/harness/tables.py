@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from denoising_diffusion import SAMPLERS
+
 from . import contenders, stats
 from .peer_runs import CPU_SECONDS_PER_MINUTE, OWN_NOISE, PER_SEED_NOISE, SHARED_NOISE, noise_of
 from .records import cpu_of, group
@@ -59,7 +61,7 @@ def _cells(records: Sequence[Record]) -> dict[tuple[Any, ...], tuple[list[Record
     """Per setting (SETTING, the x_T protocol and CPU filled in): its records and its cells by (library, recipe)."""
     records = [{**r, "x_T": noise_of(r), "cpu": cpu_of(r)} for r in records]
     out = {}
-    for key, rows in sorted(group(records, SETTING).items(), key=lambda kv: str(kv[0])):
+    for key, rows in sorted(group(records, SETTING).items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2:]))):
         out[key] = rows, {k: stats.cell(v) for k, v in group(rows, ("library", "recipe")).items()}
     return out
 
@@ -148,6 +150,17 @@ def variants(found: Sequence[Record], own: Callable[[str], str]) -> str:
 # ----- quality_vs_cost: one sample set per sampler and budget -------------------------------------------------------
 
 
+def _registry_order(sampler: str) -> int:
+    """A sampler's place in the SAMPLERS registry (the table's row order; JSON keeps no order)."""
+    names = [name.value for name in SAMPLERS]
+    return names.index(sampler) if sampler in names else len(names)
+
+
+def _by_scale(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A summary keyed by scale strings, in increasing scale (JSON keeps no order)."""
+    return sorted(summary.items(), key=lambda kv: float(kv[0]))
+
+
 def quality_vs_cost(runs_: Sequence[Record]) -> str:
     """Per run: one row per sampler, one column per budget ('(n)' marks cells that used n < budget evaluations), the
     floor row, the floor's spread, and the target's verdict."""
@@ -156,7 +169,7 @@ def quality_vs_cost(runs_: Sequence[Record]) -> str:
         budgets, (floor, floor_sd) = r["budgets"], r["floor"]
         table = [[name, *("-" if str(b) not in row else f"{row[str(b)][0]:.2f}" +
                           ("" if row[str(b)][1] == b else f" ({row[str(b)][1]})") for b in budgets)]
-                 for name, row in r["rows"].items()]  # fmt: skip
+                 for name, row in sorted(r["rows"].items(), key=lambda kv: _registry_order(kv[0]))]  # fmt: skip
         table.append(["real vs real (floor)", *(f"{floor:.2f}" for _ in budgets)])
         text = markdown(["sampler", *(f"NFE {b}" for b in budgets)], table, "l" + "r" * len(budgets))
         text += (f"\n\nfloor: mean ± sd over 20 random sets of {r['config']['num_samples']} training images: "
@@ -188,7 +201,7 @@ def guidance_scale(runs_: Sequence[Record]) -> str:
         table = [[f"{float(s):g}", _pair(row["acc"], 3), _pair(row["fd"]), _pair(row["ratio"]),
                   pm(row["fd"][0] - balanced, row["fd"][1]), pm(row["diff"], row["diff_se"]),
                   f"{row['noise_acc']:.3f}, {row['noise_fd']:.2f}", row["status"]]
-                 for s, row in r["summary"].items()]  # fmt: skip
+                 for s, row in _by_scale(r["summary"])]  # fmt: skip
         n, cfg = len(r["config"]["seeds"]), r["config"]
         parts.append(
             markdown(
@@ -249,11 +262,11 @@ def classifier_guidance(runs_: Sequence[Record], *, detail: bool = True) -> str:
     comparisons R1-R3 and the headline; with ``detail``, every sample set and the per-class accuracies too."""
     parts = []
     for r in runs_:
-        heldout = ", ".join(f"t = {t}: {_pair(v, 3)}" for t, v in r["guide_heldout"].items())
+        heldout = ", ".join(f"t = {t}: {_pair(v, 3)}" for t, v in _by_scale(r["guide_heldout"]))
         parts.append(f"guides' held-out accuracy on x_t (mean ± sd over seeds): {heldout}")
         table = [[s, _pair(row["cg"]["acc"], 3), _pair(row["cg"]["fd"]), _noise(row["cg"]),
                   _pair(row["cg"]["guide_self"], 3), _pair(row["cfg"]["acc"], 3), _pair(row["cfg"]["fd"]),
-                  _noise(row["cfg"])] for s, row in r["summary"].items()]  # fmt: skip
+                  _noise(row["cfg"])] for s, row in _by_scale(r["summary"])]  # fmt: skip
         parts.append(markdown(["scale", "CG accuracy", "CG Frechet distance", "CG sample noise: acc, FD",
                                "guide's own accuracy on its samples", "CFG accuracy", "CFG Frechet distance",
                                "CFG sample noise: acc, FD"], table, "rrrrrrrr"))  # fmt: skip
@@ -263,7 +276,7 @@ def classifier_guidance(runs_: Sequence[Record], *, detail: bool = True) -> str:
         )
         if r.get("comparisons"):
             rows = [[s, *(f"{c[k][0]:+.3f} ± {c[k][1]:.3f}: {c[k][2]}" for k in ("acc", "fd", "reach", "cost")),
-                     f"{c['cost_ratio']:.2f}x"] for s, c in r["comparisons"].items()]  # fmt: skip
+                     f"{c['cost_ratio']:.2f}x"] for s, c in _by_scale(r["comparisons"])]  # fmt: skip
             parts.append(markdown(["scale", "R1 accuracy CG − CFG (± se)", "R1 FD CG − CFG (± se)",
                                    "R2 accuracy CG − CFG(s=1) (± se)", "R3 FD CG − CFG(s=1) (± se)", "FD ratio"],
                                   rows, "rrrrrr"))  # fmt: skip
@@ -274,7 +287,7 @@ def classifier_guidance(runs_: Sequence[Record], *, detail: bool = True) -> str:
                 ["system", "seed", "scale", "draw", "accuracy", "Frechet distance"], sets, "lrrrrr"))  # fmt: skip
             parts.append("per-class accuracy (mean over seeds and draws)\n\n" + markdown(
                 ["system", "scale", *map(str, range(10))],
-                [[name, s, *(f"{a:.2f}" for a in row[key]["per_class"])] for s, row in r["summary"].items()
+                [[name, s, *(f"{a:.2f}" for a in row[key]["per_class"])] for s, row in _by_scale(r["summary"])
                  for key, name in (("cg", CG), ("cfg", CFG))], "l" + "r" * 11))  # fmt: skip
     return "\n\n".join(parts)
 
@@ -298,8 +311,8 @@ def score_sde(runs_: Sequence[Record]) -> str:
     for r in runs_:
         a = [[row["process"], f"{row['train_cpu_s']:.0f}", pm(*row["common"]), row["call"], row["own"],
               pm(*row["own_fd"]), f"{row['own_nfe']:.0f}"] for row in r["table_a"]]  # fmt: skip
-        b = [[name, *(_budget_cell(row.get(str(budget)), budget) for budget in r["budgets"])]
-             for name, row in r["table_b"].items()]  # fmt: skip
+        b = [[row["sampler"], *(_budget_cell(row["cells"].get(str(budget)), budget) for budget in r["budgets"])]
+             for row in r["table_b"]]  # fmt: skip
         ode = [["ode", f"{o['tol']:g}", f"{o['nfe']:.0f}", pm(*o["fd"])] for o in r["ode"]]
         parts += [
             f"real-vs-real floor (N = {r['config']['num_samples']}): {pm(*r['floor'])}",
