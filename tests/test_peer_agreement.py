@@ -5,7 +5,7 @@ The peer is an independent implementation of the same equations (Song et al. 202
 re-derived; Ho et al. 2020's L_simple with its SNR weights), so agreement to float32 round-off checks the
 objective conversions, the schedules and the DDIM update at once. Its DDIM visits T−1, T−1−T/S, …, T/S − 1 and then
 returns x̂_0: our ``spacing='trailing'``. With the same x_T the two samplers agree; the peer benchmark's scores
-differed only because it drew its x_T from a different seed (benchmarks/README.md).
+differed only because it drew its x_T from a different seed (docs/benchmark-history.md, section 7).
 """
 
 from __future__ import annotations
