@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from torch import Tensor
 
-from benchmarks.harness import digits, records, stats, tables
+from benchmarks.harness import digits, digits_tables, records, stats
 from benchmarks.harness import digits_models as models
 from benchmarks.harness.parallel import map_jobs
 from benchmarks.harness.timing import machine_line
@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{run['system']}, seed {run['seed']}: {trained_in}, sampled in {times[2]:.0f} s", flush=True)
     result = score(runs, ev, cfg)
     record = {**records.header("classifier_guidance", argv, seed=list(cfg.seeds)), "config": asdict(cfg),
-              **tables.classifier_guidance_fields(result, ev)}  # fmt: skip
-    print(f"\n{machine_line()}\n\n{tables.classifier_guidance([record])}")
+              **digits_tables.classifier_guidance_fields(result, ev)}  # fmt: skip
+    print(f"\n{machine_line()}\n\n{digits_tables.classifier_guidance([record])}")
     records.append(records.destination(args.results, "classifier_guidance", quick=args.quick), record)
     print(f"\nwall time: {time.perf_counter() - start:.0f} s")
     result.update(accuracy=ev.accuracy, floor=ev.floor, balanced_floor=ev.balanced_floor, seconds=seconds)

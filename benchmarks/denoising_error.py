@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.harness import contenders as libs
-from benchmarks.harness import peer_runs, records, tables
+from benchmarks.harness import digits_tables, peer_runs, records
 from benchmarks.harness.recipes import RECIPES
 
 LOG_SNR_GRID = (-8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
               "recipe": args.recipe, "lambda": list(LOG_SNR_GRID), "share_width": SHARE_WIDTH,
               "networks": networks_of(found)}  # fmt: skip
     print(f"**{args.data}**, {args.minutes:g} minutes: ε-MSE of the kept EMA networks on the held-out images\n")
-    print(tables.denoising_error([record]))
+    print(digits_tables.denoising_error([record]))
     records.append(records.destination(args.results, "denoising_error", quick=args.quick), record)
     return found
 

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 
 from benchmarks.harness import cells as sweep
-from benchmarks.harness import digits, records, stats, tables
+from benchmarks.harness import digits, digits_tables, records, stats
 from benchmarks.harness.digits_models import DigitsNet, Recipe
 from benchmarks.harness.timing import machine_line
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {**records.header("edm", argv, seed=list(cfg.seeds)), "config": asdict(cfg),
               "floor": (ev.floor.mean, ev.floor.sd), "rows": rows, "target": target,
               "cells": sweep.record_cells(results)}  # fmt: skip
-    text = tables.edm([record])
+    text = digits_tables.edm([record])
     print(text, flush=True)
     records.append(records.destination(args.results, "edm", quick=args.quick), record)
     return {"results": results, "report": text, "record": record}

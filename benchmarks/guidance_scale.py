@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch
 
-from benchmarks.harness import digits, records, stats, tables
+from benchmarks.harness import digits, digits_tables, records, stats, tables
 from benchmarks.harness.digits_models import DigitsNet, Recipe, classifier_free_run
 from benchmarks.harness.parallel import map_jobs
 from benchmarks.harness.timing import machine_line
@@ -175,7 +175,7 @@ def report(result: dict[str, Any], record: dict[str, Any], cfg: GuidanceConfig) 
     print(f"\n{cfg.num_samples} samples per set ({cfg.per_class} per class) vs {digits.NUM_HELDOUT} held-out digits; "
           f"{cfg.sampler}, {cfg.steps} steps, rescale {cfg.guidance_rescale}; {len(cfg.seeds)} training seeds "
           f"{list(cfg.seeds)} x {cfg.sample_draws} sample draws\n{machine_line()}\n")  # fmt: skip
-    print(tables.guidance_scale([record]))
+    print(digits_tables.guidance_scale([record]))
     sets = [[k, d, *(f"{result['cells'][k, s, d][0]:.3f} / {result['cells'][k, s, d][1]:.2f}" for s in cfg.scales)]
             for k in sorted(cfg.seeds) for d in range(cfg.sample_draws)]  # fmt: skip
     print("\nevery sample set: accuracy / Frechet distance\n")

@@ -2,28 +2,22 @@
 
 Usage:  python benchmarks/peer_quality.py [--data digits shapes] [--minutes 1 4] [--seeds 0 1 2]
                                           [--libraries ours denoising-diffusion-pytorch diffusers]
-                                          [--recipes default v ...] [--num-samples 1000] [--draws 2]
-                                          [--x-t per_seed|shared]
+                                          [--recipes default v ...] [--num-samples 1000] [--draws 2] [--x-t per_seed]
                                           [--sample-steps 50] [--jobs 2] [--threads 1] [--keep-weights DIR]
                                           [--device cpu|cuda] [--bf16] [--compile] [--compile-backend inductor]
-        python benchmarks/peer_quality.py --report            # the tables, from the results file alone
-        python benchmarks/peer_quality.py --list-recipes
-        python benchmarks/peer_quality.py --costs --data shapes --minutes 4 16 ...   # price a plan before running it
+        python benchmarks/peer_quality.py --report | --list-recipes | --costs ...   # tables, recipes, a plan's price
 
-Every library trains in one loop (harness/peer_loop.py) for the same budget: ``--minutes M`` is M minutes of 2 cores,
-120·M process CPU-seconds, whatever the thread count (``--device cuda`` budgets wall seconds instead, synchronized).
-Everything else is each library's default (harness/contenders.py); ``--recipes`` changes ours only
-(harness/recipes.py). Evaluation: ``--draws`` sets of ``--num-samples`` images per run, sampled from the EMA weights
-with each library's DDIM (η = 0) at ``--sample-steps`` steps, each set from its own x_T seed (harness/peer_runs.py:
-by default different for every training seed and the same for every library), scored by the Fréchet distance to
-held-out real images in the features of ``evaluation.train_classifier`` (trained once per data set, cached). The
-real-vs-real floor (``--num-samples`` training images against the same held-out set; 20 subsets) is stored with
-every run. The rule for calling a difference (95% intervals over seeds that do not overlap) is harness/stats.py's.
+Every library trains in one loop (harness/peer_loop.py) for the same budget: ``--minutes M`` is 120·M process
+CPU-seconds (M minutes of 2 cores; ``--device cuda``: synchronized wall seconds). Everything else is each library's
+default (harness/contenders.py); ``--recipes`` changes ours only (harness/recipes.py). Each run is scored by
+``--draws`` sets of ``--num-samples`` images of each library's DDIM (η = 0) at ``--sample-steps``, each set from its
+own x_T seed (harness/peer_runs.py: by default per training seed, the same for every library), by the Fréchet
+distance to held-out images in the features of ``evaluation.train_classifier``; the real-vs-real floor is stored with
+every run. The rule for calling a difference (95% intervals over seeds that do not overlap): harness/stats.py.
 
-Every finished run is appended to ``--results`` (default benchmarks/results/peer_quality.jsonl); a run already
-there is skipped, so a second invocation only adds what is missing (``--report`` reads it without training).
-``--keep-weights DIR`` keeps each trained network; an invocation that differs only in its sampling (more
-``--draws``, say) then samples the kept networks instead of training them again.
+Every finished run is appended to ``--results`` (default benchmarks/results/peer_quality.jsonl); a run already there
+is skipped, so a second invocation only adds what is missing. ``--keep-weights DIR`` keeps each trained network; an
+invocation that differs only in its sampling (more ``--draws``) then samples the kept networks instead.
 """
 
 from __future__ import annotations

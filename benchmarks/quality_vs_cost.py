@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch
 
-from benchmarks.harness import digits, records, stats, tables
+from benchmarks.harness import digits, digits_tables, records, stats
 from benchmarks.harness.digits_models import DigitsNet, Recipe, sample_in_chunks, steps_for_budget, trained
 from benchmarks.harness.parallel import map_jobs
 from denoising_diffusion import SAMPLERS, GaussianDiffusion
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": table_rows(results), "train_seconds": seconds and seconds["wall_s"], "target": target_verdict(results),
     }  # fmt: skip
     print(f"\n{cfg.num_samples} samples per cell vs {digits.NUM_HELDOUT} held-out digits; {args.threads} thread(s) per "
-          f"process, torch {torch.__version__}\n\n{tables.quality_vs_cost([record])}")  # fmt: skip
+          f"process, torch {torch.__version__}\n\n{digits_tables.quality_vs_cost([record])}")  # fmt: skip
     records.append(records.destination(args.results, "quality_vs_cost", quick=args.quick), record)
     return record
 

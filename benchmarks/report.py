@@ -20,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import peer_runs, records, speed_tables, tables
+from benchmarks.harness import digits_tables, peer_runs, records, speed_tables, tables
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN = "<!-- begin generated tables: python -m benchmarks.report --write-readme (do not edit by hand) -->"
@@ -84,16 +84,16 @@ SECTIONS: list[tuple[str, str, Callable[[Records], str]]] = [
     ("growth", "Growth with image and batch size (`growth.py`)", latest(speed_tables.growth)),
     ("gpu", "On a GPU (`gpu.py`)", latest(speed_tables.gpu)),
     ("quality_vs_cost", "Sample quality against network evaluations (`quality_vs_cost.py`)",
-     latest(tables.quality_vs_cost)),
-    ("guidance_scale", "Classifier-free guidance (`guidance_scale.py`)", latest(tables.guidance_scale)),
+     latest(digits_tables.quality_vs_cost)),
+    ("guidance_scale", "Classifier-free guidance (`guidance_scale.py`)", latest(digits_tables.guidance_scale)),
     ("classifier_guidance", "Classifier guidance beside classifier-free guidance (`classifier_guidance.py`)",
-     latest(lambda run: tables.classifier_guidance(run, detail=False))),
-    ("edm", "EDM against the DDPM at equal training (`edm.py`)", latest(tables.edm)),
-    ("score_sde", "Score-based processes and SDE / ODE samplers (`score_sde.py`)", latest(tables.score_sde)),
+     latest(lambda run: digits_tables.classifier_guidance(run, detail=False))),
+    ("edm", "EDM against the DDPM at equal training (`edm.py`)", latest(digits_tables.edm)),
+    ("score_sde", "Score-based processes and SDE / ODE samplers (`score_sde.py`)", latest(digits_tables.score_sde)),
     ("peer_quality", "Sample quality per CPU-second against the peers (`peer_quality.py`, every cell of 2+ seeds)",
      every_run(tables.peer_quality_summary)),
     ("denoising_error", "Denoising error against the noise level (`denoising_error.py`)",
-     every_run(tables.denoising_error_ratios)),
+     every_run(digits_tables.denoising_error_ratios)),
     ("sampler_variants", "DDIM variants on kept networks (`sampler_variants.py`)", every_run(variants)),
 ]  # fmt: skip
 

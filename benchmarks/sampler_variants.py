@@ -3,25 +3,18 @@ its sampler?
 
 Every kept network is an ε-predictor (or is converted to one: ``Contender.predict_eps``) on its library's discrete
 1000-step ᾱ table, so any DDIM (Song et al. 2021, eq. 12, η = 0) can sample any of them. A *variant* is one DDIM,
-named ``CLIP/SPACING``:
+named ``CLIP/SPACING``. CLIP is what happens to x̂_0 = (x_t − σ_t ε̂)/α_t at each step: ``rederive`` clamps x̂_0 to
+[−1, 1] and recomputes ε̂ from it (ours' and denoising-diffusion-pytorch's DDIM, GLIDE's convention); ``x0`` clamps
+x̂_0 but keeps the network's ε̂ for the direction term (diffusers' ``DDIMScheduler``: ``clip_sample=True``,
+``use_clipped_model_output=False``); ``none`` clamps nothing. SPACING is which indices the steps visit: ``linspace``
+(ours: round(linspace(T − 1, 0, steps))), ``leading`` (diffusers': 980, 960, …, 0 for 50 steps), ``trailing``. The
+last step goes to ᾱ = 1 (diffusers' ``set_alpha_to_one``). ``ours`` names ``rederive/linspace``, ``diffusers``
+``x0/leading``: the tests check they reproduce GaussianDiffusion.sample(sampler='ddim') and diffusers' own loop.
 
-* CLIP — what happens to x̂_0 = (x_t − σ_t ε̂)/α_t at each step:
-  ``rederive`` clamps x̂_0 to [−1, 1] and recomputes ε̂ = (x_t − α_t x̂_0)/σ_t from it (ours' and
-  denoising-diffusion-pytorch's DDIM, GLIDE's convention); ``x0`` clamps x̂_0 but keeps the network's ε̂ for the
-  direction term √(1 − ᾱ_s) ε̂ (diffusers' ``DDIMScheduler`` with ``clip_sample=True`` and its default
-  ``use_clipped_model_output=False``); ``none`` clamps nothing.
-* SPACING — which of the T indices the steps visit: ``linspace`` (ours' DDIM default:
-  round(linspace(T − 1, 0, steps))), ``leading`` (diffusers' default: 980, 960, …, 0 for 50 steps), ``trailing``.
-
-The last step goes to ᾱ = 1 in all of them (diffusers' ``set_alpha_to_one``), so x_0 = x̂_0. ``ours`` names
-``rederive/linspace`` and ``diffusers`` names ``x0/leading``: tests/benchmarks/test_sampler_variants_benchmark.py
-checks that these reproduce GaussianDiffusion.sample(sampler='ddim') and diffusers' own scheduler loop from the same
-x_T.
-
-Each (network, seed, variant) is sampled exactly as peer_quality.py samples the network's own record — the same
-x_T sets (harness/peer_runs.x_t_seed), ``--draws`` sets of ``--num-samples``, FD to the held-out images in the
-feature classifier's space — so the network's own variant reproduces its record, and any other variant is a paired
-comparison on the same x_T. Every result is a line of ``--results``; a rerun skips what is there.
+Each (network, seed, variant) is sampled exactly as peer_quality.py sampled the network's record (the same x_T sets,
+harness/peer_runs.x_t_seed; ``--draws`` sets of ``--num-samples``; the same features), so the network's own variant
+reproduces its record and any other is a paired comparison. Every result is a line of ``--results``; a rerun skips
+what is there.
 
 Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers ours/eps_linear \\
             --variants ours diffusers x0/linspace [--seeds 2 3 4] [--minutes 16] [--draws 4] [--num-samples 1000]
@@ -55,8 +48,7 @@ from denoising_diffusion.schedules import Spacing
 
 CLIPS = ("rederive", "x0", "none")
 NAMED = peer_runs.OWN_DDIM
-DEFAULT_RESULTS = records.RESULTS / "sampler_variants.jsonl"
-PEER_RESULTS = records.RESULTS / "peer_quality.jsonl"
+DEFAULT_RESULTS, PEER_RESULTS = records.RESULTS / "sampler_variants.jsonl", records.RESULTS / "peer_quality.jsonl"
 
 
 def parse_variant(name: str) -> tuple[str, Spacing]:
@@ -190,11 +182,6 @@ def recorded(args: argparse.Namespace) -> list[dict[str, Any]]:
     return found
 
 
-def table(found: list[dict[str, Any]]) -> str:
-    """Markdown: per network and variant, FD over seeds and the paired difference from the network's own DDIM."""
-    return tables.variants(found, lambda library: NAMED[library])
-
-
 def _network(name: str) -> tuple[str, str]:
     library, _, recipe = name.partition("/")
     if library not in libs.LIBRARIES:
@@ -245,7 +232,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         found = recorded(args)
         if not found:
             p.error(f"no records in {args.results} for {args.networks} with {args.variants}")
-        print(table(found))
+        print(tables.variants(found, NAMED.__getitem__))
         return found
     if args.weights is None:
         p.error("--weights DIR is required (or --report)")
@@ -258,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         p.error(str(err))
     if not found:
         p.error(f"no kept networks of {args.data} at {args.minutes:g} minutes in {args.weights} for {args.networks}")
-    print(table(found))
+    print(tables.variants(found, NAMED.__getitem__))
     return found
 
 

@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 
 from benchmarks.harness import cells as sweep
-from benchmarks.harness import digits, records, stats, tables
+from benchmarks.harness import digits, digits_tables, records, stats
 from benchmarks.harness.digits_models import DigitsNet, Recipe, steps_for_budget
 from benchmarks.harness.timing import machine_line
 from denoising_diffusion.samplers import SAMPLERS
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {**records.header("score_sde", argv, seed=list(cfg.seeds)), "config": asdict(cfg),
               "floor": (ev.floor.mean, ev.floor.sd), **tables_of(results, seconds, cfg),
               "cells": sweep.record_cells(results)}  # fmt: skip
-    text = tables.score_sde([record])
+    text = digits_tables.score_sde([record])
     print(text, flush=True)
     records.append(records.destination(args.results, "score_sde", quick=args.quick), record)
     return {"results": results, "floor": ev.floor, "report": text, "record": record}
