@@ -1,15 +1,16 @@
 """The convolution floor of a training step: every convolution of the network timed alone, summed.
 
-Usage:  python benchmarks/conv_floor.py [--config 3x32] [--repeats 5] [--threads N]
+Usage:  python benchmarks/conv_floor.py [--config 3x32] [--repeats 5] [--threads N] [--results FILE]
         python benchmarks/conv_floor.py --quick      # seconds-long smoke run (what the test suite runs)
 
-A forward pass of the default network (``compare_peers`` config) is run once with hooks that record the input
-shape of every ``nn.Conv2d`` call. Each call is then timed alone on fresh tensors of that shape: forward, and
+A forward pass of the default network (at a configuration of harness/subjects.py) is run once with hooks that record
+the input shape of every ``nn.Conv2d`` call. Each call is then timed alone on fresh tensors of that shape: forward, and
 forward + backward (gradients for the input and the weights, as in training; the first convolution gets no input
 gradient, as its input is data), in the default memory layout and in channels_last. The sums are what the
 convolutions of one training step cost when each runs at its own best speed, with nothing else in between:
 a floor for the step time that no change outside the convolutions can go below. The script also times one large
-3x3 convolution (batch 16, 256 -> 256 channels at 32x32) as the machine's reference convolution rate.
+3x3 convolution (batch 16, 256 -> 256 channels at 32x32) as the machine's reference convolution rate. The sums are
+appended to benchmarks/results/conv_floor.jsonl (``--results``; a ``--quick`` run records only when given a file).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,8 +29,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from torch import nn
 
-from benchmarks._timing import machine_line
-from benchmarks.compare_peers import CONFIGS, QUICK, Config
+from benchmarks.harness import records, speed_tables
+from benchmarks.harness.subjects import CONFIGS, QUICK, Config
+from benchmarks.harness.timing import machine_line
 from denoising_diffusion import Unet
 
 
@@ -95,13 +98,14 @@ def time_conv(
     return statistics.median(times[2:])
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Print the per-layer table's sums and the implied bounds; returns them."""
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Print the sums and the implied floor; returns the record."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="3x32", choices=sorted(CONFIGS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--results", type=Path, default=None, help="the results file (default: benchmarks/results/)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,35 +121,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             ("train_cl", True, True),
         )
     }
-    totals = {"flops_forward": sum(c.flops for c in calls), **{key: sum(t) for key, t in per_call.items()}}
-    totals["train_best"] = sum(min(a, b) for a, b in zip(per_call["train"], per_call["train_cl"]))
-    totals["forward_best"] = sum(min(a, b) for a, b in zip(per_call["forward"], per_call["forward_cl"]))
     big = (config.batch, 256 if not args.quick else 16, 32 if not args.quick else 8, 32 if not args.quick else 8)
     reference = nn.Conv2d(big[1], big[1], 3, padding=1)
     ref_s = time_conv(reference, big, backward=False, channels_last=False, repeats=repeats)
-    totals["reference_gflops"] = ConvCall(reference, big, True).flops / ref_s / 1e9
-    flops, train_flops = totals["flops_forward"], 3 * totals["flops_forward"]
-    print(f"Measured on {machine_line()}; {config.name}, batch {config.batch}, {len(calls)} convolutions per forward")
-    print()
-    print("| convolutions alone | default layout | channels_last | best of the two per layer | GFLOP/s (default) |")
-    print("| --- | --- | --- | --- | --- |")
-    print(
-        f"| forward ({flops / 1e9:.1f} GFLOP) | {totals['forward']:.3f} s | {totals['forward_cl']:.3f} s | "
-        f"{totals['forward_best']:.3f} s | {flops / totals['forward'] / 1e9:.0f} |"
-    )
-    print(
-        f"| forward + backward (~{train_flops / 1e9:.0f} GFLOP) | {totals['train']:.3f} s | "
-        f"{totals['train_cl']:.3f} s | {totals['train_best']:.3f} s | {train_flops / totals['train'] / 1e9:.0f} |"
-    )
-    print()
-    print(
-        f"Reference: one 3x3 convolution {big} -> {big[1]} channels, forward: {totals['reference_gflops']:.0f} GFLOP/s"
-    )
-    print(
-        f"Floor of a training step (convolutions only, each at its own best layout): {totals['train_best']:.3f} s "
-        f"= {config.batch / totals['train_best']:.1f} images/s"
-    )
-    return totals
+    record = {
+        **records.header("conv_floor", argv, seed=0), "config": config.name, "batch": config.batch,
+        "threads": torch.get_num_threads(), "convolutions": len(calls), "flops_forward": sum(c.flops for c in calls),
+        **{key: sum(t) for key, t in per_call.items()},
+        "train_best": sum(min(a, b) for a, b in zip(per_call["train"], per_call["train_cl"])),
+        "forward_best": sum(min(a, b) for a, b in zip(per_call["forward"], per_call["forward_cl"])),
+        "reference_shape": list(big), "reference_gflops": ConvCall(reference, big, True).flops / ref_s / 1e9,
+    }  # fmt: skip
+    print(f"Measured on {machine_line()}\n\n{speed_tables.conv_floor([record])}")
+    records.append(records.destination(args.results, "conv_floor", quick=args.quick), record)
+    return record
 
 
 if __name__ == "__main__":

@@ -14,24 +14,31 @@ of each grid level: how much of its training each library's schedule spends near
 weighting (denoising-diffusion-pytorch weights its v-loss by SNR / (SNR + 1); ours and diffusers do not weight).
 
 Usage:  python benchmarks/denoising_error.py --weights DIR [--data digits] [--minutes 16] [--recipe default]
+                                              [--results FILE]
+
+The run is appended to benchmarks/results/denoising_error.jsonl (``--results``; a ``--quick`` run, the test suite's,
+records only when given a file).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' sampler draws a progress bar; tqdm reads this at import
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks import _quality_libraries as libs
-from benchmarks import peer_quality
+from benchmarks.harness import contenders as libs
+from benchmarks.harness import digits_tables, peer_runs, records
+from benchmarks.harness.recipes import RECIPES
 
 LOG_SNR_GRID = (-8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0)
 SHARE_WIDTH = 1.0  # training share: |λ_t − λ| ≤ this
@@ -77,73 +84,46 @@ def training_share(alphas_cumprod: Tensor) -> list[float]:
     return [float(((table - lam).abs() <= SHARE_WIDTH).double().mean()) for lam in LOG_SNR_GRID]
 
 
-def kept_networks(weights: Path, data: str, library: str, recipe: str, budget: float) -> dict[int, Path]:
-    """{seed: path} of the kept CPU float32 networks of one library and recipe (peer_quality.WEIGHTS_NAME)."""
-    name = peer_quality.WEIGHTS_NAME.format(
-        data=data, library=library, recipe=recipe, seed="\0", budget=budget, device="cpu", precision=""
-    )
-    prefix, suffix = name.split("\0")
-    found = {}
-    for path in sorted(weights.glob(f"{prefix}*{suffix}")):
-        match = re.fullmatch(re.escape(prefix) + r"(\d+)" + re.escape(suffix), path.name)
-        if match:
-            found[int(match.group(1))] = path
-    return found
-
-
 def measure(weights: Path, data_name: str, budget: float, recipe: str, *, quick: bool = False) -> dict[str, dict]:
     """{label: {"errors": {seed: [(λ, ε-MSE) per level]}, "share": [per level]}} for every library with kept
     networks (ours under ``recipe``, the peers under their defaults). A label is "library[ / recipe] on CPU": a
     network kept from a CPU-second budget had its CPU's number of steps, so networks trained on different CPUs are
-    never averaged in one column (peer_quality.trained_on)."""
-    data = peer_quality.load_data(data_name, quick=quick)
+    never averaged in one column (peer_runs.trained_on)."""
+    data = peer_runs.load_data(data_name, quick=quick)
     x0 = (data.heldout[:QUICK_IMAGES] if quick else data.heldout) * 2 - 1
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(NOISE_SEED))
     found: dict[str, dict] = {}
     for library in libs.LIBRARIES:
         library_recipe = recipe if library == libs.OURS else "default"
         label = f"{library} / {library_recipe}" if library == libs.OURS else library
-        networks = kept_networks(weights, data_name, library, library_recipe, budget)
+        networks = peer_runs.kept_networks(weights, data_name, library, library_recipe, budget)
         for seed, path in networks.items():
-            contender, network = peer_quality.load_kept(library, library_recipe, data, path, 1)
+            contender, network = peer_runs.load_kept(library, library_recipe, data, path, 1)
             errors = epsilon_errors(contender, network, x0, eps)  # first: it names a schedule without a table
-            column = f"{label} on {peer_quality.trained_on(path)}"
+            column = f"{label} on {peer_runs.trained_on(path)}"
             entry = found.setdefault(column, {"errors": {}, "share": training_share(contender.alphas_cumprod)})
             entry["errors"][seed] = errors
     return found
 
 
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.fmean(values):.4g} ± {sd:.2g}"
-
-
-def table(found: dict[str, dict]) -> str:
-    """Markdown: per grid level, each library's ε-MSE (mean ± sd over seeds), its ratio to the lowest mean, and the
-    training shares."""
-    labels = sorted(found)
-    seeds = {label: sorted(found[label]["errors"]) for label in labels}
-    head = " | ".join(f"{label} ε-MSE (seeds {','.join(map(str, seeds[label]))})" for label in labels)
-    shares = " | ".join(f"{label} share" for label in labels)
-    lines = [
-        f"| λ | {head} | ratios to the lowest mean (column order) | {shares} |",
-        "| ---: |" + " ---: |" * (2 * len(labels) + 1),
-    ]
-    gap = 0.0
-    for i, lam in enumerate(LOG_SNR_GRID):
-        means = {}
-        cells = []
-        for label in labels:
-            per_seed = [rows[i][1] for rows in found[label]["errors"].values()]
-            gap = max(gap, *(abs(rows[i][0] - lam) for rows in found[label]["errors"].values()))
-            means[label] = statistics.fmean(per_seed)
-            cells.append(_mean_sd(per_seed))
-        low = min(means.values())
-        ratios = ", ".join(f"{means[label] / low:.2f}" for label in labels)
-        share = " | ".join(f"{found[label]['share'][i]:.3f}" for label in labels)
-        lines.append(f"| {lam:g} | {' | '.join(cells)} | {ratios} | {share} |")
-    lines.append(f"\nlargest |λ_t − λ| used: {gap:.3f}; training share: fraction of t with |λ_t − λ| ≤ {SHARE_WIDTH:g}")
-    return "\n".join(lines)
+def networks_of(found: dict[str, dict]) -> list[dict[str, Any]]:
+    """Per network column: its seeds, the ε-MSE's mean and sd over seeds per grid level, the largest |λ_t − λ| used,
+    the training shares and, beside a diffusers column of the same CPU, the ratio of the means to diffusers'."""
+    out = []
+    for label in sorted(found):
+        errors = found[label]["errors"]
+        per_level = [[rows[i][1] for rows in errors.values()] for i in range(len(LOG_SNR_GRID))]
+        out.append({"network": label, "seeds": sorted(errors), "mse_mean": [statistics.fmean(v) for v in per_level],
+                    "mse_sd": [statistics.stdev(v) if len(v) > 1 else None for v in per_level],
+                    "lambda_gap": max(abs(rows[i][0] - lam) for rows in errors.values()
+                                      for i, lam in enumerate(LOG_SNR_GRID)),
+                    "share": found[label]["share"]})  # fmt: skip
+    for n in out:
+        cpu = n["network"].split(" on ", 1)[1]
+        ref = next((d for d in out if d["network"] == f"{libs.DIFFUSERS} on {cpu}"), None)
+        if ref is not None and ref is not n:
+            n["mse_over_diffusers"] = [a / b for a, b in zip(n["mse_mean"], ref["mse_mean"])]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -153,21 +133,26 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     p.add_argument("--minutes", type=float, default=16.0, help="the runs' budget (peer_quality --minutes)")
     p.add_argument("--recipe", default="default", help="ours' recipe (peer_quality --list-recipes)")
     p.add_argument("--quick", action="store_true", help="the quick data of peer_quality --quick (the test suite)")
+    p.add_argument("--results", type=Path, default=None, help="the results file (default: benchmarks/results/)")
     args = p.parse_args(argv)
-    if args.recipe not in peer_quality.RECIPES:
-        p.error(f"unknown recipe {args.recipe!r}; known: {', '.join(peer_quality.RECIPES)}")
+    if args.recipe not in RECIPES:
+        p.error(f"unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     if not args.weights.is_dir():
         p.error(f"--weights {args.weights}: no such folder")
     torch.set_num_threads(1)
-    budget = args.minutes * peer_quality.CPU_SECONDS_PER_MINUTE
+    budget = args.minutes * peer_runs.CPU_SECONDS_PER_MINUTE
     try:
         found = measure(args.weights, args.data, budget, args.recipe, quick=args.quick)
     except ValueError as err:  # a continuous-time recipe has no ᾱ table
         p.error(f"--recipe {args.recipe}: {err}")
     if not found:
         p.error(f"no kept networks of {args.data} at {args.minutes:g} minutes in {args.weights}")
+    record = {**records.header("denoising_error", argv), "data": args.data, "budget_cpu_s": budget,
+              "recipe": args.recipe, "lambda": list(LOG_SNR_GRID), "share_width": SHARE_WIDTH,
+              "networks": networks_of(found)}  # fmt: skip
     print(f"**{args.data}**, {args.minutes:g} minutes: ε-MSE of the kept EMA networks on the held-out images\n")
-    print(table(found))
+    print(digits_tables.denoising_error([record]))
+    records.append(records.destination(args.results, "denoising_error", quick=args.quick), record)
     return found
 
 

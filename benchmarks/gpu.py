@@ -3,18 +3,19 @@
 Usage:  python benchmarks/gpu.py [--device cuda] [--configs 3x32,3x64,1x28] [--repeats 10]
                                  [--libraries ours,denoising-diffusion-pytorch,diffusers] [--skip-missing]
                                  [--dtype bf16|fp32] [--compile/--no-compile] [--channels-last/--no-channels-last]
-                                 [--time-budget 420]
+                                 [--time-budget 420] [--results FILE]
         python benchmarks/gpu.py --device cpu        # dry run at a tiny size (the test suite runs it)
 
 First a large matmul in the chosen dtype gives the device's measured peak rate (TFLOP/s). Then, for each
-configuration of ``compare_peers`` and each library (the same matched networks), the training step and one forward
-pass are timed (libraries alternated, device synchronised around each iteration, medians after warm-up, which
+configuration of harness/subjects.py and each library (compare_peers' matched networks), the training step and one
+forward pass are timed (libraries alternated, device synchronised around each iteration, medians after warm-up, which
 includes compilation), and a DDIM sample is timed once. The table gives images/s, the achieved FLOP rate (FLOPs
 counted by FlopCounterMode on an uncompiled copy) as a fraction of the measured matmul rate, and the peak device
 memory of a training step. Meant to finish within 8 minutes on one GPU: compilation is most of the time, and a
 configuration that would not fit in ``--time-budget`` (7 minutes) at the pace so far is skipped with a note
-(``--no-compile`` is much quicker). On the CPU the same code runs at ``compare_peers``' quick size, fp32 or bf16
-autocast, compile off unless asked.
+(``--no-compile`` is much quicker). On the CPU the same code runs at the quick size, fp32 or bf16 autocast, compile
+off unless asked (a dry run: it records nothing unless given ``--results``); on an accelerator each row is appended
+to benchmarks/results/gpu.jsonl.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks._timing import alternating_medians, machine_line
-from benchmarks.compare_peers import (
+from benchmarks.harness import records, speed_tables
+from benchmarks.harness.subjects import (
     BUILDERS,
     CONFIGS,
     LIBRARIES,
-    OURS,
     QUICK,
     Config,
     Subject,
@@ -47,6 +46,7 @@ from benchmarks.compare_peers import (
     select_libraries,
     train_step_fn,
 )
+from benchmarks.harness.timing import alternating_medians, machine_line
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -105,22 +105,9 @@ def peak_train_memory_mib(step: Callable[[], None], device: str) -> float | None
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-@dataclass
-class Row:
-    """One library's figures at one configuration."""
-
-    library: str
-    params: int
-    step_s: float
-    forward_s: float
-    sample_s: float
-    train_flops: int
-    forward_flops: int
-    memory_mib: float | None
-
-
-def measure(config: Config, libraries: list[str], args: argparse.Namespace) -> list[Row]:
-    """Count FLOPs on uncompiled copies, then time the compiled subjects (alternated) and their memory."""
+def measure(config: Config, libraries: list[str], args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:
+    """Count FLOPs on uncompiled copies, then time the compiled subjects (alternated) and their memory: a record's
+    figures per library."""
     device, dtype = args.device, DTYPES[args.dtype]
     autocast = autocast_factory(device, dtype)
     flops = {}
@@ -143,47 +130,20 @@ def measure(config: Config, libraries: list[str], args: argparse.Namespace) -> l
     train = alternating_medians(steps, args.repeats, threads=0, warmup=3)
     forward = alternating_medians({lib: forward_of(s) for lib, s in subjects.items()}, args.repeats, 0, warmup=3)
     sample = alternating_medians({lib: sample_of(s) for lib, s in subjects.items()}, 1, 0, warmup=1)
+    shape = f"{config.channels}x{config.image_size}x{config.image_size}"
     return [
-        Row(
-            lib,
-            s.params,
-            train[lib].median_s,
-            forward[lib].median_s,
-            sample[lib].median_s,
-            *flops[lib],
-            peak_train_memory_mib(steps[lib], device),
-        )
+        {"config": config.name, "shape": shape, "batch": config.batch, "library": lib, "params_m": s.params / 1e6,
+         "step_s": train[lib].median_s, "forward_s": forward[lib].median_s, "sample_s": sample[lib].median_s,
+         "train_flops": flops[lib][0], "forward_flops": flops[lib][1], "peak_flops": peak,
+         "memory_mib": peak_train_memory_mib(steps[lib], device)}
         for lib, s in subjects.items()
-    ]
+    ]  # fmt: skip
 
 
 def _under(context: Callable[[], contextlib.AbstractContextManager[Any]], fn: Callable[[], Any]) -> Any:
     """``fn()`` inside a fresh ``context()``."""
     with context():
         return fn()
-
-
-def format_table(config: Config, rows: list[Row], peak: float) -> str:
-    """A markdown table of one configuration, with ratios to ours on images/s."""
-    ours = next((r for r in rows if r.library == OURS), None)
-    lines = [
-        f"**{config.name}**: {config.channels}x{config.image_size}x{config.image_size}, batch {config.batch}",
-        "",
-        (
-            "| library | params | train images/s | vs ours | train step | train share of peak | forward | "
-            "forward share of peak | DDIM sample | peak memory, train |"
-        ),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        ratio = f"{r.step_s / ours.step_s:.2f}" if ours else "-"
-        memory = "-" if r.memory_mib is None else f"{r.memory_mib:.0f} MiB"
-        lines.append(
-            f"| {r.library} | {r.params / 1e6:.2f} M | {config.batch / r.step_s:.1f} | {ratio} | "
-            f"{r.step_s * 1e3:.1f} ms | {r.train_flops / r.step_s / peak:.1%} | {r.forward_s * 1e3:.2f} ms | "
-            f"{r.forward_flops / r.forward_s / peak:.1%} | {r.sample_s:.2f} s | {memory} |"
-        )
-    return "\n".join(lines)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -212,6 +172,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=420,
         help="seconds; configurations that would not fit (at the pace so far) are skipped with a note",
     )
+    p.add_argument("--results", type=Path, default=None, help="the results file (default: benchmarks/results/)")
     args = p.parse_args(argv)
     on_cpu = args.device == "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -227,10 +188,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.config_list = [CONFIGS[c] for c in args.configs.split(",")]
     if on_cpu and args.configs is None:
         args.repeats = min(args.repeats, 2)
+    args.dry_run = on_cpu and args.configs is None
     return args
 
 
-def main(argv: list[str] | None = None) -> list[tuple[Config, list[Row]]]:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Measure the matmul peak, then every configuration; print the tables."""
     args = parse(argv)
     libraries, notes = select_libraries(args.libraries.split(","), args.skip_missing)
@@ -243,7 +205,9 @@ def main(argv: list[str] | None = None) -> list[tuple[Config, list[Row]]]:
     )
     for note in notes:
         print(f"Note: {note}")
-    results = []
+    header = records.header("gpu", argv, seed=0, device=name, dtype=args.dtype, compile=args.compile,
+                            channels_last=args.channels_last)  # fmt: skip
+    results: list[dict[str, Any]] = []
     for done, config in enumerate(args.config_list):
         elapsed = time.perf_counter() - started
         if done and elapsed * (done + 1) / done > args.time_budget:
@@ -253,9 +217,10 @@ def main(argv: list[str] | None = None) -> list[tuple[Config, list[Row]]]:
                 f"{args.time_budget:.0f} s (elapsed {elapsed:.0f} s)"
             )
             break
-        rows = measure(config, libraries, args)
-        results.append((config, rows))
-        print("\n" + format_table(config, rows, peak), flush=True)
+        rows = [{**header, **row} for row in measure(config, libraries, args, peak)]
+        results += rows
+        print("\n" + speed_tables.gpu(rows), flush=True)
+    records.append(records.destination(args.results, "gpu", quick=args.dry_run), *results)
     print(f"\nTotal {time.perf_counter() - started:.0f} s")
     return results
 

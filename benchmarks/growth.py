@@ -2,6 +2,7 @@
 
 Usage:  python benchmarks/growth.py [--sizes 16,32,64,128] [--batches 4,16] [--dim 64] [--dim-mults 1,2,4,8]
                                     [--repeats 3] [--max-pixels 65536] [--threads N] [--no-memory] [--quick]
+                                    [--results FILE]
 
 For each (image size, batch) the table gives the median guarded training-step time (forward + loss + backward +
 Adam), the FLOPs of one step counted by torch.utils.flop_counter.FlopCounterMode (forward and backward
@@ -9,14 +10,17 @@ convolutions, matmuls and attention; elementwise work is not counted), the achie
 training memory (its own child process). To predict the cost of a size not measured, count its FLOPs (cheap,
 no timing needed) and divide by a GFLOP/s figure of a neighbouring row. Points with batch x size² above
 ``--max-pixels`` are skipped (memory grows about linearly in that product). ``--quick``: a seconds-long smoke run.
+Each point is appended to benchmarks/results/growth.jsonl (``--results``; a ``--quick`` run records only when given a
+file).
 """
+
+# not yet public: denoising_diffusion.training.optimizer.make_adam (the Trainer's Adam)
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks._timing import guarded_median, machine_line, max_rss_mib, run_child
+from benchmarks.harness import records, speed_tables
+from benchmarks.harness.timing import guarded_median, machine_line, max_rss_mib, run_child
 from denoising_diffusion import GaussianDiffusion, Unet
 from denoising_diffusion.training.optimizer import make_adam
 
@@ -74,25 +79,8 @@ def memory_child(payload: dict[str, Any]) -> float:
     return max_rss_mib() - base
 
 
-@dataclass
-class Point:
-    """The figures of one (image size, batch) point; ``memory_mib`` is None when memory was not measured."""
-
-    size: int
-    batch: int
-    step_s: float
-    flops: int
-    memory_mib: float | None
-    redone: int
-
-    @property
-    def gflop_per_s(self) -> float:
-        """Achieved rate: counted FLOPs per second of a training step, in GFLOP/s."""
-        return self.flops / self.step_s / 1e9
-
-
-def measure(size: int, batch: int, args: argparse.Namespace) -> Point:
-    """Time, count and (in a child) measure one point."""
+def measure(size: int, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Time, count and (in a child) measure one point: its record's figures."""
     diffusion = build(size, args.dim, args.dim_mults)
     flops = step_flops(diffusion, batch)
     step_s, redone = guarded_median(train_step_fn(diffusion, batch), args.repeats, torch.get_num_threads(), warmup=1)
@@ -100,26 +88,9 @@ def measure(size: int, batch: int, args: argparse.Namespace) -> Point:
     if args.memory:
         payload = {"size": size, "batch": batch, "dim": args.dim, "dim_mults": list(args.dim_mults)}
         memory = run_child("benchmarks.growth", "memory_child", payload, torch.get_num_threads())
-    return Point(size, batch, step_s, flops, memory, redone)
-
-
-def format_table(points: list[Point]) -> str:
-    """A markdown table, one row per point."""
-    lines = [
-        (
-            "| image size | batch | train step | images/s | GFLOP / step | GFLOP/s | peak memory, train | "
-            "MiB / image | redone |"
-        ),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for p in points:
-        mem = "-" if p.memory_mib is None else f"{p.memory_mib:.0f} MiB"
-        per_image = "-" if p.memory_mib is None else f"{p.memory_mib / p.batch:.0f}"
-        lines.append(
-            f"| {p.size} | {p.batch} | {p.step_s:.3f} s | {p.batch / p.step_s:.1f} | {p.flops / 1e9:.1f} | "
-            f"{p.gflop_per_s:.1f} | {mem} | {per_image} | {p.redone} |"
-        )
-    return "\n".join(lines)
+    return {"size": size, "batch": batch, "step_s": step_s, "images_per_s": batch / step_s, "flops": flops,
+            "gflop": flops / 1e9, "gflop_per_s": flops / step_s / 1e9, "memory_mib": memory,
+            "mib_per_image": memory and memory / batch, "redone": redone}  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -136,6 +107,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--memory", action=argparse.BooleanOptionalAction, default=True, help="measure peak memory in child processes"
     )
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
+    p.add_argument("--results", type=Path, default=None, help="the results file (default: benchmarks/results/)")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.batches, args.dim, args.dim_mults, args.repeats = (8, 16), (2,), 8, (1, 2), 1
@@ -146,23 +118,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> list[Point]:
-    """Measure the grid and print its table; returns the points."""
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Measure the grid and print its table; returns the records, one per point."""
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"Unet(dim={args.dim}, dim_mults={args.dim_mults}), training step, measured on {machine_line()}")
+    header = records.header("growth", argv, seed=0, dim=args.dim, dim_mults=list(args.dim_mults),
+                            threads=torch.get_num_threads())  # fmt: skip
     points, skipped = [], []
     for batch in args.batches:
         for size in args.sizes:
             if batch * size * size > args.max_pixels:
                 skipped.append(f"{size}x{size} batch {batch}")
                 continue
-            points.append(measure(size, batch, args))
-            print(f"  {size}x{size} batch {batch}: {points[-1].step_s:.3f} s", flush=True)
-    print("\n" + format_table(points))
+            points.append({**header, **measure(size, batch, args)})
+            print(f"  {size}x{size} batch {batch}: {points[-1]['step_s']:.3f} s", flush=True)
+    print("\n" + speed_tables.growth(points))
     if skipped:
         print(f"\nSkipped (batch x size² > --max-pixels {args.max_pixels}): {', '.join(skipped)}")
+    records.append(records.destination(args.results, "growth", quick=args.quick), *points)
     print(f"\nFinished at {machine_line()}")
     return points
 

@@ -1,9 +1,10 @@
 """Each speed change of issue 5 measured against its alternative, in one run: train step, forward, peak memory.
 
 Usage:  python benchmarks/optimizations.py [--config 3x32] [--repeats 7] [--variants a,b,...] [--compile]
+                                           [--results FILE]
         python benchmarks/optimizations.py --quick       # seconds-long smoke run (what the test suite runs)
 
-Variants of this project's default network (``Unet(64, dim_mults=(1, 2, 4, 8))`` at compare_peers' configs):
+Variants of this project's default network (``Unet(64, dim_mults=(1, 2, 4, 8))`` at harness/subjects.py's configs):
 
 * ``before``: the network and optimizer as they were before issue 5: attention that transposes q, k, v to
   (B, heads, H·W, d) (a copy of the whole qkv tensor at every attention layer) and Adam's per-tensor kernel;
@@ -19,14 +20,17 @@ Variants of this project's default network (``Unet(64, dim_mults=(1, 2, 4, 8))``
 * ``compile_layout`` (only with ``--compile``): ``torch.compile`` with its own defaults (inductor's layout
   optimization on, which turns the convolutions to channels_last).
 
-The variants are timed in turn, iteration by iteration (``_timing.alternating_medians``: guarded, warm-up not
-timed, medians); peak memory is the median over 3 child processes per variant (VmHWM growth over two steps).
+The variants are timed in turn, iteration by iteration (``harness.timing.alternating_medians``: guarded, warm-up not
+timed, medians); peak memory is the median over 3 child processes per variant (VmHWM growth over two steps). Each
+variant's figures are appended to benchmarks/results/optimizations.jsonl (``--results``; a ``--quick`` run records
+only when given a file).
 """
+
+# not yet public: denoising_diffusion.training.compilation.compile_network (what Trainer(compile=True) does)
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import types
@@ -43,8 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from benchmarks._timing import alternating_medians, machine_line, max_rss_mib, run_child
-from benchmarks.compare_peers import CONFIGS, QUICK, Config, build_ours
+from benchmarks.harness import records, speed_tables
+from benchmarks.harness.subjects import CONFIGS, QUICK, Config, build_ours
+from benchmarks.harness.timing import alternating_medians, machine_line, max_rss_mib, run_child
 from denoising_diffusion.nn import Attention, LinearAttention, ResnetBlock
 from denoising_diffusion.training.compilation import compile_network
 
@@ -127,16 +132,16 @@ def build_variant(name: str, config: Config) -> tuple[Callable[[], None], Callab
 
 def memory_child(payload: dict[str, Any]) -> float:
     """Peak extra resident memory (MiB) of two training steps of one variant; run by ``run_child``."""
-    config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
-    train, _ = build_variant(payload["variant"], config)
+    train, _ = build_variant(payload["variant"], Config.from_dict(payload["config"]))
     base = max_rss_mib()
     train()
     train()
     return max_rss_mib() - base
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Measure the chosen variants and print a markdown table; returns {variant: {train_s, forward_s, memory_mib}}."""
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Measure the chosen variants and print a markdown table; returns {variant: its record (train_s, forward_s,
+    memory_mib, ...)}."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="3x32", choices=sorted(CONFIGS))
     p.add_argument(
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--memory-runs", type=int, default=3, help="child processes per variant for peak memory (0: none)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    p.add_argument("--results", type=Path, default=None, help="the results file (default: benchmarks/results/)")
     args = p.parse_args(argv)
     names = args.variants.split(",")
     names += [v for v in COMPILED if args.compile and v not in names]
@@ -165,37 +171,31 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     built = {name: build_variant(name, config) for name in names}
     train = alternating_medians({n: fns[0] for n, fns in built.items()}, repeats, threads)
     forward = alternating_medians({n: fns[1] for n, fns in built.items()}, repeats, threads)
-    results: dict[str, dict[str, float]] = {}
+    header = records.header("optimizations", argv, seed=0, config=config.name, batch=config.batch, threads=threads)
+    results: dict[str, dict[str, Any]] = {}
     for name in names:
         runs = [
             run_child("benchmarks.optimizations", "memory_child", {"config": asdict(config), "variant": name}, threads)
             for _ in range(memory_runs)
         ]
         results[name] = {
+            **header,
+            "variant": name,
             "train_s": train[name].median_s,
+            "train_images_per_s": config.batch / train[name].median_s,
             "forward_s": forward[name].median_s,
-            "memory_mib": statistics.median(runs) if runs else math.nan,
+            "memory_mib": statistics.median(runs) if runs else None,
             "redone": train[name].redone + forward[name].redone,
         }
-    print(format_table(results, config.batch))
-    return results
-
-
-def format_table(results: dict[str, dict[str, float]], batch: int) -> str:
-    """Markdown table; the change columns are relative to the first variant."""
     first = next(iter(results.values()))
-    lines = [
-        "| variant | train step | images/s | change | forward | change | peak memory, train | redone |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['train_s']:.3f} s | {batch / r['train_s']:.1f} | "
-            f"{r['train_s'] / first['train_s'] - 1:+.1%} | {r['forward_s']:.3f} s | "
-            f"{r['forward_s'] / first['forward_s'] - 1:+.1%} | {r['memory_mib']:.0f} MiB | "
-            f"{r['redone']:.0f} |"
+    for r in results.values():  # the change against the first variant, as the table shows it
+        r["train_change"], r["forward_change"] = (
+            r["train_s"] / first["train_s"] - 1,
+            r["forward_s"] / first["forward_s"] - 1,
         )
-    return "\n".join(lines)
+    print(speed_tables.optimizations(list(results.values())))
+    records.append(records.destination(args.results, "optimizations", quick=args.quick), *results.values())
+    return results
 
 
 if __name__ == "__main__":

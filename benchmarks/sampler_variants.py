@@ -3,56 +3,52 @@ its sampler?
 
 Every kept network is an ε-predictor (or is converted to one: ``Contender.predict_eps``) on its library's discrete
 1000-step ᾱ table, so any DDIM (Song et al. 2021, eq. 12, η = 0) can sample any of them. A *variant* is one DDIM,
-named ``CLIP/SPACING``:
+named ``CLIP/SPACING``. CLIP is what happens to x̂_0 = (x_t − σ_t ε̂)/α_t at each step: ``rederive`` clamps x̂_0 to
+[−1, 1] and recomputes ε̂ from it (ours' and denoising-diffusion-pytorch's DDIM, GLIDE's convention); ``x0`` clamps
+x̂_0 but keeps the network's ε̂ for the direction term (diffusers' ``DDIMScheduler``: ``clip_sample=True``,
+``use_clipped_model_output=False``); ``none`` clamps nothing. SPACING is which indices the steps visit: ``linspace``
+(ours: round(linspace(T − 1, 0, steps))), ``leading`` (diffusers': 980, 960, …, 0 for 50 steps), ``trailing``. The
+last step goes to ᾱ = 1 (diffusers' ``set_alpha_to_one``). ``ours`` names ``rederive/linspace``, ``diffusers``
+``x0/leading``: the tests check they reproduce GaussianDiffusion.sample(sampler='ddim') and diffusers' own loop.
 
-* CLIP — what happens to x̂_0 = (x_t − σ_t ε̂)/α_t at each step:
-  ``rederive`` clamps x̂_0 to [−1, 1] and recomputes ε̂ = (x_t − α_t x̂_0)/σ_t from it (ours' and
-  denoising-diffusion-pytorch's DDIM, GLIDE's convention); ``x0`` clamps x̂_0 but keeps the network's ε̂ for the
-  direction term √(1 − ᾱ_s) ε̂ (diffusers' ``DDIMScheduler`` with ``clip_sample=True`` and its default
-  ``use_clipped_model_output=False``); ``none`` clamps nothing.
-* SPACING — which of the T indices the steps visit (``schedules.Spacing``): ``linspace`` (ours' DDIM default:
-  round(linspace(T − 1, 0, steps))), ``leading`` (diffusers' default: 980, 960, …, 0 for 50 steps), ``trailing``.
-
-The last step goes to ᾱ = 1 in all of them (diffusers' ``set_alpha_to_one``), so x_0 = x̂_0. ``ours`` names
-``rederive/linspace`` and ``diffusers`` names ``x0/leading``: tests/test_sampler_variants_benchmark.py checks that
-these reproduce GaussianDiffusion.sample(sampler='ddim') and diffusers' own scheduler loop from the same x_T.
-
-Each (network, seed, variant) is sampled exactly as peer_quality.py samples the network's own record — the same
-x_T sets (``peer_quality.sample_seed``), ``--draws`` sets of ``--num-samples``, FD to the held-out images in the
-feature classifier's space — so the network's own variant reproduces its record, and any other variant is a paired
-comparison on the same x_T. Every result is a line of ``--results``; a rerun skips what is there.
+Each (network, seed, variant) is sampled exactly as peer_quality.py sampled the network's record (the same x_T sets,
+harness/peer_runs.x_t_seed; ``--draws`` sets of ``--num-samples``; the same features), so the network's own variant
+reproduces its record and any other is a paired comparison. Every result is a line of ``--results``; a rerun skips
+what is there.
 
 Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers ours/eps_linear \\
             --variants ours diffusers x0/linspace [--seeds 2 3 4] [--minutes 16] [--draws 4] [--num-samples 1000]
         python benchmarks/sampler_variants.py --report --networks ... --variants ...   (the table from the files)
 """
 
+# not yet public: denoising_diffusion.schedules.Spacing (the timestep spacings, for the variants' names)
+
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")  # lucidrains' sampler draws a progress bar; tqdm reads this at import
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks import _quality_libraries as libs
-from benchmarks import _quality_results as results
-from benchmarks import denoising_error, peer_quality
-from denoising_diffusion.denoiser import Denoiser, Prediction
+from benchmarks.harness import contenders as libs
+from benchmarks.harness import peer_runs, records, tables
+from benchmarks.harness.recipes import RECIPES
+from denoising_diffusion import NoiseSchedule, Prediction, sample_ddim
 from denoising_diffusion.evaluation import feature_reference, frechet_distance_to
-from denoising_diffusion.processes import NoiseSchedule, Spacing
-from denoising_diffusion.samplers.ddim import sample_ddim
+from denoising_diffusion.processes import Spacing
 
 CLIPS = ("rederive", "x0", "none")
-NAMED = {"ours": "rederive/linspace", "diffusers": "x0/leading", "denoising-diffusion-pytorch": "rederive/trailing"}
-OWN = {libs.OURS: "ours", libs.DIFFUSERS: "diffusers", libs.LUCIDRAINS: "denoising-diffusion-pytorch"}
-DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "sampler_variants.jsonl"
+NAMED = peer_runs.OWN_DDIM
+DEFAULT_RESULTS, PEER_RESULTS = records.RESULTS / "sampler_variants.jsonl", records.RESULTS / "peer_quality.jsonl"
 
 
 def parse_variant(name: str) -> tuple[str, Spacing]:
@@ -73,7 +69,9 @@ def schedule_of(alphas_cumprod: Tensor) -> NoiseSchedule:
     return NoiseSchedule(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]]))
 
 
-def eps_denoiser(predict_eps: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, clip: str) -> Denoiser:
+def eps_denoiser(
+    predict_eps: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, clip: str
+) -> Callable[[Tensor, Tensor], Prediction]:
     """(x_t, t) -> Prediction from an ε-predictor on ``schedule``, with x̂_0 treated as ``clip`` says (module
     docstring). x_t: (B, C, H, W); t: (B,) int64 indices."""
 
@@ -106,7 +104,7 @@ def distances(contender: libs.Contender, network: nn.Module, variant: str, seed:
     """FD of each draw, from the x_T sets peer_quality gave this training seed's record."""
     out = []
     for draw in range(args.draws):
-        gen = torch.Generator().manual_seed(peer_quality.x_t_seed(seed, draw, args.noise))
+        gen = torch.Generator().manual_seed(peer_runs.x_t_seed(seed, draw, args.noise))
         x_T = torch.randn((args.num_samples, *shape), generator=gen)
         out.append(frechet_distance_to(reference, sample(contender, network, variant, x_T, args.sample_steps)))
     return out
@@ -116,38 +114,33 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """A network is (data, library, recipe, seed, budget, CPU it trained on: peer_quality's run key), then the
     sampling."""
     return (*(record[k] for k in ("data", "library", "recipe", "seed", "budget_cpu_s", "variant", "sample_steps",
-                                  "num_samples", "draws", "x_T")), results.cpu_of(record))  # fmt: skip
+                                  "num_samples", "draws", "x_T")), records.cpu_of(record))  # fmt: skip
 
 
 def own_record(args: argparse.Namespace, library: str, recipe: str, seed: int, budget: float,
                cpu: str) -> list[dict[str, Any]]:  # fmt: skip
     """The network's peer_quality record (in ``args.peer_results``, trained on ``cpu``) as its own library's DDIM
-    variant, which it is (same x_T sets and sampler: tests/test_sampler_variants_benchmark.py); [] when there is
-    none."""
-    wanted = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
-              "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
-              "device": "cpu"}  # fmt: skip
-    for r in results.load(args.peer_results):
-        if (all(r.get(k) == v for k, v in wanted.items()) and results.noise_of(r) == args.noise
-                and results.cpu_of(r) == cpu and not r.get("bf16")):  # fmt: skip
-            return [{**wanted, "variant": NAMED[OWN[library]], "x_T": args.noise, "cpu": cpu, "fd": r["fd"],
-                     "source": "peer_quality"}]  # fmt: skip
-    return []
+    variant (peer_runs.own_ddim_record); [] when there is none."""
+    network = {"data": args.data, "library": library, "recipe": recipe, "seed": seed, "budget_cpu_s": budget,
+               "sample_steps": args.sample_steps, "num_samples": args.num_samples, "draws": args.draws,
+               "x_T": args.noise, "cpu": cpu}  # fmt: skip
+    own = peer_runs.own_ddim_record(records.load(args.peer_results), network)
+    return [] if own is None else [own]
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Sample every (network, seed, variant) not yet in ``args.results``; returns all matching records."""
-    data = peer_quality.load_data(args.data, quick=args.quick)
-    classifier = peer_quality.feature_classifier(args.data, data, args.cache, quick=args.quick)
+    data = peer_runs.load_data(args.data, quick=args.quick)
+    classifier = peer_runs.feature_classifier(args.data, data, args.cache, quick=args.quick)
     reference = feature_reference(classifier, data.heldout)
-    budget = args.minutes * peer_quality.CPU_SECONDS_PER_MINUTE
-    done = {record_key(r): r for r in results.load(args.results)}
+    budget = args.minutes * peer_runs.CPU_SECONDS_PER_MINUTE
+    done = {record_key(r): r for r in records.load(args.results)}
     found = []
     for library, recipe in args.networks:
-        kept = denoising_error.kept_networks(args.weights, args.data, library, recipe, budget)
+        kept = peer_runs.kept_networks(args.weights, args.data, library, recipe, budget)
         for seed in sorted(s for s in kept if args.seeds is None or s in args.seeds):
-            contender, network = peer_quality.load_kept(library, recipe, data, kept[seed], args.sample_steps)
-            own, cpu = NAMED[OWN[library]], peer_quality.trained_on(kept[seed])
+            contender, network = peer_runs.load_kept(library, recipe, data, kept[seed], args.sample_steps)
+            own, cpu = NAMED[library], peer_runs.trained_on(kept[seed])
             if own not in {NAMED.get(v, v) for v in args.variants}:  # the benchmark's record is that variant
                 found += own_record(args, library, recipe, seed, budget, cpu)
             for variant in args.variants:
@@ -158,8 +151,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if record_key(record) not in done:
                     fd = distances(contender, network, record["variant"], seed, args, tuple(data.train.shape[1:]),
                                    reference)  # fmt: skip
-                    done[record_key(record)] = record = {**record, "fd": fd, **peer_quality.provenance()}
-                    results.append(args.results, record)
+                    done[record_key(record)] = record = {**record, "fd": fd, **records.header(
+                        "sampler_variants", None, command=args.command, seed=seed, cpu=cpu)}  # fmt: skip
+                    records.append(args.results, record)
                     print(f"{library}/{recipe} seed {seed} {record['variant']}: fd {[round(d, 3) for d in fd]}",
                           flush=True)  # fmt: skip
                 found.append(done[record_key(record)])
@@ -169,62 +163,23 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 def recorded(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``--report``: the records of ``args.results`` (and each network's own record from ``args.peer_results``)
     that match the arguments, without the kept networks — what ``measure`` returns once everything is sampled."""
-    budget = args.minutes * peer_quality.CPU_SECONDS_PER_MINUTE
+    budget = args.minutes * peer_runs.CPU_SECONDS_PER_MINUTE
     variants = {NAMED.get(v, v) for v in args.variants}
     wanted = {"data": args.data, "budget_cpu_s": budget, "sample_steps": args.sample_steps,
               "num_samples": args.num_samples, "draws": args.draws, "x_T": args.noise}  # fmt: skip
-    found, records = [], results.load(args.results)
+    found, recorded_ = [], records.load(args.results)
     for library, recipe in args.networks:
-        mine = [r for r in records
+        mine = [r for r in recorded_
                 if r["library"] == library and r["recipe"] == recipe and r["variant"] in variants
                 and all(r.get(k) == v for k, v in wanted.items())
                 and (args.seeds is None or r["seed"] in args.seeds)]  # fmt: skip
-        own = NAMED[OWN[library]]
-        sampled_own = {(r["seed"], results.cpu_of(r)) for r in mine if r["variant"] == own}
-        networks = {(r["seed"], results.cpu_of(r)) for r in mine} - sampled_own
+        own = NAMED[library]
+        sampled_own = {(r["seed"], records.cpu_of(r)) for r in mine if r["variant"] == own}
+        networks = {(r["seed"], records.cpu_of(r)) for r in mine} - sampled_own
         for seed, cpu in sorted(networks):  # the benchmark's record is that variant
             found += own_record(args, library, recipe, seed, budget, cpu)
         found += mine
     return found
-
-
-def paired_interval(diffs: list[float]) -> str:
-    """Mean of paired differences with its 95% t-interval over seeds, "+m [lo, hi]"; "" below two seeds. A
-    variant is called different from the network's own DDIM when this interval excludes 0 — the paired form of
-    the benchmark's rule, written down after the first variant runs (benchmarks/README.md says so); the unpaired
-    rule fixed before the first run would not call any of them."""
-    if len(diffs) < 2:
-        return ""
-    paired = results.Cell(tuple(diffs), sampling_sd=float("nan"), steps=float("nan"))  # the rule's t-interval
-    lo, hi = paired.interval
-    return f"{paired.mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def table(found: list[dict[str, Any]]) -> str:
-    """Markdown: per network, each variant's FD (mean of draws, then mean ± sd over seeds) and its paired
-    difference from the network's own library's DDIM where that was sampled too (per seed, then mean with its
-    95% t-interval). A network is a (seed, CPU it trained on): differences pair within one network; a row may
-    pool networks of several CPUs."""
-    score = {(r["library"], r["recipe"], r["variant"], (r["seed"], results.cpu_of(r))): statistics.fmean(r["fd"])
-             for r in found}  # fmt: skip
-    lines = [
-        "| network | variant | seeds | FD mean ± sd | per seed | − own DDIM, per seed | − own DDIM, mean [95%] |",
-        "| --- | --- | ---: | ---: | --- | --- | --- |",
-    ]
-    for library, recipe, variant in dict.fromkeys((r["library"], r["recipe"], r["variant"]) for r in found):
-        seeds = sorted(s for (lib, rec, var, s) in score if (lib, rec, var) == (library, recipe, variant))
-        values = [score[library, recipe, variant, s] for s in seeds]
-        own = NAMED[OWN[library]]
-        diffs = [score[library, recipe, variant, s] - score[library, recipe, own, s] for s in seeds
-                 if (library, recipe, own, s) in score]  # fmt: skip
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        paired = ", ".join(f"{d:+.2f}" for d in diffs) if variant != own else ""
-        interval = paired_interval(diffs) if variant != own else ""
-        lines.append(
-            f"| {library}/{recipe} | {variant} | {len(seeds)} | {statistics.fmean(values):.2f} ± {sd:.2f} | "
-            f"{', '.join(f'{v:.2f}' for v in values)} | {paired} | {interval} |"
-        )
-    return "\n".join(lines)
 
 
 def _network(name: str) -> tuple[str, str]:
@@ -236,8 +191,8 @@ def _network(name: str) -> tuple[str, str]:
     if recipe and library != libs.OURS:
         raise argparse.ArgumentTypeError(f"network {name!r}: only {libs.OURS} has recipes")
     recipe = recipe or "default"
-    if recipe not in peer_quality.RECIPES:
-        raise argparse.ArgumentTypeError(f"network {name!r}: unknown recipe; known: {', '.join(peer_quality.RECIPES)}")
+    if recipe not in RECIPES:
+        raise argparse.ArgumentTypeError(f"network {name!r}: unknown recipe; known: {', '.join(RECIPES)}")
     return library, recipe
 
 
@@ -263,20 +218,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--draws", type=int, default=4)
     p.add_argument("--sample-steps", type=int, default=50)
-    p.add_argument("--x-t", dest="noise", default=results.PER_SEED_NOISE,
-                   choices=[results.PER_SEED_NOISE, results.SHARED_NOISE])  # fmt: skip
+    p.add_argument("--x-t", dest="noise", default=peer_runs.PER_SEED_NOISE,
+                   choices=[peer_runs.PER_SEED_NOISE, peer_runs.SHARED_NOISE])  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    p.add_argument("--peer-results", type=Path, default=peer_quality.DEFAULT_RESULTS,
+    p.add_argument("--peer-results", type=Path, default=PEER_RESULTS,
                    help="peer_quality's results: a network's record there is its own DDIM's row")  # fmt: skip
-    p.add_argument("--cache", type=Path, default=peer_quality.DEFAULT_CACHE)
+    p.add_argument("--cache", type=Path, default=peer_runs.DEFAULT_CACHE)
     p.add_argument("--quick", action="store_true", help="the quick data of peer_quality --quick (the test suite)")
     args = p.parse_args(argv)
+    args.command = records.command("sampler_variants", argv)
     if args.report:
         found = recorded(args)
         if not found:
             p.error(f"no records in {args.results} for {args.networks} with {args.variants}")
-        print(table(found))
+        print(tables.variants(found, NAMED.__getitem__))
         return found
     if args.weights is None:
         p.error("--weights DIR is required (or --report)")
@@ -289,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         p.error(str(err))
     if not found:
         p.error(f"no kept networks of {args.data} at {args.minutes:g} minutes in {args.weights} for {args.networks}")
-    print(table(found))
+    print(tables.variants(found, NAMED.__getitem__))
     return found
 
 

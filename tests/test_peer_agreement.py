@@ -5,7 +5,7 @@ The peer is an independent implementation of the same equations (Song et al. 202
 re-derived; Ho et al. 2020's L_simple with its SNR weights), so agreement to float32 round-off checks the
 objective conversions, the schedules and the DDIM update at once. Its DDIM visits T−1, T−1−T/S, …, T/S − 1 and then
 returns x̂_0: our ``spacing='trailing'``. With the same x_T the two samplers agree; the peer benchmark's scores
-differed only because it drew its x_T from a different seed (benchmarks/README.md).
+differed only because it drew its x_T from a different seed (docs/benchmark-history.md, section 7).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_diffusers_network_inside_our_diffusion_gives_diffusers_own_loss():
     of the example) for the same t and noise, so the adapter passes x_t and t through unchanged."""
     from diffusers import DDPMScheduler
 
-    from benchmarks import _quality_libraries as libs
+    from benchmarks.harness import contenders as libs
 
     torch.manual_seed(0)
     unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()
@@ -97,7 +97,7 @@ def test_ddim_keeping_the_network_s_eps_equals_diffusers_ddim_scheduler():
     steps = 10
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from benchmarks import _quality_libraries as libs
+    from benchmarks.harness import contenders as libs
 
     torch.manual_seed(0)
     unet = libs.diffusers_unet(libs.NetworkSize(32, (1, 2), 1, 8)).eval()

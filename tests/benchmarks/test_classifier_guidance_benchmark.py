@@ -11,14 +11,16 @@ pytest.importorskip("sklearn")
 
 from benchmarks import classifier_guidance as bench  # noqa: E402  (after the skip: the module needs scikit-learn)
 from benchmarks import guidance_scale, quality_vs_cost  # noqa: E402
+from benchmarks.harness import stats  # noqa: E402
+from benchmarks.harness.digits_models import cfg_sample_seed  # noqa: E402
 
 
 def test_unpaired_difference_and_its_standard_error() -> None:
-    diff, se = bench.unpaired([0.9, 1.0, 1.1], [0.5, 0.5, 0.5])
+    diff, se = stats.unpaired([0.9, 1.0, 1.1], [0.5, 0.5, 0.5])
     assert diff == pytest.approx(0.5) and se == pytest.approx(0.1 / math.sqrt(3))
-    diff, se = bench.unpaired([1.0, 3.0], [0.0, 2.0, 4.0])  # sd 1.414 over 2, sd 2 over 3
+    diff, se = stats.unpaired([1.0, 3.0], [0.0, 2.0, 4.0])  # sd 1.414 over 2, sd 2 over 3
     assert diff == pytest.approx(0.0) and se == pytest.approx(math.sqrt(2 / 2 + 4 / 3))
-    assert math.isnan(bench.unpaired([1.0], [0.0, 1.0])[1])  # one seed: no error estimate
+    assert math.isnan(stats.unpaired([1.0], [0.0, 1.0])[1])  # one seed: no error estimate
 
 
 def test_differences_are_called_at_two_standard_errors() -> None:
@@ -38,24 +40,26 @@ def test_reaching_the_conditional_accuracy_allows_the_margin_at_two_standard_err
 
 def test_sample_seeds_differ_from_each_other_and_from_the_classifier_free_ones() -> None:
     ours = {bench.cg_sample_seed(k, d) for k in range(4) for d in range(4)}
-    theirs = {guidance_scale.sample_seed(k, d) for k in range(4) for d in range(4)}
+    theirs = {cfg_sample_seed(k, d) for k in range(4) for d in range(4)}
     assert len(ours) == 16 and not ours & theirs
 
 
 def test_the_models_match_the_earlier_benchmarks_configurations() -> None:
-    """The classifier-free system is guidance_scale's cached model; seed 0's unconditional model is
-    quality_vs_cost's (same cache key); other seeds have keys of their own."""
+    """The classifier-free system is guidance_scale's model and the unconditional one quality_vs_cost's: the same
+    network and recipe, so the same cache files (harness/digits_models.trained keys a model by them and its seed)."""
     cfg = bench.ClassifierGuidanceConfig()
-    assert all(cfg.guidance_config().model_key(k) == guidance_scale.GuidanceConfig().model_key(k) for k in range(3))
-    assert cfg.diffusion_config(0).diffusion_key() == quality_vs_cost.BenchConfig().diffusion_key()
-    assert len({cfg.key("uncond", k) for k in range(3)} | {cfg.key("guide", k) for k in range(3)}) == 6
+    assert (cfg.conditional, cfg.recipe) == (
+        guidance_scale.GuidanceConfig().net,
+        guidance_scale.GuidanceConfig().recipe,
+    )
+    assert (cfg.unconditional, cfg.recipe) == (quality_vs_cost.BenchConfig().net, quality_vs_cost.BenchConfig().recipe)
 
 
 def test_quick_mode_runs_end_to_end_and_reloads_the_same_numbers(tmp_path, capsys) -> None:
     result = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path)])
     names = sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.iterdir())
-    # seed 0's unconditional model is quality_vs_cost's file, seed 1's this script's; a guide and a CFG model each
-    assert names == ["digits-cfg"] * 2 + ["digits-diffusion", "digits-guide", "digits-guide", "digits-uncond"]
+    # per seed: an unconditional model (quality_vs_cost's files), its guide, and a class-conditional model
+    assert names == ["digits-cfg"] * 2 + ["digits-diffusion"] * 2 + ["digits-guide"] * 2
     assert len(result["cells"]) == 2 * 2 * len(bench.SCALES) * 2  # systems x seeds x scales x draws
     assert all(0 <= acc <= 1 and fd >= 0 for acc, fd, _ in result["cells"].values())
     assert set(result["comparisons"]) == set(bench.SCALES)

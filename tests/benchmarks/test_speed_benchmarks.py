@@ -1,29 +1,29 @@
-"""The benchmark scripts run (at a seconds-long size): speed is measured there, never asserted here."""
+"""The speed benchmarks run (at a seconds-long size): speed is measured there, never asserted here."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 
 import pytest
 
-from benchmarks import _timing, bench_unet, compare_peers, gpu, growth
+from benchmarks import compare_peers, gpu, growth
+from benchmarks.harness import records, subjects, timing
 
 
-def test_bench_unet_tiny_runs(capsys) -> None:
-    result = bench_unet.main(["--tiny", "--threads", "1"])
-    assert result["params_M"] > 0 and result["step_s"] > 0 and result["forward_s"] > 0
-    assert "| params | train step |" in capsys.readouterr().out
-
-
-def test_compare_peers_quick_runs(capsys) -> None:
-    """All three libraries (peers skipped when not installed) at the quick size, timings only."""
-    results = compare_peers.main(["--quick", "--skip-missing", "--threads", "1", "--no-memory"])
-    ((config, rows),) = results
-    assert config.name == "quick" and rows[0].library == "ours"
-    assert all(r.params > 0 and r.train.median_s > 0 and r.sample.median_s > 0 for r in rows)
+def test_compare_peers_quick_runs_and_records_its_rows(tmp_path, capsys) -> None:
+    """All three libraries (peers skipped when not installed) at the quick size, timings only; with --results each
+    library's row is appended with the run's command and machine, and the peers' rows carry their ratios to ours."""
+    path = tmp_path / "compare_peers.jsonl"
+    rows = compare_peers.main(["--quick", "--skip-missing", "--threads", "1", "--no-memory", "--results", str(path)])
+    assert {r["config"] for r in rows} == {"quick"} and rows[0]["library"] == "ours"
+    assert all(r["params_m"] > 0 and r["train_s"] > 0 and r["sample_s"] > 0 for r in rows)
     out = capsys.readouterr().out
     assert "| library | params | train step |" in out and "| config | ours / peer |" in out
+    recorded = records.load(path)
+    assert recorded == rows and all(r["command"].endswith("--results " + str(path)) for r in recorded)
+    assert all(r["ours_over_peer"]["train_images_per_s"] > 0 for r in recorded[1:])
+    compare_peers.main(["--quick", "--skip-missing", "--threads", "1", "--no-memory"])  # quick: nothing recorded
+    assert records.load(path) == rows
 
 
 def test_compare_peers_memory_child_sees_its_own_peak() -> None:
@@ -32,27 +32,26 @@ def test_compare_peers_memory_child_sees_its_own_peak() -> None:
     import torch
 
     parent_ballast = torch.ones(128 * 2**20)  # 512 MiB resident in the parent
-    payload = {"config": asdict(compare_peers.QUICK), "library": "ours", "phase": "train"}
-    assert _timing.run_child("benchmarks.compare_peers", "memory_child", payload, 1) > 0
+    payload = {"config": asdict(subjects.QUICK), "library": "ours", "phase": "train"}
+    assert timing.run_child("benchmarks.compare_peers", "memory_child", payload, 1) > 0
     del parent_ballast
 
 
 def test_compare_peers_unknown_library_is_a_clear_error() -> None:
     with pytest.raises(SystemExit, match="unknown libraries"):
-        compare_peers.select_libraries(["ours", "nope"], skip_missing=True)
+        subjects.select_libraries(["ours", "nope"], skip_missing=True)
 
 
 def test_growth_quick_runs(capsys) -> None:
     points = growth.main(["--quick", "--threads", "1", "--no-memory"])
-    assert [p.size for p in points] == [8, 16] and all(p.flops > 0 and p.step_s > 0 for p in points)
+    assert [p["size"] for p in points] == [8, 16] and all(p["flops"] > 0 and p["step_s"] > 0 for p in points)
     assert "GFLOP/s" in capsys.readouterr().out
 
 
 def test_gpu_cpu_dry_run(capsys) -> None:
     """The accelerator script at its CPU dry-run size (bf16 autocast, no compile)."""
-    results = gpu.main(["--device", "cpu", "--skip-missing", "--repeats", "1"])
-    ((_, rows),) = results
-    assert rows and rows[0].library == "ours" and rows[0].train_flops > 0
+    rows = gpu.main(["--device", "cpu", "--skip-missing", "--repeats", "1"])
+    assert rows and rows[0]["library"] == "ours" and rows[0]["train_flops"] > 0
     assert "share of peak" in capsys.readouterr().out
 
 
@@ -70,10 +69,10 @@ def test_optimizations_quick_runs(capsys) -> None:
     results = optimizations.main(["--quick", "--threads", "1", "--memory-runs", "0"])
     assert list(results) == [v for v in optimizations.VARIANTS if v not in optimizations.COMPILED]
     assert all(r["train_s"] > 0 and r["forward_s"] > 0 for r in results.values())
-    assert all(math.isnan(r["memory_mib"]) for r in results.values())
+    assert all(r["memory_mib"] is None for r in results.values())
     assert "| variant | train step |" in capsys.readouterr().out
-    payload = {"config": asdict(optimizations.QUICK), "variant": next(iter(results))}
-    assert _timing.run_child("benchmarks.optimizations", "memory_child", payload, threads=1) >= 0
+    payload = {"config": asdict(subjects.QUICK), "variant": next(iter(results))}
+    assert timing.run_child("benchmarks.optimizations", "memory_child", payload, threads=1) >= 0
 
 
 def test_optimizations_reference_variants_compute_the_same_network() -> None:
@@ -116,7 +115,7 @@ def test_conv_floor_counts_the_networks_flops() -> None:
     from benchmarks import conv_floor
     from denoising_diffusion import Unet
 
-    config = compare_peers.QUICK
+    config = subjects.QUICK
     calls = conv_floor.record_convs(config)
     torch.manual_seed(0)
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels)

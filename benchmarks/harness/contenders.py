@@ -1,4 +1,5 @@
-"""The three libraries of the sample-quality benchmark (peer_quality.py), each behind one small interface.
+"""The three libraries of the sample-quality benchmarks (peer_quality.py, and the diagnostics that read its kept
+networks: denoising_error.py, sampler_variants.py), each behind one small interface.
 
 A :class:`Contender` holds the trainable module, the module whose weights the EMA averages, a training loss on a
 batch of images in [0, 1], and a sampler that turns an averaged copy into images in [0, 1]. Everything that is not
@@ -30,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-OURS, LUCIDRAINS, DIFFUSERS = "ours", "denoising-diffusion-pytorch", "diffusers"
+from .subjects import DIFFUSERS, LUCIDRAINS, OURS
+
 LIBRARIES = (OURS, LUCIDRAINS, DIFFUSERS)
-MODULES = {OURS: "denoising_diffusion", LUCIDRAINS: "denoising_diffusion_pytorch", DIFFUSERS: "diffusers"}
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _count(module: nn.Module) -> int:
 
 
 def _ours(size: NetworkSize, recipe: dict[str, Any], steps: int) -> Contender:
-    from denoising_diffusion import GaussianDiffusion, Process, Unet
+    from denoising_diffusion import GaussianDiffusion, NoiseSchedule, Unet
 
     network = recipe.get("network", OURS)  # a diagnostic: a peer's network inside our diffusion and sampler
     if network == LUCIDRAINS:
@@ -113,7 +114,7 @@ def _ours(size: NetworkSize, recipe: dict[str, Any], steps: int) -> Contender:
         with torch.inference_mode():
             return diffusion.with_model(ema_unet).eval().denoiser(clip_denoised=False)(x_t, t).eps
 
-    table = diffusion.alphas_cumprod if diffusion.process is Process.DDPM else None
+    table = diffusion.schedule.alphas_cumprod.float() if isinstance(diffusion.schedule, NoiseSchedule) else None
     return Contender(diffusion, unet, diffusion, sample, _count(unet), table, predict_eps)
 
 

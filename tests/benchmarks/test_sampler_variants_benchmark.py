@@ -10,10 +10,11 @@ import json
 import pytest
 import torch
 
-from benchmarks import _quality_libraries as libs
-from benchmarks import _quality_results as results
 from benchmarks import peer_quality, sampler_variants
-from denoising_diffusion.processes import NoiseSchedule
+from benchmarks.harness import contenders as libs
+from benchmarks.harness import peer_runs, records, stats
+from benchmarks.harness.recipes import RECIPES
+from denoising_diffusion import NoiseSchedule
 
 SIZE = libs.NetworkSize(32, (1, 2), 1, 8)  # diffusers' GroupNorm(32) needs 32 channels
 
@@ -41,7 +42,7 @@ def _randomized(contender: libs.Contender) -> torch.nn.Module:
 def test_a_named_variant_is_that_library_s_own_ddim(library: str, recipe: str, variant: str) -> None:
     steps, n, seed = 10, 4, 123
     torch.manual_seed(0)  # the network's initialization: the same whatever ran before
-    contender = libs.build(library, SIZE, peer_quality.RECIPES[recipe] if library == libs.OURS else {}, steps)
+    contender = libs.build(library, SIZE, RECIPES[recipe] if library == libs.OURS else {}, steps)
     network = _randomized(contender)
     own = contender.sample(network, n, torch.Generator().manual_seed(seed))
     x_T = torch.randn((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))  # the x_T every library draws
@@ -92,11 +93,11 @@ def test_a_bad_variant_names_the_allowed_values() -> None:
 
 
 def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) -> None:
-    weights, records, cache = tmp_path / "weights", tmp_path / "r.jsonl", tmp_path / "cache"
+    weights, peer_records, cache = tmp_path / "weights", tmp_path / "r.jsonl", tmp_path / "cache"
     common = ["--num-samples", "8", "--draws", "2", "--sample-steps", "3", "--quick", "--cache", str(cache)]
     peer_quality.main(
         ["--minutes", "0.01", "--jobs", "1", "--seeds", "0", "1", "--libraries", "ours", "diffusers",
-         "--results", str(records), "--keep-weights", str(weights), *common]
+         "--results", str(peer_records), "--keep-weights", str(weights), *common]
     )  # fmt: skip
     out = tmp_path / "variants.jsonl"
     argv = ["--weights", str(weights), "--minutes", "0.01", "--results", str(out), *common,
@@ -104,7 +105,7 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
     found = sampler_variants.main(argv)
     assert len(found) == 2 * 2 * 3
     # each network's own DDIM, sampled again from the kept weights, gives its benchmark record's distances
-    recorded = {(r["library"], r["seed"]): r["fd"] for r in map(json.loads, records.read_text().splitlines())}
+    recorded = {(r["library"], r["seed"]): r["fd"] for r in map(json.loads, peer_records.read_text().splitlines())}
     own = {libs.OURS: "rederive/linspace", libs.DIFFUSERS: "x0/leading"}
     for r in found:
         if r["variant"] == own[r["library"]]:
@@ -113,12 +114,14 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
     assert "| diffusers/default | rederive/linspace | 2 |" in table and "| ours/default | x0/leading | 2 |" in table
     lines = out.read_text().splitlines()
     assert len(lines) == 12
-    assert {r["cpu"] for r in map(json.loads, lines)} == {results.cpu_model()}  # where the kept networks trained
+    assert {r["cpu"] for r in map(json.loads, lines)} == {records.cpu_model()}  # where the kept networks trained
+    assert all(r["command"].startswith("PYTHONPATH=. python benchmarks/sampler_variants.py --weights") and r["date"]
+               for r in map(json.loads, lines))  # fmt: skip
     sampler_variants.main(argv)  # everything is recorded: nothing is sampled again
     assert out.read_text().splitlines() == lines
     # asked for another variant only, each network's benchmark record stands for its own DDIM in the paired column
     capsys.readouterr()
-    found = sampler_variants.main([*argv[:-3], "x0/linspace", "--peer-results", str(records)])
+    found = sampler_variants.main([*argv[:-3], "x0/linspace", "--peer-results", str(peer_records)])
     assert sorted((r["library"], r["seed"]) for r in found if r.get("source") == "peer_quality") == [
         (libs.DIFFUSERS, 0), (libs.DIFFUSERS, 1), (libs.OURS, 0), (libs.OURS, 1)
     ]  # fmt: skip
@@ -128,7 +131,7 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
     assert f"| {paired[0]:+.2f}, {paired[1]:+.2f} | {(paired[0] + paired[1]) / 2:+.2f} [" in row
     # --report prints the same table from the files alone, without the kept networks
     capsys.readouterr()
-    reported = sampler_variants.main(["--report", *argv[2:-3], "x0/linspace", "--peer-results", str(records)])
+    reported = sampler_variants.main(["--report", *argv[2:-3], "x0/linspace", "--peer-results", str(peer_records)])
     assert sorted(map(json.dumps, reported)) == sorted(map(json.dumps, found))
     assert row in capsys.readouterr().out
     assert out.read_text().splitlines() == lines  # the records it borrowed are not written again
@@ -142,8 +145,8 @@ def test_the_script_reproduces_the_records_of_kept_networks(tmp_path, capsys) ->
 
 def test_paired_interval_is_the_t_interval_of_the_differences() -> None:
     # mean 1, sd 1, n = 3: half-width t95(2)·1/√3 = 4.303/1.732 = 2.484
-    assert sampler_variants.paired_interval([0.0, 1.0, 2.0]) == "+1.00 [-1.48, +3.48]"
-    assert sampler_variants.paired_interval([0.5]) == ""
+    assert stats.paired_interval([0.0, 1.0, 2.0]) == "+1.00 [-1.48, +3.48]"
+    assert stats.paired_interval([0.5]) == ""
 
 
 def test_a_network_s_own_record_is_the_one_trained_on_its_cpu(tmp_path) -> None:
@@ -158,10 +161,10 @@ def test_a_network_s_own_record_is_the_one_trained_on_its_cpu(tmp_path) -> None:
     args = argparse.Namespace(data="digits", sample_steps=50, num_samples=1000, draws=4, noise="per_seed",
                               peer_results=peer)  # fmt: skip
     (epyc,) = sampler_variants.own_record(args, libs.OURS, "default", 2, 1920.0, "EPYC")
-    (xeon,) = sampler_variants.own_record(args, libs.OURS, "default", 2, 1920.0, results.LEGACY_CPU)
+    (xeon,) = sampler_variants.own_record(args, libs.OURS, "default", 2, 1920.0, records.LEGACY_CPU)
     assert (epyc["fd"], epyc["cpu"], xeon["fd"]) == ([2.0], "EPYC", [1.0])
     assert sampler_variants.own_record(args, libs.OURS, "default", 2, 1920.0, "Another CPU") == []
     network = tmp_path / "net.pt"
-    assert peer_quality.trained_on(network) == results.LEGACY_CPU  # figures from before the field
+    assert peer_runs.trained_on(network) == records.LEGACY_CPU  # figures from before the field
     network.with_suffix(".json").write_text(json.dumps({"cpu": "EPYC"}))
-    assert peer_quality.trained_on(network) == "EPYC"
+    assert peer_runs.trained_on(network) == "EPYC"

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: guarded medians, libraries alternated within a run, memory in a child.
+"""The timing guard: guarded medians, contenders alternated within a run, peak memory in a child process.
 
 On a shared 2-core machine another busy process can slow a 2-thread step many times over. Every timed
 iteration is therefore *guarded*: when its process CPU time is below ``CPU_SHARE`` x threads x wall time, the
@@ -23,8 +23,10 @@ from typing import Any
 
 import torch
 
+from .records import cpu_model
+
 CPU_SHARE = 0.7  # an iteration is kept when process CPU time >= CPU_SHARE x threads x wall time
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -127,8 +129,8 @@ def load_average() -> float:
 
 
 def machine_line() -> str:
-    """One line naming the machine state a table was measured in: cores, threads, torch, date, load."""
+    """One line naming the machine state a table was measured in: CPU, cores, threads, torch, date, load."""
     return (
-        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}, 1-min load average {load_average():.2f}"
     )

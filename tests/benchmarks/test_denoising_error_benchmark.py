@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from benchmarks import _quality_libraries as libs
-from benchmarks import _quality_results as results
 from benchmarks import denoising_error, peer_quality
+from benchmarks.harness import contenders as libs
+from benchmarks.harness import records
+from benchmarks.harness.recipes import RECIPES
 
 SIZE = libs.NetworkSize(32, (1, 2), 1, 8)  # diffusers' GroupNorm(32) needs 32 channels
 
@@ -67,7 +68,7 @@ def test_noising_is_each_library_s_own_forward_process(t: int) -> None:
 )
 def test_predict_eps_turns_each_objective_s_exact_output_into_the_noise(library: str, recipe: str, target: str) -> None:
     """A network that outputs the objective's exact target for (x_0, ε) must give back ε at every level."""
-    contender = libs.build(library, SIZE, peer_quality.RECIPES[recipe] if library == libs.OURS else {}, 1)
+    contender = libs.build(library, SIZE, RECIPES[recipe] if library == libs.OURS else {}, 1)
     x0, eps = _x0_eps()
     table = denoising_error.log_snr(contender.alphas_cumprod)
     for lam in (-6.0, 0.0, 6.0):
@@ -108,7 +109,7 @@ def test_the_script_reads_the_kept_networks_of_every_library(kept, tmp_path, cap
     shutil.copytree(kept / "weights", weights)
     capsys.readouterr()
     found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
-    here = f" on {results.cpu_model()}"
+    here = f" on {records.cpu_model()}"
     assert sorted(found) == sorted(label + here for label in ["ours / default", libs.LUCIDRAINS, libs.DIFFUSERS])
     for entry in found.values():
         assert sorted(entry["errors"]) == [0, 1]
@@ -137,5 +138,5 @@ def test_networks_trained_on_another_cpu_get_their_own_column(kept, tmp_path, ca
     figures.write_text(json.dumps({**json.loads(figures.read_text()), "cpu": "Another CPU"}))
     found = denoising_error.main(["--weights", str(weights), "--minutes", "0.01", "--quick"])
     ours = {label: sorted(entry["errors"]) for label, entry in found.items() if label.startswith("ours")}
-    assert ours == {f"ours / default on {results.cpu_model()}": [0], "ours / default on Another CPU": [1]}
-    assert sorted(found[f"{libs.DIFFUSERS} on {results.cpu_model()}"]["errors"]) == [0, 1]
+    assert ours == {f"ours / default on {records.cpu_model()}": [0], "ours / default on Another CPU": [1]}
+    assert sorted(found[f"{libs.DIFFUSERS} on {records.cpu_model()}"]["errors"]) == [0, 1]

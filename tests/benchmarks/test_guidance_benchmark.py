@@ -11,17 +11,19 @@ import torch
 pytest.importorskip("sklearn")
 
 from benchmarks import guidance_scale as bench  # noqa: E402  (after the skip: the module needs scikit-learn to run)
+from benchmarks.harness import digits, records  # noqa: E402
+from benchmarks.harness.digits_models import cfg_sample_seed  # noqa: E402
 
 
 def test_sample_labels_are_balanced_in_every_chunk() -> None:
-    labels = bench.sample_labels(50)
+    labels = digits.sample_labels(50)
     assert torch.bincount(labels).tolist() == [50] * 10
     assert all(torch.bincount(labels[i : i + 250]).tolist() == [25] * 10 for i in (0, 250))
 
 
 def test_sample_seeds_differ_between_models_and_draws() -> None:
-    seeds = {bench.sample_seed(k, d) for k in range(5) for d in range(5)}
-    assert len(seeds) == 25 and bench.sample_seed(1, 0) == bench.sample_seed(1, 0)
+    seeds = {cfg_sample_seed(k, d) for k in range(5) for d in range(5)}
+    assert len(seeds) == 25 and cfg_sample_seed(1, 0) == cfg_sample_seed(1, 0)
 
 
 def test_scale_verdict_is_judged_at_two_standard_errors_of_paired_differences() -> None:
@@ -49,8 +51,11 @@ def test_overall_verdict_needs_one_met_scale_or_all_not_met() -> None:
 
 
 def test_quick_mode_runs_end_to_end_and_reloads_the_same_numbers(tmp_path, capsys) -> None:
-    result = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path)])
+    path = tmp_path / "guidance_scale.jsonl"
+    result = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path), "--results", str(path)])
     assert len(list(tmp_path.glob("digits-cfg-*.pt"))) == 2, "one cached model per training seed"
+    (record,) = records.load(path)  # the run's summary, from which its table (and the README's) is rendered
+    assert record["verdict"] == result["verdict"] and set(record["summary"]) == {f"{s:g}" for s in bench.SCALES}
     assert set(result["summary"]) == set(bench.SCALES) and result["verdict"] in ("met", "not met", "undecided")
     assert len(result["cells"]) == 2 * len(bench.SCALES) * 2  # seeds x scales x draws
     assert all(0 <= acc <= 1 and fd >= 0 for acc, fd, _ in result["cells"].values())

@@ -12,17 +12,18 @@ import torch
 pytest.importorskip("sklearn")
 
 from benchmarks import quality_vs_cost as bench  # noqa: E402  (after the skip: the module needs scikit-learn to run)
+from benchmarks.harness.digits_models import steps_for_budget  # noqa: E402
 from denoising_diffusion.samplers import SAMPLERS, SamplerName  # noqa: E402
 
-DISCRETE = {name for name, info in SAMPLERS.items() if not info.needs_sde}  # what runs on the benchmark's DDPM
+DISCRETE = {name.value for name, info in SAMPLERS.items() if not info.needs_sde}  # what runs on the benchmark's DDPM
 
 
 def test_steps_for_budget_counts_heun_evaluations() -> None:
     heun, ddpm = SAMPLERS[SamplerName.HEUN], SAMPLERS[SamplerName.DDPM]
-    assert bench.steps_for_budget(heun, 5, 1000) == 3 and heun.nfe(3) == 5
-    assert bench.steps_for_budget(heun, 10, 1000) == 5 and heun.nfe(5) == 9
-    assert bench.steps_for_budget(ddpm, 1000, 1000) == 1000
-    assert bench.steps_for_budget(ddpm, 2000, 1000) == 1000  # capped at T
+    assert steps_for_budget(heun, 5, 1000) == 3 and heun.nfe(3) == 5
+    assert steps_for_budget(heun, 10, 1000) == 5 and heun.nfe(5) == 9
+    assert steps_for_budget(ddpm, 1000, 1000) == 1000
+    assert steps_for_budget(ddpm, 2000, 1000) == 1000  # capped at T
 
 
 def test_table_cells_add_draws_for_the_target_cells_only() -> None:
@@ -57,12 +58,12 @@ def test_quick_mode_runs_end_to_end_reloads_and_does_not_depend_on_jobs_or_the_g
     both for the reload (same cache) and for a fresh training on two worker processes after the global RNG moved."""
     result = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path / "one")])
     assert list((tmp_path / "one").glob("digits-diffusion-*.pt")), "the trained weights are cached"
-    assert set(result["rows"]) == DISCRETE == set(bench.BENCHED)
+    assert set(result["rows"]) == DISCRETE == {name.value for name in bench.BENCHED}
     for name, row in result["rows"].items():  # every budget that fits (annealed Langevin's 1 level costs 6)
-        fits = {b for b in (5, 10) if bench.steps_for_budget(SAMPLERS[name], b, 1000) is not None}
+        fits = {str(b) for b in (5, 10) if steps_for_budget(SAMPLERS[SamplerName(name)], b, 1000) is not None}
         assert set(row) == fits and len(fits) >= 1 and all(fd >= 0 for fd, _ in row.values())
     assert result["floor"][0] >= 0 and result["floor"][1] >= 0 and result["train_seconds"] is not None
-    assert result["verdict"] is None  # --quick's budgets hold no target cell
+    assert result["target"] is None  # --quick's budgets hold no target cell
     out = capsys.readouterr().out
     assert "| sampler | NFE 5 | NFE 10 |" in out and "real vs real (floor)" in out and "draw 0" in out
     again = bench.main(["--quick", "--threads", "1", "--cache", str(tmp_path / "one")])
