@@ -14,8 +14,6 @@ Each point is appended to benchmarks/results/growth.jsonl (``--results``; a ``--
 file).
 """
 
-# not yet public: denoising_diffusion.training.optimizer.make_adam (the Trainer's Adam)
-
 from __future__ import annotations
 
 import argparse
@@ -33,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.harness import records, speed_tables
 from benchmarks.harness.timing import guarded_median, machine_line, max_rss_mib, run_child
 from denoising_diffusion import GaussianDiffusion, Unet
-from denoising_diffusion.training.optimizer import make_adam
+from denoising_diffusion.training import make_adam
 
 
 def _ints(text: str) -> tuple[int, ...]:

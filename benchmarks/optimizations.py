@@ -26,8 +26,6 @@ variant's figures are appended to benchmarks/results/optimizations.jsonl (``--re
 only when given a file).
 """
 
-# not yet public: denoising_diffusion.training.compilation.compile_network (what Trainer(compile=True) does)
-
 from __future__ import annotations
 
 import argparse
@@ -51,7 +49,7 @@ from benchmarks.harness import records, speed_tables
 from benchmarks.harness.subjects import CONFIGS, QUICK, Config, build_ours
 from benchmarks.harness.timing import alternating_medians, machine_line, max_rss_mib, run_child
 from denoising_diffusion.nn import Attention, LinearAttention, ResnetBlock
-from denoising_diffusion.training.compilation import compile_network
+from denoising_diffusion.training import compile_network
 
 VARIANTS = ("before", "attention", "defaults", "channels_last", "bf16", "recompute", "compile", "compile_layout")
 COMPILED = ("compile", "compile_layout")

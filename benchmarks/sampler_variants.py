@@ -21,8 +21,6 @@ Usage:  python benchmarks/sampler_variants.py --weights DIR --networks diffusers
         python benchmarks/sampler_variants.py --report --networks ... --variants ...   (the table from the files)
 """
 
-# not yet public: denoising_diffusion.schedules.Spacing (the timestep spacings, for the variants' names)
-
 from __future__ import annotations
 
 import argparse

@@ -8,8 +8,6 @@ decay min(0.995, 1 − (1 + step)^(−2/3))). Training stops when the run's proc
 synchronized wall seconds). A recipe of ours may change the rate, add a linear warm-up, or use a power EMA.
 """
 
-# not yet public: denoising_diffusion.training.ema.power_ema (the Trainer's power-function EMA)
-
 from __future__ import annotations
 
 import json
@@ -23,7 +21,7 @@ import torch
 from ema_pytorch import EMA
 from torch import Tensor, nn
 
-from denoising_diffusion.training.ema import power_ema
+from denoising_diffusion.training import power_ema
 
 from . import contenders
 from .peer_runs import Dataset, load_kept

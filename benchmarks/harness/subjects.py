@@ -8,8 +8,6 @@ chosen to come within 10% of ours' parameter count; ε-prediction MSE with ``DDI
 ``DDIMScheduler`` loop). Each library trains with the Adam its own trainer uses (ours: the fused kernel).
 """
 
-# not yet public: denoising_diffusion.training.optimizer.make_adam (the Trainer's Adam)
-
 from __future__ import annotations
 
 import contextlib
@@ -109,7 +107,7 @@ def build_ours(config: Config, device: str = "cpu", channels_last: bool = False,
     """This project: Unet inside GaussianDiffusion (ε-prediction, L2), DDIM through ``diffusion.sample``, and the
     Trainer's Adam (fused where the device has the kernel); ``gradient_checkpointing`` as the Unet's option."""
     from denoising_diffusion import GaussianDiffusion, Unet
-    from denoising_diffusion.training.optimizer import make_adam
+    from denoising_diffusion.training import make_adam
 
     net = Unet(config.dim, dim_mults=config.dim_mults, channels=config.channels,
                gradient_checkpointing=gradient_checkpointing)  # fmt: skip

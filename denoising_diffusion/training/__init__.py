@@ -7,8 +7,20 @@ distributed.py (accelerate set-up and collectives), optimizer.py, compilation.py
 Nothing outside this package imports it except the package root's re-exports and the CLI.
 """
 
+from .compilation import compile_network
+from .ema import power_ema
 from .guards import TrainingDivergedError
+from .optimizer import make_adam
 from .trainable import FitsData, Previewable, Trainable
 from .trainer import Trainer
 
-__all__ = ["FitsData", "Previewable", "Trainable", "Trainer", "TrainingDivergedError"]
+__all__ = [
+    "FitsData",
+    "Previewable",
+    "Trainable",
+    "Trainer",
+    "TrainingDivergedError",
+    "compile_network",
+    "make_adam",
+    "power_ema",
+]
