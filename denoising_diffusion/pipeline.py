@@ -21,7 +21,9 @@ format-1 checkpoints written before kinds were registered.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import diffusion as _diffusion  # noqa: F401  (registers GaussianDiffusion)
 from .checkpoint import (
     CheckpointError,
     check_format,
@@ -39,10 +40,31 @@ from .checkpoint import (
     network_weights,
     save_checkpoint,
 )
-from .nn import unet as _unet  # noqa: F401  (registers Unet)
-from .registry import kind_named, kind_of, registered_kinds
+from .registry import ModelKind, kind_named, kind_of, registered_kinds
 
 Spec = dict[str, Any]
+
+ABOVE_THE_PIPELINE = ("cli", "training", "__main__")
+"""Top-level modules of the package that sit above the pipeline (they never define a model kind)."""
+
+
+def discover_kinds() -> None:
+    """Import every module of the package below the pipeline, so that each model kind registers itself wherever it is
+    defined: nothing keeps a list of the modules that define kinds (a kind outside the package registers when its
+    own module is imported)."""
+    for module in pkgutil.walk_packages(importlib.import_module(__package__).__path__, prefix=f"{__package__}."):
+        if module.name.split(".")[1] not in ABOVE_THE_PIPELINE:
+            importlib.import_module(module.name)
+
+
+def find_kind(name: str) -> ModelKind | None:
+    """The kind registered as ``name``, looking through the package's modules (:func:`discover_kinds`) when it is
+    not registered yet; None when no module defines it."""
+    kind = kind_named(name)
+    if kind is None:
+        discover_kinds()
+        kind = kind_named(name)
+    return kind
 
 
 def spec_of(obj: Any) -> Spec:
@@ -64,7 +86,7 @@ def spec_of(obj: Any) -> Spec:
 
 def unbuildable_parts(spec: Spec, where: str = "") -> list[str]:
     """Where ``spec`` names a class that :func:`build` cannot make ('model: PlainNet'); [] when all are registered."""
-    kind = kind_named(spec.get("kind", ""))
+    kind = find_kind(spec.get("kind", ""))
     here = f"{where}: " if where else ""
     if kind is None:
         return [f"{here}{spec.get('kind')!r}"]
@@ -88,7 +110,7 @@ def build(spec: Mapping[str, Any]) -> Any:
             f"{', '.join(registered_kinds())}). Import the module that defines it (its class must be "
             "decorated with @model_kind), or build the model yourself and load its weights"
         )
-    kind = kind_named(spec["kind"])
+    kind = find_kind(spec["kind"])
     assert kind is not None  # checked above
     args = {key: value for key, value in spec.items() if key != "kind"}
     for part in kind.parts:

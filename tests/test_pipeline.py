@@ -150,3 +150,45 @@ def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
     payload["config"]["diffusion"]["timesteps"] = 20
     with pytest.raises(CheckpointError, match="timesteps: checkpoint has 20, this model has 10"):
         load_weights(resumed, load_checkpoint(save_checkpoint(path, payload)))
+
+
+def _decorated(decorator: str) -> dict[str, str]:
+    """{registered name: module} of every class in the package decorated with ``decorator`` (read from the source)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "denoising_diffusion"
+    found = {}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for dec in node.decorator_list:
+                    call = dec if isinstance(dec, ast.Call) else None
+                    name = getattr(call.func if call else dec, "id", None)
+                    if name == decorator:
+                        arg = call.args[0].value if call and call.args else node.name  # type: ignore[attr-defined]
+                        found[arg] = str(path.relative_to(package))
+    return found
+
+
+def test_every_kind_and_process_is_found_without_a_list_of_modules() -> None:
+    """Every @model_kind and @process_kind class of the package is registered after discovery, and the pipeline does
+    not import the modules that define kinds (issue 29: kinds are found without hand-kept import lists)."""
+    from denoising_diffusion.pipeline import discover_kinds
+    from denoising_diffusion.processes import registered_processes
+    from denoising_diffusion.registry import registered_kinds
+
+    discover_kinds()
+    kinds, processes = _decorated("model_kind"), _decorated("process_kind")
+    assert {"GaussianDiffusion", "Unet", "EncoderClassifier", "NoiseAwareClassifier"} <= set(kinds)
+    assert set(kinds) <= set(registered_kinds()), kinds
+    assert {"ddpm", "vp", "subvp", "ve", "ncsn", "edm"} <= set(processes) <= set(registered_processes())
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "denoising_diffusion" / "pipeline.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = node.module or ""
+            imported |= {base} | {f"{base}.{alias.name}".lstrip(".") for alias in node.names}
+    defining = {module.removesuffix(".py").replace("/", ".") for module in kinds.values()}
+    assert not imported & defining, imported & defining
