@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,3 +46,17 @@ def eval_mode(*modules: Any) -> Iterator[None]:
     finally:
         for module, mode in zip(present, modes):
             module.train(mode)
+
+
+def call_each(*functions: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+    """One function of one argument that calls each of ``functions`` (Nones left out) in turn with it; None when
+    none is given, the function itself when one is (chaining sampler callbacks: a meter and a progress bar)."""
+    chosen = [f for f in functions if f is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def call(value: Any) -> None:
+        for function in chosen:
+            function(value)
+
+    return call

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -170,7 +170,7 @@ class ImageFiles(Dataset, Generic[ItemT]):
         self._group_names = [name for name, _ in groups]  # "under '<folder>'", "of class 'cat' ('<folder>/cat')"
         self._group_starts = list(itertools.accumulate((len(paths) for _, paths in groups), initial=0))
         self._bad: set[int] = set()  # indices already found unreadable (per process)
-        self.checked = False  # whether every file was checked up front (data/scan.py, check_folder_dataset)
+        self.header_scan: Any = None  # data/scan.py's ImageScan of the files, once checked (or given by a caller)
 
     def _list_groups(self, exts: Sequence[str]) -> list[tuple[str, list[Path]]]:
         """The files, as (where they are, for messages; the group's files in order) per group."""
@@ -183,11 +183,10 @@ class ImageFiles(Dataset, Generic[ItemT]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def mark_checked(self, unreadable: Sequence[SkippedImage]) -> None:
-        """Record the up-front check of every file (data/scan.py): the unreadable ones are never read again."""
+    def mark_unreadable(self, unreadable: Sequence[SkippedImage]) -> None:
+        """Files an up-front check found unreadable (data/scan.py): they are never read, as if already skipped."""
         index = {os.fspath(path): i for i, path in enumerate(self.paths)}
         self._bad.update(index[bad.path] for bad in unreadable)
-        self.checked = True
 
     def __getitem__(self, index: int) -> ItemT:
         """Item ``index``; a file skipped on the way is named in one warning."""

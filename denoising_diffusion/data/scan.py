@@ -68,18 +68,17 @@ def describe_unreadable(bad: Sequence[SkippedImage], total: int, folder: str | o
     return f"{len(bad)} of {total} image files under {os.fspath(folder)!r} cannot be read: {named}{more}"
 
 
-def check_folder_dataset(dataset: ImageFiles, scan: ImageScan | None = None) -> tuple[SkippedImage, ...]:
-    """Check every file of an image-folder dataset once, before training (``scan``: a check already made of its
-    files, e.g. by the command line while sizing its defaults).
+def check_folder_dataset(dataset: ImageFiles) -> tuple[SkippedImage, ...]:
+    """Check every file of an image-folder dataset before training: its ``header_scan`` when that covers its files
+    (the command line's, made while sizing its defaults), else a new scan (kept in ``header_scan``).
 
     With ``on_bad_image='error'`` raises UnreadableImageError naming every unreadable file; with ``'skip'`` returns
-    them (the dataset then never reads them: each item that would is replaced as usual). A dataset already checked
-    returns () at once.
+    them (the dataset then never reads them: each item that would is replaced as usual). Raises it in both modes
+    when no file can be read.
     """
-    if dataset.checked:
-        return ()
-    if scan is None or not scan.covers(dataset.paths):
-        scan = scan_images(dataset.paths)
+    scan = dataset.header_scan
+    if not isinstance(scan, ImageScan) or not scan.covers(dataset.paths):
+        scan = dataset.header_scan = scan_images(dataset.paths)
     unreadable = tuple(bad for bad in scan.unreadable if bad.path in {os.fspath(p) for p in dataset.paths})
     if len(unreadable) == len(dataset.paths):
         first = unreadable[0]
@@ -90,5 +89,5 @@ def check_folder_dataset(dataset: ImageFiles, scan: ImageScan | None = None) -> 
     if unreadable and dataset.on_bad_image is OnBadImage.ERROR:
         hint = "fix or remove them, or skip them: on_bad_image='skip' (--on-bad-image skip on the command line)"
         raise UnreadableImageError(f"{describe_unreadable(unreadable, len(dataset.paths), dataset.folder)}; {hint}")
-    dataset.mark_checked(unreadable)
+    dataset.mark_unreadable(unreadable)
     return unreadable

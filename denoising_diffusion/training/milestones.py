@@ -43,11 +43,14 @@ class TrainerState:
     global_batch_size: int
     keep_last: int | None
     keep_powers_of_two: bool
+    run_options: dict[str, Any]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs, as a checkpoint (checkpoint.py's training layout): the spec, step,
         network, EMA, optimizer and gradient-scaler states, and ``"trainer"``: the data seed, the position in the
-        data order (``samples_seen``) and the RNG states of every process, in process order.
+        data order (``samples_seen``), the RNG states of every process, in process order, and ``"options"``: the
+        run's batch size, learning rate, steps, milestones and EMA (``run_options``; what a resumed command line
+        defaults to).
 
         A collective: call it on every process (the RNG states are gathered). Only the main process's dict has
         the EMA state (the others keep no EMA).
@@ -57,6 +60,7 @@ class TrainerState:
             **self.data.state_dict(),
             "rng": gather_values(acc, capture_rng_state()),
             "num_processes": acc.num_processes,
+            "options": dict(self.run_options),
         }
         return make_checkpoint(
             config=spec_of(self.trainable),

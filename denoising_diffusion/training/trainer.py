@@ -165,6 +165,12 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         self.save_and_sample_every = check_int("save_and_sample_every", save_and_sample_every)
         self.num_samples = check_int("num_samples", num_samples, minimum=0)
         self.sample_guidance_scale = float(sample_guidance_scale)
+        self.run_options = {  # saved in every checkpoint, so that a resumed command line can default to them
+            "train_batch_size": train_batch_size, "gradient_accumulate_every": gradient_accumulate_every,
+            "train_lr": train_lr, "train_num_steps": train_num_steps, "save_and_sample_every": save_and_sample_every,
+            "num_samples": num_samples, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
+            "ema_sigma_rel": ema_sigma_rel,
+        }  # fmt: skip
         self.keep_last = check_int("keep_last", keep_last, allow_none=True)
         self.keep_powers_of_two = bool(keep_powers_of_two)
         check_trainer_options(train_lr, ema_decay, max_grad_norm, resume)
