@@ -18,6 +18,7 @@ CPU-seconds (the job's user + system time, from wait4) per setting and condition
 
     PYTHONPATH=. python benchmarks/threads.py                      # the default job (800 steps), 3 repeats
     PYTHONPATH=. python benchmarks/threads.py --steps 100 --repeats 2
+    PYTHONPATH=. python benchmarks/threads.py --settings one,cli --steps 100
     PYTHONPATH=. python benchmarks/threads.py --quick              # seconds: 1 step, 1 setting (the test)
 
 The numbers only mean something on a machine where nothing else runs; the table's header prints the 1-minute load
@@ -41,8 +42,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Setting:
-    """One candidate: extra environment for the child, and its --threads (None: the command line's default)."""
+    """One candidate: its key (--settings), name, extra environment for the child, and its --threads (None: the
+    command line's default)."""
 
+    key: str
     name: str
     env: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
@@ -59,11 +62,11 @@ class Runs:
 def settings(cores: int) -> list[Setting]:
     """The candidates compared (module docstring)."""
     return [
-        Setting(f"--threads {cores} (torch's default)", threads=cores),
-        Setting("--threads 1", threads=1),
-        Setting(f"--threads {cores}, OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}, cores),
-        Setting(f"--threads {cores}, GOMP_SPINCOUNT=1000", {"GOMP_SPINCOUNT": "1000"}, cores),
-        Setting("the command line's default"),
+        Setting("torch", f"--threads {cores} (torch's default)", threads=cores),
+        Setting("one", "--threads 1", threads=1),
+        Setting("passive", f"--threads {cores}, OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}, cores),
+        Setting("spincount", f"--threads {cores}, GOMP_SPINCOUNT=1000", {"GOMP_SPINCOUNT": "1000"}, cores),
+        Setting("cli", "the command line's default (no --threads)"),
     ]
 
 
@@ -141,13 +144,19 @@ def main(argv: list[str] | None = None) -> dict[tuple[str, str], Runs]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the default job's 800)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per setting and condition (default: 3)")
+    parser.add_argument(
+        "--settings", default="torch,one,passive,spincount,cli", help="which candidates, comma-separated (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="seconds: 1 step, no grids, one setting, one repeat")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    candidates = settings(cores)
+    wanted = args.settings.split(",")
+    candidates = [s for s in settings(cores) if s.key in wanted]
+    if not candidates:
+        parser.error(f"--settings: none of {args.settings!r} is a setting (torch, one, passive, spincount, cli)")
     job = [] if args.steps is None else ["--steps", str(args.steps)]
     if args.quick:
-        candidates, job, args.repeats = candidates[1:2], ["--steps", "1", "--num-samples", "0", "--no-gif"], 1
+        candidates, job, args.repeats = candidates[:1], ["--steps", "1", "--num-samples", "0", "--no-gif"], 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"{cores} cores, 1-min load average {load:.2f} at the start, {time.strftime('%Y-%m-%d %H:%M %Z')}; "
           f"job: denoising-diffusion train {' '.join(job)}; medians of {args.repeats}")  # fmt: skip
