@@ -27,8 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from .._version import __version__
-from ..training import TrainingDivergedError
-from ..training.results_lock import ResultsFolderInUseError
+from ..training import ResultsFolderInUseError, TrainingDivergedError
 from .args import EXIT_USAGE, PROG
 from .evaluate import add_eval_parser
 from .img2img import add_img2img_parser

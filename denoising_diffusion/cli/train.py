@@ -33,7 +33,7 @@ from ..data.datasets import (
     list_class_folders,
     list_image_files,
 )
-from ..data.scan import ImageScan, scan_images
+from ..data.scan import ImageScan, check_folder_dataset, scan_images
 from ..diffusion import GaussianDiffusion
 from ..nn.unet import Unet
 from ..pipeline import checkpoint_spec
@@ -129,6 +129,7 @@ def training_data(args: argparse.Namespace, opts: TrainPreset, scan: ImageScan |
     kind = LabelledImageFolder if args.class_cond else ImageFolderDataset
     data = kind(args.folder, opts.image_size, channels=opts.channels, on_bad_image=args.on_bad_image)
     data.header_scan = scan
+    check_folder_dataset(data)  # every unreadable file named in one error (--on-bad-image error) before building
     print(f"training on the {len(data)} images in {args.folder}{' (a class per sub-folder)' if args.class_cond else ''}"
           f" at {opts.image_size} px")  # fmt: skip
     return data

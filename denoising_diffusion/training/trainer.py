@@ -92,14 +92,17 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
             row (at most 10 rows) and num_samples // rows images per row.
         sample_guidance_scale: the classifier-free guidance scale of those grids (1: the conditional model as it
             is, which needs no trained null branch); logged with each grid.
-        results_folder: where model-*.pt, sample-*.png and loss.csv go; created if missing.
+        results_folder: where model-*.pt, sample-*.png and loss.csv go; created if missing. The main process locks
+            it from construction until ``train()`` ends: another process's Trainer on it raises
+            ResultsFolderInUseError naming this one (results_lock.py).
         amp: mixed precision: ``mixed_precision_type`` on GPU, bf16 on CPU (fp16 autocast does not run there).
         mixed_precision_type: 'fp16' or 'bf16'.
         split_batches: see ``train_batch_size``.
         max_grad_norm: clip the global gradient norm to this; None: no clipping (the norm is still logged).
         num_workers: DataLoader worker processes; None: 0 for in-memory datasets (BuiltinShapes, TensorDataset,
             lists), else min(4, CPU count - 1).
-        on_bad_image: 'error' or 'skip', for unreadable files in a folder (see ImageFolderDataset).
+        on_bad_image: 'error' or 'skip', for unreadable files in an image folder, all found by a header check
+            before anything is written (data/scan.py): 'error' names them all in one UnreadableImageError.
         seed: seeds torch on every process (offset by the process index) and the data order; None: random.
         log_fn: called on the main process after every step with {"step", "loss", "lr", "grad_norm", "skipped"}.
         resume: None (start at step 0), 'auto' (the newest valid checkpoint in results_folder, falling back past
