@@ -177,3 +177,11 @@ def test_training_with_error_names_every_bad_file_before_writing_anything(bad_fo
     named = [part.split(" (")[0] for part in message.split("cannot be read: ")[1].split("; ")[: len(BAD)]]
     assert sorted(Path(name).name for name in named) == sorted(BAD) and "sub/text_named.jpg" in named
     assert not (tmp_path / "r").exists()
+
+
+def test_checking_a_large_folder_shows_a_bar(bad_folder: Path, monkeypatch, capsys) -> None:
+    from denoising_diffusion.data import scan
+
+    monkeypatch.setattr(scan, "PROGRESS_FROM", 4)  # 16 files: "large"
+    found = scan.scan_images(sorted(p for p in bad_folder.rglob("*") if p.is_file()))
+    assert len(found.unreadable) == len(BAD) and "checking image files" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,60 @@ def test_a_command_without_threads_uses_the_default(monkeypatch, tmp_path: Path)
     monkeypatch.setattr(cli.torch, "set_num_threads", seen.append)
     main(["sample", str(tmp_path / "missing.pt")])  # fails after the threads are set
     assert seen[0] == 1
+
+
+def test_the_cost_measurement_leaves_the_run_alone_and_times_two_steps_after_a_warm_up(monkeypatch) -> None:
+    """measure_run_cost times a warm-up and two steps (one after a slow warm-up) of a copy: the model's weights and
+    the global generator are as they were."""
+    from denoising_diffusion.cli import run_cost
+    from tests.trainer_helpers import tiny_diffusion
+
+    diffusion, data = tiny_diffusion(), [torch.rand(3, 8, 8)] * 4
+    before = {k: v.clone() for k, v in diffusion.state_dict().items()}
+    rng = torch.get_rng_state()
+    calls: list[int] = []
+    real_step = run_cost._timed_steps
+
+    def counting(model, batch):
+        model.register_forward_pre_hook(lambda *_: calls.append(1))
+        return real_step(model, batch)
+
+    monkeypatch.setattr(run_cost, "_timed_steps", counting)
+    cost = run_cost.measure_run_cost(diffusion, data, batch_size=2, num_samples=4,
+                                     steps_left=10, save_every=5, start=0)  # fmt: skip
+    assert len(calls) == 4 and cost.step_s > 0 and cost.grid_s > 0  # warm-up, two timed steps, a grid evaluation
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in diffusion.state_dict().items())
+    clock = iter([0.0, 2 * run_cost.SLOW_STEP_S, 0.0, 1.0])  # a slow warm-up, then one timed step
+    monkeypatch.setattr(run_cost.time, "perf_counter", lambda: next(clock))
+    calls.clear()
+    assert real_step(diffusion, torch.rand(2, 3, 8, 8)) == 1.0
+
+
+def test_no_cost_measurement_with_compile(monkeypatch, tmp_path: Path, capsys) -> None:
+    import denoising_diffusion.cli.train as cli_train
+
+    monkeypatch.setattr(cli_train, "measure_run_cost", lambda *a, **k: pytest.fail("measured a compiled run"))
+    cli_train.print_cost(Namespace(compile=True), trainer=None, opts=None)  # type: ignore[arg-type]
+
+
+def test_python_warnings_are_written_as_command_warnings(capsys) -> None:
+    import warnings
+
+    from denoising_diffusion.cli.progress import bar_safe_messages
+
+    with bar_safe_messages():
+        warnings.warn("the batch's labels are dropped", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "denoising-diffusion: warning: the batch's labels are dropped\n"
+
+
+def test_an_error_from_a_dataloader_worker_shows_its_own_message_only() -> None:
+    from denoising_diffusion.cli import _one_line
+    from denoising_diffusion.data.image_files import UnreadableImageError
+
+    worker = UnreadableImageError(
+        "Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\ndenoising_diffusion.data.image_files.UnreadableImageError: cannot read image '
+        "file 'a.png': truncated"
+    )
+    assert _one_line(worker) == "cannot read image file 'a.png': truncated"

@@ -65,7 +65,7 @@ def _one_line(err: BaseException) -> str:
     """The error's message on one line. An error re-raised from a DataLoader worker carries the worker's whole
     traceback in its message; its last line holds the original message."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+    if any("Traceback (most recent call last)" in line for line in lines):  # torch: "Original Traceback ..."
         last = lines[-1]
         prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
         return last[len(prefix) :] if last.startswith(prefix) else last
