@@ -268,9 +268,9 @@ def test_the_cost_measurement_leaves_the_run_alone_and_times_two_steps_after_a_w
     calls: list[int] = []
     real_step = run_cost._timed_steps
 
-    def counting(model, batch):
+    def counting(model, dataset, batch_size):
         model.register_forward_pre_hook(lambda *_: calls.append(1))
-        return real_step(model, batch)
+        return real_step(model, dataset, batch_size)
 
     monkeypatch.setattr(run_cost, "_timed_steps", counting)
     cost = run_cost.measure_run_cost(diffusion, data, batch_size=2, num_samples=4,
@@ -281,7 +281,7 @@ def test_the_cost_measurement_leaves_the_run_alone_and_times_two_steps_after_a_w
     clock = iter([0.0, 2 * run_cost.SLOW_STEP_S, 0.0, 1.0])  # a slow warm-up, then one timed step
     monkeypatch.setattr(run_cost.time, "perf_counter", lambda: next(clock))
     calls.clear()
-    assert real_step(diffusion, torch.rand(2, 3, 8, 8)) == 1.0
+    assert real_step(diffusion, data, 2) == 1.0
 
 
 def test_no_cost_measurement_with_compile(monkeypatch, tmp_path: Path, capsys) -> None:

@@ -2,8 +2,8 @@
 
 The folder defaults used to start a 128-px, 100,000-step job on a 2-core CPU without a word: 25 s per step, about 29
 days (issue 28). Before a CPU run starts, :func:`measure_run_cost` times training steps of a copy of the model on
-real batches of its data (one warm-up step, then two timed ones, or one when a step takes longer than
-:data:`SLOW_STEP_S`), under a forked RNG, so the run itself is exactly what it would have been without the
+real batches of its data, reading them included (one warm-up step, then two timed ones, or one when a step takes
+longer than :data:`SLOW_STEP_S`), under a forked RNG, so the run itself is exactly what it would have been without the
 measurement (the reproducibility test runs with it). :func:`describe_cost` turns that into a few lines: seconds per
 step, peak memory, disk per checkpoint, time to the first sample grid and to the end, and, when the run would take
 longer than :data:`FIT_S`, the ``--steps`` that fit in that time.
@@ -70,19 +70,25 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _timed_steps(model: Any, batch: Any) -> float:
-    """Seconds per optimizer step of ``model`` (a copy) on ``batch``: a warm-up, then the mean of one or two."""
+def _read_batch(dataset: Any, batch_size: int, index: int) -> Any:
+    """Batch number ``index`` of ``dataset`` in order (wrapping around), read and collated as the Trainer does."""
+    return collate_batch([dataset[(index * batch_size + i) % len(dataset)] for i in range(batch_size)])
+
+
+def _timed_steps(model: Any, dataset: Any, batch_size: int) -> float:
+    """Seconds per optimizer step of ``model`` (a copy), reading its batch from ``dataset`` included: a warm-up,
+    then the mean of two steps (one after a warm-up slower than SLOW_STEP_S)."""
     opt = make_adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))  # the Trainer's Adam
 
-    def step() -> float:
+    def step(index: int) -> float:
         start = time.perf_counter()
-        model(batch).backward()
+        model(_read_batch(dataset, batch_size, index)).backward()
         opt.step()
         opt.zero_grad()
         return time.perf_counter() - start
 
-    warm_up = step()
-    times = [step() for _ in range(1 if warm_up > SLOW_STEP_S else 2)]
+    warm_up = step(0)
+    times = [step(index) for index in range(1, 2 if warm_up > SLOW_STEP_S else 3)]
     return sum(times) / len(times)
 
 
@@ -93,10 +99,10 @@ def measure_run_cost(
     ``batch_size`` items of ``dataset``, leaving the model, its RNGs and the data order untouched."""
     with torch.random.fork_rng(devices=[]):
         model = copy.deepcopy(diffusion).train()
-        batch = collate_batch([dataset[i % len(dataset)] for i in range(batch_size)])
-        step_s = _timed_steps(model, batch)
+        step_s = _timed_steps(model, dataset, batch_size)
         grid_s = 0.0
         if num_samples > 0 and hasattr(diffusion, "sampler_info"):
+            batch = _read_batch(dataset, batch_size, 0)
             with torch.no_grad():
                 start_time = time.perf_counter()
                 model.eval()(batch)  # one forward pass of the network (and the loss), the cost of an evaluation
