@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,3 +55,17 @@ def module_device(module: Any) -> torch.device:
     """Where a module lives: its first parameter's or buffer's device, else the CPU."""
     tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
     return torch.device("cpu") if tensor is None else tensor.device
+
+
+def call_each(*functions: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+    """One function of one argument that calls each of ``functions`` (Nones left out) in turn with it; None when
+    none is given, the function itself when one is (chaining sampler callbacks: a meter and a progress bar)."""
+    chosen = [f for f in functions if f is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def call(value: Any) -> None:
+        for function in chosen:
+            function(value)
+
+    return call

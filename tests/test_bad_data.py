@@ -167,18 +167,21 @@ def test_training_names_each_bad_file_once_and_counts_them(bad_folder: Path, tmp
     assert (tmp_path / "r" / "model-1.pt").exists()
 
 
-def test_training_with_error_stops_naming_the_file(bad_folder: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(
-        tiny_diffusion(),
-        bad_folder,
-        tmp_path / "r",
-        on_bad_image="error",
-        num_workers=0,
-        train_batch_size=16,
-        train_num_steps=2,
-        num_samples=0,
-    )
-    names = "|".join(BAD).replace(".", r"\.")
-    with pytest.raises(UnreadableImageError, match=rf"({names}).*on_bad_image='skip'"):
-        trainer.train()
-    assert not list((tmp_path / "r").glob("model-*.pt"))
+def test_training_with_error_names_every_bad_file_before_writing_anything(bad_folder: Path, tmp_path: Path) -> None:
+    """The folder's headers are checked up front: one error names all seven bad files (the one in a sub-folder by
+    its relative path) and the results folder is never created (no header-only loss.csv, no lock file)."""
+    with pytest.raises(UnreadableImageError) as caught:
+        make_trainer(tiny_diffusion(), bad_folder, tmp_path / "r", on_bad_image="error", num_workers=0)
+    message = str(caught.value)
+    assert f"{len(BAD)} of {len(GOOD) + len(BAD)} image files under" in message and "on_bad_image='skip'" in message
+    named = [part.split(" (")[0] for part in message.split("cannot be read: ")[1].split("; ")[: len(BAD)]]
+    assert sorted(Path(name).name for name in named) == sorted(BAD) and "sub/text_named.jpg" in named
+    assert not (tmp_path / "r").exists()
+
+
+def test_checking_a_large_folder_shows_a_bar(bad_folder: Path, monkeypatch, capsys) -> None:
+    from denoising_diffusion.data import scan
+
+    monkeypatch.setattr(scan, "PROGRESS_FROM", 4)  # 16 files: "large"
+    found = scan.scan_images(sorted(p for p in bad_folder.rglob("*") if p.is_file()))
+    assert len(found.unreadable) == len(BAD) and "checking image files" in capsys.readouterr().err

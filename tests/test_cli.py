@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.cli import BUILTIN_PRESET, FOLDER_PRESET, build_parser, main, resolve_train_options
+from denoising_diffusion.cli.presets import ema_decay_for
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
 from denoising_diffusion.pipeline import save_pipeline
@@ -270,8 +272,10 @@ def test_train_on_a_folder_and_resume_latest(tmp_path: Path, capsys) -> None:
 
 def test_defaults_follow_the_data_source_and_options_override_them() -> None:
     parser = build_parser()
-    assert resolve_train_options(parser.parse_args(["train"])) == BUILTIN_PRESET
-    assert resolve_train_options(parser.parse_args(["train", "folder"])) == FOLDER_PRESET
+    sized = {p: replace(p, ema_decay=ema_decay_for(p.steps)) for p in (BUILTIN_PRESET, FOLDER_PRESET)}
+    assert resolve_train_options(parser.parse_args(["train"])) == sized[BUILTIN_PRESET]
+    assert sized[BUILTIN_PRESET].ema_decay == 0.995  # the demo's measured recipe
+    assert resolve_train_options(parser.parse_args(["train", "folder"])) == sized[FOLDER_PRESET]
     opts = resolve_train_options(parser.parse_args(["train", "folder", "--dim-mults", "1,2", "--lr", "3e-4"]))
     assert opts.dim_mults == (1, 2) and opts.lr == 3e-4 and opts.dim == FOLDER_PRESET.dim
     short_chain = resolve_train_options(parser.parse_args(["train", "--timesteps", "20"]))
@@ -334,10 +338,10 @@ def test_bad_folders_fail_cleanly_and_leave_results_alone(tmp_path: Path, capsys
 def test_an_unreadable_image_is_named_on_one_line(tmp_path: Path, capsys) -> None:
     images = write_pngs(tmp_path / "images", count=3)
     (images / "broken.png").write_bytes(b"\x89PNG not really")
-    # The folder default of one DataLoader worker re-raises the error with the worker's traceback in the message.
+    # Found by the up-front header check (before any DataLoader worker, whose errors carry its traceback).
     assert main(["train", str(images), "--image-size", "8", *TINY, "--results", str(tmp_path / "results")]) == 2
-    line = error_line(capsys)  # the progress bar may precede it on stderr
-    assert line.startswith("denoising-diffusion: error: cannot read image file") and "broken.png" in line
+    line = error_line(capsys)
+    assert line.startswith("denoising-diffusion: error: 1 of 4 image files under") and "broken.png (" in line
     assert "Traceback" not in line
 
 

@@ -534,7 +534,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-resume-refits",
-        "denoising_diffusion/training/trainer.py",
+        "denoising_diffusion/training/milestones.py",
         "self._fit_data_statistics(None if found is None else found[1])",
         "self._fit_data_statistics(None)",
         "a resumed run recomputes σ_max from its data instead of taking the checkpoint's",

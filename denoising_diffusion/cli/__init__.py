@@ -2,7 +2,7 @@
 
 * ``train [FOLDER]``: train a Unet + GaussianDiffusion with the Trainer. Without FOLDER it trains on the built-in
   procedural shapes with a small recipe that finishes in a few minutes on a laptop CPU (:data:`BUILTIN_PRESET`);
-  with FOLDER the defaults are those of Unet, GaussianDiffusion and Trainer (:data:`FOLDER_PRESET`).
+  with FOLDER the images' own size and the recipe of that size (presets.py; :data:`FOLDER_PRESET` at 128 px).
 * ``sample CHECKPOINT``: rebuild the pipeline from a checkpoint alone and write a PNG grid (and a denoising GIF).
 * ``samplers``: list the sampler registry.
 * ``nll CHECKPOINT FOLDER``: the model's likelihood of a folder of images, in bits per dimension.
@@ -27,15 +27,18 @@ from collections.abc import Sequence
 import torch
 
 from .._version import __version__
-from ..training import TrainingDivergedError
+from ..training import ResultsFolderInUseError, TrainingDivergedError
 from .args import EXIT_USAGE, PROG
 from .evaluate import add_eval_parser
 from .img2img import add_img2img_parser
 from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
+from .presets import BUILTIN_PRESET, FOLDER_PRESET, resolve_train_options
+from .progress import bar_safe_messages
 from .sample import add_sample_parser, add_samplers_parser
 from .sweep import add_sweep_parser
-from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
+from .threads import default_threads
+from .train import add_train_parser
 from .train_classifier import add_train_classifier_parser
 
 __all__ = ["BUILTIN_PRESET", "FOLDER_PRESET", "build_parser", "main", "resolve_train_options"]
@@ -62,18 +65,23 @@ def _one_line(err: BaseException) -> str:
     """The error's message on one line. An error re-raised from a DataLoader worker carries the worker's whole
     traceback in its message; its last line holds the original message."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+    if any("Traceback (most recent call last)" in line for line in lines):  # torch: "Original Traceback ..."
         last = lines[-1]
         prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
         return last[len(prefix) :] if last.startswith(prefix) else last
-    return "; ".join(lines) if lines else type(err).__name__
+    text = ""
+    for line in lines:  # "a list:" + its items reads "a list: x; y", never "a list:; x"
+        text += line if not text else (" " if text.endswith(":") else "; ") + line
+    return text or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
 
-    User errors print ``denoising-diffusion: error: <message>`` on stderr and return 2. ``--threads`` is undone
-    before returning, so that calling main() in-process leaves torch as it found it.
+    User errors print ``denoising-diffusion: error: <message>`` on stderr and return 2; warnings print as
+    ``denoising-diffusion: warning: <message>`` above any progress bar. The thread count (``--threads``, else
+    threads.default_threads) is undone before returning, so that calling main() in-process leaves torch as it found
+    it.
     """
     parser = build_parser()
     try:
@@ -81,12 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version, or argparse's own usage error (already printed)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     threads = torch.get_num_threads()
-    if getattr(args, "threads", None) is not None:
-        torch.set_num_threads(args.threads)
+    if hasattr(args, "threads"):  # commands that compute: --threads, else a count that avoids spin-waiting
+        torch.set_num_threads(args.threads if args.threads is not None else default_threads())
     try:
-        return args.run(args)
-    except (ValueError, OSError, ImportError, TrainingDivergedError) as err:  # CheckpointError: a ValueError
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        with bar_safe_messages():
+            return args.run(args)
+    except (ValueError, OSError, ImportError, TrainingDivergedError, ResultsFolderInUseError) as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)  # CheckpointError is a ValueError
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._utils import chunk_sizes
 from ..data.datasets import BUILTIN_DATASETS
 from ..evaluation.feature_cache import default_cache_dir, real_features
 from ..evaluation.features import INCEPTION, NamedExtractor, resolve_extractor
@@ -25,6 +26,7 @@ from .args import (
     non_negative_int,
     positive_int,
 )
+from .progress import sampling_bar
 
 
 def metric_list(text: str) -> tuple[Metric, ...]:
@@ -174,9 +176,12 @@ def run_eval(args: argparse.Namespace) -> int:
     real, extractor = load_real(args, diffusion)
     print_real(real, args.features)
     given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
-    with torch.inference_mode():
+    calls = len(chunk_sizes(args.num, args.batch_size))
+    bar = sampling_bar("eval", diffusion, args.sampler, args.steps, args.spacing, calls)
+    with torch.inference_mode(), bar:
         made = generate(diffusion, args.num, batch_size=args.batch_size, seed=args.seed, sampler=args.sampler,
-                        steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance, **given)  # fmt: skip
+                        steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance, callback=bar,
+                        **given)  # fmt: skip
     info = diffusion.sampler_info(args.sampler)
     print(f"generated:  {args.num} images (N), sampler {info.name}, NFE {made.nfe:g} per image, seed {args.seed}")
     scores = score_images(real, extractor.extractor, made.images.to(diffusion.device), options)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.image_files import load_image
-from ..editing import img2img
+from ..editing import img2img, strength_timesteps
 from .args import (
     add_condition_options,
     add_output_options,
@@ -18,6 +18,7 @@ from .args import (
     unit_float,
     write_results,
 )
+from .progress import SamplingBar
 from .sample import load_classifier, sample_condition
 
 
@@ -52,8 +53,13 @@ def run_img2img(args: argparse.Namespace) -> int:
     diffusion, generator = load_model(args)
     image = load_image(args.image, diffusion.image_size, diffusion.channels)  # (C, H, W) in [0, 1]
     condition, count, per_row = sample_condition(diffusion, args, load_classifier(args, generator.device))
-    result = img2img(diffusion, image.expand(count, *image.shape), args.strength, sampler=args.sampler,
-                     steps=args.steps, spacing=args.spacing, generator=generator, return_all_timesteps=args.gif,
-                     **condition, **given_sampler_options(args))  # fmt: skip
+    info = diffusion.sampler_info(args.sampler)
+    kept = len(strength_timesteps(diffusion.sampling_times(args.steps, args.spacing, info), args.strength))
+    with SamplingBar(
+        f"img2img: {info.name}, {kept} steps (strength {args.strength:g})", kept, info.evals_per_step
+    ) as bar:
+        result = img2img(diffusion, image.expand(count, *image.shape), args.strength, sampler=args.sampler,
+                         steps=args.steps, spacing=args.spacing, generator=generator, callback=bar,
+                         return_all_timesteps=args.gif, **condition, **given_sampler_options(args))  # fmt: skip
     write_results(result, args, per_row, label="edited")
     return 0

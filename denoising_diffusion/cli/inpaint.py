@@ -8,6 +8,7 @@ from typing import Any
 
 from ..data.image_files import load_image
 from ..editing import inpaint
+from ..samplers.repaint import repaint_schedule
 from .args import (
     add_condition_options,
     add_output_options,
@@ -15,6 +16,7 @@ from .args import (
     positive_int,
     write_results,
 )
+from .progress import SamplingBar
 from .sample import load_classifier, sample_condition
 
 MASK_THRESHOLD = 0.5  # mask pixels at or above it (in [0, 1]) are kept
@@ -73,7 +75,13 @@ def run_inpaint(args: argparse.Namespace) -> int:
     condition, count, per_row = sample_condition(diffusion, args, load_classifier(args, generator.device))
     images = image.expand(count, *image.shape)
     masks = keep.expand(count, *keep.shape)
-    result = inpaint(diffusion, images, masks, jump_length=args.jump_length, resample=args.resample,
-                     steps=args.steps, generator=generator, return_all_timesteps=args.gif, **condition)  # fmt: skip
+    steps = len(diffusion.sampling_times(args.steps))
+    moves = repaint_schedule(steps, args.jump_length, args.resample)  # its ValueErrors before any bar
+    total = sum(after < before for before, after in zip(moves, moves[1:]))  # reverse steps: one callback each
+    label = f"inpaint: RePaint, {steps} steps, jumps of {args.jump_length} x {args.resample}"
+    with SamplingBar(label, total) as bar:
+        result = inpaint(diffusion, images, masks, jump_length=args.jump_length, resample=args.resample,
+                         steps=args.steps, generator=generator, callback=bar, return_all_timesteps=args.gif,
+                         **condition)  # fmt: skip
     write_results(result, args, per_row, label="inpainted")
     return 0

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..data.datasets import ImageFolderDataset
+from ..data.scan import check_folder_dataset
 from ..likelihood import bits_per_dim, ode_bits_per_dim
 from ..pipeline import load_pipeline
 from .args import _add_threads_option, device, non_negative_int, positive_int
@@ -62,12 +65,15 @@ def run_nll(args: argparse.Namespace) -> int:
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     diffusion = load_pipeline(args.checkpoint, use_ema=not args.no_ema, device=dev)
     dataset = ImageFolderDataset(args.folder, diffusion.image_size, channels=diffusion.channels)
+    check_folder_dataset(dataset)  # every unreadable file named in one error, before the first evaluation
     count = len(dataset) if args.num is None else min(args.num, len(dataset))
     loader = DataLoader(torch.utils.data.Subset(dataset, range(count)), batch_size=args.batch_size)
     generator = torch.Generator(device=dev).manual_seed(args.seed)
     vlb, ode = [], []
     discrete = diffusion.config.get("process", "ddpm") == "ddpm"  # the VLB is the discrete chain's; else ODE only
-    for batch in loader:
+    parts = (["VLB"] if discrete else []) + ([f"ODE, {args.ode_steps} steps"] if args.ode or not discrete else [])
+    label = f"nll: {' + '.join(parts)}"
+    for batch in tqdm(loader, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True):
         batch = batch.to(dev)
         if discrete:
             vlb.append(bits_per_dim(diffusion, batch, generator=generator).cpu())

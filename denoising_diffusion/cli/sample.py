@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._utils import call_each, chunk_sizes
 from ..evaluation.sweep import NfeMeter
 from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pipeline import load_pipeline
@@ -23,6 +24,7 @@ from .args import (
     positive_int,
     write_results,
 )
+from .progress import sampling_bar
 
 
 def add_sample_parser(subparsers: Any) -> None:
@@ -46,8 +48,11 @@ def run_sample(args: argparse.Namespace) -> int:
     condition, count, per_row = sample_condition(diffusion, args, classifier)
     generator_options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
     meter = NfeMeter()
-    result = sample_in_chunks(diffusion, count, args.batch_size, generator, condition, return_all_timesteps=args.gif,
-                              callback=meter, **generator_options, **given_sampler_options(args))  # fmt: skip
+    calls = len(chunk_sizes(count, args.batch_size))
+    with sampling_bar("sample", diffusion, args.sampler, args.steps, args.spacing, calls) as bar:
+        result = sample_in_chunks(diffusion, count, args.batch_size, generator, condition,
+                                  return_all_timesteps=args.gif, callback=call_each(meter, bar),
+                                  **generator_options, **given_sampler_options(args))  # fmt: skip
     info = diffusion.sampler_info(args.sampler)
     given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
     print(f"sampler:    {info.name}, NFE {meter.per_call(diffusion, info, args.steps, given):g} per image")

@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
-from ..evaluation.sweep import check_samplers, format_table, plot_sweep, sweep
+from .._utils import chunk_sizes
+from ..evaluation.sweep import check_samplers, format_table, plot_sweep, steps_for_nfe, sweep
 from .args import load_model, positive_int
 from .evaluate import add_evaluation_options, add_generation_options, load_real, metric_options, print_real
+from .progress import SamplingBar
 
 
 def _comma_list(kind: type) -> Any:
@@ -48,16 +50,27 @@ def add_sweep_parser(subparsers: Any) -> None:
     p.set_defaults(run=run_sweep)
 
 
+def sweep_bar(diffusion: Any, args: argparse.Namespace) -> SamplingBar:
+    """One bar over every sampler step of the sweep: each fixed-step sampler at the most steps within each NFE, for
+    --num images in batches; no total when an adaptive solver is among them."""
+    infos = check_samplers(diffusion, args.samplers)
+    calls = len(chunk_sizes(args.num, args.batch_size))
+    steps = None if any(i.adaptive for i in infos) else sum(steps_for_nfe(i, n) for i in infos for n in args.nfe)
+    label = f"sweep: {','.join(args.samplers)} at NFE {','.join(map(str, args.nfe))}"
+    return SamplingBar(label, None if steps is None else steps * calls, evaluations_per_step=0)
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """The ``sweep`` subcommand."""
     diffusion, _ = load_model(args)
     check_samplers(diffusion, args.samplers)  # unknown names fail before any feature is computed
     real, extractor = load_real(args, diffusion)
     print_real(real, args.features)
-    with torch.inference_mode():
+    with torch.inference_mode(), sweep_bar(diffusion, args) as bar:
         points = sweep(
             diffusion, real, extractor.extractor, args.samplers, args.nfe, num=args.num, tolerances=args.tolerances,
             batch_size=args.batch_size, seed=args.seed, options=metric_options(args), guidance_scale=args.guidance,
+            callback=bar,
         )  # fmt: skip
     print(f"generated:  {args.num} images (N) per row, seed {args.seed}")
     print(format_table(points))

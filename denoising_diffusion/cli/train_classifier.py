@@ -20,8 +20,11 @@ from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pipeline import checkpoint_spec
 from ..processes import BetaSchedule
 from ..training import Trainer
+from ..training.results_lock import ResultsLock
 from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int
-from .train import BUILTIN_IMAGES, bad_steps, keep_last, resume_target
+from .presets import BUILTIN_IMAGES
+from .train import choose_seed
+from .train_args import bad_steps, keep_last, resume_target
 
 # (folder, built-in): the built-in demo trains in about a minute on a CPU; a folder gets a full-size recipe.
 DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -91,7 +94,13 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train_classifier(args: argparse.Namespace) -> int:
-    """The ``train-classifier`` subcommand."""
+    """The ``train-classifier`` subcommand, with the results folder locked for the run."""
+    with ResultsLock(args.results, hint="pass another --results"):
+        return train_classifier(args)
+
+
+def train_classifier(args: argparse.Namespace) -> int:
+    """Build the data and the classifier (seeded first, so that a seed repeats the run), then train."""
     opts = resolve_options(args)
     if args.folder is not None:
         data: Any = LabelledImageFolder(args.folder, opts["image_size"], channels=opts["channels"],
@@ -101,13 +110,14 @@ def run_train_classifier(args: argparse.Namespace) -> int:
                                    num_images=BUILTIN_IMAGES)  # fmt: skip
     print(f"training a classifier of {len(data.classes)} classes ({', '.join(data.classes[:5])}"
           f"{', ...' if len(data.classes) > 5 else ''}) on {len(data)} images")  # fmt: skip
+    seed = choose_seed(args.seed)
     network = EncoderClassifier(opts["dim"], num_classes=len(data.classes), channels=opts["channels"],
                                 dim_mults=opts["dim_mults"])  # fmt: skip
     classifier = NoiseAwareClassifier(network, image_size=opts["image_size"], timesteps=opts["timesteps"],
                                       beta_schedule=opts["beta_schedule"], class_names=list(data.classes))  # fmt: skip
     trainer = Trainer(
         classifier, data, train_batch_size=opts["batch_size"], train_lr=opts["lr"], train_num_steps=opts["steps"],
-        save_and_sample_every=opts["save_every"], results_folder=args.results, amp=args.amp, seed=args.seed,
+        save_and_sample_every=opts["save_every"], results_folder=args.results, amp=args.amp, seed=seed,
         resume=args.resume, keep_last=args.keep_last, max_bad_steps=args.max_bad_steps,
         on_bad_image=args.on_bad_image, augment_horizontal_flip=False,
     )  # fmt: skip

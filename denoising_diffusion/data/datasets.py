@@ -14,9 +14,8 @@ import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -24,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from .._utils import normalize_image_size
 from ..choices import Choice
-from .image_files import UnreadableImageError, check_channels, load_image
+from .image_files import SkippedImage, UnreadableImageError, check_channels, load_image
 from .shapes import BuiltinShapes, shape_batches
 
 __all__ = [
@@ -58,14 +57,6 @@ class OnBadImage(Choice):
 
     ERROR = "error"  # stop with an UnreadableImageError naming the file
     SKIP = "skip"  # warn once naming the file, then serve the next readable image instead
-
-
-@dataclass(frozen=True)
-class SkippedImage:
-    """A file that ImageFolderDataset skipped (on_bad_image='skip'), and why."""
-
-    path: str
-    reason: str
 
 
 def random_hflip(images: Tensor) -> Tensor:
@@ -179,6 +170,7 @@ class ImageFiles(Dataset, Generic[ItemT]):
         self._group_names = [name for name, _ in groups]  # "under '<folder>'", "of class 'cat' ('<folder>/cat')"
         self._group_starts = list(itertools.accumulate((len(paths) for _, paths in groups), initial=0))
         self._bad: set[int] = set()  # indices already found unreadable (per process)
+        self.header_scan: Any = None  # data/scan.py's ImageScan of the files, once checked (or given by a caller)
 
     def _list_groups(self, exts: Sequence[str]) -> list[tuple[str, list[Path]]]:
         """The files, as (where they are, for messages; the group's files in order) per group."""
@@ -190,6 +182,11 @@ class ImageFiles(Dataset, Generic[ItemT]):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def mark_unreadable(self, unreadable: Sequence[SkippedImage]) -> None:
+        """Files an up-front check found unreadable (data/scan.py): they are never read, as if already skipped."""
+        index = {os.fspath(path): i for i, path in enumerate(self.paths)}
+        self._bad.update(index[bad.path] for bad in unreadable)
 
     def __getitem__(self, index: int) -> ItemT:
         """Item ``index``; a file skipped on the way is named in one warning."""

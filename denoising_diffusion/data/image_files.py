@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .._utils import normalize_image_size
@@ -39,6 +40,15 @@ class UnreadableImageError(OSError):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason if reason is not None else message
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image file that cannot be read (found by a folder check, or skipped with on_bad_image='skip'), and why:
+    ``reason`` is the message without the file name."""
+
+    path: str
+    reason: str
 
 
 def check_channels(channels: int) -> None:
@@ -147,6 +157,39 @@ def _open_checked(path: str | os.PathLike[str]) -> Image.Image:
             raise UnreadableImageError(f"image file {os.fspath(path)!r} is {reason}", reason) from err
 
 
+def _unreadable(path: str | os.PathLike[str], err: Exception) -> UnreadableImageError:
+    """The UnreadableImageError for a decoder's exception ``err`` while reading ``path``."""
+    if isinstance(err, UnidentifiedImageError):  # its message repeats the path
+        reason = "not an image file Pillow can identify (empty, damaged, or another format)"
+    else:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {reason}", reason)
+
+
+def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """The (width, height) of an image file, read cheaply enough to check a whole folder before training.
+
+    Reads the header (Pillow's ``open``), refuses decompression bombs, then checks what can be checked without
+    decoding the pixels: a PNG's chunks and checksums to its end (``verify``), and a JPEG's scans decoded at 1/8 scale
+    (``draft``: the DC coefficients only), which finds truncated files. Other formats are checked by their header
+    only, so a file damaged after its header is still found when training reads it. Raises UnreadableImageError naming
+    the file.
+    """
+    try:
+        with _open_checked(path) as image:
+            size = image.size
+            if image.format == "JPEG":
+                image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                image.load()
+            else:
+                image.verify()
+    except UnreadableImageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
+        raise _unreadable(path, err) from err
+    return size
+
+
 def load_image(path: str | os.PathLike[str], image_size: int | Sequence[int], channels: int = 3) -> Tensor:
     """Read one image file: EXIF orientation applied, converted to ``channels``, resized and centre-cropped.
 
@@ -164,6 +207,5 @@ def load_image(path: str | os.PathLike[str], image_size: int | Sequence[int], ch
     except UnreadableImageError:
         raise
     except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        raise UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {reason}", reason) from err
+        raise _unreadable(path, err) from err
     return pil_to_unit_tensor(image)

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._utils import chunk_sizes
-from ..denoiser import StepRecord
+from .._utils import call_each, chunk_sizes
+from ..denoiser import Callback, StepRecord
 from ..samplers import SAMPLERS, SamplerInfo, SamplerName
 from .frechet import FeatureExtractor, extract_features
 from .metrics import (
@@ -61,11 +61,12 @@ def generate(
     seed: int = 0,
     sampler: str | None = None,
     steps: int | None = None,
+    callback: Callback | None = None,
     **options: Any,
 ) -> Generated:
     """``num`` samples of ``diffusion`` (``diffusion.sample`` ``batch_size`` at a time, all noise from one generator
-    seeded with ``seed``); ``options``: sampler options, guidance, a condition. A class-conditional model without
-    ``classes`` gets the classes cycled (balanced)."""
+    seeded with ``seed``); ``options``: sampler options, guidance, a condition; ``callback``: every sampler step's
+    StepRecord (a progress bar). A class-conditional model without ``classes`` gets the classes cycled (balanced)."""
     info = diffusion.sampler_info(sampler)
     generator = torch.Generator(device=diffusion.device).manual_seed(seed)
     classes = options.pop("classes", None)
@@ -74,8 +75,9 @@ def generate(
     for n in chunk_sizes(num, batch_size):
         part = classes[start : start + n] if isinstance(classes, Tensor) else classes
         given = {} if part is None else {"classes": part}
-        batch = diffusion.sample(batch_size=n, sampler=info.name, steps=steps, generator=generator, callback=meter,
-                                 **given, **options)  # fmt: skip
+        batch = diffusion.sample(batch_size=n, sampler=info.name, steps=steps, generator=generator,
+                                 callback=call_each(meter, callback), **given,
+                                 **options)  # fmt: skip
         images.append(batch.cpu())
         start += n
     return Generated(torch.cat(images), meter.per_call(diffusion, info, steps, options))
@@ -162,10 +164,12 @@ def sweep(
     seed: int = 0,
     options: MetricOptions = DEFAULT_OPTIONS,
     feature_batch_size: int = 256,
+    callback: Callback | None = None,
     **sample_options: Any,
 ) -> list[SweepPoint]:
     """Score ``num`` samples of ``diffusion`` for every sampler x NFE (fixed-step samplers) or sampler x tolerance
-    (adaptive ones) against ``real`` (features taken by ``extractor``). ``sample_options``: guidance, condition."""
+    (adaptive ones) against ``real`` (features taken by ``extractor``). ``sample_options``: guidance, condition;
+    ``callback``: every sampler step of every run (a progress bar)."""
     infos = check_samplers(diffusion, samplers)
     if not nfes or min(nfes) < 1:
         raise ValueError(f"nfe: give one or more positive network-evaluation counts, got {list(nfes)}")
@@ -180,7 +184,7 @@ def sweep(
     for info, steps, tol in runs:
         extra = {} if tol is None else {"rtol": tol, "atol": tol}
         made = generate(diffusion, num, batch_size=batch_size, seed=seed, sampler=info.name, steps=steps,
-                        **extra, **sample_options)  # fmt: skip
+                        callback=callback, **extra, **sample_options)  # fmt: skip
         features = extract_features(
             extractor, made.images.to(extractor_device(extractor)), batch_size=feature_batch_size
         )

@@ -44,6 +44,12 @@ def as_training_dataset(source: Any, channels: int, image_size: tuple[int, int],
     expected = (int(channels), *image_size)
     if isinstance(source, (str, os.PathLike)):
         return ImageFolderDataset(source, image_size, channels=expected[0], on_bad_image=on_bad_image)
+    if isinstance(source, ImageFiles):  # its form is known: no file is read before the folder check (data/scan.py)
+        found = (source.channels, *source.image_size)
+        if found != expected:
+            raise ValueError(f"the image folder dataset reads images as {found} (C, H, W) but the model expects "
+                             f"{expected} (its channels and image_size)")  # fmt: skip
+        return source
     if not (isinstance(source, Dataset) or (hasattr(source, "__getitem__") and hasattr(source, "__len__"))):
         raise ValueError(
             "folder_or_dataset must be a folder path or a torch Dataset (or a sequence of images), "

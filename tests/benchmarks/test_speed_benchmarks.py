@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 
-from benchmarks import compare_peers, gpu, growth
+from benchmarks import compare_peers, gpu, growth, threads
 from benchmarks.harness import records, subjects, timing
 
 
@@ -126,3 +126,11 @@ def test_conv_floor_counts_the_networks_flops() -> None:
         )
     conv_flops = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(k))
     assert sum(c.flops for c in calls) == conv_flops
+
+
+def test_threads_quick_runs(capsys) -> None:
+    """One 1-step job alone and beside a busy process, with --threads 1: the table, and CPU time measured."""
+    table = threads.main(["--quick", "--settings", "one"])
+    assert set(table) == {("--threads 1", "alone"), ("--threads 1", "busy")}
+    assert all(runs.wall[0] > 0 and runs.cpu[0] > 0 for runs in table.values())
+    assert "| --threads 1 |" in capsys.readouterr().out
