@@ -54,7 +54,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     image = load_image(args.image, diffusion.image_size, diffusion.channels)  # (C, H, W) in [0, 1]
     condition, count, per_row = sample_condition(diffusion, args, load_classifier(args, generator.device))
     info = diffusion.sampler_info(args.sampler)
-    kept = len(strength_timesteps(diffusion.sampling_times(args.steps, args.spacing, info), args.strength))
+    kept = len(strength_timesteps(diffusion.runner.times(args.steps, args.spacing, info), args.strength))
     with SamplingBar(
         f"img2img: {info.name}, {kept} steps (strength {args.strength:g})", kept, info.evals_per_step
     ) as bar:

@@ -75,7 +75,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     condition, count, per_row = sample_condition(diffusion, args, load_classifier(args, generator.device))
     images = image.expand(count, *image.shape)
     masks = keep.expand(count, *keep.shape)
-    steps = len(diffusion.sampling_times(args.steps))
+    steps = len(diffusion.runner.times(args.steps))
     moves = repaint_schedule(steps, args.jump_length, args.resample)  # its ValueErrors before any bar
     total = sum(after < before for before, after in zip(moves, moves[1:]))  # reverse steps: one callback each
     label = f"inpaint: RePaint, {steps} steps, jumps of {args.jump_length} x {args.resample}"

@@ -56,7 +56,7 @@ def sampling_bar(
     """The bar of ``calls`` sampler runs of ``diffusion`` with ``sampler`` (None: the model's) at ``steps`` (None: its
     sampling_timesteps), labelled 'sample: ddim, 50 steps'; no total for an adaptive solver."""
     info = diffusion.sampler_info(sampler)
-    count = len(diffusion.sampling_times(steps, spacing, info))
+    count = len(diffusion.runner.times(steps, spacing, info))
     total = None if info.adaptive else count * calls
     return SamplingBar(f"{command}: {info.name}, {count} steps", total, info.evals_per_step)
 

@@ -198,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         opts, data, model, resume = prepare_model(args)
         trainer = make_trainer(args, opts, data, model, resume)
         if "sigma_max" in getattr(model, "process_options", {}):
-            print(f"{model.process.value} process with sigma_max = {model.process_options['sigma_max']:.4g}")
+            print(f"{model.process} process with sigma_max = {model.process_options['sigma_max']:.4g}")
         if trainer.step > 0:
             print(f"resumed at step {trainer.step} of {opts.steps}")
         print_cost(args, trainer, opts)
