@@ -4,12 +4,14 @@
 A checkpoint is a dict. Every one carries ``format_version`` and ``package_version`` (:func:`make_checkpoint`
 adds them) and a ``config``: the pipeline spec of what it holds (pipeline.py). Two layouts use it:
 
-* a training checkpoint (the Trainer's ``model-{milestone}.pt``, format_version 2)::
+* a training checkpoint (the Trainer's ``model-{milestone}.pt``, format_version 3)::
 
-      {"format_version": 2, "package_version": "0.1.0",
+      {"format_version": 3, "package_version": "0.1.0",
        "config": spec,                   # e.g. {"kind": "GaussianDiffusion", ..., "model": {"kind": "Unet", ...}}
        "step": int,                      # optimizer steps taken
        "model": network state dict,      # the trained network's online weights (trainable.model)
+       "network_path": "model",          # where that network sits in the trainable (e.g. "diffusion.model")
+       "parts": state dict,              # the rest of the trainable's state: frozen parts (an autoencoder), buffers
        "ema": EMA state dict or None,    # ema_pytorch.EMA(include_online_model=False).state_dict()
        "opt": optimizer state dict or None,
        "scaler": gradient scaler state dict or None,
@@ -20,8 +22,9 @@ adds them) and a ``config``: the pipeline spec of what it holds (pipeline.py). T
   is one file: its state dict holds every network under its module path.
 
 Format 1 (before the model-kind registry) stored ``config = {"model_class", "model", "diffusion"}``;
-pipeline.py reads it. Schedule tables are derived from the config, so they are not stored; no pickled Python
-object is ever loaded.
+pipeline.py reads it. Format 2 had no ``parts`` (only the trained network was stored): it still loads and resumes,
+for trainables whose state is their network (every kind of that time). Schedule tables are derived from the config,
+so they are not stored; no pickled Python object is ever loaded.
 
 Damage is detected before anything is unpickled: a file is a zip archive (torch.save's format) whose records all
 carry a CRC-32, so a truncated file (no central directory) and a flipped bit inside the tensor data both raise
@@ -48,7 +51,7 @@ from ._version import __version__
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _EMA_PREFIX = "ema_model."
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
 

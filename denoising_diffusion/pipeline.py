@@ -129,7 +129,9 @@ def checkpoint_spec(checkpoint: Mapping[str, Any]) -> Spec:
 
 
 def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool = False) -> None:
-    """Load a training checkpoint's network weights into ``model.model`` after checking that the specs agree.
+    """Load a training checkpoint into ``model`` after checking that the specs agree: the trained network's weights
+    (``model.model``; the EMA's with ``use_ema``) and, from format 3 on, the rest of the trainable (``parts``:
+    frozen parts such as an autoencoder, and buffers).
 
     Raises CheckpointError naming every config field that differs (for example ``model.dim: checkpoint has 8, this
     model has 16``), instead of torch's wall of missing and unexpected keys.
@@ -139,6 +141,31 @@ def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool 
     if differences:
         raise CheckpointError("the checkpoint was written for a different model:\n  " + "\n  ".join(differences))
     trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
+    if "parts" in checkpoint:
+        load_parts(model, checkpoint["parts"])
+
+
+def trainable_parts(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """(the module path of the trained network ``model.model``, the state dict of everything else in ``model``):
+    what a training checkpoint stores beside the network, so that a composed model (frozen parts included) rebuilds
+    from the file alone."""
+    network = trained_network(model)
+    path = next(name for name, module in model.named_modules() if module is network)
+    prefix = f"{path}."
+    return path, {key: value for key, value in model.state_dict().items() if not key.startswith(prefix)}
+
+
+def load_parts(model: nn.Module, parts: Mapping[str, Any]) -> None:
+    """Load a checkpoint's ``parts`` (:func:`trainable_parts`) into ``model``; CheckpointError when they are not
+    exactly the model's parts outside its network."""
+    expected = trainable_parts(model)[1]
+    missing, unexpected = sorted(set(expected) - set(parts)), sorted(set(parts) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the checkpoint's parts do not fit the model: missing {missing[:5] or 'none'}, "
+            f"unexpected {unexpected[:5] or 'none'}"
+        )
+    model.load_state_dict(dict(parts), strict=False)
 
 
 def trained_network(model: nn.Module) -> nn.Module:
@@ -167,6 +194,8 @@ def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True, device: st
         model.load_state_dict(checkpoint["weights"])
     else:
         trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
+        if "parts" in checkpoint:
+            load_parts(model, checkpoint["parts"])
     return model.to(device).eval()
 
 

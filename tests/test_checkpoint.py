@@ -165,7 +165,7 @@ def trained_checkpoint(tmp_path: Path) -> tuple[Path, GaussianDiffusion, EMA]:
 def test_checkpoint_layout(tmp_path: Path) -> None:
     path, diffusion, _ = trained_checkpoint(tmp_path)
     checkpoint = load_checkpoint(path)
-    assert checkpoint["format_version"] == 2 and checkpoint["step"] == 5
+    assert checkpoint["format_version"] == 3 and checkpoint["step"] == 5
     spec = checkpoint["config"]
     assert spec["kind"] == "GaussianDiffusion" and spec["model"]["kind"] == "Unet"
     assert Unet(**{k: v for k, v in spec["model"].items() if k != "kind"}).config == diffusion.model.config

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from ema_pytorch import EMA, KarrasEMA
 
 from ..checkpoint import make_checkpoint
-from ..pipeline import checkpoint_spec, load_weights, spec_of
+from ..pipeline import checkpoint_spec, load_weights, spec_of, trainable_parts
 from . import checkpoints
 from .distributed import gather_values
 from .loader import DataStream, fitting_images
@@ -47,10 +47,10 @@ class TrainerState:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs, as a checkpoint (checkpoint.py's training layout): the spec, step,
-        network, EMA, optimizer and gradient-scaler states, and ``"trainer"``: the data seed, the position in the
-        data order (``samples_seen``), the RNG states of every process, in process order, and ``"options"``: the
-        run's batch size, learning rate, steps, milestones and EMA (``run_options``; what a resumed command line
-        defaults to).
+        network, the trainable's other parts (frozen ones included), EMA, optimizer and gradient-scaler states, and
+        ``"trainer"``: the data seed, the position in the data order (``samples_seen``), the RNG states of every
+        process, in process order, and ``"options"``: the run's batch size, learning rate, steps, milestones and EMA
+        (``run_options``; what a resumed command line defaults to).
 
         A collective: call it on every process (the RNG states are gathered). Only the main process's dict has
         the EMA state (the others keep no EMA).
@@ -62,10 +62,13 @@ class TrainerState:
             "num_processes": acc.num_processes,
             "options": dict(self.run_options),
         }
+        network_path, parts = trainable_parts(self.trainable)
         return make_checkpoint(
             config=spec_of(self.trainable),
             step=self.step,
             model=self.trainable.model.state_dict(),
+            network_path=network_path,
+            parts=parts,
             ema=self.ema.state_dict() if self.ema is not None else None,
             opt=self.opt.state_dict(),
             scaler=acc.scaler.state_dict() if acc.scaler is not None else None,

@@ -20,11 +20,11 @@ from ema_pytorch import EMA, KarrasEMA
 from torch import Tensor
 
 from .._utils import chunk_sizes
-from ..conditioning import batch_condition, condition_spec_of
+from ..conditioning import batch_condition
 from ..data.batch import collate_batch, split_batch
 from ..viz import save_image_grid
 from .loader import DataStream
-from .trainable import Previewable
+from .trainable import DrawsPreviews, Previewable, trainable_condition_spec
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ MAX_CLASS_ROWS = 10
 
 
 def preview_condition(model: Any, dataset: Any, num_samples: int) -> tuple[dict[str, Any], int, int]:
-    """(condition, number of images, images per grid row) of a milestone's grid for ``model`` (a trainable)."""
-    spec = condition_spec_of(model.model)
+    """(condition, number of images, images per grid row) of a milestone's grid for ``model`` (a trainable), from
+    what the trainable says it takes (trainable.trainable_condition_spec)."""
+    spec = trainable_condition_spec(model)
     condition: dict[str, Any] = {}
     count, per_row = num_samples, max(1, math.ceil(math.sqrt(num_samples)))
     if spec.num_classes is not None:
@@ -122,6 +123,8 @@ class SampleGrids:
             return None
         if not isinstance(self.trainable, Previewable):
             return None
+        if isinstance(self.trainable, DrawsPreviews):  # the trainable draws its own grid
+            return self._save_own_preview(milestone)
         condition, count, per_row = preview_condition(self.trainable, self.dataset, self.num_samples)
         if self.sample_guidance_scale != 1.0:
             condition["guidance_scale"] = self.sample_guidance_scale
@@ -130,3 +133,13 @@ class SampleGrids:
         if "classes" in condition:
             logger.info("%s: one class per row, guidance scale %g", path.name, self.sample_guidance_scale)
         return path
+
+    def _save_own_preview(self, milestone: int) -> Path:
+        """results/sample-{milestone}.png from the EMA model's own ``preview`` (trainable.DrawsPreviews)."""
+        device = self.accelerator.device
+        ema_model = self.trainable.with_model(self.ema.ema_model).to(device)  # type: ignore[union-attr]
+        generator = torch.Generator(device=device).manual_seed(self.data.data_seed)
+        options = {"guidance_scale": self.sample_guidance_scale} if self.sample_guidance_scale != 1.0 else {}
+        images, per_row = ema_model.preview(self.dataset, self.num_samples, generator=generator,
+                                            chunk=self.train_batch_size, **options)  # fmt: skip
+        return save_image_grid(images, self.results_folder / f"sample-{milestone}.png", nrow=per_row)

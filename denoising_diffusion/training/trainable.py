@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..conditioning import ConditionSpec, condition_spec_of
 from ..data.batch import Batch
 
 
@@ -52,6 +53,25 @@ class Previewable(Protocol):
     def sample(
         self, batch_size: int = 16, *, generator: torch.Generator | None = None, return_all_timesteps: bool = False
     ) -> Tensor: ...
+
+
+@runtime_checkable
+class DrawsPreviews(Protocol):
+    """A trainable that draws its own milestone grids (a super-resolution stage shows its low-resolution input
+    beside its output): ``preview(dataset, num_samples, generator=, chunk=, **options)`` returns (images (N, C, H, W)
+    in [0, 1], images per grid row), called on the EMA copy (``with_model``). Without it the Trainer samples
+    ``num_samples`` images with the conditions :func:`trainable_condition_spec` says the model takes."""
+
+    def preview(
+        self, dataset: Any, num_samples: int, *, generator: torch.Generator, chunk: int, **options: Any
+    ) -> tuple[Tensor, int]: ...
+
+
+def trainable_condition_spec(trainable: Any) -> ConditionSpec:
+    """What the trainable (not its network) says it takes: its ``condition_spec`` when it has one (a composed model
+    provides some of its network's conditions itself), else its network's."""
+    spec = getattr(trainable, "condition_spec", None)
+    return spec if isinstance(spec, ConditionSpec) else condition_spec_of(trainable.model)
 
 
 FIT_IMAGES = 2000

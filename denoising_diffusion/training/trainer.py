@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..conditioning import condition_spec_of
 from ..data.datasets import ImageFiles, OnBadImage, SkippedImage
 from ..data.scan import check_folder_dataset
 from . import checkpoints
@@ -55,7 +54,7 @@ from .options import check_int, check_trainer_options
 from .preview import SampleGrids
 from .results_lock import ResultsLock
 from .step import TrainingSteps
-from .trainable import check_trainable
+from .trainable import check_trainable, trainable_condition_spec
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -200,7 +199,7 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
             folder_or_dataset, self.trainable.channels, self.trainable.image_size, OnBadImage(on_bad_image)
         )
         unreadable = check_folder_dataset(self.dataset) if isinstance(self.dataset, ImageFiles) else ()
-        num_classes = condition_spec_of(self.trainable.model).num_classes or getattr(diffusion, "num_classes", None)
+        num_classes = trainable_condition_spec(self.trainable).num_classes or getattr(diffusion, "num_classes", None)
         check_dataset_classes(self.dataset, num_classes)
         num_workers = (
             default_num_workers(self.dataset)
@@ -382,7 +381,7 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         if hook is None or not hook.due(self.step, self.train_num_steps):
             return
         if self.accelerator.is_main_process:
-            num_classes = condition_spec_of(self.trainable.model).num_classes
+            num_classes = trainable_condition_spec(self.trainable).num_classes
             values = hook.values(self.sample(hook.num_samples, **hook.condition(num_classes)))
             append_metrics(self.results_folder / "metrics.csv", self.step, values)
             if self.log_fn is not None:
