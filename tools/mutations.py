@@ -1,8 +1,8 @@
 """The mutation list: plausible bugs in the maths modules, each with the tests that must catch it.
 
 A mutation replaces one snippet of one file, a snippet that must occur exactly once in that file (checked by
-``tools/mutate.py`` before every run and by ``tests/test_mutations_list.py`` in the ordinary suite, so that the list
-cannot rot silently when the code changes). ``tests`` names the pytest node ids that defend the module: the module's
+``tools/mutate.py`` before every run and by ``tests/contracts/test_mutations_list.py`` in the ordinary suite, so
+that the list cannot rot silently when the code changes). ``tests`` names the pytest node ids that defend the module: the module's
 own tests, never the whole suite, so that a run of the list takes minutes. Write each bug as a tired expert would
 make it (a sign, a swapped coefficient, an index off by one, a dropped factor, a skipped restore), never a syntax
 error. ``equivalent`` marks a mutant that we know does not change behaviour; tests/README.md says why for each.
@@ -27,111 +27,113 @@ class Mutation:
 # ----- the tests that defend each module ---------------------------------------------------------------------------
 
 SCHEDULES = (
-    "tests/test_schedules.py",
-    "tests/test_claims.py",
-    "tests/test_fast_samplers.py::test_continuous_spacings",
-    "tests/test_fast_samplers.py::test_logsnr_spacing_is_uniform_in_log_snr",
-    "tests/test_fast_samplers.py::test_karras_spacing_follows_equation_5",
-    "tests/test_diffusion.py::test_default_sampler_follows_sampling_timesteps",
+    "tests/maths/test_schedules.py",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_fast_samplers.py::test_continuous_spacings",
+    "tests/maths/test_fast_samplers.py::test_logsnr_spacing_is_uniform_in_log_snr",
+    "tests/maths/test_fast_samplers.py::test_karras_spacing_follows_equation_5",
+    "tests/maths/test_diffusion.py::test_default_sampler_follows_sampling_timesteps",
 )
 VARIANCE = (
-    "tests/test_claims.py",
-    "tests/test_likelihood.py",
-    "tests/test_oracle_samplers.py::test_ddpm_fixed_large_overdisperses_at_few_steps",
-    "tests/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_likelihood.py",
+    "tests/maths/test_oracle_samplers.py::test_ddpm_fixed_large_overdisperses_at_few_steps",
+    "tests/maths/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
 )
 PARAMETERIZATION = (
-    "tests/test_schedules.py::test_parameterization_round_trips",
-    "tests/test_claims.py",
+    "tests/maths/test_schedules.py::test_parameterization_round_trips",
+    "tests/maths/test_claims.py",
 )
 LOSSES = (
-    "tests/test_diffusion.py::test_min_snr_weights_closed_form",
-    "tests/test_diffusion.py::test_min_snr_changes_the_loss",
-    "tests/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
-    "tests/test_likelihood.py",
-    "tests/test_claims.py",
+    "tests/maths/test_diffusion.py::test_min_snr_weights_closed_form",
+    "tests/maths/test_diffusion.py::test_min_snr_changes_the_loss",
+    "tests/maths/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
+    "tests/maths/test_likelihood.py",
+    "tests/maths/test_claims.py",
 )
 DIFFUSION = (
-    "tests/test_schedules.py::test_q_sample_mean_and_variance",
-    "tests/test_claims.py",
-    "tests/test_diffusion.py::test_tutorial_snippet_small_sizes_samples",
-    "tests/test_diffusion.py::test_default_sampler_follows_sampling_timesteps",
-    "tests/test_diffusion.py::test_min_snr_changes_the_loss",
-    "tests/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
-    "tests/test_diffusion.py::test_learned_variance_and_self_condition_train_and_sample",
-    "tests/test_diffusion.py::test_self_conditioning_feeds_the_previous_prediction",
-    "tests/test_diffusion.py::test_denoiser_clip_override",
-    "tests/test_diffusion.py::test_sample_restores_training_mode_and_keeps_dtype",
-    "tests/test_diffusion.py::test_invert_then_sample_reconstructs",
+    "tests/maths/test_schedules.py::test_q_sample_mean_and_variance",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_diffusion.py::test_tutorial_snippet_small_sizes_samples",
+    "tests/maths/test_diffusion.py::test_default_sampler_follows_sampling_timesteps",
+    "tests/maths/test_diffusion.py::test_min_snr_changes_the_loss",
+    "tests/maths/test_diffusion.py::test_vlb_term_is_zero_when_the_model_matches_the_posterior",
+    "tests/maths/test_diffusion.py::test_learned_variance_and_self_condition_train_and_sample",
+    "tests/maths/test_diffusion.py::test_self_conditioning_feeds_the_previous_prediction",
+    "tests/maths/test_diffusion.py::test_denoiser_clip_override",
+    "tests/maths/test_diffusion.py::test_sample_restores_training_mode_and_keeps_dtype",
+    "tests/maths/test_diffusion.py::test_invert_then_sample_reconstructs",
 )
 LIKELIHOOD = (
-    "tests/test_likelihood.py",
-    "tests/test_claims.py",
-    "tests/test_ode_flow.py",
+    "tests/maths/test_likelihood.py",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_ode_flow.py",
 )
-ODE = ("tests/test_ode_flow.py",)
+ODE = ("tests/maths/test_ode_flow.py",)
 SAMPLERS = (
-    "tests/test_sampler_contracts.py",
-    "tests/test_claims.py",
-    "tests/test_fast_samplers.py",
-    "tests/test_oracle_samplers.py",
+    "tests/contracts/test_sampler_contracts.py",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_fast_samplers.py",
+    "tests/maths/test_oracle_samplers.py",
 )
-HEUN_STEP = SAMPLERS + ("tests/test_likelihood.py",)  # samplers.common.heun_step also integrates the likelihood ODE
-GUIDANCE = ("tests/test_guidance.py",)
-REPAINT = ("tests/test_repaint.py", "tests/test_editing.py::test_inpaint_runs_repaint_on_the_models_chain")
-EDITING = ("tests/test_editing.py",)
-CONTINUOUS = ("tests/test_continuous_diffusion.py",)
-SCORE_SAMPLERS = ("tests/test_score_samplers.py", "tests/test_sampler_contracts.py")
-EDM = ("tests/test_edm.py",)
-NETWORK = ("tests/test_unet_layout.py", "tests/test_unet.py")
-METRICS = ("tests/test_metrics.py",)
-INCEPTION = ("tests/test_inception.py",)
-EVAL_CLI = ("tests/test_evaluation_cli.py",)
+HEUN_STEP = SAMPLERS + (
+    "tests/maths/test_likelihood.py",
+)  # samplers.common.heun_step also integrates the likelihood ODE
+GUIDANCE = ("tests/maths/test_guidance.py",)
+REPAINT = ("tests/maths/test_repaint.py", "tests/maths/test_editing.py::test_inpaint_runs_repaint_on_the_models_chain")
+EDITING = ("tests/maths/test_editing.py",)
+CONTINUOUS = ("tests/maths/test_continuous_diffusion.py",)
+SCORE_SAMPLERS = ("tests/maths/test_score_samplers.py", "tests/contracts/test_sampler_contracts.py")
+EDM = ("tests/maths/test_edm.py",)
+NETWORK = ("tests/contracts/test_unet_layout.py", "tests/contracts/test_unet.py")
+METRICS = ("tests/maths/test_metrics.py",)
+INCEPTION = ("tests/contracts/test_inception.py",)
+EVAL_CLI = ("tests/cli/test_evaluation_cli.py",)
 # Round 2's modules (issue 29, part 9). Each selection names first the file that defends what the audit found, so
 # that -x stops early on a caught mutant, then the module's older tests.
 CONDITIONING = (
-    "tests/test_guidance_null_branch.py",
-    "tests/test_conditioning_truth.py",
-    "tests/test_conditioning.py",
-    "tests/test_guidance.py",
+    "tests/maths/test_guidance_null_branch.py",
+    "tests/maths/test_conditioning_truth.py",
+    "tests/contracts/test_conditioning.py",
+    "tests/maths/test_guidance.py",
 )
 CLASSIFIER = (
-    "tests/test_noise_aware_classifier_truth.py",
-    "tests/test_classifier_guidance.py",
-    "tests/test_editing.py::test_classifier_guidance_reaches_both_edits",
+    "tests/maths/test_noise_aware_classifier_truth.py",
+    "tests/training/test_classifier_guidance.py",
+    "tests/maths/test_editing.py::test_classifier_guidance_reaches_both_edits",
 )
-EDITING_R2 = ("tests/test_img2img_normalized.py", "tests/test_editing_options.py") + EDITING
-CHURN = ("tests/test_churn_records.py", "tests/test_edm.py", "tests/test_sampler_contracts.py")
+EDITING_R2 = ("tests/maths/test_img2img_normalized.py", "tests/contracts/test_editing_options.py") + EDITING
+CHURN = ("tests/maths/test_churn_records.py", "tests/maths/test_edm.py", "tests/contracts/test_sampler_contracts.py")
 PROCESSES = (
-    "tests/test_continuous_diffusion.py",
-    "tests/test_score_samplers.py",
-    "tests/test_ode_flow.py",
-    "tests/test_edm.py",
+    "tests/maths/test_continuous_diffusion.py",
+    "tests/maths/test_score_samplers.py",
+    "tests/maths/test_ode_flow.py",
+    "tests/maths/test_edm.py",
 )
 ANCESTRAL = (
-    "tests/test_ancestral_continuous.py",
-    "tests/test_schedules.py",
-    "tests/test_claims.py",
-    "tests/test_score_samplers.py",
-    "tests/test_ode_flow.py",
-    "tests/test_continuous_diffusion.py",
-    "tests/test_edm.py",
-    "tests/test_sampler_contracts.py",
+    "tests/maths/test_ancestral_continuous.py",
+    "tests/maths/test_schedules.py",
+    "tests/maths/test_claims.py",
+    "tests/maths/test_score_samplers.py",
+    "tests/maths/test_ode_flow.py",
+    "tests/maths/test_continuous_diffusion.py",
+    "tests/maths/test_edm.py",
+    "tests/contracts/test_sampler_contracts.py",
 )
-METRICS_R2 = ("tests/test_metrics_truth.py",) + METRICS
+METRICS_R2 = ("tests/maths/test_metrics_truth.py",) + METRICS
 FEATURE_CACHE = (
-    "tests/test_feature_cache_keys.py",
-    "tests/test_evaluation_cli.py::test_cached_real_features_are_reused_and_invalidated",
-    "tests/test_evaluation_cli.py::test_mixed_image_sizes_need_resize",
-    "tests/test_evaluation_cli.py::test_a_named_sets_cache_entry_is_reused_and_keyed_on_count_size_and_channels",
+    "tests/contracts/test_feature_cache_keys.py",
+    "tests/cli/test_evaluation_cli.py::test_cached_real_features_are_reused_and_invalidated",
+    "tests/cli/test_evaluation_cli.py::test_mixed_image_sizes_need_resize",
+    "tests/cli/test_evaluation_cli.py::test_a_named_sets_cache_entry_is_reused_and_keyed_on_count_size_and_channels",
 )
 RESUME = (
-    "tests/test_resume_validation.py",
-    "tests/test_milestones.py",
-    "tests/test_guards.py",
-    "tests/test_checkpoint.py",
+    "tests/training/test_resume_validation.py",
+    "tests/training/test_milestones.py",
+    "tests/contracts/test_guards.py",
+    "tests/contracts/test_checkpoint.py",
 )
-RNG_TESTS = ("tests/test_rng_streams.py", "tests/test_resume_exact.py")
+RNG_TESTS = ("tests/contracts/test_rng_streams.py", "tests/training/test_resume_exact.py")
 
 S, V, P, L, D, K = (
     "denoising_diffusion/" + name + ".py"
@@ -1129,7 +1131,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "eps = pred.eps - scale * sigma * log_prob_gradient(",
         "eps = pred.eps + scale * sigma * log_prob_gradient(",
         "classifier guidance pushes ε̂ along +∇ log f (away from the class)",
-        ("tests/test_classifier_guidance.py",),
+        ("tests/training/test_classifier_guidance.py",),
     ),
     Mutation(
         "cg-sigma-squared",
@@ -1137,7 +1139,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "eps = pred.eps - scale * sigma * log_prob_gradient(",
         "eps = pred.eps - scale * sigma**2 * log_prob_gradient(",
         "classifier guidance scales the gradient by σ² (the variance) instead of σ",
-        ("tests/test_classifier_guidance.py",),
+        ("tests/training/test_classifier_guidance.py",),
     ),
     Mutation(
         "cg-x0-kept",
@@ -1145,7 +1147,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return Prediction(x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=pred.var_interp)",
         "return Prediction(x0=pred.x0, eps=eps, var_interp=pred.var_interp)",
         "classifier guidance shifts ε̂ but keeps the unguided x̂_0",
-        ("tests/test_classifier_guidance.py",),
+        ("tests/training/test_classifier_guidance.py",),
     ),
     # ----- score-based samplers: score.py, samplers/sde.py, samplers/langevin.py ---------------------------------
     Mutation(
@@ -1548,7 +1550,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if any(n != DEFAULT_RESNET_BLOCKS for n in blocks):",
         "if blocks:",
         "resnet_blocks recorded even at its default, so old checkpoints' configs differ from the rebuilt model's",
-        NETWORK + ("tests/test_checkpoint.py",),
+        NETWORK + ("tests/contracts/test_checkpoint.py",),
     ),
     Mutation(
         "checkpoint-without-rng",
@@ -1568,7 +1570,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
 )
 
-EMA_TESTS = ("tests/test_ema.py",)
+EMA_TESTS = ("tests/training/test_ema.py",)
 MUTATIONS += (
     Mutation(
         "power-ema-update-every",

@@ -16,7 +16,7 @@ The distance between N samples and a reference is biased upwards by the sampling
 model at that N, and its sd the noise of one measurement. See docs/evaluation.md.
 
 Statistics are computed in float64 on the CPU whatever the extractor's device and dtype: the distance subtracts
-traces of similar size, and float32 loses it (tests/test_evaluation.py shows a case).
+traces of similar size, and float32 loses it (tests/maths/test_evaluation.py shows a case).
 """
 
 from __future__ import annotations

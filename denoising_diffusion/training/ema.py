@@ -10,7 +10,7 @@ relative to t; γ solves σ_rel² = (γ+1) / ((γ+2)² (γ+3)) (ema_pytorch.post
 
 * ``update_every`` must be 1: KarrasEMA computes β from the number of *calls* but averages only every
   ``update_every``-th, so with its default of 100 each average gets weight ≈ (γ+1)/t instead of 100 (γ+1)/t and
-  the profile is far longer than σ_rel says (tests/test_ema.py measures both).
+  the profile is far longer than σ_rel says (tests/training/test_ema.py measures both).
 * Its first update copies θ_1 and its k-th uses β = (1 − 1/(k+1))^(γ+1): the weight of θ_k after n updates is
   ((k+1)^(γ+1) − k^(γ+1)) / (n+1)^(γ+1) for k ≥ 2 and 2^(γ+1) / (n+1)^(γ+1) for k = 1 (:func:`power_ema_weights`),
   EDM2's profile with t = k + 1.

@@ -15,7 +15,7 @@ from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  #
 
 from denoising_diffusion.training.results_lock import LOCK_NAME, ResultsFolderInUseError, ResultsLock
 
-LOCK_MODULE = Path(__file__).resolve().parents[1] / "denoising_diffusion" / "training" / "results_lock.py"
+LOCK_MODULE = Path(__file__).resolve().parents[2] / "denoising_diffusion" / "training" / "results_lock.py"
 # A holder process that loads results_lock.py by path (no torch import: it starts in a fraction of a second), takes
 # the lock on argv[1], says so, and waits to be killed.
 HOLDER = (

@@ -21,7 +21,7 @@ from denoising_diffusion.pipeline import save_pipeline
 from denoising_diffusion.samplers import SAMPLERS
 from tests.trainer_helpers import isolated_accelerate, reset_accelerate  # noqa: F401 (autouse fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # A model small enough that a few steps, a checkpoint and 5-step sampling take a second or two.
 TINY = [
     "--dim",

@@ -15,7 +15,7 @@ from PIL import Image
 
 from denoising_diffusion import get_builtin_dataset, save_image_grid
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(name: str) -> ModuleType:

@@ -46,7 +46,7 @@ def test_fid_of_a_set_with_itself_is_zero() -> None:
 
 def test_fid_of_two_gaussians_matches_the_closed_form_within_sampling_error() -> None:
     """Features drawn from N(μ1, Σ1) (real) and N(μ2, Σ2) (generated), Σ1 Σ2 not commuting. Target: the Fréchet
-    distance of the true Gaussians (the closed form, tests/test_evaluation.py). The plug-in estimate is biased
+    distance of the true Gaussians (the closed form, tests/maths/test_evaluation.py). The plug-in estimate is biased
     upwards by O(F/N): its mean term alone by (tr Σ1 + tr Σ2)/N; we allow twice that for the bias, plus 4 SE."""
     assert not torch.allclose(COV_1 @ COV_2, COV_2 @ COV_1)
     exact = frechet_distance(MEAN_1, COV_1, MEAN_2, COV_2)

@@ -453,7 +453,7 @@ NAMES = [name.value for name in SAMPLERS if SAMPLERS[name].serves(COSINE_100)]  
 
 
 def contract_options(name: str) -> dict:
-    """As tests/test_sampler_contracts.py: stochastic samplers draw noise (DDIM at η = 1)."""
+    """As tests/contracts/test_sampler_contracts.py: stochastic samplers draw noise (DDIM at η = 1)."""
     return SAMPLERS[SamplerName(name)].bind({}, defaults={"eta": 1.0, "variance": "fixed_small"})
 
 

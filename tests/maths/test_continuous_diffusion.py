@@ -217,7 +217,7 @@ def test_sample_with_the_oracle_reproduces_the_data(process: str) -> None:
     x = d.sample(4000, generator=torch.Generator().manual_seed(0)).double()
     assert float(x.mean()) == pytest.approx(MEAN, abs=0.03)
     # ncsn's default, annealed Langevin, lags the shrinking levels: its spread comes out 4-11% wide
-    # (tests/test_score_samplers.py measures it); the SDE and ODE samplers of vp and ve within 5%.
+    # (tests/maths/test_score_samplers.py measures it); the SDE and ODE samplers of vp and ve within 5%.
     assert float(x.std()) == pytest.approx(STD, rel=0.12 if process == "ncsn" else 0.05)
 
 

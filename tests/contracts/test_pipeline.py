@@ -156,7 +156,7 @@ def _decorated(decorator: str) -> dict[str, str]:
     """{registered name: module} of every class in the package decorated with ``decorator`` (read from the source)."""
     import ast
 
-    package = Path(__file__).resolve().parents[1] / "denoising_diffusion"
+    package = Path(__file__).resolve().parents[2] / "denoising_diffusion"
     found = {}
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -184,7 +184,7 @@ def test_every_kind_and_process_is_found_without_a_list_of_modules() -> None:
     assert {"ddpm", "vp", "subvp", "ve", "ncsn", "edm"} <= set(processes) <= set(registered_processes())
     import ast
 
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "denoising_diffusion" / "pipeline.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "denoising_diffusion" / "pipeline.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "denoising_diffusion"
+PACKAGE = Path(__file__).resolve().parents[2] / "denoising_diffusion"
 ROOT = "denoising_diffusion"
 
 
