@@ -5,7 +5,8 @@ A mutation replaces one snippet of one file, a snippet that must occur exactly o
 that the list cannot rot silently when the code changes). ``tests`` names the pytest node ids that defend the
 module: the module's own tests, never the whole suite, so that a run of the list takes minutes. Write each bug as a
 tired expert would make it (a sign, a swapped coefficient, an index off by one, a dropped factor, a skipped
-restore), never a syntax error. ``equivalent`` marks a mutant that we know does not change behaviour; tests/README.md says why for each.
+restore), never a syntax error. ``equivalent`` marks a mutant that we know does not change behaviour;
+tests/README.md says why for each.
 """
 
 from __future__ import annotations
