@@ -4,7 +4,6 @@ process sampled by annealed Langevin dynamics."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -14,11 +13,11 @@ from .base import ProcessDeclarations, process_kind
 from .continuous import check_positive_range
 from .path import CLEAN, PosteriorStep, Time, check_index_times, gaussian_posterior_step
 from .spacing import Spacing, index_of_sigma_tilde, spaced_timesteps
-from .ve import checked_stand_in, sigma_max_from_data
+from .ve import FitsSigmaMax
 
 
 @process_kind("ncsn")
-class NCSNSchedule(ProcessDeclarations):
+class NCSNSchedule(FitsSigmaMax, ProcessDeclarations):
     """NCSN's noise levels (Song & Ermon 2019, §4.2; 2020, techniques 1-2): L geometric levels σ_0 < … < σ_{L−1}
     between σ_min and σ_max, as a discrete schedule of indices (level i has σ_i = σ_min (σ_max/σ_min)^{i/(L−1)},
     α = 1), sampled from the top level down. Training draws a level uniformly; the network sees log σ_i.
@@ -27,16 +26,7 @@ class NCSNSchedule(ProcessDeclarations):
     continuous: ClassVar[bool] = False
     recommended_sampler: ClassVar[str] = "annealed_langevin"
     fallback_sampler: ClassVar[str] = "ddpm"  # ancestral steps between adjacent levels (Song et al. 2021, eq. 47)
-    fitted_option: ClassVar[str | None] = "sigma_max"
     timesteps_option: ClassVar[str | None] = "num_levels"
-
-    @classmethod
-    def stand_in(cls, resolved: Mapping[str, float]) -> float:
-        return checked_stand_in(resolved)
-
-    @classmethod
-    def fit(cls, images: Tensor) -> float:
-        return sigma_max_from_data(images)
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, num_levels: int = 232) -> None:
         check_positive_range("sigma_min", sigma_min, "sigma_max", sigma_max)

@@ -14,24 +14,33 @@ from .base import process_kind
 from .continuous import ContinuousSchedule, check_positive_range, check_t_min
 
 
+class FitsSigmaMax:
+    """The declarations of a process whose σ_max, when not given, is the largest distance between two training
+    images (Song & Ermon 2020, technique 1): ve and ncsn."""
+
+    fitted_option: ClassVar[str | None] = "sigma_max"
+
+    @classmethod
+    def stand_in(cls, resolved: Mapping[str, float]) -> float:
+        """2 σ_min: lets σ_min and the other options be checked before the data is seen (σ_min must be positive)."""
+        sigma_min = resolved["sigma_min"]
+        if not sigma_min > 0:
+            raise ValueError(f"process_options sigma_min must be positive, got {sigma_min}")
+        return 2 * sigma_min
+
+    @classmethod
+    def fit(cls, images: Tensor) -> float:
+        return sigma_max_from_data(images)
+
+
 @process_kind("ve")
-class VESchedule(ContinuousSchedule):
+class VESchedule(FitsSigmaMax, ContinuousSchedule):
     """The variance-exploding SDE dx = √(dσ²/dt) dw with σ_t = σ_min (σ_max/σ_min)^t (Song et al. 2021, eq. 9 and
     §3.4): α = 1, g(t) = σ_t √(2 log(σ_max/σ_min)); prior N(0, σ_max² I). σ_max should be about the largest
     distance between two training images (Song & Ermon 2020, technique 1; :func:`sigma_max_from_data`): without
     one, GaussianDiffusion computes it from the training data (``fitted_option``)."""
 
     recommended_sampler: ClassVar[str] = "pc"
-    fitted_option: ClassVar[str | None] = "sigma_max"
-
-    @classmethod
-    def stand_in(cls, resolved: Mapping[str, float]) -> float:
-        """2 σ_min: lets σ_min and t_min be checked before the data is seen (σ_min must be positive)."""
-        return checked_stand_in(resolved)
-
-    @classmethod
-    def fit(cls, images: Tensor) -> float:
-        return sigma_max_from_data(images)
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5) -> None:
         check_positive_range("sigma_min", sigma_min, "sigma_max", sigma_max)
@@ -70,11 +79,3 @@ def sigma_max_from_data(images: Tensor, *, max_images: int = 2000) -> float:
         raise ValueError(f"sigma_max_from_data needs at least 2 images, got a tensor of shape {tuple(images.shape)}")
     flat = images[:max_images].flatten(1).double()
     return float(torch.cdist(flat, flat).max())
-
-
-def checked_stand_in(resolved: Mapping[str, float]) -> float:
-    """2 σ_min, the stand-in σ_max of ve and ncsn before the data is seen; ValueError unless σ_min > 0."""
-    sigma_min = resolved["sigma_min"]
-    if not sigma_min > 0:
-        raise ValueError(f"process_options sigma_min must be positive, got {sigma_min}")
-    return 2 * sigma_min
