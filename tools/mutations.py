@@ -122,6 +122,7 @@ ANCESTRAL = (
     "tests/contracts/test_sampler_contracts.py",
 )
 METRICS_R2 = ("tests/maths/test_metrics_truth.py",) + METRICS
+
 FEATURE_CACHE = (
     "tests/contracts/test_feature_cache_keys.py",
     "tests/cli/test_evaluation_cli.py::test_cached_real_features_are_reused_and_invalidated",
@@ -136,57 +137,94 @@ RESUME = (
 )
 RNG_TESTS = ("tests/contracts/test_rng_streams.py", "tests/training/test_resume_exact.py")
 
-S, V, P, L, D, K = (
-    "denoising_diffusion/" + name + ".py"
-    for name in ("schedules", "variance", "parameterization", "losses", "diffusion", "likelihood")
+
+def union(*selections: tuple[str, ...]) -> tuple[str, ...]:
+    """The node ids of several selections, each once, in order."""
+    return tuple(dict.fromkeys(node for selection in selections for node in selection))
+
+
+# processes/path.py: the posterior and the forward step, used by every process and most samplers
+POSTERIOR_TESTS = union(("tests/maths/test_schedules.py",), ANCESTRAL, SCHEDULES)
+FORWARD_TESTS = union(("tests/maths/test_ancestral_continuous.py",), SAMPLERS, REPAINT, ANCESTRAL)
+
+V, P, D, K = (
+    "denoising_diffusion/" + name + ".py" for name in ("variance", "parameterization", "diffusion", "likelihood")
 )
+PROCS = "denoising_diffusion/processes/{}.py".format
+LOSS = "denoising_diffusion/losses/{}.py".format
+PRECOND = "denoising_diffusion/preconditioning.py"
+SAMPLING = "denoising_diffusion/sampling.py"
+OPTIONS = "denoising_diffusion/diffusion_options.py"
+PIPELINE = "denoising_diffusion/pipeline.py"
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
 SCORE = "denoising_diffusion/parameterization.py"
 G = "denoising_diffusion/guidance.py"
 COND = "denoising_diffusion/conditioning.py"
 NN_COND = "denoising_diffusion/nn/conditioning.py"
 UNET = "denoising_diffusion/nn/unet.py"
-CLF = "denoising_diffusion/classifier.py"
+CLF = "denoising_diffusion/noise_aware_classifier.py"
 ED = "denoising_diffusion/editing.py"
-PROC = "denoising_diffusion/processes.py"
-MET = "denoising_diffusion/metrics.py"
-FCACHE = "denoising_diffusion/feature_cache.py"
-CKPTS = "denoising_diffusion/training/checkpoints.py"
+MET = "denoising_diffusion/evaluation/metrics.py"
+FCACHE = "denoising_diffusion/evaluation/feature_cache.py"
+TRAINING = "denoising_diffusion/training/{}.py".format
+MILESTONES = TRAINING("milestones")
+CKPTS = TRAINING("checkpoints")
 CKPT = "denoising_diffusion/checkpoint.py"
-RNG = "denoising_diffusion/training/rng.py"
+RNG = TRAINING("rng")
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
 X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=cond.var_interp"
+POSTERIOR = "return alpha_s * beta / sigma_t**2, a * sigma_s**2 / sigma_t**2, beta * sigma_s**2 / sigma_t**2, beta"
+FORWARD_VAR = "variance = sigma_t**2 - a**2 * sigma_s**2"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # ----- schedules.py: the posterior, the path coefficients, the schedules, the spacings -----------------------
+    # The posterior has one home, processes/path.posterior_terms (the ddpm tables, posterior_step and
+    # gaussian_posterior_step all read it): round 1's discrete posterior mutations and round 2's continuous ones
+    # (anc-…) mutate the same line now; where both named the same bug they are merged into one entry.
     Mutation(
         "sched-c0-alphabar-t",
-        S,
-        "c0 = alphabar_s**0.5 * beta / (1 - alphabar_t)",
-        "c0 = alphabar_t**0.5 * beta / (1 - alphabar_t)",
-        "posterior c_0 with √ᾱ_t where √ᾱ_s (ᾱ_{t−1}) belongs",
-        SCHEDULES,
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("alpha_s * beta", "alpha_t * beta"),
+        "posterior c_0 with α_t (√ᾱ_t) where α_s (√ᾱ_{t−1}) belongs (merged: anc-c0-alpha-t)",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-ct-no-sqrt",
-        S,
-        "ct = (1 - beta) ** 0.5 * (1 - alphabar_s)",
-        "ct = (1 - beta) * (1 - alphabar_s)",
-        "posterior c_t with α_t instead of √α_t",
-        SCHEDULES,
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("a * sigma_s**2", "a**2 * sigma_s**2"),
+        "posterior c_t with α²_{t|s} (α_t = 1 − β_t on a chain) instead of α_{t|s} (√α_t)",
+        POSTERIOR_TESTS,
+    ),
+    Mutation(
+        "anc-ct-without-a",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("a * sigma_s**2 / sigma_t**2, beta", "sigma_s**2 / sigma_t**2, beta"),
+        "the posterior mean's c_t without α_{t|s} = α_t/α_s (VE's form)",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-var-drops-beta",
-        S,
-        "return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta",
-        "return c0, ct, (1 - alphabar_s) / (1 - alphabar_t), beta",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("beta * sigma_s**2 / sigma_t**2", "sigma_s**2 / sigma_t**2"),
         "posterior variance β̃ without its factor β'",
-        SCHEDULES,
+        POSTERIOR_TESTS,
+    ),
+    Mutation(
+        "anc-variance-is-beta",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("beta * sigma_s**2 / sigma_t**2, beta", "beta, beta"),
+        "the posterior variance is the forward step's β' instead of β' σ_s²/σ_t²",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-clip-index",
-        S,
+        PROCS("ddpm"),
         "torch.log(torch.cat([var[1:2], var[1:]]))",
         "torch.log(torch.cat([var[2:3], var[1:]]))",
         "the t = 0 log-variance table clipped to β̃_2 instead of β̃_1 (index + 1)",
@@ -194,7 +232,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-step-clip-index",
-        S,
+        PROCS("ddpm"),
         "posterior_coefficients(self.alphabar(1), self.alphabar(0))[2]",
         "posterior_coefficients(self.alphabar(2), self.alphabar(1))[2]",
         "posterior_step's clipped t = 0 variance taken one index late (β̃_2)",
@@ -202,7 +240,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-sigma-no-sqrt",
-        S,
+        PROCS("ddpm"),
         "return math.sqrt(ab), math.sqrt(1.0 - ab)",
         "return math.sqrt(ab), 1.0 - ab",
         "alpha_sigma returns σ² = 1 − ᾱ as σ",
@@ -210,7 +248,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-alphabar-index",
-        S,
+        PROCS("ddpm"),
         "return self._ac_list[t + 1]",
         "return self._ac_list[t]",
         "alphabar(t) forgets the CLEAN slot at [0]: reads ᾱ_{t−1}",
@@ -218,7 +256,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-cosine-no-square",
-        S,
+        PROCS("beta_schedules"),
         "f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2",
         "f = torch.cos((t + s) / (1 + s) * math.pi / 2)",
         "cosine schedule with cos instead of cos²",
@@ -226,7 +264,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-cosine-no-normalize",
-        S,
+        PROCS("beta_schedules"),
         "alphas_cumprod = f / f[0]",
         "alphas_cumprod = f",
         "cosine ᾱ not divided by f(0)",
@@ -235,7 +273,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-linear-start-unscaled",
-        S,
+        PROCS("beta_schedules"),
         "torch.linspace(scale * 1e-4, scale * 0.02, timesteps",
         "torch.linspace(1e-4, scale * 0.02, timesteps",
         "linear betas rescaled to T at the end point only",
@@ -243,7 +281,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-linspace-from-T",
-        S,
+        PROCS("spacing"),
         "torch.linspace(num_timesteps - 1, 0, steps",
         "torch.linspace(num_timesteps, 0, steps",
         "linspace spacing starts at T instead of T − 1",
@@ -251,7 +289,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-trailing-no-minus-one",
-        S,
+        PROCS("spacing"),
         ".round().long() - 1,\n",
         ".round().long(),\n",
         "trailing spacing without the − 1 (T, T − T/n, … instead of T − 1, …)",
@@ -259,7 +297,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-leading-no-flip",
-        S,
+        PROCS("spacing"),
         "(torch.arange(steps) * (num_timesteps // steps)).flip(0)",
         "torch.arange(steps) * (num_timesteps // steps)",
         "leading spacing left ascending",
@@ -268,7 +306,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-sigma-cap-max",
-        S,
+        PROCS("spacing"),
         "min(float(log_sigma_tilde[-1]), math.log(sigma_max))",
         "max(float(log_sigma_tilde[-1]), math.log(sigma_max))",
         "σ̃_max cap with max instead of min",
@@ -276,7 +314,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-karras-ramp-n",
-        S,
+        PROCS("spacing"),
         "ramp = torch.linspace(0, 1, steps, dtype=torch.float64)",
         "ramp = torch.arange(steps, dtype=torch.float64) / steps",
         "Karras ramp i/n instead of i/(n − 1)",
@@ -284,7 +322,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-karras-rho",
-        S,
+        PROCS("spacing"),
         "rho: float = 7.0,\n",
         "rho: float = 3.0,\n",
         "Karras spacing with ρ = 3 instead of the paper's 7",
@@ -359,7 +397,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # ----- losses.py ---------------------------------------------------------------------------------------------
     Mutation(
         "loss-kl-var-ratio",
-        L,
+        LOSS("vlb"),
         "torch.exp(logvar1 - logvar2)",
         "torch.exp(logvar2 - logvar1)",
         "KL's variance ratio inverted",
@@ -367,7 +405,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-kl-mean-scale",
-        L,
+        LOSS("vlb"),
         "(mean1 - mean2) ** 2 * torch.exp(-logvar2)",
         "(mean1 - mean2) ** 2 * torch.exp(-logvar1)",
         "KL's mean term divided by the first variance",
@@ -375,7 +413,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-kl-reversed",
-        L,
+        LOSS("vlb"),
         "kl = normal_kl(step.mean(x_start, x_t), true_log_var, model_mean, model_log_var)",
         "kl = normal_kl(model_mean, model_log_var, step.mean(x_start, x_t), true_log_var)",
         "L_t as KL(p_θ || q) instead of KL(q || p_θ)",
@@ -383,7 +421,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-bin-256",
-        L,
+        LOSS("vlb"),
         "cdf_plus = torch.special.ndtr(inv_std * (centered + 1.0 / 255))",
         "cdf_plus = torch.special.ndtr(inv_std * (centered + 1.0 / 256))",
         "decoder bin's upper edge at 1/256 (256 levels) instead of 1/255",
@@ -391,7 +429,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-edge-bin-strict",
-        L,
+        LOSS("vlb"),
         "torch.where(x < -0.999, log_cdf_plus",
         "torch.where(x < -1.0, log_cdf_plus",
         "the lowest bin not extended to −∞ (strict comparison at −1)",
@@ -399,7 +437,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-log-scale-is-log-var",
-        L,
+        LOSS("vlb"),
         "discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var)",
         "discretized_gaussian_log_likelihood(x_start, model_mean, model_log_var)",
         "the decoder gets log σ² where it takes log σ",
@@ -407,7 +445,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-vlb-no-ln2",
-        L,
+        LOSS("vlb"),
         "return torch.where(is_decoder, nll, kl) / math.log(2.0)",
         "return torch.where(is_decoder, nll, kl)",
         "L_t in nats, not bits (ln 2 dropped)",
@@ -415,7 +453,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-minsnr-v",
-        L,
+        LOSS("weighting"),
         "return clipped / (snr + 1)",
         "return clipped / snr",
         "min-SNR weight of v-prediction divided by SNR instead of SNR + 1",
@@ -423,7 +461,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-per-sample-sum",
-        L,
+        LOSS("distance"),
         "return elementwise.flatten(1).mean(1)",
         "return elementwise.flatten(1).sum(1)",
         "per-sample loss summed over dims instead of averaged",
@@ -432,7 +470,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # ----- diffusion.py ------------------------------------------------------------------------------------------
     Mutation(
         "diff-qsample-no-sqrt",
-        D,
+        PROCS("path"),
         "return alpha * x_start + sigma * noise",
         "return alpha**2 * x_start + sigma * noise",
         "q_sample scales x_0 by ᾱ_t instead of √ᾱ_t",
@@ -440,23 +478,23 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-network-alpha-no-sqrt",
-        D,
-        "alpha = extract(self.sqrt_alphas_cumprod, t, like.ndim)",
-        "alpha = extract(self.alphas_cumprod, t, like.ndim)",
-        "the path's α_t (of q_sample and of the network's predictions) taken as ᾱ_t",
-        DIFFUSION,
+        PROCS("ddpm"),
+        '"sqrt_alphas_cumprod": ac.sqrt(),',
+        '"sqrt_alphas_cumprod": ac,',
+        "ddpm tables' α_t = ᾱ_t: q_sample, the network's x̂_0, the classifier's x_t (merged: clf-signal-alphabar)",
+        union(DIFFUSION, CLASSIFIER),
     ),
     Mutation(
         "diff-clip-no-eps-recompute",
-        D,
-        "eps=(x_t - alpha * x0) / sigma, var_interp=pred.var_interp)",
-        "eps=pred.eps, var_interp=pred.var_interp)",
-        "x̂_0 clamped but ε̂ not recomputed from it",
+        PRECOND,
+        "eps = (x_t - alpha * x0) / sigma if self.rederive_eps else pred.eps",
+        "eps = pred.eps",
+        "x̂_0 clamped but ε̂ not recomputed from it (rederive_eps ignored)",
         DIFFUSION,
     ),
     Mutation(
         "diff-clip-to-image-range",
-        D,
+        PRECOND,
         "x0 = pred.x0.clamp(-1.0, 1.0)",
         "x0 = pred.x0.clamp(0.0, 1.0)",
         "x̂_0 clamped to the image range [0, 1] instead of the model's [−1, 1]",
@@ -464,24 +502,24 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-target-from-xt",
-        D,
-        "target_for(self.objective, x_start, noise, alpha, sigma, self.sigma_data)",
-        "target_for(self.objective, x_t, noise, alpha, sigma, self.sigma_data)",
+        LOSS("denoising"),
+        "preconditioning.target(x_start, noise, alpha, sigma)",
+        "preconditioning.target(x_t, noise, alpha, sigma)",
         "training target built from x_t where x_0 belongs",
         DIFFUSION,
     ),
     Mutation(
         "diff-minsnr-alphabar",
-        D,
-        "return self.snr.gather(0, t)",
-        "return self.alphas_cumprod.gather(0, t)",
-        "min-SNR weights from ᾱ_t instead of the SNR",
-        DIFFUSION,
+        LOSS("weighting"),
+        "return min_snr_weight(alpha**2 / sigma**2, objective, self.gamma)",
+        "return min_snr_weight(alpha**2, objective, self.gamma)",
+        "min-SNR weights from ᾱ_t = α_t² instead of the SNR",
+        LOSSES,
     ),
     # ----- the continuous processes in diffusion.py, losses.py and the Trainer ----------------------------------
     Mutation(
         "cont-likelihood-g-not-squared",
-        L,
+        LOSS("weighting"),
         "g2 = schedule.diffusion_sq_at(t.to(torch.float64))",
         "g2 = schedule.diffusion_sq_at(t.to(torch.float64)).sqrt()",
         "likelihood weighting with g(t) where g(t)² belongs",
@@ -489,7 +527,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-likelihood-sigma-not-squared",
-        L,
+        LOSS("weighting"),
         "return g2 / sigma**2",
         "return g2 / sigma",
         "likelihood weight g²/σ on ‖ε̂ − ε‖² (the score's 1/σ converted once, not squared)",
@@ -497,8 +535,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-network-raw-time",
-        D,
-        "time = self.network_time(t)",
+        PRECOND,
+        "time = schedule.network_time(t)",
         "time = t",
         "the network fed the raw time t (or level index) instead of schedule.network_time(t) (999·t, log σ)",
         CONTINUOUS,
@@ -506,14 +544,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "cont-time-draw-indices",
         D,
-        "t = self.schedule.sample_times(img.shape[0], device=img.device)",
+        "t = self.loss.times.sample(self.schedule, img.shape[0], img.device)",
         "t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)",
         "training times drawn as DDPM's indices for every process (continuous t far outside [t_min, 1])",
         CONTINUOUS,
     ),
     Mutation(
         "cont-prior-std-dropped",
-        D,
+        SAMPLING,
         "return x if std == 1.0 else x * std",
         "return x",
         "sampling starts from N(0, I) for ve/ncsn too instead of N(0, σ_max² I)",
@@ -521,17 +559,17 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-snr-not-squared",
-        D,
-        "return alpha**2 / sigma**2",
-        "return alpha / sigma",
-        "continuous min-SNR from α/σ instead of α²/σ²",
-        CONTINUOUS,
+        LOSS("weighting"),
+        "return min_snr_weight(alpha**2 / sigma**2, objective, self.gamma)",
+        "return min_snr_weight(alpha / sigma, objective, self.gamma)",
+        "min-SNR from α/σ instead of α²/σ²",
+        union(LOSSES, CONTINUOUS),
     ),
     Mutation(
         "cont-fit-unnormalized",
         D,
-        "sigma_max_from_data(self.normalize(images.detach().cpu()))",
-        "sigma_max_from_data(images.detach().cpu())",
+        "fitted = self.fitted.fit(self.normalize(images.detach().cpu()))",
+        "fitted = self.fitted.fit(images.detach().cpu())",
         "σ_max measured on [0, 1] images instead of the model's [−1, 1] (half the distance)",
         CONTINUOUS,
     ),
@@ -545,31 +583,31 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-vlb-no-T",
-        D,
-        "self.vlb_weight * self.num_timesteps * self.vlb_term(",
-        "self.vlb_weight * self.vlb_term(",
+        LOSS("denoising"),
+        "loss = loss + self.vlb_weight * schedule.num_timesteps * hybrid",
+        "loss = loss + self.vlb_weight * hybrid",
         "hybrid loss λ L_vlb without the factor T (L_vlb is a sum of T terms)",
         DIFFUSION,
     ),
     Mutation(
         "diff-vlb-no-stop-grad",
-        D,
-        "x0_eps_from_output(self.objective, x_t, out.detach(), alpha, sigma)[0]",
-        "x0_eps_from_output(self.objective, x_t, out, alpha, sigma)[0]",
+        LOSS("denoising"),
+        "x0 = preconditioning.prediction(x_t, output._replace(out=output.out.detach())).x0",
+        "x0 = preconditioning.prediction(x_t, output).x0",
         "the hybrid loss's L_vlb trains the mean (stop-gradient dropped)",
         DIFFUSION,
     ),
     Mutation(
         "diff-posterior-coefs-swapped",
-        D,
-        "c0=extract(self.posterior_mean_coef1, t, ndim),\n            ct=extract(self.posterior_mean_coef2, t, ndim),",
-        "c0=extract(self.posterior_mean_coef2, t, ndim),\n            ct=extract(self.posterior_mean_coef1, t, ndim),",
-        "posterior mean coefficients of x_0 and x_t swapped",
+        PROCS("ddpm"),
+        '"c0": self.posterior_mean_coef1,\n                "ct": self.posterior_mean_coef2,',
+        '"c0": self.posterior_mean_coef2,\n                "ct": self.posterior_mean_coef1,',
+        "the ddpm tables' posterior mean coefficients of x_0 and x_t swapped (q_posterior, the hybrid loss's L_t)",
         DIFFUSION,
     ),
     Mutation(
         "diff-decoder-at-t1",
-        D,
+        LOSS("denoising"),
         "return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 0)",
         "return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 1)",
         "the decoder term at t == 1 (the paper's 1-based index)",
@@ -577,7 +615,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-output-no-clamp",
-        D,
+        SAMPLING,
         "return self.unnormalize(x).clamp(0.0, 1.0)",
         "return self.unnormalize(x)",
         "samples not clamped to [0, 1] after unnormalizing",
@@ -585,8 +623,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-output-always-clamp",
-        D,
-        "return x.clamp(-1.0, 1.0) if self.clip_denoised else x",
+        SAMPLING,
+        "return x.clamp(-1.0, 1.0) if self.clip else x",
         "return x.clamp(-1.0, 1.0)",
         "auto_normalize=False samples clamped even without clip_denoised",
         DIFFUSION,
@@ -601,16 +639,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-self-cond-dropped",
-        D,
-        "pred = self._predict(x_t, t, last_x0[0], cond)",
-        "pred = self._predict(x_t, t, None, cond)",
+        PRECOND,
+        "pred = self.predict(network, schedule, x_t, t, last_x0[0], condition)",
+        "pred = self.predict(network, schedule, x_t, t, None, condition)",
         "sampling never feeds the previous x̂_0 to a self-conditioned network",
         DIFFUSION,
     ),
     Mutation(
         "diff-clip-override-ignored",
-        D,
-        "clip = self.clip_denoised if clip_denoised is None else clip_denoised",
+        PRECOND,
+        "clip = self.clip_denoised if clip is None else clip",
         "clip = self.clip_denoised",
         "denoiser(clip_denoised=False) still clamps (inversion, ODE likelihood)",
         DIFFUSION,
@@ -635,8 +673,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "lik-vlb-unnormalized",
         K,
-        "            diffusion.schedule,\n            diffusion.normalize(images),",
-        "            diffusion.schedule,\n            images,",
+        "            runner.schedule,\n            runner.data.normalize(images),\n",
+        "            runner.schedule,\n            images,\n",
         "bits_per_dim forgets to map [0, 1] images to [−1, 1]",
         LIKELIHOOD,
     ),
@@ -852,14 +890,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         SAMPLERS,
     ),
     Mutation(
-        "ddim-c-no-square",
-        SAMPLER_FILE("ddim"),
-        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0))",
-        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) * sigma_s**2, 0.0))",
-        "DDIM's c with α_t/α_s where (α_t/α_s)² belongs",
-        SAMPLERS,
-    ),
-    Mutation(
         "ddim-eps-coef-full-sigma",
         SAMPLER_FILE("ddim"),
         "math.sqrt(max(sigma_s**2 - c**2, 0.0)) * pred.eps",
@@ -1008,8 +1038,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diffuse-variance-for-std",
         SAMPLER_FILE("common"),
-        "a * x_s + math.sqrt(max(sigma_t**2 - a**2 * sigma_s**2, 0.0))",
-        "a * x_s + max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "return a * x_s + math.sqrt(variance) * randn_like(x_s, generator)",
+        "return a * x_s + variance * randn_like(x_s, generator)",
         "the forward jump scales its noise by the variance σ²_{t|s} instead of the std",
         REPAINT + EDITING,
     ),
@@ -1023,9 +1053,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sdedit-noise-one-step-early",
-        "denoising_diffusion/editing.py",
-        "diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)",
-        "diffuse(x_0, diffusion.schedule, CLEAN, timesteps[len(timesteps) - len(kept) - 1], generator)",
+        ED,
+        "x_start = diffuse(x_0, runner.schedule, CLEAN, kept[0], generator)",
+        "x_start = diffuse(x_0, runner.schedule, CLEAN, timesteps[len(timesteps) - len(kept) - 1], generator)",
         "the input is noised to the entry before the first kept one (one step too noisy)",
         EDITING,
     ),
@@ -1216,14 +1246,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         SCORE_SAMPLERS,
     ),
     Mutation(
-        "rd-b2-without-a",
-        SAMPLER_FILE("sde"),
-        "b2 = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "b2 = max(sigma_t**2 - sigma_s**2, 0.0)",
-        "reverse diffusion's G² = σ_t² − σ_s², the VE form, on every path",
-        SCORE_SAMPLERS,
-    ),
-    Mutation(
         "pc-alpha-not-squared",
         SAMPLER_FILE("sde"),
         "step = corrector_step_size(score, z, snr, (alpha_t / alpha_s) ** 2)",
@@ -1338,7 +1360,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # ----- EDM (Karras et al. 2022): the process, the preconditioning, its loss, the stochastic Heun sampler -------
     Mutation(
         "edm-c-skip-unsquared",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "return sigma_data**2 / total, ",
         "return sigma_data / total, ",
         "c_skip = σ_d/(σ² + σ_d²) instead of σ_d²/(σ² + σ_d²)",
@@ -1346,7 +1368,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-c-out-no-sigma-data",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "sigma * sigma_data / root, 1 / root",
         "sigma / root, 1 / root",
         "c_out = σ/√(σ² + σ_d²), σ_d dropped",
@@ -1354,7 +1376,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-c-in-no-root",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "sigma * sigma_data / root, 1 / root",
         "sigma * sigma_data / root, 1 / total",
         "c_in = 1/(σ² + σ_d²) without the square root",
@@ -1362,7 +1384,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-lambda-unsquared",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "(sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2",
         "(sigma**2 + sigma_data**2) / (sigma * sigma_data)",
         "λ(σ) = (σ² + σ_d²)/(σ σ_d) without the square",
@@ -1370,15 +1392,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-target-from-x0",
-        "denoising_diffusion/parameterization.py",
-        "return (x0 - c_skip * (x0 + sigma_tilde * eps)) / c_out",
-        "return (x0 - c_skip * x0) / c_out",
+        PRECOND,
+        "return (x_start - c_skip * (x_start + sigma_tilde * noise)) / c_out",
+        "return (x_start - c_skip * x_start) / c_out",
         "F_target skips from x_0 instead of the noisy x",
         EDM,
     ),
     Mutation(
         "edm-output-without-c-out",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "x0 = c_skip * x_tilde + c_out * out",
         "x0 = c_skip * x_tilde + out",
         "D = c_skip x + F: the output scale c_out dropped",
@@ -1386,23 +1408,23 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-network-input-unscaled",
-        "denoising_diffusion/diffusion.py",
-        "x_in = edm_coefficients(sigma / alpha, cast(float, self.sigma_data))[2] * (x_t / alpha)",
-        "x_in = x_t / alpha",
+        PRECOND,
+        "return edm_coefficients(sigma / alpha, self.sigma_data)[2] * (x_t / alpha)",
+        "return x_t / alpha",
         "the network sees x instead of c_in x",
         EDM,
     ),
     Mutation(
         "edm-grid-linspace",
-        "denoising_diffusion/diffusion.py",
-        "if self.process is Process.EDM and chosen is not Spacing.LOGSNR:",
-        "if self.process is Process.EDM and chosen is Spacing.KARRAS:",
+        PROCS("edm"),
+        "return recommended if recommended is Spacing.LOGSNR else Spacing.KARRAS",
+        "return recommended if recommended in (Spacing.LOGSNR, Spacing.LINSPACE) else Spacing.KARRAS",
         "EDM's default grid stays uniform in σ for samplers recommending linspace",
         EDM,
     ),
     Mutation(
         "edm-c-noise-no-quarter",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "return 0.25 * t.to(torch.float64).log()",
         "return t.to(torch.float64).log()",
         "c_noise = ln σ instead of ¼ ln σ",
@@ -1410,7 +1432,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-log-normal-variance",
-        "denoising_diffusion/processes.py",
+        LOSS("times"),
         "(self.p_mean + self.p_std * torch.randn(",
         "(self.p_mean + self.p_std**2 * torch.randn(",
         "ln σ drawn with standard deviation P_std² (P_std read as a variance)",
@@ -1418,7 +1440,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-g-without-two",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "return 2.0 * t",
         "return t",
         "g(t) = √t: dσ²/dt = 2σ forgotten",
@@ -1426,7 +1448,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-karras-capped",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "karras_sigma_cap = math.inf",
         "karras_sigma_cap = 80.0",
         "EDM's Karras grid capped at 80 below a larger σ_max",
@@ -1482,7 +1504,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "churn-index-below",
-        "denoising_diffusion/schedules.py",
+        PROCS("spacing"),
         "return min(index, len(log_sigma_tilde) - 1)",
         "return max(min(index, len(log_sigma_tilde) - 1) - 1, 0)",
         "the discrete σ̂ taken at the nearest level below the requested one",
@@ -1783,15 +1805,21 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-model-rescale-dropped",
-        D,
-        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)",
-        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale)",
-        "GaussianDiffusion's guided denoiser ignores guidance_rescale",
+        PRECOND,
+        (
+            "alpha, sigma = path_coefficients(schedule, t, x_t)\n"
+            "        return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)"
+        ),
+        (
+            "alpha, sigma = path_coefficients(schedule, t, x_t)\n"
+            "        return guided_prediction(cond, uncond, x_t, alpha, sigma, scale)"
+        ),
+        "the model's guided denoiser (Preconditioning.guided) ignores guidance_rescale",
         CONDITIONING,
     ),
     Mutation(
         "cfg-scale-zero-skips-rescale",
-        D,
+        PRECOND,
         "if scale == 0.0 and rescale == 0.0:",
         "if scale == 0.0:",
         "at s = 0 the null-branch shortcut skips guidance rescale",
@@ -1799,7 +1827,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-scale-zero-conditional",
-        D,
+        PRECOND,
         "null = torch.ones(batch, dtype=torch.bool, device=x_t.device)",
         "null = torch.zeros(batch, dtype=torch.bool, device=x_t.device)",
         "s = 0 runs the conditional branch instead of the null one",
@@ -1807,7 +1835,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-halves-swapped",
-        D,
+        PRECOND,
         "drop = torch.arange(2 * batch, device=x_t.device) >= batch",
         "drop = torch.arange(2 * batch, device=x_t.device) < batch",
         "the batched call's first half takes the nulls (the conditional and null halves swapped)",
@@ -1815,17 +1843,17 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-train-drop-inverted",
-        D,
-        "drop = torch.rand(x_start.shape[0], device=x_start.device) < self.cond_drop_prob",
-        "drop = torch.rand(x_start.shape[0], device=x_start.device) > self.cond_drop_prob",
+        PRECOND,
+        "drop = torch.rand(x_t.shape[0], device=x_t.device) < cond_drop_prob",
+        "drop = torch.rand(x_t.shape[0], device=x_t.device) > cond_drop_prob",
         "training drops the condition at the rate 1 − p instead of p",
         CONDITIONING,
     ),
     Mutation(
         "cfg-self-cond-undropped",
-        D,
-        "x_self_cond = self._predict(x_t, t, None, condition, drop).x0.detach()",
-        "x_self_cond = self._predict(x_t, t, None, condition).x0.detach()",
+        PRECOND,
+        "x_self_cond = self.predict(network, schedule, x_t, t, None, condition, drop).x0.detach()",
+        "x_self_cond = self.predict(network, schedule, x_t, t, None, condition).x0.detach()",
         "the self-conditioning estimate of a dropped sample is made with its condition (the null branch sees it)",
         CONDITIONING,
     ),
@@ -1872,13 +1900,13 @@ MUTATIONS += (
     ),
     Mutation(
         "denoiser-class-names-unresolved",
-        D,
+        SAMPLING,
         (
-            "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n"
             '        if "classes" in condition:  # class names, as sample() takes them\n'
             '            condition["classes"] = class_indices(condition["classes"], self.class_names)\n'
+            "        batch = next("
         ),
-        "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n",
+        "        batch = next(",
         "denoiser() passes class names on unresolved (a name or a list of names fails)",
         CONDITIONING,
     ),
@@ -1902,19 +1930,11 @@ MUTATIONS += (
     # ----- the noise-aware classifier (classifier.py) ----------------------------------------------------------------
     Mutation(
         "clf-noise-std-is-variance",
-        CLF,
-        "(1 - ac).sqrt().float()",
-        "(1 - ac).float()",
-        "the classifier trains on x_t with noise std 1 − ᾱ_t instead of √(1 − ᾱ_t)",
-        CLASSIFIER,
-    ),
-    Mutation(
-        "clf-signal-alphabar",
-        CLF,
-        "ac.sqrt().float()",
-        "ac.float()",
-        "the classifier trains on x_t = ᾱ_t x_0 + ... instead of √ᾱ_t x_0",
-        CLASSIFIER,
+        PROCS("ddpm"),
+        '"sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt(),',
+        '"sqrt_one_minus_alphas_cumprod": (1 - ac),',
+        "the ddpm tables' σ_t = 1 − ᾱ_t instead of √(1 − ᾱ_t): q_sample's noise std (classifier and diffusion)",
+        union(CLASSIFIER, DIFFUSION),
     ),
     Mutation(
         "clf-unnormalized",
@@ -1926,19 +1946,19 @@ MUTATIONS += (
     ),
     Mutation(
         "clf-t-from-one",
-        CLF,
-        "t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
-        "t = torch.randint(1, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
-        "the classifier never trains at t = 0 (1-based times)",
-        CLASSIFIER,
+        LOSS("times"),
+        "return torch.randint(0, schedule.num_timesteps, (n,), device=device)",
+        "return torch.randint(1, schedule.num_timesteps, (n,), device=device)",
+        "uniform training times never draw t = 0 (1-based indices): the classifier's and the diffusion's",
+        union(CLASSIFIER, LOSSES),
     ),
     Mutation(
         "clf-index-one-based",
-        CLF,
-        "self.sqrt_alphas_cumprod[t].view(shape)",
-        "self.sqrt_alphas_cumprod[t - 1].view(shape)",
-        "the signal coefficient read one index early (√ᾱ_{t−1}, and ᾱ_{T−1} at t = 0)",
-        CLASSIFIER,
+        PROCS("ddpm"),
+        "ac = self.alphas_cumprod\n",
+        "ac = self.alphas_cumprod_prev\n",
+        "the ddpm tables' (α_t, σ_t) read ᾱ_{t−1}: one index early (the classifier's x_t, q_sample, the network's α_t)",
+        union(CLASSIFIER, DIFFUSION),
     ),
     Mutation(
         "clf-softmax-over-batch",
@@ -1958,7 +1978,7 @@ MUTATIONS += (
     ),
     Mutation(
         "clf-labels-by-diffusion-names",
-        D,
+        SAMPLING,
         'names = getattr(classifier, "class_names", None) or self.class_names',
         'names = self.class_names or getattr(classifier, "class_names", None)',
         "classifier guidance resolves a class name by the diffusion's names, not the classifier's",
@@ -1975,8 +1995,8 @@ MUTATIONS += (
     Mutation(
         "clf-schedule-and",
         CLF,
-        "elif self.num_timesteps != diffusion.num_timesteps or not torch.allclose(",
-        "elif self.num_timesteps != diffusion.num_timesteps and not torch.allclose(",
+        "elif self.num_timesteps != schedule.num_timesteps or not torch.allclose(",
+        "elif self.num_timesteps != schedule.num_timesteps and not torch.allclose(",
         "a classifier of another schedule of the same length accepted for guidance",
         CLASSIFIER,
     ),
@@ -1984,16 +2004,16 @@ MUTATIONS += (
     Mutation(
         "img2img-unnormalized",
         ED,
-        "x_0 = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
-        "x_0 = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "x_0 = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))",
+        "x_0 = images.to(device=runner.device, dtype=runner.dtype)",
         "img2img noises the [0, 1] images as they are on a model that works in [−1, 1]",
         EDITING_R2,
     ),
     Mutation(
         "inpaint-unnormalized",
         ED,
-        "known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
-        "known = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "known = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))",
+        "known = images.to(device=runner.device, dtype=runner.dtype)",
         "inpaint keeps the [0, 1] pixels as they are on a model that works in [−1, 1]",
         EDITING_R2,
     ),
@@ -2001,15 +2021,15 @@ MUTATIONS += (
         "img2img-rescale-dropped",
         ED,
         (
-            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "bound = info.bind(options, runner.sampler_defaults(), also=also)\n"
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
+            "    denoiser = runner.sampling_denoiser(\n"
             "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,"
         ),
         (
-            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "bound = info.bind(options, runner.sampler_defaults(), also=also)\n"
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
+            "    denoiser = runner.sampling_denoiser(\n"
             "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0,"
         ),
         "img2img ignores guidance_rescale",
@@ -2019,23 +2039,16 @@ MUTATIONS += (
         "inpaint-rescale-dropped",
         ED,
         (
-            "diffusion.sampler_defaults())\n"
+            'bind({"variance": variance}, runner.sampler_defaults())\n'
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
-            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, "
-            "classifier=classifier,\n"
-            "        classifier_scale=classifier_scale, **condition,\n"
-            "    )  # fmt: skip\n"
-            "    known"
+            "    denoiser = runner.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,"
         ),
         (
-            "diffusion.sampler_defaults())\n"
+            'bind({"variance": variance}, runner.sampler_defaults())\n'
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
-            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0, classifier=classifier,\n"
-            "        classifier_scale=classifier_scale, **condition,\n"
-            "    )  # fmt: skip\n"
-            "    known"
+            "    denoiser = runner.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0,"
         ),
         "inpaint ignores guidance_rescale",
         EDITING_R2,
@@ -2043,16 +2056,16 @@ MUTATIONS += (
     Mutation(
         "img2img-options-unbound",
         ED,
-        "bound = info.bind(options, diffusion.sampler_defaults())",
-        "bound = info.bind({}, diffusion.sampler_defaults())",
+        "bound = info.bind(options, runner.sampler_defaults(), also=also)",
+        "bound = info.bind({}, runner.sampler_defaults(), also=also)",
         "img2img drops the sampler's options (eta, variance)",
         EDITING_R2,
     ),
     Mutation(
         "inpaint-variance-ignored",
         ED,
-        'bind({"variance": variance}, diffusion.sampler_defaults())',
-        "bind({}, diffusion.sampler_defaults())",
+        'bind({"variance": variance}, runner.sampler_defaults())',
+        "bind({}, runner.sampler_defaults())",
         "inpaint ignores variance=",
         EDITING_R2,
     ),
@@ -2132,7 +2145,7 @@ MUTATIONS += (
     # ----- processes.py: VP, sub-VP, VE, EDM -------------------------------------------------------------------------
     Mutation(
         "vp-integral-no-half",
-        PROC,
+        PROCS("vp"),
         "0.5 * (self.beta_max - self.beta_min) * t**2",
         "(self.beta_max - self.beta_min) * t**2",
         "VP's B(t) = ∫β without the ½ of t²/2",
@@ -2140,7 +2153,7 @@ MUTATIONS += (
     ),
     Mutation(
         "subvp-sigma-as-vp",
-        PROC,
+        PROCS("subvp"),
         "return torch.exp(-0.5 * b), -torch.expm1(-b)",
         "return torch.exp(-0.5 * b), torch.sqrt(-torch.expm1(-b))",
         "sub-VP's σ_t = √(1 − α_t²) (the VP's) instead of 1 − α_t²",
@@ -2148,7 +2161,7 @@ MUTATIONS += (
     ),
     Mutation(
         "subvp-g2-exponent",
-        PROC,
+        PROCS("subvp"),
         "-torch.expm1(-2.0 * self.integral_beta(t))",
         "-torch.expm1(-self.integral_beta(t))",
         "sub-VP's g² with 1 − e^{−B} instead of 1 − e^{−2B}",
@@ -2156,7 +2169,7 @@ MUTATIONS += (
     ),
     Mutation(
         "ve-g2-no-two",
-        PROC,
+        PROCS("ve"),
         "sigma**2 * (2.0 * math.log(self.sigma_max / self.sigma_min))",
         "sigma**2 * math.log(self.sigma_max / self.sigma_min)",
         "VE's g² = dσ²/dt without its factor 2",
@@ -2164,52 +2177,39 @@ MUTATIONS += (
     ),
     Mutation(
         "edm-time-of-sigma-log",
-        PROC,
+        PROCS("edm"),
         "return targets.exp().clamp(self.t_min, self.t_max)",
         "return targets.clamp(self.t_min, self.t_max)",
         "EDM's time of a log σ̃ taken as the log itself (σ = ln σ)",
         EDM + PROCESSES,
     ),
     # ----- the ancestral step on the continuous paths (schedules.gaussian_posterior_step) ----------------------------
+    # ----- the forward step's variance: one home, processes/path.forward_step (DDIM's η, the posterior, SDEdit's
+    # and RePaint's noising, the reverse-diffusion predictor). ddim-c-no-square, rd-b2-without-a and the anc-…
+    # mutations of the forward variance mutate this line now; rd-b2-without-a is merged into anc-forward-var-ve-form.
+    Mutation(
+        "ddim-c-no-square",
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2 - a * sigma_s**2",
+        "the forward step's σ²_{t|s} with α_t/α_s where (α_t/α_s)² belongs (DDIM's c, the posterior, the jumps)",
+        FORWARD_TESTS,
+    ),
     Mutation(
         "anc-forward-var-sigma-t",
-        S,
-        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "beta = sigma_t**2",
-        "the continuous posterior step's forward variance σ_t² instead of σ_t² − (α_t/α_s)² σ_s²",
-        ANCESTRAL,
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2",
+        "the forward step's variance σ_t² instead of σ_t² − (α_t/α_s)² σ_s²",
+        FORWARD_TESTS,
     ),
     Mutation(
         "anc-forward-var-ve-form",
-        S,
-        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "beta = max(sigma_t**2 - sigma_s**2, 0.0)",
-        "the continuous posterior step's forward variance σ_t² − σ_s², VE's form, on every path",
-        ANCESTRAL,
-    ),
-    Mutation(
-        "anc-variance-is-beta",
-        S,
-        "variance = beta * sigma_s**2 / sigma_t**2",
-        "variance = beta",
-        "the continuous posterior variance is the forward step's β' instead of β' σ_s²/σ_t²",
-        ANCESTRAL,
-    ),
-    Mutation(
-        "anc-ct-without-a",
-        S,
-        "ct=a * sigma_s**2 / sigma_t**2,",
-        "ct=sigma_s**2 / sigma_t**2,",
-        "the continuous posterior mean's c_t without α_t/α_s (VE's form)",
-        ANCESTRAL,
-    ),
-    Mutation(
-        "anc-c0-alpha-t",
-        S,
-        "c0=alpha_s * beta / sigma_t**2,",
-        "c0=alpha_t * beta / sigma_t**2,",
-        "the continuous posterior mean's c_0 with α_t instead of α_s",
-        ANCESTRAL,
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2 - sigma_s**2",
+        "the forward step's variance σ_t² − σ_s², VE's form, on every path (merged: rd-b2-without-a)",
+        FORWARD_TESTS,
     ),
     # ----- metrics.py ------------------------------------------------------------------------------------------------
     Mutation(
@@ -2352,7 +2352,7 @@ MUTATIONS += (
     ),
     Mutation(
         "resume-loads-ema-as-online",
-        "denoising_diffusion/training/trainer.py",
+        MILESTONES,
         "load_weights(self.trainable, state, use_ema=False)",
         "load_weights(self.trainable, state, use_ema=True)",
         "a resume loads the EMA weights into the online network",
