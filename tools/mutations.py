@@ -2400,3 +2400,573 @@ MUTATIONS += (
         RNG_TESTS,
     ),
 )
+
+# ===== round 3 (issue 29, part 8): the re-housed parts, at the density of the maths modules. processes/base.py
+# (options, fitting, the default sampler and spacing), processes/ddpm.py's tables, losses/, preconditioning.py,
+# sampling.py, diffusion_options.py (which option reaches which part), pipeline.py's parts, training/. Each selection
+# names first the focused tests of tests/contracts/test_part_wiring.py or tests/training/test_training_parts.py. ====
+PART_WIRING = "tests/contracts/test_part_wiring.py"
+TRAINING_PARTS = "tests/training/test_training_parts.py"
+OPTION_TESTS = (
+    PART_WIRING,
+    "tests/contracts/test_extension_points.py",
+    "tests/maths/test_continuous_diffusion.py",
+    "tests/maths/test_edm.py",
+)
+LOSS_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py") + LOSSES
+PRECOND_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py")
+RUNNER_TESTS = (
+    PART_WIRING,
+    "tests/maths/test_diffusion.py",
+    "tests/maths/test_conditioning_truth.py",
+    "tests/maths/test_continuous_diffusion.py::test_default_samplers",
+    "tests/maths/test_edm.py",
+)
+COMPOSED = (TRAINING_PARTS, "tests/contracts/test_composed_checkpoints.py", "tests/contracts/test_checkpoint.py")
+TRAINER_TESTS = (TRAINING_PARTS, "tests/training/test_trainer.py", "tests/training/test_milestones.py")
+LOCK_TESTS = ("tests/training/test_results_lock.py",)
+OPTS = "value = given.get(name, default)"
+
+MUTATIONS += (
+    # ----- processes/base.py: option resolution, the fitted option, the default sampler and spacing ---------------
+    Mutation(
+        "opts-given-ignored",
+        PROCS("base"),
+        OPTS,
+        "value = default",
+        "process_options ignored: every option resolved to its default",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "opts-unknown-check-reversed",
+        PROCS("base"),
+        "unknown = sorted(set(given) - set(defaults))",
+        "unknown = sorted(set(defaults) - set(given))",
+        "the unknown-option check's set difference reversed: options left at their defaults refused, typos accepted",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "opts-inf-accepted",
+        PROCS("base"),
+        "if not math.isfinite(number):",
+        "if math.isnan(number):",
+        "process_options accepts ±inf (only NaN refused)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "fitted-option-takes-default",
+        PROCS("base"),
+        "None if name == cls.fitted_option or param.default is inspect.Parameter.empty else param.default",
+        "None if param.default is inspect.Parameter.empty else param.default",
+        "ve's and ncsn's σ_max takes the constructor's default 50 instead of being fitted from the data",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "restore-from-another-process",
+        PROCS("base"),
+        "if name is None or not self.needs_fit or process != self.cls.name or name not in stored:",
+        "if name is None or not self.needs_fit or name not in stored:",
+        "σ_max restored from a stored config of another process (an ncsn model takes a ve run's σ_max)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "restore-overwrites-given",
+        PROCS("base"),
+        "if name is None or not self.needs_fit or process != self.cls.name or name not in stored:",
+        "if name is None or process != self.cls.name or name not in stored:",
+        "a stored config's σ_max overwrites the one the model was given",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "default-sampler-always-fallback",
+        PROCS("base"),
+        "return cls.recommended_sampler if cls.recommended_sampler in registered else cls.fallback_sampler",
+        "return cls.fallback_sampler",
+        "a process samples with its fallback sampler although its recommended one is registered",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "index-spacing-accepted-in-continuous-time",
+        PROCS("base"),
+        "if cls.continuous and spacing in (Spacing.TRAILING, Spacing.LEADING):",
+        "if not cls.continuous and spacing in (Spacing.TRAILING, Spacing.LEADING):",
+        "timestep_spacing='trailing' refused for ddpm and accepted for the continuous processes (the flag inverted)",
+        OPTION_TESTS + ("tests/maths/test_diffusion.py",),
+    ),
+    # ----- processes/ddpm.py: the per-device tables, posterior_at, the default sampler -----------------------------
+    Mutation(
+        "ddpm-tables-left-on-cpu",
+        PROCS("ddpm"),
+        "cache[device] = {name: table.to(device) for name, table in tables.items()}",
+        "cache[device] = tables",
+        "the per-device tables never moved to the device asked for (a GPU batch gathers from CPU tables)",
+        (PART_WIRING,) + DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-posterior-at-variance-fields-swapped",
+        PROCS("ddpm"),
+        '("c0", "ct", "variance", "log_variance", "betas", "log_betas")',
+        '("c0", "ct", "log_variance", "variance", "betas", "log_betas")',
+        "posterior_at hands the log-variance table over as the variance and the variance as its log",
+        DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-posterior-at-beta-fields-swapped",
+        PROCS("ddpm"),
+        '("c0", "ct", "variance", "log_variance", "betas", "log_betas")',
+        '("c0", "ct", "variance", "log_variance", "log_betas", "betas")',
+        "posterior_at's β and log β swapped: the learned range's upper end in the hybrid loss",
+        DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-default-ddim-at-T",
+        PROCS("ddpm"),
+        'return "ddim" if sampling_steps < num_timesteps else "ddpm"',
+        'return "ddim" if sampling_steps <= num_timesteps else "ddpm"',
+        "ddpm's default sampler DDIM also at sampling_timesteps = T (ancestral DDPM never chosen)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "ddpm-log-sigma-tilde-no-half",
+        PROCS("ddpm"),
+        "return 0.5 * torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)",
+        "return torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)",
+        "the ddpm chain's log σ̃ = log(σ²/α²) (the ½ dropped): logsnr and karras grids, the churned level",
+        SCHEDULES + EDM,
+    ),
+    # ----- losses/denoising.py: q_sample, target and weightings in order; the hybrid term ---------------------------
+    Mutation(
+        "loss-fresh-noise-for-xt",
+        LOSS("denoising"),
+        "x_t = q_sample(schedule, x_start, t, noise)",
+        "x_t = q_sample(schedule, x_start, t, torch.randn_like(x_start))",
+        "x_t drawn with fresh noise, not the ε the target names",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "loss-first-weighting-only",
+        LOSS("denoising"),
+        "for weighting in self.weightings:\n            weight = ",
+        "for weighting in self.weightings[:1]:\n            weight = ",
+        "only the first weighting applied: min_snr_loss_weight dropped beside loss_weighting",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "hybrid-range-ends-swapped",
+        LOSS("denoising"),
+        "reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_beta, step.log_variance, var_interp)",
+        "reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_variance, step.log_beta, var_interp)",
+        "the hybrid term's learned range passed as (β̃, β) where (β, β̃) belongs",
+        LOSS_TESTS,
+    ),
+    # ----- losses/times.py: the uniform range and the log-normal draw ------------------------------------------------
+    Mutation(
+        "uniform-times-never-last-index",
+        LOSS("times"),
+        "return torch.randint(0, schedule.num_timesteps, (n,), device=device)",
+        "return torch.randint(0, schedule.num_timesteps - 1, (n,), device=device)",
+        "uniform indices never draw T − 1 (randint's exclusive end taken as inclusive)",
+        LOSS_TESTS + CLASSIFIER,
+    ),
+    Mutation(
+        "uniform-times-below-t-min",
+        LOSS("times"),
+        "return schedule.t_min + (schedule.t_max - schedule.t_min) * torch.rand(",
+        "return schedule.t_max * torch.rand(",
+        "continuous training times U(0, t_max): below t_min, where σ_t is 0 or tiny",
+        (PART_WIRING,) + CONTINUOUS,
+    ),
+    Mutation(
+        "log-normal-sigma-as-time",
+        LOSS("times"),
+        "return schedule.times_at_sigma_tilde(sigma)",
+        "return sigma",
+        "the log-normal σ̃ used as the time itself on every process (right for EDM's only)",
+        (PART_WIRING,) + EDM,
+    ),
+    # ----- losses/weighting.py: min-SNR and the likelihood weighting --------------------------------------------------
+    Mutation(
+        "minsnr-max-instead-of-min",
+        LOSS("weighting"),
+        "clipped = snr.clamp(max=gamma)",
+        "clipped = snr.clamp(min=gamma)",
+        "max(SNR, γ) instead of min(SNR, γ)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "minsnr-eps-not-divided",
+        LOSS("weighting"),
+        "if objective is Objective.PRED_NOISE:\n        return clipped / snr",
+        "if objective is Objective.PRED_NOISE:\n        return clipped",
+        "ε-prediction's min-SNR weight not divided by the SNR (the x_0-space weight on the ε loss)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "minsnr-edm-accepted",
+        LOSS("weighting"),
+        "if objective is Objective.EDM:",
+        "if objective is None:",
+        "min_snr_loss_weight accepted with objective 'edm' (weighted twice: λ(σ) and min-SNR)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "likelihood-accepts-v",
+        LOSS("weighting"),
+        "if objective is not Objective.PRED_NOISE:",
+        "if objective is Objective.PRED_X0:",
+        "loss_weighting='likelihood' accepted with pred_v (its weight is for ‖ε̂ − ε‖²)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "weighting-config-options-dropped",
+        LOSS("weighting"),
+        '        return cls(**options)\n    except TypeError as err:\n        raise ValueError(f"loss weighting',
+        '        return cls()\n    except TypeError as err:\n        raise ValueError(f"loss weighting',
+        "a weighting rebuilt from its config loses its options (min_snr's γ back to 5)",
+        OPTION_TESTS,
+    ),
+    # ----- preconditioning.py: the learned-variance split, guidance, self-conditioning, the objective's target --------
+    Mutation(
+        "learned-variance-halves-swapped",
+        PRECOND,
+        "out, var_interp = out.chunk(2, dim=1)",
+        "var_interp, out = out.chunk(2, dim=1)",
+        "a learned-variance network's output split as (v, F) where (F, v) belongs",
+        PRECOND_TESTS + VARIANCE,
+    ),
+    Mutation(
+        "guidance-below-one-ignored",
+        PRECOND,
+        "guided = guidance_scale != 1.0",
+        "guided = guidance_scale > 1.0",
+        "guidance scales below 1 (towards the unconditional model, s = 0 included) silently ignored",
+        CONDITIONING,
+    ),
+    Mutation(
+        "self-cond-every-step",
+        PRECOND,
+        "if self.self_condition and torch.rand(()) < 0.5:",
+        "if self.self_condition and torch.rand(()) < 1.0:",
+        "self-conditioning trains with the first pass every time (never without x̂_0, as sampling's first step is)",
+        PRECOND_TESTS,
+    ),
+    Mutation(
+        "v-target-arguments-swapped",
+        P,
+        "return v_from_x0_eps(x0, eps, alpha, sigma)",
+        "return v_from_x0_eps(eps, x0, alpha, sigma)",
+        "v-prediction's target with ε and x_0 swapped (v = α x_0 − σ ε)",
+        PRECOND_TESTS + PARAMETERIZATION,
+    ),
+    Mutation(
+        "preconditioning-flags-swapped",
+        PRECOND,
+        "return Preconditioning(objective, self_condition, learned_variance, clip_denoised, rederive_eps)",
+        "return Preconditioning(objective, self_condition, learned_variance, rederive_eps, clip_denoised)",
+        "clip_denoised and rederive_eps swapped by position for the plain objectives",
+        PRECOND_TESTS,
+    ),
+    # ----- sampling.py: the spacing, the steps, the prior, the output range, class names, the default sampler --------
+    Mutation(
+        "spacing-model-over-call",
+        SAMPLING,
+        "chosen = spacing or self.defaults.spacing",
+        "chosen = self.defaults.spacing or spacing",
+        "the model's timestep_spacing overrides the call's spacing=",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "spacing-recommendation-ignored",
+        SAMPLING,
+        "recommended = Spacing.LINSPACE if info is None else info.spacing",
+        "recommended = Spacing.LINSPACE",
+        "each sampler's recommended spacing ignored (DPM-Solver's logsnr): linspace unless the process adapts it",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "spacing-process-adaptation-skipped",
+        SAMPLING,
+        "chosen = type(self.schedule).spacing_for(recommended)",
+        "chosen = recommended",
+        "the process's adaptation of the recommendation skipped (EDM's Karras grid for every sampler)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "steps-argument-ignored",
+        SAMPLING,
+        "self.schedule.timesteps(self.defaults.steps if steps is None else steps, chosen)",
+        "self.schedule.timesteps(self.defaults.steps, chosen)",
+        "sample(steps=) ignored: always sampling_timesteps",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "prior-scaled-by-variance",
+        SAMPLING,
+        "return x if std == 1.0 else x * std",
+        "return x if std == 1.0 else x * std**2",
+        "the prior scaled by its variance σ_max² instead of its std",
+        CONTINUOUS + SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "output-clamped-before-unnormalizing",
+        SAMPLING,
+        "return self.unnormalize(x).clamp(0.0, 1.0)",
+        "return self.unnormalize(x.clamp(0.0, 1.0))",
+        "samples clamped to [0, 1] in the model's space, before unnormalizing (the output in [0.5, 1])",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "default-sampler-steps-and-T-swapped",
+        SAMPLING,
+        "default_sampler(self.defaults.steps, self.num_timesteps, SAMPLERS)",
+        "default_sampler(self.num_timesteps, self.defaults.steps, SAMPLERS)",
+        "the default sampler asked with T and the steps swapped (DDPM's ancestral step on a respaced chain)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "sample-class-names-unresolved",
+        SAMPLING,
+        (
+            '        if "classes" in condition:\n'
+            '            condition["classes"] = class_indices(condition["classes"], self.class_names)\n'
+            "        condition = broadcast_condition(condition, batch_size)"
+        ),
+        "        condition = broadcast_condition(condition, batch_size)",
+        "sample() broadcasts class names before resolving them (a list of names fails)",
+        CONDITIONING,
+    ),
+    # ----- diffusion_options.py: which option reaches which part -----------------------------------------------------
+    Mutation(
+        "min-snr-gamma-ignored",
+        OPTIONS,
+        "weightings.append(MinSNRWeighting(min_snr_gamma))",
+        "weightings.append(MinSNRWeighting())",
+        "min_snr_gamma never reaches the weighting (γ = 5 always)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "process-options-miss-the-times",
+        OPTIONS,
+        "training_times, **options)",
+        "training_times)",
+        "EDM's p_mean and p_std (process_options) never reach the log-normal training-time draw",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "training-times-ignored",
+        OPTIONS,
+        "cls.training_times if training_times is None else training_times",
+        "cls.training_times",
+        "training_times= ignored: the process's own distribution always",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "vlb-weight-ignored",
+        OPTIONS,
+        "DenoisingLoss(LossType(loss_type), tuple(weightings), times, float(vlb_weight))",
+        "DenoisingLoss(LossType(loss_type), tuple(weightings), times)",
+        "vlb_weight never reaches the loss (λ = 0.001 always)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "sigma-data-not-passed",
+        OPTIONS,
+        'chosen_objective, options.get("sigma_data"),',
+        "chosen_objective, 0.5,",
+        "EDM's sigma_data never reaches the preconditioning (0.5 always)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "rederive-eps-not-passed",
+        OPTIONS,
+        "rederive_eps=bool(rederive_eps),\n    )",
+        "rederive_eps=True,\n    )",
+        "rederive_eps=False never reaches the preconditioning",
+        PRECOND_TESTS,
+    ),
+    Mutation(
+        "learned-variance-sampled-fixed",
+        OPTIONS,
+        "return VarianceType.LEARNED_RANGE if learned_variance else VarianceType.FIXED_SMALL",
+        "return VarianceType.FIXED_SMALL",
+        "a learned-variance network samples with fixed_small by default (its variance output unused)",
+        PRECOND_TESTS + VARIANCE,
+    ),
+    Mutation(
+        "ddpm-loss-weighting-unrecorded",
+        OPTIONS,
+        'if cls is not NoiseSchedule or weighting.name != "simple":',
+        "if cls is not NoiseSchedule:",
+        "a ddpm model's loss_weighting left out of its config: the rebuilt model trains with 'simple'",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "training-times-unrecorded",
+        OPTIONS,
+        'config["training_times"] = times.config',
+        "pass",
+        "training_times left out of the config: the rebuilt model draws the process's own times",
+        OPTION_TESTS,
+    ),
+    # ----- pipeline.py: the frozen parts of a training checkpoint -----------------------------------------------------
+    Mutation(
+        "parts-missing-accepted",
+        PIPELINE,
+        "if missing or unexpected:",
+        "if unexpected:",
+        "a checkpoint missing some of the model's frozen parts loads silently (they keep their fresh weights)",
+        COMPOSED,
+    ),
+    Mutation(
+        "parts-checked-not-loaded",
+        PIPELINE,
+        "model.load_state_dict(dict(parts), strict=False)",
+        "model.load_state_dict({}, strict=False)",
+        "the checkpoint's parts checked but never loaded: a frozen part rebuilds with fresh weights",
+        COMPOSED,
+    ),
+    Mutation(
+        "load-weights-skips-parts",
+        PIPELINE,
+        (
+            "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n"
+            '    if "parts" in checkpoint:\n'
+            '        load_parts(model, checkpoint["parts"])\n'
+            "\n\ndef trainable_parts"
+        ),
+        "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n\n\ndef trainable_parts",
+        "load_weights (the Trainer's resume) ignores the checkpoint's frozen parts",
+        COMPOSED,
+    ),
+    Mutation(
+        "load-pipeline-online-by-default",
+        PIPELINE,
+        "use_ema: bool = True, device",
+        "use_ema: bool = False, device",
+        "load_pipeline gives the online weights by default instead of the EMA's",
+        COMPOSED,
+    ),
+    Mutation(
+        "checkpoint-without-parts",
+        MILESTONES,
+        "network_path=network_path,\n            parts=parts,",
+        "network_path=network_path,",
+        "a training checkpoint without the trainable's other parts (its frozen parts lost)",
+        COMPOSED,
+    ),
+    # ----- training/: milestones, the step, the previews, the results lock --------------------------------------------
+    Mutation(
+        "milestone-floor",
+        MILESTONES,
+        "return -(-step // self.save_and_sample_every)",
+        "return step // self.save_and_sample_every",
+        "a checkpoint between milestones saved under the previous milestone (floor instead of ceil): overwrites it",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "logged-loss-summed-over-micro-batches",
+        TRAINING("step"),
+        "local_loss += loss.detach().float() / self.gradient_accumulate_every",
+        "local_loss += loss.detach().float()",
+        "the logged loss summed over the micro-batches instead of averaged",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "non-finite-loss-steps",
+        TRAINING("step"),
+        "NonFiniteGuard.should_step(math.isfinite(loss), grad_finite",
+        "NonFiniteGuard.should_step(True, grad_finite",
+        "a step whose loss is NaN or inf is taken (only the gradient checked)",
+        TRAINER_TESTS + ("tests/contracts/test_guards.py",),
+    ),
+    Mutation(
+        "max-grad-norm-ignored",
+        TRAINING("step"),
+        "max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf",
+        "max_norm = math.inf",
+        "max_grad_norm ignored: gradients never clipped",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "gradients-never-zeroed",
+        TRAINING("step"),
+        "        self.opt.zero_grad()\n        return loss, grad_norm, stepped, overflowed",
+        "        return loss, grad_norm, stepped, overflowed",
+        "the gradients never zeroed: each step adds the previous steps' gradients",
+        TRAINER_TESTS + ("tests/training/test_resume_exact.py",),
+    ),
+    Mutation(
+        "preview-classes-cycle",
+        TRAINING("preview"),
+        "torch.arange(rows).repeat_interleave(per_row)",
+        "torch.arange(rows).repeat(per_row)",
+        "the milestone grid's classes cycle along each row instead of one class per row",
+        (TRAINING_PARTS, "tests/training/test_labelled_data.py"),
+    ),
+    Mutation(
+        "preview-chunks-reuse-first-condition",
+        TRAINING("preview"),
+        "value[start : start + n]",
+        "value[:n]",
+        "every chunk of a grid samples with the first chunk's condition",
+        (TRAINING_PARTS, "tests/training/test_labelled_data.py"),
+    ),
+    Mutation(
+        "preview-from-online-weights",
+        TRAINING("preview"),
+        (
+            "ema_model = self.trainable.with_model(self.ema.ema_model).to(device)\n"
+            "        generator = torch.Generator(device=device).manual_seed(self.data.data_seed if seed"
+        ),
+        (
+            "ema_model = self.trainable.with_model(self.trainable.model).to(device)\n"
+            "        generator = torch.Generator(device=device).manual_seed(self.data.data_seed if seed"
+        ),
+        "Trainer.sample and the milestone grids draw from the online network instead of the EMA",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "preview-seed-ignored",
+        TRAINING("preview"),
+        "manual_seed(self.data.data_seed if seed is None else seed)",
+        "manual_seed(self.data.data_seed)",
+        "Trainer.sample(seed=) ignored: always the data seed",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "preview-guidance-scale-dropped",
+        TRAINING("preview"),
+        (
+            "        if self.sample_guidance_scale != 1.0:\n"
+            '            condition["guidance_scale"] = self.sample_guidance_scale\n'
+            "        images"
+        ),
+        "        images",
+        "sample_guidance_scale never reaches the milestone grid",
+        (TRAINING_PARTS, "tests/contracts/test_conditioning.py"),
+    ),
+    Mutation(
+        "lock-shared",
+        TRAINING("results_lock"),
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+        "the results folder locked shared: a second run takes the lock too",
+        LOCK_TESTS,
+    ),
+    Mutation(
+        "lock-any-holder-shares",
+        TRAINING("results_lock"),
+        "if holder is not None and holder.pid == os.getpid():",
+        "if holder is not None:",
+        "any holder's lock shared, not only this process's own: a second run goes on",
+        LOCK_TESTS,
+    ),
+    Mutation(
+        "lock-created-folder-kept",
+        TRAINING("results_lock"),
+        "self._created_folder = not self.folder.exists()",
+        "self._created_folder = False",
+        "a failed or finished start leaves behind the empty folder the lock created",
+        LOCK_TESTS,
+    ),
+)
