@@ -178,7 +178,7 @@ POSTERIOR = "return alpha_s * beta / sigma_t**2, a * sigma_s**2 / sigma_t**2, be
 FORWARD_VAR = "variance = sigma_t**2 - a**2 * sigma_s**2"
 
 MUTATIONS: tuple[Mutation, ...] = (
-    # ----- schedules.py: the posterior, the path coefficients, the schedules, the spacings -----------------------
+    # ----- processes/: the posterior (path.py), the ddpm chain's path coefficients, the β schedules, the spacings ----
     # The posterior has one home, processes/path.posterior_terms (the ddpm tables, posterior_step and
     # gaussian_posterior_step all read it): round 1's discrete posterior mutations and round 2's continuous ones
     # (anc-…) mutate the same line now; where both named the same bug they are merged into one entry.
@@ -394,7 +394,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ε̂ from v̂ with α and σ swapped",
         PARAMETERIZATION,
     ),
-    # ----- losses.py ---------------------------------------------------------------------------------------------
+    # ----- losses/: the bound's terms (vlb.py), min-SNR (weighting.py), the distance (distance.py) ------------------
     Mutation(
         "loss-kl-var-ratio",
         LOSS("vlb"),
@@ -467,7 +467,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "per-sample loss summed over dims instead of averaged",
         LOSSES,
     ),
-    # ----- diffusion.py ------------------------------------------------------------------------------------------
+    # ----- what diffusion.py held: the ddpm tables, clipping (preconditioning.py), the loss (losses/denoising.py) ----
     Mutation(
         "diff-qsample-no-sqrt",
         PROCS("path"),
@@ -516,7 +516,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "min-SNR weights from ᾱ_t = α_t² instead of the SNR",
         LOSSES,
     ),
-    # ----- the continuous processes in diffusion.py, losses.py and the Trainer ----------------------------------
+    # ----- the continuous processes: losses/weighting.py, preconditioning.py, diffusion.py, the Trainer ------------
     Mutation(
         "cont-likelihood-g-not-squared",
         LOSS("weighting"),
@@ -1180,7 +1180,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "classifier guidance shifts ε̂ but keeps the unguided x̂_0",
         ("tests/training/test_classifier_guidance.py",),
     ),
-    # ----- score-based samplers: score.py, samplers/sde.py, samplers/langevin.py ---------------------------------
+    # ----- score-based samplers: parameterization.py's score, samplers/sde.py, samplers/langevin.py ---------------
     Mutation(
         "score-sign",
         SCORE,
@@ -1738,7 +1738,7 @@ MUTATIONS += (
     ),
     # ===== round 2's modules (issue 29, part 9): conditioning, guidance, the noise-aware classifier, editing, SDEs,
     # EDM, metrics and the feature cache, training. tests/README.md has the audit's run. ==========================
-    # ----- the null branch of classifier-free guidance: nn/conditioning.py, nn/unet.py, diffusion.py -----------------
+    # ----- the null branch of classifier-free guidance: nn/conditioning.py, nn/unet.py, preconditioning.py ----------
     Mutation(
         "null-class-is-last-class",
         NN_COND,
@@ -1927,7 +1927,7 @@ MUTATIONS += (
         "the classifier-free wrapper reads the branches in the wrong order",
         GUIDANCE,
     ),
-    # ----- the noise-aware classifier (classifier.py) ----------------------------------------------------------------
+    # ----- the noise-aware classifier (noise_aware_classifier.py; its x_t from processes/ddpm.py's tables) -----------
     Mutation(
         "clf-noise-std-is-variance",
         PROCS("ddpm"),
@@ -2142,7 +2142,7 @@ MUTATIONS += (
         "the callback reports the churned state and time, not the step's start",
         CHURN,
     ),
-    # ----- processes.py: VP, sub-VP, VE, EDM -------------------------------------------------------------------------
+    # ----- processes/: VP, sub-VP, VE, EDM ---------------------------------------------------------------------------
     Mutation(
         "vp-integral-no-half",
         PROCS("vp"),
@@ -2183,7 +2183,6 @@ MUTATIONS += (
         "EDM's time of a log σ̃ taken as the log itself (σ = ln σ)",
         EDM + PROCESSES,
     ),
-    # ----- the ancestral step on the continuous paths (schedules.gaussian_posterior_step) ----------------------------
     # ----- the forward step's variance: one home, processes/path.forward_step (DDIM's η, the posterior, SDEdit's
     # and RePaint's noising, the reverse-diffusion predictor). ddim-c-no-square, rd-b2-without-a and the anc-…
     # mutations of the forward variance mutate this line now; rd-b2-without-a is merged into anc-forward-var-ve-form.
@@ -2211,7 +2210,7 @@ MUTATIONS += (
         "the forward step's variance σ_t² − σ_s², VE's form, on every path (merged: rd-b2-without-a)",
         FORWARD_TESTS,
     ),
-    # ----- metrics.py ------------------------------------------------------------------------------------------------
+    # ----- evaluation/metrics.py -------------------------------------------------------------------------------------
     Mutation(
         "kid-size-from-real-only",
         MET,
@@ -2228,7 +2227,7 @@ MUTATIONS += (
         "the k-NN balls open: a point exactly at the k-th neighbour's distance is outside",
         METRICS_R2,
     ),
-    # ----- feature_cache.py ------------------------------------------------------------------------------------------
+    # ----- evaluation/feature_cache.py -------------------------------------------------------------------------------
     Mutation(
         "cache-ignores-resize",
         FCACHE,
