@@ -146,6 +146,27 @@ def union(*selections: tuple[str, ...]) -> tuple[str, ...]:
 # processes/path.py: the posterior and the forward step, used by every process and most samplers
 POSTERIOR_TESTS = union(("tests/maths/test_schedules.py",), ANCESTRAL, SCHEDULES)
 FORWARD_TESTS = union(("tests/maths/test_ancestral_continuous.py",), SAMPLERS, REPAINT, ANCESTRAL)
+# round 3's parts (issue 29, part 8): the focused tests first
+PART_WIRING = "tests/contracts/test_part_wiring.py"
+TRAINING_PARTS = "tests/training/test_training_parts.py"
+OPTION_TESTS = (
+    PART_WIRING,
+    "tests/contracts/test_extension_points.py",
+    "tests/maths/test_continuous_diffusion.py",
+    "tests/maths/test_edm.py",
+)
+LOSS_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py") + LOSSES
+PRECOND_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py")
+RUNNER_TESTS = (
+    PART_WIRING,
+    "tests/maths/test_diffusion.py",
+    "tests/maths/test_conditioning_truth.py",
+    "tests/maths/test_continuous_diffusion.py::test_default_samplers",
+    "tests/maths/test_edm.py",
+)
+COMPOSED = (TRAINING_PARTS, "tests/contracts/test_composed_checkpoints.py", "tests/contracts/test_checkpoint.py")
+TRAINER_TESTS = (TRAINING_PARTS, "tests/training/test_trainer.py", "tests/training/test_milestones.py")
+LOCK_TESTS = ("tests/training/test_results_lock.py",)
 
 V, P, D, K = (
     "denoising_diffusion/" + name + ".py" for name in ("variance", "parameterization", "diffusion", "likelihood")
@@ -555,7 +576,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return x if std == 1.0 else x * std",
         "return x",
         "sampling starts from N(0, I) for ve/ncsn too instead of N(0, σ_max² I)",
-        CONTINUOUS,
+        (PART_WIRING,) + CONTINUOUS,
     ),
     Mutation(
         "cont-snr-not-squared",
@@ -2404,26 +2425,6 @@ MUTATIONS += (
 # (options, fitting, the default sampler and spacing), processes/ddpm.py's tables, losses/, preconditioning.py,
 # sampling.py, diffusion_options.py (which option reaches which part), pipeline.py's parts, training/. Each selection
 # names first the focused tests of tests/contracts/test_part_wiring.py or tests/training/test_training_parts.py. ====
-PART_WIRING = "tests/contracts/test_part_wiring.py"
-TRAINING_PARTS = "tests/training/test_training_parts.py"
-OPTION_TESTS = (
-    PART_WIRING,
-    "tests/contracts/test_extension_points.py",
-    "tests/maths/test_continuous_diffusion.py",
-    "tests/maths/test_edm.py",
-)
-LOSS_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py") + LOSSES
-PRECOND_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py")
-RUNNER_TESTS = (
-    PART_WIRING,
-    "tests/maths/test_diffusion.py",
-    "tests/maths/test_conditioning_truth.py",
-    "tests/maths/test_continuous_diffusion.py::test_default_samplers",
-    "tests/maths/test_edm.py",
-)
-COMPOSED = (TRAINING_PARTS, "tests/contracts/test_composed_checkpoints.py", "tests/contracts/test_checkpoint.py")
-TRAINER_TESTS = (TRAINING_PARTS, "tests/training/test_trainer.py", "tests/training/test_milestones.py")
-LOCK_TESTS = ("tests/training/test_results_lock.py",)
 OPTS = "value = given.get(name, default)"
 
 MUTATIONS += (

@@ -132,6 +132,20 @@ def test_the_grid_comes_from_the_call_then_the_model_then_the_samplers_recommend
     assert edm.times(info=edm.sampler_info("ddim")) == pytest.approx(karras, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("process", "options", "std"),
+    [("vp", {}, 1.0), ("ve", {"sigma_max": 20.0}, 20.0), ("ncsn", {"sigma_max": 20.0}, 20.0), ("edm", {}, 80.0)],
+)
+def test_sampling_starts_from_the_prior_of_the_process(process: str, options: dict, std: float) -> None:
+    """x_T ~ N(0, prior_std² I): N(0, I) on VP paths, N(0, σ_max² I) on VE paths (Song et al. 2021, §3.4; Karras
+    et al. 2022, Alg. 1), as the first step's record shows it (in the model's space, before any output clamp)."""
+    d = model(process=process, process_options=options, timesteps=4, sampling_timesteps=2)
+    first: list[Tensor] = []
+    d.sample(512, sampler="ddim", generator=torch.Generator().manual_seed(0),
+             callback=lambda record: first.append(record.x_t) if record.index == 0 else None)  # fmt: skip
+    assert float(first[0].std()) == pytest.approx(std, rel=0.05)
+
+
 def test_self_conditioning_trains_on_its_own_estimate_about_half_the_time() -> None:
     """Chen et al. 2022, §3: a self-conditioned network trains with a first no-grad pass's x̂_0 half the time, and
     without one otherwise (as sampling's first step has none)."""
