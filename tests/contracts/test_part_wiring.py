@@ -50,7 +50,7 @@ def test_the_ddpm_tables_follow_the_device_of_the_times() -> None:
     torch.testing.assert_close(on_cpu, (alphabar.sqrt(), (1 - alphabar).sqrt()), rtol=0, atol=1e-15)
     t = torch.arange(10, device="meta")
     step = schedule.posterior_at(t)
-    for value in (*schedule.alpha_sigma_at(t), step.c0, step.ct, step.variance, step.log_beta, schedule.snr_at(t)):
+    for value in (*schedule.alpha_sigma_at(t), step.c0, step.ct, step.variance, step.log_variance, step.log_beta):
         assert value.device.type == "meta"
 
 
