@@ -122,6 +122,7 @@ ANCESTRAL = (
     "tests/contracts/test_sampler_contracts.py",
 )
 METRICS_R2 = ("tests/maths/test_metrics_truth.py",) + METRICS
+
 FEATURE_CACHE = (
     "tests/contracts/test_feature_cache_keys.py",
     "tests/cli/test_evaluation_cli.py::test_cached_real_features_are_reused_and_invalidated",
@@ -136,57 +137,115 @@ RESUME = (
 )
 RNG_TESTS = ("tests/contracts/test_rng_streams.py", "tests/training/test_resume_exact.py")
 
-S, V, P, L, D, K = (
-    "denoising_diffusion/" + name + ".py"
-    for name in ("schedules", "variance", "parameterization", "losses", "diffusion", "likelihood")
+
+def union(*selections: tuple[str, ...]) -> tuple[str, ...]:
+    """The node ids of several selections, each once, in order."""
+    return tuple(dict.fromkeys(node for selection in selections for node in selection))
+
+
+# processes/path.py: the posterior and the forward step, used by every process and most samplers
+POSTERIOR_TESTS = union(("tests/maths/test_schedules.py",), ANCESTRAL, SCHEDULES)
+FORWARD_TESTS = union(("tests/maths/test_ancestral_continuous.py",), SAMPLERS, REPAINT, ANCESTRAL)
+# round 3's parts (issue 29, part 8): the focused tests first
+PART_WIRING = "tests/contracts/test_part_wiring.py"
+TRAINING_PARTS = "tests/training/test_training_parts.py"
+OPTION_TESTS = (
+    PART_WIRING,
+    "tests/contracts/test_extension_points.py",
+    "tests/maths/test_continuous_diffusion.py",
+    "tests/maths/test_edm.py",
 )
+LOSS_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py") + LOSSES
+PRECOND_TESTS = (PART_WIRING, "tests/maths/test_claims.py", "tests/maths/test_diffusion.py")
+RUNNER_TESTS = (
+    PART_WIRING,
+    "tests/maths/test_diffusion.py",
+    "tests/maths/test_conditioning_truth.py",
+    "tests/maths/test_continuous_diffusion.py::test_default_samplers",
+    "tests/maths/test_edm.py",
+)
+COMPOSED = (TRAINING_PARTS, "tests/contracts/test_composed_checkpoints.py", "tests/contracts/test_checkpoint.py")
+TRAINER_TESTS = (TRAINING_PARTS, "tests/training/test_trainer.py", "tests/training/test_milestones.py")
+LOCK_TESTS = ("tests/training/test_results_lock.py",)
+
+V, P, D, K = (
+    "denoising_diffusion/" + name + ".py" for name in ("variance", "parameterization", "diffusion", "likelihood")
+)
+PROCS = "denoising_diffusion/processes/{}.py".format
+LOSS = "denoising_diffusion/losses/{}.py".format
+PRECOND = "denoising_diffusion/preconditioning.py"
+SAMPLING = "denoising_diffusion/sampling.py"
+OPTIONS = "denoising_diffusion/diffusion_options.py"
+PIPELINE = "denoising_diffusion/pipeline.py"
 SAMPLER_FILE = "denoising_diffusion/samplers/{}.py".format
 SCORE = "denoising_diffusion/parameterization.py"
 G = "denoising_diffusion/guidance.py"
 COND = "denoising_diffusion/conditioning.py"
 NN_COND = "denoising_diffusion/nn/conditioning.py"
 UNET = "denoising_diffusion/nn/unet.py"
-CLF = "denoising_diffusion/classifier.py"
+CLF = "denoising_diffusion/noise_aware_classifier.py"
 ED = "denoising_diffusion/editing.py"
-PROC = "denoising_diffusion/processes.py"
-MET = "denoising_diffusion/metrics.py"
-FCACHE = "denoising_diffusion/feature_cache.py"
-CKPTS = "denoising_diffusion/training/checkpoints.py"
+MET = "denoising_diffusion/evaluation/metrics.py"
+FCACHE = "denoising_diffusion/evaluation/feature_cache.py"
+TRAINING = "denoising_diffusion/training/{}.py".format
+MILESTONES = TRAINING("milestones")
+CKPTS = TRAINING("checkpoints")
 CKPT = "denoising_diffusion/checkpoint.py"
-RNG = "denoising_diffusion/training/rng.py"
+RNG = TRAINING("rng")
 CFG = "eps = eps_uncond + scale * (eps_cond - eps_uncond)"
 STD_RATIO = "factor = eps_cond.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True)"
 X0_GUIDED = "x0=x0_from_eps(x_t, eps, alpha, sigma), eps=eps, var_interp=cond.var_interp"
+POSTERIOR = "return alpha_s * beta / sigma_t**2, a * sigma_s**2 / sigma_t**2, beta * sigma_s**2 / sigma_t**2, beta"
+FORWARD_VAR = "variance = sigma_t**2 - a**2 * sigma_s**2"
 
 MUTATIONS: tuple[Mutation, ...] = (
-    # ----- schedules.py: the posterior, the path coefficients, the schedules, the spacings -----------------------
+    # ----- processes/: the posterior (path.py), the ddpm chain's path coefficients, the β schedules, the spacings ----
+    # The posterior has one home, processes/path.posterior_terms (the ddpm tables, posterior_step and
+    # gaussian_posterior_step all read it): round 1's discrete posterior mutations and round 2's continuous ones
+    # (anc-…) mutate the same line now; where both named the same bug they are merged into one entry.
     Mutation(
         "sched-c0-alphabar-t",
-        S,
-        "c0 = alphabar_s**0.5 * beta / (1 - alphabar_t)",
-        "c0 = alphabar_t**0.5 * beta / (1 - alphabar_t)",
-        "posterior c_0 with √ᾱ_t where √ᾱ_s (ᾱ_{t−1}) belongs",
-        SCHEDULES,
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("alpha_s * beta", "alpha_t * beta"),
+        "posterior c_0 with α_t (√ᾱ_t) where α_s (√ᾱ_{t−1}) belongs (merged: anc-c0-alpha-t)",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-ct-no-sqrt",
-        S,
-        "ct = (1 - beta) ** 0.5 * (1 - alphabar_s)",
-        "ct = (1 - beta) * (1 - alphabar_s)",
-        "posterior c_t with α_t instead of √α_t",
-        SCHEDULES,
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("a * sigma_s**2", "a**2 * sigma_s**2"),
+        "posterior c_t with α²_{t|s} (α_t = 1 − β_t on a chain) instead of α_{t|s} (√α_t)",
+        POSTERIOR_TESTS,
+    ),
+    Mutation(
+        "anc-ct-without-a",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("a * sigma_s**2 / sigma_t**2, beta", "sigma_s**2 / sigma_t**2, beta"),
+        "the posterior mean's c_t without α_{t|s} = α_t/α_s (VE's form)",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-var-drops-beta",
-        S,
-        "return c0, ct, beta * (1 - alphabar_s) / (1 - alphabar_t), beta",
-        "return c0, ct, (1 - alphabar_s) / (1 - alphabar_t), beta",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("beta * sigma_s**2 / sigma_t**2", "sigma_s**2 / sigma_t**2"),
         "posterior variance β̃ without its factor β'",
-        SCHEDULES,
+        POSTERIOR_TESTS,
+    ),
+    Mutation(
+        "anc-variance-is-beta",
+        PROCS("path"),
+        POSTERIOR,
+        POSTERIOR.replace("beta * sigma_s**2 / sigma_t**2, beta", "beta, beta"),
+        "the posterior variance is the forward step's β' instead of β' σ_s²/σ_t²",
+        POSTERIOR_TESTS,
     ),
     Mutation(
         "sched-clip-index",
-        S,
+        PROCS("ddpm"),
         "torch.log(torch.cat([var[1:2], var[1:]]))",
         "torch.log(torch.cat([var[2:3], var[1:]]))",
         "the t = 0 log-variance table clipped to β̃_2 instead of β̃_1 (index + 1)",
@@ -194,7 +253,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-step-clip-index",
-        S,
+        PROCS("ddpm"),
         "posterior_coefficients(self.alphabar(1), self.alphabar(0))[2]",
         "posterior_coefficients(self.alphabar(2), self.alphabar(1))[2]",
         "posterior_step's clipped t = 0 variance taken one index late (β̃_2)",
@@ -202,7 +261,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-sigma-no-sqrt",
-        S,
+        PROCS("ddpm"),
         "return math.sqrt(ab), math.sqrt(1.0 - ab)",
         "return math.sqrt(ab), 1.0 - ab",
         "alpha_sigma returns σ² = 1 − ᾱ as σ",
@@ -210,7 +269,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-alphabar-index",
-        S,
+        PROCS("ddpm"),
         "return self._ac_list[t + 1]",
         "return self._ac_list[t]",
         "alphabar(t) forgets the CLEAN slot at [0]: reads ᾱ_{t−1}",
@@ -218,7 +277,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-cosine-no-square",
-        S,
+        PROCS("beta_schedules"),
         "f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2",
         "f = torch.cos((t + s) / (1 + s) * math.pi / 2)",
         "cosine schedule with cos instead of cos²",
@@ -226,7 +285,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-cosine-no-normalize",
-        S,
+        PROCS("beta_schedules"),
         "alphas_cumprod = f / f[0]",
         "alphas_cumprod = f",
         "cosine ᾱ not divided by f(0)",
@@ -235,7 +294,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-linear-start-unscaled",
-        S,
+        PROCS("beta_schedules"),
         "torch.linspace(scale * 1e-4, scale * 0.02, timesteps",
         "torch.linspace(1e-4, scale * 0.02, timesteps",
         "linear betas rescaled to T at the end point only",
@@ -243,7 +302,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-linspace-from-T",
-        S,
+        PROCS("spacing"),
         "torch.linspace(num_timesteps - 1, 0, steps",
         "torch.linspace(num_timesteps, 0, steps",
         "linspace spacing starts at T instead of T − 1",
@@ -251,7 +310,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-trailing-no-minus-one",
-        S,
+        PROCS("spacing"),
         ".round().long() - 1,\n",
         ".round().long(),\n",
         "trailing spacing without the − 1 (T, T − T/n, … instead of T − 1, …)",
@@ -259,7 +318,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-leading-no-flip",
-        S,
+        PROCS("spacing"),
         "(torch.arange(steps) * (num_timesteps // steps)).flip(0)",
         "torch.arange(steps) * (num_timesteps // steps)",
         "leading spacing left ascending",
@@ -268,7 +327,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-sigma-cap-max",
-        S,
+        PROCS("spacing"),
         "min(float(log_sigma_tilde[-1]), math.log(sigma_max))",
         "max(float(log_sigma_tilde[-1]), math.log(sigma_max))",
         "σ̃_max cap with max instead of min",
@@ -276,7 +335,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-karras-ramp-n",
-        S,
+        PROCS("spacing"),
         "ramp = torch.linspace(0, 1, steps, dtype=torch.float64)",
         "ramp = torch.arange(steps, dtype=torch.float64) / steps",
         "Karras ramp i/n instead of i/(n − 1)",
@@ -284,7 +343,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sched-karras-rho",
-        S,
+        PROCS("spacing"),
         "rho: float = 7.0,\n",
         "rho: float = 3.0,\n",
         "Karras spacing with ρ = 3 instead of the paper's 7",
@@ -356,10 +415,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ε̂ from v̂ with α and σ swapped",
         PARAMETERIZATION,
     ),
-    # ----- losses.py ---------------------------------------------------------------------------------------------
+    # ----- losses/: the bound's terms (vlb.py), min-SNR (weighting.py), the distance (distance.py) ------------------
     Mutation(
         "loss-kl-var-ratio",
-        L,
+        LOSS("vlb"),
         "torch.exp(logvar1 - logvar2)",
         "torch.exp(logvar2 - logvar1)",
         "KL's variance ratio inverted",
@@ -367,7 +426,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-kl-mean-scale",
-        L,
+        LOSS("vlb"),
         "(mean1 - mean2) ** 2 * torch.exp(-logvar2)",
         "(mean1 - mean2) ** 2 * torch.exp(-logvar1)",
         "KL's mean term divided by the first variance",
@@ -375,7 +434,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-kl-reversed",
-        L,
+        LOSS("vlb"),
         "kl = normal_kl(step.mean(x_start, x_t), true_log_var, model_mean, model_log_var)",
         "kl = normal_kl(model_mean, model_log_var, step.mean(x_start, x_t), true_log_var)",
         "L_t as KL(p_θ || q) instead of KL(q || p_θ)",
@@ -383,7 +442,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-bin-256",
-        L,
+        LOSS("vlb"),
         "cdf_plus = torch.special.ndtr(inv_std * (centered + 1.0 / 255))",
         "cdf_plus = torch.special.ndtr(inv_std * (centered + 1.0 / 256))",
         "decoder bin's upper edge at 1/256 (256 levels) instead of 1/255",
@@ -391,7 +450,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-edge-bin-strict",
-        L,
+        LOSS("vlb"),
         "torch.where(x < -0.999, log_cdf_plus",
         "torch.where(x < -1.0, log_cdf_plus",
         "the lowest bin not extended to −∞ (strict comparison at −1)",
@@ -399,7 +458,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-log-scale-is-log-var",
-        L,
+        LOSS("vlb"),
         "discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var)",
         "discretized_gaussian_log_likelihood(x_start, model_mean, model_log_var)",
         "the decoder gets log σ² where it takes log σ",
@@ -407,7 +466,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-vlb-no-ln2",
-        L,
+        LOSS("vlb"),
         "return torch.where(is_decoder, nll, kl) / math.log(2.0)",
         "return torch.where(is_decoder, nll, kl)",
         "L_t in nats, not bits (ln 2 dropped)",
@@ -415,7 +474,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-minsnr-v",
-        L,
+        LOSS("weighting"),
         "return clipped / (snr + 1)",
         "return clipped / snr",
         "min-SNR weight of v-prediction divided by SNR instead of SNR + 1",
@@ -423,16 +482,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "loss-per-sample-sum",
-        L,
+        LOSS("distance"),
         "return elementwise.flatten(1).mean(1)",
         "return elementwise.flatten(1).sum(1)",
         "per-sample loss summed over dims instead of averaged",
         LOSSES,
     ),
-    # ----- diffusion.py ------------------------------------------------------------------------------------------
+    # ----- what diffusion.py held: the ddpm tables, clipping (preconditioning.py), the loss (losses/denoising.py) ----
     Mutation(
         "diff-qsample-no-sqrt",
-        D,
+        PROCS("path"),
         "return alpha * x_start + sigma * noise",
         "return alpha**2 * x_start + sigma * noise",
         "q_sample scales x_0 by ᾱ_t instead of √ᾱ_t",
@@ -440,23 +499,23 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-network-alpha-no-sqrt",
-        D,
-        "alpha = extract(self.sqrt_alphas_cumprod, t, like.ndim)",
-        "alpha = extract(self.alphas_cumprod, t, like.ndim)",
-        "the path's α_t (of q_sample and of the network's predictions) taken as ᾱ_t",
-        DIFFUSION,
+        PROCS("ddpm"),
+        '"sqrt_alphas_cumprod": ac.sqrt(),',
+        '"sqrt_alphas_cumprod": ac,',
+        "ddpm tables' α_t = ᾱ_t: q_sample, the network's x̂_0, the classifier's x_t (merged: clf-signal-alphabar)",
+        union(DIFFUSION, CLASSIFIER),
     ),
     Mutation(
         "diff-clip-no-eps-recompute",
-        D,
-        "eps=(x_t - alpha * x0) / sigma, var_interp=pred.var_interp)",
-        "eps=pred.eps, var_interp=pred.var_interp)",
-        "x̂_0 clamped but ε̂ not recomputed from it",
+        PRECOND,
+        "eps = (x_t - alpha * x0) / sigma if self.rederive_eps else pred.eps",
+        "eps = pred.eps",
+        "x̂_0 clamped but ε̂ not recomputed from it (rederive_eps ignored)",
         DIFFUSION,
     ),
     Mutation(
         "diff-clip-to-image-range",
-        D,
+        PRECOND,
         "x0 = pred.x0.clamp(-1.0, 1.0)",
         "x0 = pred.x0.clamp(0.0, 1.0)",
         "x̂_0 clamped to the image range [0, 1] instead of the model's [−1, 1]",
@@ -464,24 +523,24 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-target-from-xt",
-        D,
-        "target_for(self.objective, x_start, noise, alpha, sigma, self.sigma_data)",
-        "target_for(self.objective, x_t, noise, alpha, sigma, self.sigma_data)",
+        LOSS("denoising"),
+        "preconditioning.target(x_start, noise, alpha, sigma)",
+        "preconditioning.target(x_t, noise, alpha, sigma)",
         "training target built from x_t where x_0 belongs",
         DIFFUSION,
     ),
     Mutation(
         "diff-minsnr-alphabar",
-        D,
-        "return self.snr.gather(0, t)",
-        "return self.alphas_cumprod.gather(0, t)",
-        "min-SNR weights from ᾱ_t instead of the SNR",
-        DIFFUSION,
+        LOSS("weighting"),
+        "return min_snr_weight(alpha**2 / sigma**2, objective, self.gamma)",
+        "return min_snr_weight(alpha**2, objective, self.gamma)",
+        "min-SNR weights from ᾱ_t = α_t² instead of the SNR",
+        LOSSES,
     ),
-    # ----- the continuous processes in diffusion.py, losses.py and the Trainer ----------------------------------
+    # ----- the continuous processes: losses/weighting.py, preconditioning.py, diffusion.py, the Trainer ------------
     Mutation(
         "cont-likelihood-g-not-squared",
-        L,
+        LOSS("weighting"),
         "g2 = schedule.diffusion_sq_at(t.to(torch.float64))",
         "g2 = schedule.diffusion_sq_at(t.to(torch.float64)).sqrt()",
         "likelihood weighting with g(t) where g(t)² belongs",
@@ -489,7 +548,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-likelihood-sigma-not-squared",
-        L,
+        LOSS("weighting"),
         "return g2 / sigma**2",
         "return g2 / sigma",
         "likelihood weight g²/σ on ‖ε̂ − ε‖² (the score's 1/σ converted once, not squared)",
@@ -497,8 +556,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "cont-network-raw-time",
-        D,
-        "time = self.network_time(t)",
+        PRECOND,
+        "time = schedule.network_time(t)",
         "time = t",
         "the network fed the raw time t (or level index) instead of schedule.network_time(t) (999·t, log σ)",
         CONTINUOUS,
@@ -506,32 +565,32 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "cont-time-draw-indices",
         D,
-        "t = self.schedule.sample_times(img.shape[0], device=img.device)",
+        "t = self.loss.times.sample(self.schedule, img.shape[0], img.device)",
         "t = torch.randint(0, self.num_timesteps, (img.shape[0],), device=img.device)",
         "training times drawn as DDPM's indices for every process (continuous t far outside [t_min, 1])",
         CONTINUOUS,
     ),
     Mutation(
         "cont-prior-std-dropped",
-        D,
+        SAMPLING,
         "return x if std == 1.0 else x * std",
         "return x",
         "sampling starts from N(0, I) for ve/ncsn too instead of N(0, σ_max² I)",
-        CONTINUOUS,
+        (PART_WIRING,) + CONTINUOUS,
     ),
     Mutation(
         "cont-snr-not-squared",
-        D,
-        "return alpha**2 / sigma**2",
-        "return alpha / sigma",
-        "continuous min-SNR from α/σ instead of α²/σ²",
-        CONTINUOUS,
+        LOSS("weighting"),
+        "return min_snr_weight(alpha**2 / sigma**2, objective, self.gamma)",
+        "return min_snr_weight(alpha / sigma, objective, self.gamma)",
+        "min-SNR from α/σ instead of α²/σ²",
+        union(LOSSES, CONTINUOUS),
     ),
     Mutation(
         "cont-fit-unnormalized",
         D,
-        "sigma_max_from_data(self.normalize(images.detach().cpu()))",
-        "sigma_max_from_data(images.detach().cpu())",
+        "fitted = self.fitted.fit(self.normalize(images.detach().cpu()))",
+        "fitted = self.fitted.fit(images.detach().cpu())",
         "σ_max measured on [0, 1] images instead of the model's [−1, 1] (half the distance)",
         CONTINUOUS,
     ),
@@ -545,31 +604,31 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-vlb-no-T",
-        D,
-        "self.vlb_weight * self.num_timesteps * self.vlb_term(",
-        "self.vlb_weight * self.vlb_term(",
+        LOSS("denoising"),
+        "loss = loss + self.vlb_weight * schedule.num_timesteps * hybrid",
+        "loss = loss + self.vlb_weight * hybrid",
         "hybrid loss λ L_vlb without the factor T (L_vlb is a sum of T terms)",
         DIFFUSION,
     ),
     Mutation(
         "diff-vlb-no-stop-grad",
-        D,
-        "x0_eps_from_output(self.objective, x_t, out.detach(), alpha, sigma)[0]",
-        "x0_eps_from_output(self.objective, x_t, out, alpha, sigma)[0]",
+        LOSS("denoising"),
+        "x0 = preconditioning.prediction(x_t, output._replace(out=output.out.detach())).x0",
+        "x0 = preconditioning.prediction(x_t, output).x0",
         "the hybrid loss's L_vlb trains the mean (stop-gradient dropped)",
         DIFFUSION,
     ),
     Mutation(
         "diff-posterior-coefs-swapped",
-        D,
-        "c0=extract(self.posterior_mean_coef1, t, ndim),\n            ct=extract(self.posterior_mean_coef2, t, ndim),",
-        "c0=extract(self.posterior_mean_coef2, t, ndim),\n            ct=extract(self.posterior_mean_coef1, t, ndim),",
-        "posterior mean coefficients of x_0 and x_t swapped",
+        PROCS("ddpm"),
+        '"c0": self.posterior_mean_coef1,\n                "ct": self.posterior_mean_coef2,',
+        '"c0": self.posterior_mean_coef2,\n                "ct": self.posterior_mean_coef1,',
+        "the ddpm tables' posterior mean coefficients of x_0 and x_t swapped (q_posterior, the hybrid loss's L_t)",
         DIFFUSION,
     ),
     Mutation(
         "diff-decoder-at-t1",
-        D,
+        LOSS("denoising"),
         "return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 0)",
         "return vlb_term(x_start, x_t, pred_x0, step, model_log_var, t == 1)",
         "the decoder term at t == 1 (the paper's 1-based index)",
@@ -577,7 +636,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-output-no-clamp",
-        D,
+        SAMPLING,
         "return self.unnormalize(x).clamp(0.0, 1.0)",
         "return self.unnormalize(x)",
         "samples not clamped to [0, 1] after unnormalizing",
@@ -585,8 +644,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-output-always-clamp",
-        D,
-        "return x.clamp(-1.0, 1.0) if self.clip_denoised else x",
+        SAMPLING,
+        "return x.clamp(-1.0, 1.0) if self.clip else x",
         "return x.clamp(-1.0, 1.0)",
         "auto_normalize=False samples clamped even without clip_denoised",
         DIFFUSION,
@@ -601,16 +660,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "diff-self-cond-dropped",
-        D,
-        "pred = self._predict(x_t, t, last_x0[0], cond)",
-        "pred = self._predict(x_t, t, None, cond)",
+        PRECOND,
+        "pred = self.predict(network, schedule, x_t, t, last_x0[0], condition)",
+        "pred = self.predict(network, schedule, x_t, t, None, condition)",
         "sampling never feeds the previous x̂_0 to a self-conditioned network",
         DIFFUSION,
     ),
     Mutation(
         "diff-clip-override-ignored",
-        D,
-        "clip = self.clip_denoised if clip_denoised is None else clip_denoised",
+        PRECOND,
+        "clip = self.clip_denoised if clip is None else clip",
         "clip = self.clip_denoised",
         "denoiser(clip_denoised=False) still clamps (inversion, ODE likelihood)",
         DIFFUSION,
@@ -635,8 +694,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "lik-vlb-unnormalized",
         K,
-        "            diffusion.schedule,\n            diffusion.normalize(images),",
-        "            diffusion.schedule,\n            images,",
+        "            runner.schedule,\n            runner.data.normalize(images),\n",
+        "            runner.schedule,\n            images,\n",
         "bits_per_dim forgets to map [0, 1] images to [−1, 1]",
         LIKELIHOOD,
     ),
@@ -852,14 +911,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         SAMPLERS,
     ),
     Mutation(
-        "ddim-c-no-square",
-        SAMPLER_FILE("ddim"),
-        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2, 0.0))",
-        "math.sqrt(max(sigma_t**2 - (alpha_t / alpha_s) * sigma_s**2, 0.0))",
-        "DDIM's c with α_t/α_s where (α_t/α_s)² belongs",
-        SAMPLERS,
-    ),
-    Mutation(
         "ddim-eps-coef-full-sigma",
         SAMPLER_FILE("ddim"),
         "math.sqrt(max(sigma_s**2 - c**2, 0.0)) * pred.eps",
@@ -1008,8 +1059,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diffuse-variance-for-std",
         SAMPLER_FILE("common"),
-        "a * x_s + math.sqrt(max(sigma_t**2 - a**2 * sigma_s**2, 0.0))",
-        "a * x_s + max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
+        "return a * x_s + math.sqrt(variance) * randn_like(x_s, generator)",
+        "return a * x_s + variance * randn_like(x_s, generator)",
         "the forward jump scales its noise by the variance σ²_{t|s} instead of the std",
         REPAINT + EDITING,
     ),
@@ -1023,9 +1074,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "sdedit-noise-one-step-early",
-        "denoising_diffusion/editing.py",
-        "diffuse(x_0, diffusion.schedule, CLEAN, kept[0], generator)",
-        "diffuse(x_0, diffusion.schedule, CLEAN, timesteps[len(timesteps) - len(kept) - 1], generator)",
+        ED,
+        "x_start = diffuse(x_0, runner.schedule, CLEAN, kept[0], generator)",
+        "x_start = diffuse(x_0, runner.schedule, CLEAN, timesteps[len(timesteps) - len(kept) - 1], generator)",
         "the input is noised to the entry before the first kept one (one step too noisy)",
         EDITING,
     ),
@@ -1150,7 +1201,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "classifier guidance shifts ε̂ but keeps the unguided x̂_0",
         ("tests/training/test_classifier_guidance.py",),
     ),
-    # ----- score-based samplers: score.py, samplers/sde.py, samplers/langevin.py ---------------------------------
+    # ----- score-based samplers: parameterization.py's score, samplers/sde.py, samplers/langevin.py ---------------
     Mutation(
         "score-sign",
         SCORE,
@@ -1213,14 +1264,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return x - (a - 1) * x + b2 * score",
         "return x - (a - 1) * x + math.sqrt(b2) * score",
         "reverse diffusion's score term with G instead of G²",
-        SCORE_SAMPLERS,
-    ),
-    Mutation(
-        "rd-b2-without-a",
-        SAMPLER_FILE("sde"),
-        "b2 = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "b2 = max(sigma_t**2 - sigma_s**2, 0.0)",
-        "reverse diffusion's G² = σ_t² − σ_s², the VE form, on every path",
         SCORE_SAMPLERS,
     ),
     Mutation(
@@ -1338,7 +1381,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # ----- EDM (Karras et al. 2022): the process, the preconditioning, its loss, the stochastic Heun sampler -------
     Mutation(
         "edm-c-skip-unsquared",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "return sigma_data**2 / total, ",
         "return sigma_data / total, ",
         "c_skip = σ_d/(σ² + σ_d²) instead of σ_d²/(σ² + σ_d²)",
@@ -1346,7 +1389,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-c-out-no-sigma-data",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "sigma * sigma_data / root, 1 / root",
         "sigma / root, 1 / root",
         "c_out = σ/√(σ² + σ_d²), σ_d dropped",
@@ -1354,7 +1397,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-c-in-no-root",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "sigma * sigma_data / root, 1 / root",
         "sigma * sigma_data / root, 1 / total",
         "c_in = 1/(σ² + σ_d²) without the square root",
@@ -1362,7 +1405,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-lambda-unsquared",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "(sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2",
         "(sigma**2 + sigma_data**2) / (sigma * sigma_data)",
         "λ(σ) = (σ² + σ_d²)/(σ σ_d) without the square",
@@ -1370,15 +1413,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-target-from-x0",
-        "denoising_diffusion/parameterization.py",
-        "return (x0 - c_skip * (x0 + sigma_tilde * eps)) / c_out",
-        "return (x0 - c_skip * x0) / c_out",
+        PRECOND,
+        "return (x_start - c_skip * (x_start + sigma_tilde * noise)) / c_out",
+        "return (x_start - c_skip * x_start) / c_out",
         "F_target skips from x_0 instead of the noisy x",
         EDM,
     ),
     Mutation(
         "edm-output-without-c-out",
-        "denoising_diffusion/parameterization.py",
+        PRECOND,
         "x0 = c_skip * x_tilde + c_out * out",
         "x0 = c_skip * x_tilde + out",
         "D = c_skip x + F: the output scale c_out dropped",
@@ -1386,23 +1429,23 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-network-input-unscaled",
-        "denoising_diffusion/diffusion.py",
-        "x_in = edm_coefficients(sigma / alpha, cast(float, self.sigma_data))[2] * (x_t / alpha)",
-        "x_in = x_t / alpha",
+        PRECOND,
+        "return edm_coefficients(sigma / alpha, self.sigma_data)[2] * (x_t / alpha)",
+        "return x_t / alpha",
         "the network sees x instead of c_in x",
         EDM,
     ),
     Mutation(
         "edm-grid-linspace",
-        "denoising_diffusion/diffusion.py",
-        "if self.process is Process.EDM and chosen is not Spacing.LOGSNR:",
-        "if self.process is Process.EDM and chosen is Spacing.KARRAS:",
+        PROCS("edm"),
+        "return recommended if recommended is Spacing.LOGSNR else Spacing.KARRAS",
+        "return recommended if recommended in (Spacing.LOGSNR, Spacing.LINSPACE) else Spacing.KARRAS",
         "EDM's default grid stays uniform in σ for samplers recommending linspace",
         EDM,
     ),
     Mutation(
         "edm-c-noise-no-quarter",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "return 0.25 * t.to(torch.float64).log()",
         "return t.to(torch.float64).log()",
         "c_noise = ln σ instead of ¼ ln σ",
@@ -1410,7 +1453,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-log-normal-variance",
-        "denoising_diffusion/processes.py",
+        LOSS("times"),
         "(self.p_mean + self.p_std * torch.randn(",
         "(self.p_mean + self.p_std**2 * torch.randn(",
         "ln σ drawn with standard deviation P_std² (P_std read as a variance)",
@@ -1418,7 +1461,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-g-without-two",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "return 2.0 * t",
         "return t",
         "g(t) = √t: dσ²/dt = 2σ forgotten",
@@ -1426,7 +1469,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "edm-karras-capped",
-        "denoising_diffusion/processes.py",
+        PROCS("edm"),
         "karras_sigma_cap = math.inf",
         "karras_sigma_cap = 80.0",
         "EDM's Karras grid capped at 80 below a larger σ_max",
@@ -1482,7 +1525,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "churn-index-below",
-        "denoising_diffusion/schedules.py",
+        PROCS("spacing"),
         "return min(index, len(log_sigma_tilde) - 1)",
         "return max(min(index, len(log_sigma_tilde) - 1) - 1, 0)",
         "the discrete σ̂ taken at the nearest level below the requested one",
@@ -1716,7 +1759,7 @@ MUTATIONS += (
     ),
     # ===== round 2's modules (issue 29, part 9): conditioning, guidance, the noise-aware classifier, editing, SDEs,
     # EDM, metrics and the feature cache, training. tests/README.md has the audit's run. ==========================
-    # ----- the null branch of classifier-free guidance: nn/conditioning.py, nn/unet.py, diffusion.py -----------------
+    # ----- the null branch of classifier-free guidance: nn/conditioning.py, nn/unet.py, preconditioning.py ----------
     Mutation(
         "null-class-is-last-class",
         NN_COND,
@@ -1783,15 +1826,21 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-model-rescale-dropped",
-        D,
-        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)",
-        "return guided_prediction(cond, uncond, x_t, alpha, sigma, scale)",
-        "GaussianDiffusion's guided denoiser ignores guidance_rescale",
+        PRECOND,
+        (
+            "alpha, sigma = path_coefficients(schedule, t, x_t)\n"
+            "        return guided_prediction(cond, uncond, x_t, alpha, sigma, scale, rescale)"
+        ),
+        (
+            "alpha, sigma = path_coefficients(schedule, t, x_t)\n"
+            "        return guided_prediction(cond, uncond, x_t, alpha, sigma, scale)"
+        ),
+        "the model's guided denoiser (Preconditioning.guided) ignores guidance_rescale",
         CONDITIONING,
     ),
     Mutation(
         "cfg-scale-zero-skips-rescale",
-        D,
+        PRECOND,
         "if scale == 0.0 and rescale == 0.0:",
         "if scale == 0.0:",
         "at s = 0 the null-branch shortcut skips guidance rescale",
@@ -1799,7 +1848,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-scale-zero-conditional",
-        D,
+        PRECOND,
         "null = torch.ones(batch, dtype=torch.bool, device=x_t.device)",
         "null = torch.zeros(batch, dtype=torch.bool, device=x_t.device)",
         "s = 0 runs the conditional branch instead of the null one",
@@ -1807,7 +1856,7 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-halves-swapped",
-        D,
+        PRECOND,
         "drop = torch.arange(2 * batch, device=x_t.device) >= batch",
         "drop = torch.arange(2 * batch, device=x_t.device) < batch",
         "the batched call's first half takes the nulls (the conditional and null halves swapped)",
@@ -1815,17 +1864,17 @@ MUTATIONS += (
     ),
     Mutation(
         "cfg-train-drop-inverted",
-        D,
-        "drop = torch.rand(x_start.shape[0], device=x_start.device) < self.cond_drop_prob",
-        "drop = torch.rand(x_start.shape[0], device=x_start.device) > self.cond_drop_prob",
+        PRECOND,
+        "drop = torch.rand(x_t.shape[0], device=x_t.device) < cond_drop_prob",
+        "drop = torch.rand(x_t.shape[0], device=x_t.device) > cond_drop_prob",
         "training drops the condition at the rate 1 − p instead of p",
         CONDITIONING,
     ),
     Mutation(
         "cfg-self-cond-undropped",
-        D,
-        "x_self_cond = self._predict(x_t, t, None, condition, drop).x0.detach()",
-        "x_self_cond = self._predict(x_t, t, None, condition).x0.detach()",
+        PRECOND,
+        "x_self_cond = self.predict(network, schedule, x_t, t, None, condition, drop).x0.detach()",
+        "x_self_cond = self.predict(network, schedule, x_t, t, None, condition).x0.detach()",
         "the self-conditioning estimate of a dropped sample is made with its condition (the null branch sees it)",
         CONDITIONING,
     ),
@@ -1872,13 +1921,13 @@ MUTATIONS += (
     ),
     Mutation(
         "denoiser-class-names-unresolved",
-        D,
+        SAMPLING,
         (
-            "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n"
             '        if "classes" in condition:  # class names, as sample() takes them\n'
             '            condition["classes"] = class_indices(condition["classes"], self.class_names)\n'
+            "        batch = next("
         ),
-        "clip = self.clip_denoised if clip_denoised is None else clip_denoised\n",
+        "        batch = next(",
         "denoiser() passes class names on unresolved (a name or a list of names fails)",
         CONDITIONING,
     ),
@@ -1899,22 +1948,14 @@ MUTATIONS += (
         "the classifier-free wrapper reads the branches in the wrong order",
         GUIDANCE,
     ),
-    # ----- the noise-aware classifier (classifier.py) ----------------------------------------------------------------
+    # ----- the noise-aware classifier (noise_aware_classifier.py; its x_t from processes/ddpm.py's tables) -----------
     Mutation(
         "clf-noise-std-is-variance",
-        CLF,
-        "(1 - ac).sqrt().float()",
-        "(1 - ac).float()",
-        "the classifier trains on x_t with noise std 1 − ᾱ_t instead of √(1 − ᾱ_t)",
-        CLASSIFIER,
-    ),
-    Mutation(
-        "clf-signal-alphabar",
-        CLF,
-        "ac.sqrt().float()",
-        "ac.float()",
-        "the classifier trains on x_t = ᾱ_t x_0 + ... instead of √ᾱ_t x_0",
-        CLASSIFIER,
+        PROCS("ddpm"),
+        '"sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt(),',
+        '"sqrt_one_minus_alphas_cumprod": (1 - ac),',
+        "the ddpm tables' σ_t = 1 − ᾱ_t instead of √(1 − ᾱ_t): q_sample's noise std (classifier and diffusion)",
+        union(CLASSIFIER, DIFFUSION),
     ),
     Mutation(
         "clf-unnormalized",
@@ -1926,19 +1967,19 @@ MUTATIONS += (
     ),
     Mutation(
         "clf-t-from-one",
-        CLF,
-        "t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
-        "t = torch.randint(1, self.num_timesteps, (x_0.shape[0],), device=x_0.device)",
-        "the classifier never trains at t = 0 (1-based times)",
-        CLASSIFIER,
+        LOSS("times"),
+        "return torch.randint(0, schedule.num_timesteps, (n,), device=device)",
+        "return torch.randint(1, schedule.num_timesteps, (n,), device=device)",
+        "uniform training times never draw t = 0 (1-based indices): the classifier's and the diffusion's",
+        union(CLASSIFIER, LOSSES),
     ),
     Mutation(
         "clf-index-one-based",
-        CLF,
-        "self.sqrt_alphas_cumprod[t].view(shape)",
-        "self.sqrt_alphas_cumprod[t - 1].view(shape)",
-        "the signal coefficient read one index early (√ᾱ_{t−1}, and ᾱ_{T−1} at t = 0)",
-        CLASSIFIER,
+        PROCS("ddpm"),
+        "ac = self.alphas_cumprod\n",
+        "ac = self.alphas_cumprod_prev\n",
+        "the ddpm tables' (α_t, σ_t) read ᾱ_{t−1}: one index early (the classifier's x_t, q_sample, the network's α_t)",
+        union(CLASSIFIER, DIFFUSION),
     ),
     Mutation(
         "clf-softmax-over-batch",
@@ -1958,7 +1999,7 @@ MUTATIONS += (
     ),
     Mutation(
         "clf-labels-by-diffusion-names",
-        D,
+        SAMPLING,
         'names = getattr(classifier, "class_names", None) or self.class_names',
         'names = self.class_names or getattr(classifier, "class_names", None)',
         "classifier guidance resolves a class name by the diffusion's names, not the classifier's",
@@ -1975,8 +2016,8 @@ MUTATIONS += (
     Mutation(
         "clf-schedule-and",
         CLF,
-        "elif self.num_timesteps != diffusion.num_timesteps or not torch.allclose(",
-        "elif self.num_timesteps != diffusion.num_timesteps and not torch.allclose(",
+        "elif self.num_timesteps != schedule.num_timesteps or not torch.allclose(",
+        "elif self.num_timesteps != schedule.num_timesteps and not torch.allclose(",
         "a classifier of another schedule of the same length accepted for guidance",
         CLASSIFIER,
     ),
@@ -1984,16 +2025,16 @@ MUTATIONS += (
     Mutation(
         "img2img-unnormalized",
         ED,
-        "x_0 = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
-        "x_0 = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "x_0 = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))",
+        "x_0 = images.to(device=runner.device, dtype=runner.dtype)",
         "img2img noises the [0, 1] images as they are on a model that works in [−1, 1]",
         EDITING_R2,
     ),
     Mutation(
         "inpaint-unnormalized",
         ED,
-        "known = diffusion.normalize(images.to(device=diffusion.device, dtype=diffusion.dtype))",
-        "known = images.to(device=diffusion.device, dtype=diffusion.dtype)",
+        "known = runner.data.normalize(images.to(device=runner.device, dtype=runner.dtype))",
+        "known = images.to(device=runner.device, dtype=runner.dtype)",
         "inpaint keeps the [0, 1] pixels as they are on a model that works in [−1, 1]",
         EDITING_R2,
     ),
@@ -2001,15 +2042,15 @@ MUTATIONS += (
         "img2img-rescale-dropped",
         ED,
         (
-            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "bound = info.bind(options, runner.sampler_defaults(), also=also)\n"
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
+            "    denoiser = runner.sampling_denoiser(\n"
             "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,"
         ),
         (
-            "bound = info.bind(options, diffusion.sampler_defaults())\n"
+            "bound = info.bind(options, runner.sampler_defaults(), also=also)\n"
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
+            "    denoiser = runner.sampling_denoiser(\n"
             "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0,"
         ),
         "img2img ignores guidance_rescale",
@@ -2019,23 +2060,16 @@ MUTATIONS += (
         "inpaint-rescale-dropped",
         ED,
         (
-            "diffusion.sampler_defaults())\n"
+            'bind({"variance": variance}, runner.sampler_defaults())\n'
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
-            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, "
-            "classifier=classifier,\n"
-            "        classifier_scale=classifier_scale, **condition,\n"
-            "    )  # fmt: skip\n"
-            "    known"
+            "    denoiser = runner.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,"
         ),
         (
-            "diffusion.sampler_defaults())\n"
+            'bind({"variance": variance}, runner.sampler_defaults())\n'
             "    batch = images.shape[0]\n"
-            "    denoiser = diffusion.sampling_denoiser(\n"
-            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0, classifier=classifier,\n"
-            "        classifier_scale=classifier_scale, **condition,\n"
-            "    )  # fmt: skip\n"
-            "    known"
+            "    denoiser = runner.sampling_denoiser(\n"
+            "        batch, guidance_scale=guidance_scale, guidance_rescale=0.0,"
         ),
         "inpaint ignores guidance_rescale",
         EDITING_R2,
@@ -2043,16 +2077,16 @@ MUTATIONS += (
     Mutation(
         "img2img-options-unbound",
         ED,
-        "bound = info.bind(options, diffusion.sampler_defaults())",
-        "bound = info.bind({}, diffusion.sampler_defaults())",
+        "bound = info.bind(options, runner.sampler_defaults(), also=also)",
+        "bound = info.bind({}, runner.sampler_defaults(), also=also)",
         "img2img drops the sampler's options (eta, variance)",
         EDITING_R2,
     ),
     Mutation(
         "inpaint-variance-ignored",
         ED,
-        'bind({"variance": variance}, diffusion.sampler_defaults())',
-        "bind({}, diffusion.sampler_defaults())",
+        'bind({"variance": variance}, runner.sampler_defaults())',
+        "bind({}, runner.sampler_defaults())",
         "inpaint ignores variance=",
         EDITING_R2,
     ),
@@ -2129,10 +2163,10 @@ MUTATIONS += (
         "the callback reports the churned state and time, not the step's start",
         CHURN,
     ),
-    # ----- processes.py: VP, sub-VP, VE, EDM -------------------------------------------------------------------------
+    # ----- processes/: VP, sub-VP, VE, EDM ---------------------------------------------------------------------------
     Mutation(
         "vp-integral-no-half",
-        PROC,
+        PROCS("vp"),
         "0.5 * (self.beta_max - self.beta_min) * t**2",
         "(self.beta_max - self.beta_min) * t**2",
         "VP's B(t) = ∫β without the ½ of t²/2",
@@ -2140,7 +2174,7 @@ MUTATIONS += (
     ),
     Mutation(
         "subvp-sigma-as-vp",
-        PROC,
+        PROCS("subvp"),
         "return torch.exp(-0.5 * b), -torch.expm1(-b)",
         "return torch.exp(-0.5 * b), torch.sqrt(-torch.expm1(-b))",
         "sub-VP's σ_t = √(1 − α_t²) (the VP's) instead of 1 − α_t²",
@@ -2148,7 +2182,7 @@ MUTATIONS += (
     ),
     Mutation(
         "subvp-g2-exponent",
-        PROC,
+        PROCS("subvp"),
         "-torch.expm1(-2.0 * self.integral_beta(t))",
         "-torch.expm1(-self.integral_beta(t))",
         "sub-VP's g² with 1 − e^{−B} instead of 1 − e^{−2B}",
@@ -2156,7 +2190,7 @@ MUTATIONS += (
     ),
     Mutation(
         "ve-g2-no-two",
-        PROC,
+        PROCS("ve"),
         "sigma**2 * (2.0 * math.log(self.sigma_max / self.sigma_min))",
         "sigma**2 * math.log(self.sigma_max / self.sigma_min)",
         "VE's g² = dσ²/dt without its factor 2",
@@ -2164,54 +2198,40 @@ MUTATIONS += (
     ),
     Mutation(
         "edm-time-of-sigma-log",
-        PROC,
+        PROCS("edm"),
         "return targets.exp().clamp(self.t_min, self.t_max)",
         "return targets.clamp(self.t_min, self.t_max)",
         "EDM's time of a log σ̃ taken as the log itself (σ = ln σ)",
         EDM + PROCESSES,
     ),
-    # ----- the ancestral step on the continuous paths (schedules.gaussian_posterior_step) ----------------------------
+    # ----- the forward step's variance: one home, processes/path.forward_step (DDIM's η, the posterior, SDEdit's
+    # and RePaint's noising, the reverse-diffusion predictor). ddim-c-no-square, rd-b2-without-a and the anc-…
+    # mutations of the forward variance mutate this line now; rd-b2-without-a is merged into anc-forward-var-ve-form.
+    Mutation(
+        "ddim-c-no-square",
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2 - a * sigma_s**2",
+        "the forward step's σ²_{t|s} with α_t/α_s where (α_t/α_s)² belongs (DDIM's c, the posterior, the jumps)",
+        FORWARD_TESTS,
+    ),
     Mutation(
         "anc-forward-var-sigma-t",
-        S,
-        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "beta = sigma_t**2",
-        "the continuous posterior step's forward variance σ_t² instead of σ_t² − (α_t/α_s)² σ_s²",
-        ANCESTRAL,
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2",
+        "the forward step's variance σ_t² instead of σ_t² − (α_t/α_s)² σ_s²",
+        FORWARD_TESTS,
     ),
     Mutation(
         "anc-forward-var-ve-form",
-        S,
-        "beta = max(sigma_t**2 - a**2 * sigma_s**2, 0.0)",
-        "beta = max(sigma_t**2 - sigma_s**2, 0.0)",
-        "the continuous posterior step's forward variance σ_t² − σ_s², VE's form, on every path",
-        ANCESTRAL,
+        PROCS("path"),
+        FORWARD_VAR,
+        "variance = sigma_t**2 - sigma_s**2",
+        "the forward step's variance σ_t² − σ_s², VE's form, on every path (merged: rd-b2-without-a)",
+        FORWARD_TESTS,
     ),
-    Mutation(
-        "anc-variance-is-beta",
-        S,
-        "variance = beta * sigma_s**2 / sigma_t**2",
-        "variance = beta",
-        "the continuous posterior variance is the forward step's β' instead of β' σ_s²/σ_t²",
-        ANCESTRAL,
-    ),
-    Mutation(
-        "anc-ct-without-a",
-        S,
-        "ct=a * sigma_s**2 / sigma_t**2,",
-        "ct=sigma_s**2 / sigma_t**2,",
-        "the continuous posterior mean's c_t without α_t/α_s (VE's form)",
-        ANCESTRAL,
-    ),
-    Mutation(
-        "anc-c0-alpha-t",
-        S,
-        "c0=alpha_s * beta / sigma_t**2,",
-        "c0=alpha_t * beta / sigma_t**2,",
-        "the continuous posterior mean's c_0 with α_t instead of α_s",
-        ANCESTRAL,
-    ),
-    # ----- metrics.py ------------------------------------------------------------------------------------------------
+    # ----- evaluation/metrics.py -------------------------------------------------------------------------------------
     Mutation(
         "kid-size-from-real-only",
         MET,
@@ -2228,7 +2248,7 @@ MUTATIONS += (
         "the k-NN balls open: a point exactly at the k-th neighbour's distance is outside",
         METRICS_R2,
     ),
-    # ----- feature_cache.py ------------------------------------------------------------------------------------------
+    # ----- evaluation/feature_cache.py -------------------------------------------------------------------------------
     Mutation(
         "cache-ignores-resize",
         FCACHE,
@@ -2352,7 +2372,7 @@ MUTATIONS += (
     ),
     Mutation(
         "resume-loads-ema-as-online",
-        "denoising_diffusion/training/trainer.py",
+        MILESTONES,
         "load_weights(self.trainable, state, use_ema=False)",
         "load_weights(self.trainable, state, use_ema=True)",
         "a resume loads the EMA weights into the online network",
@@ -2398,5 +2418,555 @@ MUTATIONS += (
         "with torch.random.fork_rng(devices=[], enabled=False):",
         "reading an item reseeds torch's global generator for good (the training noise depends on the reads)",
         RNG_TESTS,
+    ),
+)
+
+# ===== round 3 (issue 29, part 8): the re-housed parts, at the density of the maths modules. processes/base.py
+# (options, fitting, the default sampler and spacing), processes/ddpm.py's tables, losses/, preconditioning.py,
+# sampling.py, diffusion_options.py (which option reaches which part), pipeline.py's parts, training/. Each selection
+# names first the focused tests of tests/contracts/test_part_wiring.py or tests/training/test_training_parts.py. ====
+OPTS = "value = given.get(name, default)"
+
+MUTATIONS += (
+    # ----- processes/base.py: option resolution, the fitted option, the default sampler and spacing ---------------
+    Mutation(
+        "opts-given-ignored",
+        PROCS("base"),
+        OPTS,
+        "value = default",
+        "process_options ignored: every option resolved to its default",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "opts-unknown-check-reversed",
+        PROCS("base"),
+        "unknown = sorted(set(given) - set(defaults))",
+        "unknown = sorted(set(defaults) - set(given))",
+        "the unknown-option check's set difference reversed: options left at their defaults refused, typos accepted",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "opts-inf-accepted",
+        PROCS("base"),
+        "if not math.isfinite(number):",
+        "if math.isnan(number):",
+        "process_options accepts ±inf (only NaN refused)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "fitted-option-takes-default",
+        PROCS("base"),
+        "None if name == cls.fitted_option or param.default is inspect.Parameter.empty else param.default",
+        "None if param.default is inspect.Parameter.empty else param.default",
+        "ve's and ncsn's σ_max takes the constructor's default 50 instead of being fitted from the data",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "restore-from-another-process",
+        PROCS("base"),
+        "if name is None or not self.needs_fit or process != self.cls.name or name not in stored:",
+        "if name is None or not self.needs_fit or name not in stored:",
+        "σ_max restored from a stored config of another process (an ncsn model takes a ve run's σ_max)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "restore-overwrites-given",
+        PROCS("base"),
+        "if name is None or not self.needs_fit or process != self.cls.name or name not in stored:",
+        "if name is None or process != self.cls.name or name not in stored:",
+        "a stored config's σ_max overwrites the one the model was given",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "default-sampler-always-fallback",
+        PROCS("base"),
+        "return cls.recommended_sampler if cls.recommended_sampler in registered else cls.fallback_sampler",
+        "return cls.fallback_sampler",
+        "a process samples with its fallback sampler although its recommended one is registered",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "index-spacing-accepted-in-continuous-time",
+        PROCS("base"),
+        "if cls.continuous and spacing in (Spacing.TRAILING, Spacing.LEADING):",
+        "if not cls.continuous and spacing in (Spacing.TRAILING, Spacing.LEADING):",
+        "timestep_spacing='trailing' refused for ddpm and accepted for the continuous processes (the flag inverted)",
+        OPTION_TESTS + ("tests/maths/test_diffusion.py",),
+    ),
+    # ----- processes/ddpm.py: the per-device tables, posterior_at, the default sampler -----------------------------
+    Mutation(
+        "ddpm-tables-left-on-cpu",
+        PROCS("ddpm"),
+        "cache[device] = {name: table.to(device) for name, table in tables.items()}",
+        "cache[device] = tables",
+        "the per-device tables never moved to the device asked for (a GPU batch gathers from CPU tables)",
+        (PART_WIRING,) + DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-posterior-at-variance-fields-swapped",
+        PROCS("ddpm"),
+        '("c0", "ct", "variance", "log_variance", "betas", "log_betas")',
+        '("c0", "ct", "log_variance", "variance", "betas", "log_betas")',
+        "posterior_at hands the log-variance table over as the variance and the variance as its log",
+        DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-posterior-at-beta-fields-swapped",
+        PROCS("ddpm"),
+        '("c0", "ct", "variance", "log_variance", "betas", "log_betas")',
+        '("c0", "ct", "variance", "log_variance", "log_betas", "betas")',
+        "posterior_at's β and log β swapped: the learned range's upper end in the hybrid loss",
+        DIFFUSION,
+    ),
+    Mutation(
+        "ddpm-default-ddim-at-T",
+        PROCS("ddpm"),
+        'return "ddim" if sampling_steps < num_timesteps else "ddpm"',
+        'return "ddim" if sampling_steps <= num_timesteps else "ddpm"',
+        "ddpm's default sampler DDIM also at sampling_timesteps = T (ancestral DDPM never chosen)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "ddpm-log-sigma-tilde-no-half",
+        PROCS("ddpm"),
+        "return 0.5 * torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)",
+        "return torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)",
+        "the ddpm chain's log σ̃ = log(σ²/α²) (the ½ dropped): logsnr and karras grids, the churned level",
+        SCHEDULES + EDM,
+    ),
+    # ----- losses/denoising.py: q_sample, target and weightings in order; the hybrid term ---------------------------
+    Mutation(
+        "loss-fresh-noise-for-xt",
+        LOSS("denoising"),
+        "x_t = q_sample(schedule, x_start, t, noise)",
+        "x_t = q_sample(schedule, x_start, t, torch.randn_like(x_start))",
+        "x_t drawn with fresh noise, not the ε the target names",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "loss-first-weighting-only",
+        LOSS("denoising"),
+        "for weighting in self.weightings:\n            weight = ",
+        "for weighting in self.weightings[:1]:\n            weight = ",
+        "only the first weighting applied: min_snr_loss_weight dropped beside loss_weighting",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "hybrid-range-ends-swapped",
+        LOSS("denoising"),
+        "reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_beta, step.log_variance, var_interp)",
+        "reverse_log_variance(VarianceType.LEARNED_RANGE, step.log_variance, step.log_beta, var_interp)",
+        "the hybrid term's learned range passed as (β̃, β) where (β, β̃) belongs",
+        LOSS_TESTS,
+    ),
+    # ----- losses/times.py: the uniform range and the log-normal draw ------------------------------------------------
+    Mutation(
+        "uniform-times-never-last-index",
+        LOSS("times"),
+        "return torch.randint(0, schedule.num_timesteps, (n,), device=device)",
+        "return torch.randint(0, schedule.num_timesteps - 1, (n,), device=device)",
+        "uniform indices never draw T − 1 (randint's exclusive end taken as inclusive)",
+        LOSS_TESTS + CLASSIFIER,
+    ),
+    Mutation(
+        "uniform-times-below-t-min",
+        LOSS("times"),
+        "return schedule.t_min + (schedule.t_max - schedule.t_min) * torch.rand(",
+        "return schedule.t_max * torch.rand(",
+        "continuous training times U(0, t_max): below t_min, where σ_t is 0 or tiny",
+        (PART_WIRING,) + CONTINUOUS,
+    ),
+    Mutation(
+        "log-normal-sigma-as-time",
+        LOSS("times"),
+        "return schedule.times_at_sigma_tilde(sigma)",
+        "return sigma",
+        "the log-normal σ̃ used as the time itself on every process (right for EDM's only)",
+        (PART_WIRING,) + EDM,
+    ),
+    # ----- losses/weighting.py: min-SNR and the likelihood weighting --------------------------------------------------
+    Mutation(
+        "minsnr-max-instead-of-min",
+        LOSS("weighting"),
+        "clipped = snr.clamp(max=gamma)",
+        "clipped = snr.clamp(min=gamma)",
+        "max(SNR, γ) instead of min(SNR, γ)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "minsnr-eps-not-divided",
+        LOSS("weighting"),
+        "if objective is Objective.PRED_NOISE:\n        return clipped / snr",
+        "if objective is Objective.PRED_NOISE:\n        return clipped",
+        "ε-prediction's min-SNR weight not divided by the SNR (the x_0-space weight on the ε loss)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "minsnr-edm-accepted",
+        LOSS("weighting"),
+        "if objective is Objective.EDM:",
+        "if objective is None:",
+        "min_snr_loss_weight accepted with objective 'edm' (weighted twice: λ(σ) and min-SNR)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "likelihood-accepts-v",
+        LOSS("weighting"),
+        "if objective is not Objective.PRED_NOISE:",
+        "if objective is Objective.PRED_X0:",
+        "loss_weighting='likelihood' accepted with pred_v (its weight is for ‖ε̂ − ε‖²)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "weighting-config-options-dropped",
+        LOSS("weighting"),
+        '        return cls(**options)\n    except TypeError as err:\n        raise ValueError(f"loss weighting',
+        '        return cls()\n    except TypeError as err:\n        raise ValueError(f"loss weighting',
+        "a weighting rebuilt from its config loses its options (min_snr's γ back to 5)",
+        OPTION_TESTS,
+    ),
+    # ----- preconditioning.py: the learned-variance split, guidance, self-conditioning, the objective's target --------
+    Mutation(
+        "learned-variance-halves-swapped",
+        PRECOND,
+        "out, var_interp = out.chunk(2, dim=1)",
+        "var_interp, out = out.chunk(2, dim=1)",
+        "a learned-variance network's output split as (v, F) where (F, v) belongs",
+        PRECOND_TESTS + VARIANCE,
+    ),
+    Mutation(
+        "guidance-below-one-ignored",
+        PRECOND,
+        "guided = guidance_scale != 1.0",
+        "guided = guidance_scale > 1.0",
+        "guidance scales below 1 (towards the unconditional model, s = 0 included) silently ignored",
+        CONDITIONING,
+    ),
+    Mutation(
+        "self-cond-every-step",
+        PRECOND,
+        "if self.self_condition and torch.rand(()) < 0.5:",
+        "if self.self_condition and torch.rand(()) < 1.0:",
+        "self-conditioning trains with the first pass every time (never without x̂_0, as sampling's first step is)",
+        PRECOND_TESTS,
+    ),
+    Mutation(
+        "v-target-arguments-swapped",
+        P,
+        "return v_from_x0_eps(x0, eps, alpha, sigma)",
+        "return v_from_x0_eps(eps, x0, alpha, sigma)",
+        "v-prediction's target with ε and x_0 swapped (v = α x_0 − σ ε)",
+        PRECOND_TESTS + PARAMETERIZATION,
+    ),
+    Mutation(
+        "preconditioning-flags-swapped",
+        PRECOND,
+        "return Preconditioning(objective, self_condition, learned_variance, clip_denoised, rederive_eps)",
+        "return Preconditioning(objective, self_condition, learned_variance, rederive_eps, clip_denoised)",
+        "clip_denoised and rederive_eps swapped by position for the plain objectives",
+        PRECOND_TESTS,
+    ),
+    # ----- sampling.py: the spacing, the steps, the prior, the output range, class names, the default sampler --------
+    Mutation(
+        "spacing-model-over-call",
+        SAMPLING,
+        "chosen = spacing or self.defaults.spacing",
+        "chosen = self.defaults.spacing or spacing",
+        "the model's timestep_spacing overrides the call's spacing=",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "spacing-recommendation-ignored",
+        SAMPLING,
+        "recommended = Spacing.LINSPACE if info is None else info.spacing",
+        "recommended = Spacing.LINSPACE",
+        "each sampler's recommended spacing ignored (DPM-Solver's logsnr): linspace unless the process adapts it",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "spacing-process-adaptation-skipped",
+        SAMPLING,
+        "chosen = type(self.schedule).spacing_for(recommended)",
+        "chosen = recommended",
+        "the process's adaptation of the recommendation skipped (EDM's Karras grid for every sampler)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "steps-argument-ignored",
+        SAMPLING,
+        "self.schedule.timesteps(self.defaults.steps if steps is None else steps, chosen)",
+        "self.schedule.timesteps(self.defaults.steps, chosen)",
+        "sample(steps=) ignored: always sampling_timesteps",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "prior-scaled-by-variance",
+        SAMPLING,
+        "return x if std == 1.0 else x * std",
+        "return x if std == 1.0 else x * std**2",
+        "the prior scaled by its variance σ_max² instead of its std",
+        CONTINUOUS + SCORE_SAMPLERS,
+    ),
+    Mutation(
+        "output-clamped-before-unnormalizing",
+        SAMPLING,
+        "return self.unnormalize(x).clamp(0.0, 1.0)",
+        "return self.unnormalize(x.clamp(0.0, 1.0))",
+        "samples clamped to [0, 1] in the model's space, before unnormalizing (the output in [0.5, 1])",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "default-sampler-steps-and-T-swapped",
+        SAMPLING,
+        "default_sampler(self.defaults.steps, self.num_timesteps, SAMPLERS)",
+        "default_sampler(self.num_timesteps, self.defaults.steps, SAMPLERS)",
+        "the default sampler asked with T and the steps swapped (DDPM's ancestral step on a respaced chain)",
+        RUNNER_TESTS,
+    ),
+    Mutation(
+        "sample-class-names-unresolved",
+        SAMPLING,
+        (
+            '        if "classes" in condition:\n'
+            '            condition["classes"] = class_indices(condition["classes"], self.class_names)\n'
+            "        condition = broadcast_condition(condition, batch_size)"
+        ),
+        "        condition = broadcast_condition(condition, batch_size)",
+        "sample() broadcasts class names before resolving them (a list of names fails)",
+        CONDITIONING,
+    ),
+    # ----- diffusion_options.py: which option reaches which part -----------------------------------------------------
+    Mutation(
+        "min-snr-gamma-ignored",
+        OPTIONS,
+        "weightings.append(MinSNRWeighting(min_snr_gamma))",
+        "weightings.append(MinSNRWeighting())",
+        "min_snr_gamma never reaches the weighting (γ = 5 always)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "process-options-miss-the-times",
+        OPTIONS,
+        "training_times, **options)",
+        "training_times)",
+        "EDM's p_mean and p_std (process_options) never reach the log-normal training-time draw",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "training-times-ignored",
+        OPTIONS,
+        "cls.training_times if training_times is None else training_times",
+        "cls.training_times",
+        "training_times= ignored: the process's own distribution always",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "vlb-weight-ignored",
+        OPTIONS,
+        "DenoisingLoss(LossType(loss_type), tuple(weightings), times, float(vlb_weight))",
+        "DenoisingLoss(LossType(loss_type), tuple(weightings), times)",
+        "vlb_weight never reaches the loss (λ = 0.001 always)",
+        LOSS_TESTS,
+    ),
+    Mutation(
+        "sigma-data-not-passed",
+        OPTIONS,
+        'chosen_objective, options.get("sigma_data"),',
+        "chosen_objective, 0.5,",
+        "EDM's sigma_data never reaches the preconditioning (0.5 always)",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "rederive-eps-not-passed",
+        OPTIONS,
+        "rederive_eps=bool(rederive_eps),\n    )",
+        "rederive_eps=True,\n    )",
+        "rederive_eps=False never reaches the preconditioning",
+        PRECOND_TESTS,
+    ),
+    Mutation(
+        "learned-variance-sampled-fixed",
+        OPTIONS,
+        "return VarianceType.LEARNED_RANGE if learned_variance else VarianceType.FIXED_SMALL",
+        "return VarianceType.FIXED_SMALL",
+        "a learned-variance network samples with fixed_small by default (its variance output unused)",
+        PRECOND_TESTS + VARIANCE,
+    ),
+    Mutation(
+        "ddpm-loss-weighting-unrecorded",
+        OPTIONS,
+        'if cls is not NoiseSchedule or weighting.name != "simple":',
+        "if cls is not NoiseSchedule:",
+        "a ddpm model's loss_weighting left out of its config: the rebuilt model trains with 'simple'",
+        OPTION_TESTS,
+    ),
+    Mutation(
+        "training-times-unrecorded",
+        OPTIONS,
+        'config["training_times"] = times.config',
+        "pass",
+        "training_times left out of the config: the rebuilt model draws the process's own times",
+        OPTION_TESTS,
+    ),
+    # ----- pipeline.py: the frozen parts of a training checkpoint -----------------------------------------------------
+    Mutation(
+        "parts-missing-accepted",
+        PIPELINE,
+        "if missing or unexpected:",
+        "if unexpected:",
+        "a checkpoint missing some of the model's frozen parts loads silently (they keep their fresh weights)",
+        COMPOSED,
+    ),
+    Mutation(
+        "parts-checked-not-loaded",
+        PIPELINE,
+        "model.load_state_dict(dict(parts), strict=False)",
+        "model.load_state_dict({}, strict=False)",
+        "the checkpoint's parts checked but never loaded: a frozen part rebuilds with fresh weights",
+        COMPOSED,
+    ),
+    Mutation(
+        "load-weights-skips-parts",
+        PIPELINE,
+        (
+            "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n"
+            '    if "parts" in checkpoint:\n'
+            '        load_parts(model, checkpoint["parts"])\n'
+            "\n\ndef trainable_parts"
+        ),
+        "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n\n\ndef trainable_parts",
+        "load_weights (the Trainer's resume) ignores the checkpoint's frozen parts",
+        COMPOSED,
+    ),
+    Mutation(
+        "load-pipeline-online-by-default",
+        PIPELINE,
+        "use_ema: bool = True, device",
+        "use_ema: bool = False, device",
+        "load_pipeline gives the online weights by default instead of the EMA's",
+        COMPOSED,
+    ),
+    Mutation(
+        "checkpoint-without-parts",
+        MILESTONES,
+        "network_path=network_path,\n            parts=parts,",
+        "network_path=network_path,",
+        "a training checkpoint without the trainable's other parts (its frozen parts lost)",
+        COMPOSED,
+    ),
+    # ----- training/: milestones, the step, the previews, the results lock --------------------------------------------
+    Mutation(
+        "milestone-floor",
+        MILESTONES,
+        "return -(-step // self.save_and_sample_every)",
+        "return step // self.save_and_sample_every",
+        "a checkpoint between milestones saved under the previous milestone (floor instead of ceil): overwrites it",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "logged-loss-summed-over-micro-batches",
+        TRAINING("step"),
+        "local_loss += loss.detach().float() / self.gradient_accumulate_every",
+        "local_loss += loss.detach().float()",
+        "the logged loss summed over the micro-batches instead of averaged",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "non-finite-loss-steps",
+        TRAINING("step"),
+        "NonFiniteGuard.should_step(math.isfinite(loss), grad_finite",
+        "NonFiniteGuard.should_step(True, grad_finite",
+        "a step whose loss is NaN or inf is taken (only the gradient checked)",
+        TRAINER_TESTS + ("tests/contracts/test_guards.py",),
+    ),
+    Mutation(
+        "max-grad-norm-ignored",
+        TRAINING("step"),
+        "max_norm = self.max_grad_norm if self.max_grad_norm is not None else math.inf",
+        "max_norm = math.inf",
+        "max_grad_norm ignored: gradients never clipped",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "gradients-never-zeroed",
+        TRAINING("step"),
+        "        self.opt.zero_grad()\n        return loss, grad_norm, stepped, overflowed",
+        "        return loss, grad_norm, stepped, overflowed",
+        "the gradients never zeroed: each step adds the previous steps' gradients",
+        TRAINER_TESTS + ("tests/training/test_resume_exact.py",),
+    ),
+    Mutation(
+        "preview-classes-cycle",
+        TRAINING("preview"),
+        "torch.arange(rows).repeat_interleave(per_row)",
+        "torch.arange(rows).repeat(per_row)",
+        "the milestone grid's classes cycle along each row instead of one class per row",
+        (TRAINING_PARTS, "tests/training/test_labelled_data.py"),
+    ),
+    Mutation(
+        "preview-chunks-reuse-first-condition",
+        TRAINING("preview"),
+        "value[start : start + n]",
+        "value[:n]",
+        "every chunk of a grid samples with the first chunk's condition",
+        (TRAINING_PARTS, "tests/training/test_labelled_data.py"),
+    ),
+    Mutation(
+        "preview-from-online-weights",
+        TRAINING("preview"),
+        (
+            "ema_model = self.trainable.with_model(self.ema.ema_model).to(device)\n"
+            "        generator = torch.Generator(device=device).manual_seed(self.data.data_seed if seed"
+        ),
+        (
+            "ema_model = self.trainable.with_model(self.trainable.model).to(device)\n"
+            "        generator = torch.Generator(device=device).manual_seed(self.data.data_seed if seed"
+        ),
+        "Trainer.sample and the milestone grids draw from the online network instead of the EMA",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "preview-seed-ignored",
+        TRAINING("preview"),
+        "manual_seed(self.data.data_seed if seed is None else seed)",
+        "manual_seed(self.data.data_seed)",
+        "Trainer.sample(seed=) ignored: always the data seed",
+        TRAINER_TESTS,
+    ),
+    Mutation(
+        "preview-guidance-scale-dropped",
+        TRAINING("preview"),
+        (
+            "        if self.sample_guidance_scale != 1.0:\n"
+            '            condition["guidance_scale"] = self.sample_guidance_scale\n'
+            "        images"
+        ),
+        "        images",
+        "sample_guidance_scale never reaches the milestone grid",
+        (TRAINING_PARTS, "tests/contracts/test_conditioning.py"),
+    ),
+    Mutation(
+        "lock-shared",
+        TRAINING("results_lock"),
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+        "the results folder locked shared: a second run takes the lock too",
+        LOCK_TESTS,
+    ),
+    Mutation(
+        "lock-any-holder-shares",
+        TRAINING("results_lock"),
+        "if holder is not None and holder.pid == os.getpid():",
+        "if holder is not None:",
+        "any holder's lock shared, not only this process's own: a second run goes on",
+        LOCK_TESTS,
+    ),
+    Mutation(
+        "lock-created-folder-kept",
+        TRAINING("results_lock"),
+        "self._created_folder = not self.folder.exists()",
+        "self._created_folder = False",
+        "a failed or finished start leaves behind the empty folder the lock created",
+        LOCK_TESTS,
     ),
 )

@@ -6,11 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor, nn
 from trainer_helpers import isolated_accelerate, make_trainer, tiny_diffusion  # noqa: F401 (autouse fixture)
 
-from denoising_diffusion import GaussianDiffusion, load_checkpoint, load_pipeline, model_kind, save_checkpoint
+from denoising_diffusion import (
+    CheckpointError,
+    GaussianDiffusion,
+    load_checkpoint,
+    load_pipeline,
+    model_kind,
+    save_checkpoint,
+)
 
 
 @model_kind(parts=("diffusion",))
@@ -58,6 +66,11 @@ def test_a_frozen_part_is_in_the_checkpoint_and_rebuilds_from_the_file_alone(tmp
     resumed = make_trainer(other, images(), tmp_path / "r", train_num_steps=4, num_samples=0, resume="auto")
     assert resumed.step == 2
     torch.testing.assert_close(other.recolour.weight, trainable.recolour.weight, rtol=0, atol=0)
+    # a checkpoint that lacks one of the parts is refused, naming it (never loaded with the part's fresh weights)
+    del checkpoint["parts"]["recolour.bias"]
+    save_checkpoint(tmp_path / "lacking.pt", checkpoint)
+    with pytest.raises(CheckpointError, match=r"missing \['recolour.bias'\]"):
+        load_pipeline(tmp_path / "lacking.pt", use_ema=False)
 
 
 def test_a_format_2_checkpoint_loads_and_resumes(tmp_path: Path) -> None:
