@@ -26,13 +26,13 @@ from .diffusion_options import Recorded as _Recorded
 from .diffusion_options import build_parts
 from .losses import TimeDistribution, Weighting, hybrid_vlb_term
 from .processes import FittedProcess, ProcessDeclarations, Schedule, path_coefficients, q_sample
-from .registry import model_kind
+from .registry import PretrainedMixin, model_kind
 from .samplers import SamplerInfo
 from .sampling import DataRange, SamplingDefaults, SamplingRunner
 
 
 @model_kind(parts=("model",))
-class GaussianDiffusion(nn.Module):
+class GaussianDiffusion(PretrainedMixin, nn.Module):
     """A denoising diffusion model around a network ``model(x, t, [x_self_cond], **condition) -> output``, for every
     registered diffusion process (docs/api.md lists every argument with its default and why).
 

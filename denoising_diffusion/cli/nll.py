@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from ..data.datasets import ImageFolderDataset
 from ..data.scan import check_folder_dataset
 from ..likelihood import bits_per_dim, ode_bits_per_dim
-from ..pipeline import load_pipeline
-from .args import _add_threads_option, device, non_negative_int, positive_int
+from ..pretrained import resolve_source
+from .args import MODEL_HELP, _add_threads_option, device, non_negative_int, positive_int
 
 
 def add_nll_parser(subparsers: Any) -> None:
@@ -31,7 +31,7 @@ def add_nll_parser(subparsers: Any) -> None:
         "(resized and center-cropped to the model's size): the variational bound, and with --ode the "
         "probability-flow ODE likelihood.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument("folder", type=Path, metavar="FOLDER", help="image folder, read recursively")
     p.add_argument("--num", type=positive_int, default=None, help="use the first N images (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
@@ -63,7 +63,7 @@ def _mean_and_error(values: torch.Tensor) -> str:
 def run_nll(args: argparse.Namespace) -> int:
     """The ``nll`` subcommand: bits/dim per image, averaged, with its standard error."""
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    diffusion = load_pipeline(args.checkpoint, use_ema=not args.no_ema, device=dev)
+    diffusion = resolve_source(args.checkpoint).load(use_ema=not args.no_ema, device=dev)
     dataset = ImageFolderDataset(args.folder, diffusion.image_size, channels=diffusion.channels)
     check_folder_dataset(dataset)  # every unreadable file named in one error, before the first evaluation
     count = len(dataset) if args.num is None else min(args.num, len(dataset))

@@ -12,10 +12,11 @@ import torch
 from .._utils import call_each, chunk_sizes
 from ..evaluation.sweep import NfeMeter
 from ..noise_aware_classifier import NoiseAwareClassifier
-from ..pipeline import load_pipeline
+from ..pretrained import resolve_source
 from ..samplers import SAMPLERS
 from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
 from .args import (
+    MODEL_HELP,
     add_condition_options,
     add_output_options,
     add_sampler_options,
@@ -33,7 +34,7 @@ def add_sample_parser(subparsers: Any) -> None:
         help="sample images from a checkpoint",
         description="Rebuild the model from CHECKPOINT alone (its config travels inside) and write a grid of samples.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument("--num", type=positive_int, default=16, help="number of images (default: 16)")
     add_sampler_options(p)
     add_condition_options(p)
@@ -66,7 +67,7 @@ def load_classifier(args: argparse.Namespace, device: torch.device) -> Any:
         if args.classifier_scale is not None:
             raise ValueError("--classifier-scale needs --classifier CKPT")
         return None
-    classifier = load_pipeline(args.classifier, device=device)
+    classifier = resolve_source(args.classifier).load(device=device)
     if not isinstance(classifier, NoiseAwareClassifier):
         raise ValueError(f"--classifier {args.classifier} holds a {type(classifier).__name__}, not a noise-aware "
                          "classifier (train one with train-classifier)")  # fmt: skip
