@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from . import editing
 from ._utils import module_device
 from .conditioning import Condition, batch_condition
-from .data.batch import Batch, check_images, describe_extras, split_batch
+from .data.batch import Batch, check_images, check_training_images, describe_extras, split_batch
 from .denoiser import Callback, Denoiser, Prediction
 from .diffusion_options import Recorded as _Recorded
 from .diffusion_options import build_parts
@@ -109,7 +109,7 @@ class GaussianDiffusion(PretrainedMixin, nn.Module):
         self.timestep_spacing, self.variance_type = parts.timestep_spacing, parts.variance_type
         self.data = DataRange(bool(auto_normalize), bool(clip_denoised))
         self.config: dict[str, Any] = parts.config
-        self._warned_dropped = False  # forward() names dropped batch entries once
+        self._warned_dropped, self._quiet_range = False, not auto_normalize  # forward() warns once of each
 
     # ----- what the parts say -------------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class GaussianDiffusion(PretrainedMixin, nn.Module):
             self._warned_dropped = True
             what = f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's"
             warnings.warn(f"{what} {describe_extras(dropped)} is dropped", UserWarning, stacklevel=2)
-        check_images(img, (self.channels, *self.image_size))
+        self._quiet_range |= check_training_images(img, (self.channels, *self.image_size), warn=not self._quiet_range)
         checked = self.check_condition({**from_batch, **condition}, img.shape[0])
         t = self.loss.times.sample(self.schedule, img.shape[0], img.device)
         return self._losses(self.normalize(img), t, None, checked).mean()

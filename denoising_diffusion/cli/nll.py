@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import ImageFolderDataset
 from ..data.scan import check_folder_dataset
-from ..likelihood import bits_per_dim, ode_bits_per_dim
+from ..likelihood import bits_per_dim, default_ode_steps, ode_bits_per_dim
 from ..pretrained import resolve_source
 from .args import MODEL_HELP, _add_threads_option, device, non_negative_int, positive_int
 
@@ -43,8 +43,8 @@ def add_nll_parser(subparsers: Any) -> None:
     p.add_argument(
         "--ode-steps",
         type=positive_int,
-        default=100,
-        help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100)",
+        default=None,
+        help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100, or the model's T if it has fewer)",
     )
     p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes for the ODE (default: 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the VLB noise and probes (default: 0)")
@@ -71,7 +71,8 @@ def run_nll(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=dev).manual_seed(args.seed)
     vlb, ode = [], []
     discrete = diffusion.config.get("process", "ddpm") == "ddpm"  # the VLB is the discrete chain's; else ODE only
-    parts = (["VLB"] if discrete else []) + ([f"ODE, {args.ode_steps} steps"] if args.ode or not discrete else [])
+    ode_steps = default_ode_steps(diffusion.schedule, args.ode_steps)
+    parts = (["VLB"] if discrete else []) + ([f"ODE, {ode_steps} steps"] if args.ode or not discrete else [])
     label = f"nll: {' + '.join(parts)}"
     for batch in tqdm(loader, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True):
         batch = batch.to(dev)
@@ -82,7 +83,7 @@ def run_nll(args: argparse.Namespace) -> int:
                 ode_bits_per_dim(
                     diffusion,
                     batch,
-                    steps=args.ode_steps,
+                    steps=ode_steps,
                     exact_trace=False,
                     num_probes=args.probes,
                     generator=generator,
