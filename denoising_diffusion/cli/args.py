@@ -201,9 +201,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, torch.Generator]:
     return diffusion, generator
 
 
-def write_results(result: Tensor, args: argparse.Namespace, per_row: int, label: str = "samples") -> None:
-    """The grid at --out and, with --gif, the trajectory (N, S + 1, C, H, W) as a GIF beside it; prints both."""
+def write_results(
+    result: Tensor, args: argparse.Namespace, per_row: int, label: str = "samples", *, grid: bool = True
+) -> None:
+    """The grid at --out (unless ``grid`` is off) and, with --gif, the trajectory (N, S + 1, C, H, W) as a GIF
+    beside it; prints both."""
     images = result[:, -1] if args.gif else result
-    print(f"{label + ':':<11} {save_image_grid(images, args.out, nrow=per_row)}")
+    if grid:
+        print(f"{label + ':':<11} {save_image_grid(images, args.out, nrow=per_row)}")
     if args.gif:
         print(f"denoising:  {save_denoising_gif(result, args.out.with_suffix('.gif'), nrow=per_row)}")

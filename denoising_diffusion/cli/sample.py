@@ -15,6 +15,7 @@ from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pretrained import resolve_source
 from ..samplers import SAMPLERS
 from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
+from ..viz import save_images
 from .args import (
     MODEL_HELP,
     add_condition_options,
@@ -39,11 +40,17 @@ def add_sample_parser(subparsers: Any) -> None:
     add_sampler_options(p)
     add_condition_options(p)
     add_output_options(p, "samples.png", batch_size=True)
+    out = p.add_argument_group("what to write (the grid, the images, the GIF: any of them)")
+    out.add_argument("--no-grid", action="store_true", help="do not write the --out grid")
+    out.add_argument("--images", type=Path, default=None, metavar="DIR",
+                     help="also write each image as its own PNG in DIR (sample-00000.png, ...)")  # fmt: skip
     p.set_defaults(run=run_sample)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    """The ``sample`` subcommand: rebuild from the checkpoint, sample, write the grid (and the GIF)."""
+    """The ``sample`` subcommand: rebuild the model, sample, write the grid, the images and the GIF as asked."""
+    if args.no_grid and args.images is None and not args.gif:
+        raise ValueError("--no-grid leaves nothing to write: add --images DIR or --gif")
     diffusion, generator = load_model(args)
     classifier = load_classifier(args, generator.device)
     condition, count, per_row = sample_condition(diffusion, args, classifier)
@@ -57,7 +64,10 @@ def run_sample(args: argparse.Namespace) -> int:
     info = diffusion.sampler_info(args.sampler)
     given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
     print(f"sampler:    {info.name}, NFE {meter.per_call(diffusion, info, args.steps, given):g} per image")
-    write_results(result, args, per_row)  # result: (N, C, H, W), or (N, S + 1, C, H, W) with --gif
+    write_results(result, args, per_row, grid=not args.no_grid)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
+    if args.images is not None:
+        paths = save_images(result[:, -1] if args.gif else result, args.images)
+        print(f"images:     {len(paths)} in {args.images} ({paths[0].name} ... {paths[-1].name})")
     return 0
 
 
