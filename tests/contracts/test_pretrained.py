@@ -138,6 +138,9 @@ def test_saving_again_replaces_its_own_files_but_never_another_librarys(tmp_path
     save_pretrained(first, tmp_path / "m")
     save_pretrained(second, tmp_path / "m")
     assert from_pretrained(tmp_path / "m").config["objective"] == "pred_x0"
+    (tmp_path / "m" / "README.md").write_text("my own model card")  # the user's card is kept, ours replaced
+    save_pretrained(first, tmp_path / "m")
+    assert (tmp_path / "m" / "README.md").read_text() == "my own model card"
     (tmp_path / "other").mkdir()
     foreign = '{"_class_name": "UNet2DModel"}'
     (tmp_path / "other" / CONFIG_NAME).write_text(foreign)
