@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -20,7 +19,12 @@ from denoising_diffusion.nn.unet import Unet
 from denoising_diffusion.pipeline import save_pipeline
 from denoising_diffusion.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from tests.cli.test_cli import error_line
-from tests.contracts.test_pretrained import StandInApi, fill_cache, offline_hub  # noqa: F401 (fixture)
+from tests.hub_helpers import StandInApi, fill_cache, offline_cache, stand_in_hub
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return offline_cache(tmp_path, monkeypatch)
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -47,7 +51,7 @@ def test_export_then_sample_the_directory_and_the_repo_id(
     checkpoint: Path,
     tmp_path: Path,
     offline_hub: Path,
-    capsys,  # noqa: F811 (the fixture)
+    capsys,
 ) -> None:
     exported = tmp_path / "exported"
     assert main(["export", str(checkpoint), str(exported)]) == 0
@@ -63,8 +67,7 @@ def test_export_then_sample_the_directory_and_the_repo_id(
 
 
 def test_export_pushes_to_the_hub_stand_in(checkpoint: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(huggingface_hub, "HfApi", StandInApi)
-    StandInApi.calls, StandInApi.uploaded = [], {}
+    stand_in_hub(monkeypatch)
     assert main(["export", str(checkpoint), str(tmp_path / "e"), "--push-to-hub", "someone/tiny", "--private"]) == 0
     assert "uploaded:   https://huggingface.co/someone/tiny/commit/abc" in capsys.readouterr().out
     assert StandInApi.calls[1][1]["private"] is True
@@ -75,7 +78,7 @@ def test_export_pushes_to_the_hub_stand_in(checkpoint: Path, tmp_path: Path, mon
     assert not (tmp_path / "f").exists()  # refused before writing
 
 
-def test_a_repo_id_not_cached_offline_is_one_line(tmp_path: Path, offline_hub: Path, capsys) -> None:  # noqa: F811
+def test_a_repo_id_not_cached_offline_is_one_line(tmp_path: Path, offline_hub: Path, capsys) -> None:
     assert sample("someone/missing", tmp_path / "s.png") == 2
     line = error_line(capsys)
     assert "'someone/missing' is no local directory" in line and "HF_HUB_OFFLINE=1" in line

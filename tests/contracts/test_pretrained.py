@@ -10,8 +10,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import huggingface_hub
-import huggingface_hub.constants
 import pytest
 import torch
 from safetensors import safe_open
@@ -25,6 +23,7 @@ from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
 from denoising_diffusion.pipeline import discover_kinds, save_pipeline
 from denoising_diffusion.pretrained import CONFIG_NAME, WEIGHTS_NAME, resolve_source
 from denoising_diffusion.registry import PretrainedMixin, model_kind, registered_kinds
+from tests.hub_helpers import StandInApi, fill_cache, offline_cache, stand_in_hub
 
 
 def unet(**kwargs: Any) -> Unet:
@@ -155,21 +154,7 @@ def test_saving_again_replaces_its_own_files_but_never_another_librarys(tmp_path
 
 @pytest.fixture
 def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache in tmp_path, with the Hub offline (as HF_HUB_OFFLINE=1 does at import)."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-def fill_cache(cache: Path, repo_id: str, saved: Path, commit: str = "0123456789abcdef" * 2 + "01234567") -> None:
-    """Put ``saved``'s files into ``cache`` as huggingface_hub lays out a downloaded snapshot of ``repo_id``."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(saved, repo / "snapshots" / commit)
+    return offline_cache(tmp_path, monkeypatch)
 
 
 def test_a_repo_id_resolves_from_the_cache_with_the_hub_offline(tmp_path: Path, offline_hub: Path) -> None:
@@ -190,28 +175,8 @@ def test_a_repo_id_not_cached_while_offline_is_a_clear_error(offline_hub: Path) 
     assert "HF_HUB_OFFLINE=1" in message and str(offline_hub) in message
 
 
-class StandInApi:
-    """Records what push_to_hub asks of huggingface_hub.HfApi, and what the uploaded folder held."""
-
-    calls: list[tuple[str, dict[str, Any]]] = []
-    uploaded: dict[str, bytes] = {}
-
-    def __init__(self, **kwargs: Any) -> None:
-        StandInApi.calls.append(("init", kwargs))
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> str:
-        StandInApi.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, *, repo_id: str, folder_path: str, **kwargs: Any) -> Any:
-        StandInApi.calls.append(("upload_folder", {"repo_id": repo_id, **kwargs}))
-        StandInApi.uploaded = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc", "pr_url": None})
-
-
 def test_push_to_hub_uploads_the_saved_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(huggingface_hub, "HfApi", StandInApi)
-    StandInApi.calls, StandInApi.uploaded = [], {}
+    stand_in_hub(monkeypatch)
     model = _randomized(diffusion())
     url = model.push_to_hub("someone/tiny", private=True, token="hf_test")
     assert url == "https://huggingface.co/someone/tiny/commit/abc"
