@@ -141,7 +141,8 @@ def model_card(spec: Spec, repo_id: str | None = None) -> str:
         f"---\nlibrary_name: {LIBRARY}\ntags:\n- {LIBRARY}\n- diffusion\n- {spec['kind']}\n---\n{CARD_MARK}\n\n"
         f"# {spec['kind']}\n\nA `{spec['kind']}` saved by denoising_diffusion {__version__} (`config.json` holds its "
         "spec, `model.safetensors` its weights).\n\n```python\nfrom denoising_diffusion import from_pretrained\n"
-        f'model = from_pretrained("{source}")\n```\n\nor `denoising-diffusion sample {source}`.\n'
+        f'model = from_pretrained("{source}")\n```\n\nor, for a model that samples, '
+        f"`denoising-diffusion sample {source}`.\n"
     )
 
 
