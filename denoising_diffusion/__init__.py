@@ -18,6 +18,7 @@ from .nn import EncoderClassifier, Unet
 from .noise_aware_classifier import NoiseAwareClassifier
 from .parameterization import eps_from_score, score_from_eps
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
+from .pretrained import from_pretrained, push_to_hub, save_pretrained
 from .processes import (
     CLEAN,
     EDMSchedule,
@@ -120,4 +121,7 @@ __all__ = [
     "spaced_timesteps",
     "spec_of",
     "vlb_terms",
+    "from_pretrained",
+    "save_pretrained",
+    "push_to_hub",
 ]

@@ -20,19 +20,19 @@ from torch import Tensor, nn
 from . import editing
 from ._utils import module_device
 from .conditioning import Condition, batch_condition
-from .data.batch import Batch, check_images, describe_extras, split_batch
+from .data.batch import Batch, check_images, check_training_images, describe_extras, split_batch
 from .denoiser import Callback, Denoiser, Prediction
 from .diffusion_options import Recorded as _Recorded
 from .diffusion_options import build_parts
 from .losses import TimeDistribution, Weighting, hybrid_vlb_term
 from .processes import FittedProcess, ProcessDeclarations, Schedule, path_coefficients, q_sample
-from .registry import model_kind
+from .registry import PretrainedMixin, model_kind
 from .samplers import SamplerInfo
 from .sampling import DataRange, SamplingDefaults, SamplingRunner
 
 
 @model_kind(parts=("model",))
-class GaussianDiffusion(nn.Module):
+class GaussianDiffusion(PretrainedMixin, nn.Module):
     """A denoising diffusion model around a network ``model(x, t, [x_self_cond], **condition) -> output``, for every
     registered diffusion process (docs/api.md lists every argument with its default and why).
 
@@ -109,7 +109,7 @@ class GaussianDiffusion(nn.Module):
         self.timestep_spacing, self.variance_type = parts.timestep_spacing, parts.variance_type
         self.data = DataRange(bool(auto_normalize), bool(clip_denoised))
         self.config: dict[str, Any] = parts.config
-        self._warned_dropped = False  # forward() names dropped batch entries once
+        self._warned_dropped, self._quiet_range = False, not auto_normalize  # forward() warns once of each
 
     # ----- what the parts say -------------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class GaussianDiffusion(nn.Module):
             self._warned_dropped = True
             what = f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's"
             warnings.warn(f"{what} {describe_extras(dropped)} is dropped", UserWarning, stacklevel=2)
-        check_images(img, (self.channels, *self.image_size))
+        self._quiet_range |= check_training_images(img, (self.channels, *self.image_size), warn=not self._quiet_range)
         checked = self.check_condition({**from_batch, **condition}, img.shape[0])
         t = self.loss.times.sample(self.schedule, img.shape[0], img.device)
         return self._losses(self.normalize(img), t, None, checked).mean()

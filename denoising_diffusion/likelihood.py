@@ -139,6 +139,19 @@ def _slope_at(
     return lambda y: list(_eps_and_divergence(denoiser, y[0], t, alpha, probes))
 
 
+DEFAULT_ODE_STEPS = 100
+"""Heun's grid points of the ODE likelihood when none are given (2·100 − 1 = 199 network evaluations)."""
+
+
+def default_ode_steps(schedule: Schedule, steps: int | None = None) -> int:
+    """``steps`` if given, else :data:`DEFAULT_ODE_STEPS`, capped at T for a discrete schedule (ddpm, ncsn): its
+    Karras grid holds at most T distinct indices, so a model of T < 100 steps takes T (an explicit ``steps`` above T
+    is still refused, naming T)."""
+    if steps is not None:
+        return steps
+    return min(DEFAULT_ODE_STEPS, getattr(schedule, "num_timesteps", DEFAULT_ODE_STEPS))
+
+
 def _heun(
     denoiser: Denoiser, schedule: Schedule, x_start: Tensor, steps: int, probes: Tensor | None
 ) -> tuple[Tensor, Tensor, Time]:
@@ -214,7 +227,7 @@ def ode_log_likelihood(
     schedule: Schedule,
     x_start: Tensor,
     *,
-    steps: int = 100,
+    steps: int | None = None,
     solver: str | ODESolver = ODESolver.HEUN,
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
@@ -238,7 +251,8 @@ def ode_log_likelihood(
 
     Args:
         x_start: (B, C, H, W) in [−1, 1]. Use a denoiser without x̂_0 clipping: the ODE must be smooth.
-        steps: Heun's grid points (2·steps − 1 network evaluations, each with its vector-Jacobian products).
+        steps: Heun's grid points (2·steps − 1 network evaluations, each with its vector-Jacobian products); None:
+            :func:`default_ode_steps` (100, or T for a discrete schedule of fewer steps).
         solver: ``heun`` or ``dopri5``.
         rtol, atol: dopri5's error tolerances, positive floats (1e-5 each, as in Song et al. 2021's code).
         exact_trace: exact divergence (a backward pass per dimension); None: exact when C·H·W <= 16.
@@ -259,7 +273,7 @@ def ode_log_likelihood(
             - 1
         )
     if solver is ODESolver.HEUN:
-        x_tilde, integral, top = _heun(denoiser, schedule, x_start, steps, probes)
+        x_tilde, integral, top = _heun(denoiser, schedule, x_start, default_ode_steps(schedule, steps), probes)
     else:
         x_tilde, integral, top = _dopri5(denoiser, schedule, x_start, probes, rtol, atol)
     return prior_log_density(schedule, x_tilde, top) + integral
@@ -269,7 +283,7 @@ def ode_bits_per_dim(
     diffusion: Any,
     images: Tensor,
     *,
-    steps: int = 100,
+    steps: int | None = None,
     solver: str | ODESolver = ODESolver.HEUN,
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,

@@ -22,11 +22,11 @@ from ._utils import normalize_image_size
 from .data.batch import Batch, split_batch
 from .losses.times import UniformTimes
 from .processes import NoiseSchedule, q_sample
-from .registry import model_kind
+from .registry import PretrainedMixin, model_kind
 
 
 @model_kind(parts=("model",))
-class NoiseAwareClassifier(nn.Module):
+class NoiseAwareClassifier(PretrainedMixin, nn.Module):
     """A classifier of noisy images x_t on a diffusion's schedule.
 
     Args:

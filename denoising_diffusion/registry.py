@@ -13,15 +13,26 @@ Only registered classes are ever built from a config, so a checkpoint chooses am
 registered and never names arbitrary code (unlike dotted ``class_name`` strings). Registering is the only thing a
 module does at import time (DESIGN.md, Who may import whom). This module imports nothing from the package, so
 any layer (nn/, diffusion.py) may register its classes.
+
+Every kind shares itself the same way: :class:`PretrainedMixin` gives it ``save_pretrained``, ``from_pretrained``
+and ``push_to_hub``. The model classes sit below the pipeline and may not import it, yet saving a model needs its
+spec and loading one the pipeline's ``build``; so the mixin's methods only delegate, through a table that
+pretrained.py fills when it is imported (:func:`provide_sharing`), to the functions there. The package root imports
+pretrained.py, and Python runs the package root before any of its modules, so the table is full whenever a model
+class exists: the kind table's pattern turned around (a lower layer reaches an upper one through a table the upper
+one fills, never by an import).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound=type)
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -120,3 +131,51 @@ class KindTable:
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes
+
+
+# ----- what every kind can do: be shared (pretrained.py) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """The three functions of pretrained.py the mixin delegates to (see there for their arguments)."""
+
+    save: Callable[..., Path]
+    load: Callable[..., Any]
+    push: Callable[..., str]
+
+
+_SHARING: list[Sharing] = []
+
+
+def provide_sharing(sharing: Sharing) -> None:
+    """Fill the table (pretrained.py does, once, when it is imported)."""
+    _SHARING[:] = [sharing]
+
+
+def _sharing() -> Sharing:
+    if not _SHARING:  # only if this module is loaded outside the package
+        raise RuntimeError("denoising_diffusion.pretrained is not imported: `import denoising_diffusion` first")
+    return _SHARING[0]
+
+
+class PretrainedMixin:
+    """Share a model as a directory of ``config.json`` + ``model.safetensors`` (pretrained.py), locally or on the
+    Hugging Face Hub. A model kind lists it first among its bases (``class Unet(PretrainedMixin, nn.Module)``);
+    nothing else is needed, for a composition of parts as for a single network."""
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write this model to ``directory`` (created): pretrained.save_pretrained."""
+        return _sharing().save(self, directory)
+
+    @classmethod
+    def from_pretrained(cls: type[M], source: str | os.PathLike[str], **options: Any) -> M:
+        """Rebuild a model of this class from a directory written by ``save_pretrained`` or a Hub repo id
+        (``options``: revision, cache_dir, token, local_files_only, device): pretrained.from_pretrained. Raises
+        CheckpointError when the source holds another kind."""
+        return _sharing().load(source, expected=cls, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Upload this model to the Hub repo ``repo_id`` (``options``: private, token, revision, commit_message,
+        create_pr); returns the commit's URL: pretrained.push_to_hub."""
+        return _sharing().push(self, repo_id, **options)

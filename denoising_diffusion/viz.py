@@ -58,6 +58,20 @@ def save_image_grid(images: Tensor, path: str | os.PathLike[str], nrow: int | No
     return path
 
 
+def save_images(images: Tensor, directory: str | os.PathLike[str], prefix: str = "sample") -> list[Path]:
+    """Save each image of a batch (B, C, H, W) in [0, 1] as its own PNG, ``{prefix}-00000.png`` onwards, in
+    ``directory`` (created if needed). Returns the paths, in batch order."""
+    _check_images(images)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    images = images.detach().float().cpu().clamp(0.0, 1.0)
+    width = max(5, len(str(len(images) - 1)))
+    paths = [directory / f"{prefix}-{i:0{width}d}.png" for i in range(len(images))]
+    for image, path in zip(images, paths):
+        save_image(image, path)
+    return paths
+
+
 def _stack_trajectory(trajectory: Tensor | Sequence[Tensor]) -> Tensor:
     """(B, S, C, H, W) tensor or a list of S tensors (B, C, H, W) -> (B, S, C, H, W) float on CPU."""
     if isinstance(trajectory, Tensor):

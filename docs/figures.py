@@ -1,8 +1,15 @@
-"""The docs' figures, drawn from closed forms (no training): ``python docs/figures.py [--out docs/figures]``.
+"""The docs' figures, drawn from closed forms (no training): ``python docs/figures.py [--out docs/figures]
+[--only NAME ...]``. Every figure of docs/ comes from here (tests/contracts/test_figures.py checks that each image a
+page shows is one of :data:`FIGURES` and runs each function at a small size).
 
-Needs matplotlib (``pip install 'denoising-diffusion[docs]'``). Each figure is one function; the test suite runs
-them at a small size (tests/test_figures.py).
+Needs matplotlib (``pip install 'denoising-diffusion[docs]'``). Each figure is one function taking the output folder
+and its sizes as keywords (their defaults draw the committed PNGs):
 
+* ``forward_process.png`` (docs/theory.md): one built-in shape diffused by q(x_t | x_0) at several t, with the same
+  ε, under the linear and the cosine schedule (T = 1000).
+* ``schedules.png`` (docs/theory.md): ᾱ_t and the log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t)) of each β schedule.
+* ``reverse_trajectory.png`` (docs/theory.md): DDPM's ancestral sampler driven by the exact denoiser of a small
+  training set (the built-in shapes): x_t and the prediction x̂_0 at several steps, from noise to a training image.
 * ``score_sde_trajectories.png`` (docs/score-sde.md): a 2-D Gaussian mixture's exact score (tests/oracle.py) driven
   through annealed Langevin dynamics on NCSN levels, the predictor-corrector sampler on the VP SDE and the adaptive
   probability-flow ODE on the VP SDE: a few particles' paths over the data density, and the final samples.
@@ -22,8 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from oracle import GaussianMixture  # noqa: E402  (the tests' closed-form oracle)
 
-from denoising_diffusion.processes import NCSNSchedule, VPSchedule  # noqa: E402
-from denoising_diffusion.samplers import SAMPLERS  # noqa: E402
+from denoising_diffusion import BuiltinShapes, Prediction  # noqa: E402
+from denoising_diffusion.processes import NCSNSchedule, NoiseSchedule, VPSchedule, path_coefficients, q_sample  # noqa: E402
+from denoising_diffusion.samplers import SAMPLERS, sample_ddpm  # noqa: E402
 
 MIXTURE = GaussianMixture([0.35, 0.65], [[-1.5, -0.5], [1.2, 1.0]], [0.35, 0.45])
 PANELS = (  # title, schedule, sampler, steps, options
@@ -85,11 +93,126 @@ def score_sde_trajectories(out: Path, *, samples: int = 2000, paths: int = 4) ->
     return path
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    fig.savefig(path, dpi=110)
+    fig.clf()
+    return path
+
+
+def _show(ax, image: Tensor) -> None:
+    """An image (C, H, W) in [−1, 1] on an axis without ticks."""
+    ax.imshow(((image + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set(xticks=[], yticks=[])
+
+
+def forward_process(out: Path, *, size: int = 48, times: tuple[int, ...] = (0, 50, 100, 250, 500, 750, 999)) -> Path:
+    """docs/theory.md: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (processes.q_sample) at ``times`` for the linear and the cosine
+    schedule, one image and one ε for both rows, so the rows differ only by ᾱ_t."""
+    plt = _pyplot()
+    x0 = BuiltinShapes(num_images=1, image_size=size, seed=3)[0][None].double() * 2 - 1
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    names = ("linear", "cosine")
+    fig, axes = plt.subplots(len(names), len(times), figsize=(1.5 * len(times), 1.75 * len(names) + 0.2),
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    for row, name in enumerate(names):
+        schedule = NoiseSchedule.from_name(name, 1000)
+        for col, t in enumerate(times):
+            x_t = q_sample(schedule, x0, torch.tensor([t]), eps)
+            _show(axes[row, col], x_t[0].float())
+            axes[row, col].set_title(f"t = {t}\nᾱ_t = {schedule.alphas_cumprod[t]:.3f}", fontsize=8)
+        axes[row, 0].set_ylabel(name)
+    return _save(fig, out, "forward_process.png")
+
+
+def schedules(out: Path, *, timesteps: int = 1000) -> Path:
+    """docs/theory.md: ᾱ_t and λ_t = log(ᾱ_t/(1 − ᾱ_t)) per β schedule (processes/beta_schedules.py), t/T on x."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    t = torch.arange(timesteps) / timesteps
+    for name in ("linear", "cosine", "sigmoid", "quadratic"):
+        alphabar = NoiseSchedule.from_name(name, timesteps).alphas_cumprod
+        left.plot(t, alphabar, label=name)
+        right.plot(t, (alphabar / (1 - alphabar)).log(), label=name)
+    left.set(xlabel="t / T", ylabel="ᾱ_t", title="signal kept: ᾱ_t")
+    right.set(xlabel="t / T", ylabel="λ_t = log SNR", title="log-SNR: log(ᾱ_t / (1 − ᾱ_t))")
+    left.legend(), right.axhline(0, color="0.7", lw=0.6)
+    return _save(fig, out, "schedules.png")
+
+
+def training_set_denoiser(schedule, images: Tensor):
+    """The exact denoiser of the empirical distribution of ``images`` (K, C, H, W) in [−1, 1]: x̂_0 = Σ_k w_k x_k with
+    w = softmax_k(−‖x_t − α_t x_k‖² / 2σ_t²), the posterior mean; ε̂ = (x_t − α_t x̂_0)/σ_t."""
+    flat = images.flatten(1)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Prediction:
+        alpha, sigma = path_coefficients(schedule, t, x_t)
+        a, x = alpha.flatten()[:, None], x_t.flatten(1)  # (B, 1), (B, D)
+        sq = (x**2).sum(1, keepdim=True) - 2 * a * x @ flat.T + a**2 * (flat**2).sum(1)  # ‖x_t − α_t x_k‖², (B, K)
+        weights = torch.softmax(-sq / (2 * sigma.flatten()[:, None] ** 2), dim=1)
+        x0 = (weights @ flat).view_as(x_t)
+        return Prediction(x0=x0, eps=(x_t - alpha * x0) / sigma)
+
+    return denoise
+
+
+SHOWN_STEPS = (0.0, 0.03, 0.06, 0.1, 0.15, 0.3, 1.0)
+"""Where in the reverse run reverse_trajectory's columns sit (fractions of the steps): mostly early, where the
+exact denoiser of a small training set makes up its mind."""
+
+
+def reverse_trajectory(out: Path, *, size: int = 32, images: int = 64, steps: int = 100) -> Path:
+    """docs/theory.md: DDPM's ancestral sampling (samplers.sample_ddpm, fixed_small variance) on the cosine schedule
+    (T = 1000, ``steps`` respaced), driven by the exact denoiser of ``images`` built-in shapes: x_t (top) and x̂_0
+    (bottom) at the steps :data:`SHOWN_STEPS`, from x_T to the sample."""
+    plt = _pyplot()
+    data = torch.stack([BuiltinShapes(num_images=images, image_size=size, seed=1)[i] for i in range(images)])
+    schedule = NoiseSchedule.from_name("cosine", 1000)
+    records = []
+    generator = torch.Generator().manual_seed(5)
+    x_T = torch.randn(1, *data.shape[1:], generator=generator, dtype=torch.float64)
+    grid = schedule.timesteps(steps, "linspace")
+    sample_ddpm(training_set_denoiser(schedule, data.double() * 2 - 1), x_T, schedule, grid, generator=generator,
+                callback=records.append)  # fmt: skip
+    shown = sorted({round(f * (len(records) - 1)) for f in SHOWN_STEPS})
+    fig, axes = plt.subplots(2, len(shown), figsize=(1.5 * len(shown), 3.5), constrained_layout=True, squeeze=False)
+    for col, i in enumerate(shown):
+        record = records[i]
+        _show(axes[0, col], record.x_t[0].float())
+        _show(axes[1, col], record.pred_x0[0].float())
+        axes[0, col].set_title(f"t = {record.t}", fontsize=8)
+    axes[0, 0].set_ylabel("x_t")
+    axes[1, 0].set_ylabel("x̂_0")
+    return _save(fig, out, "reverse_trajectory.png")
+
+
+FIGURES = {
+    "forward_process.png": forward_process,
+    "schedules.png": schedules,
+    "reverse_trajectory.png": reverse_trajectory,
+    "score_sde_trajectories.png": score_sde_trajectories,
+}
+"""Every figure of docs/: the file name and the function that draws it."""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Draw the docs' figures from closed forms.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), default=sorted(FIGURES), metavar="NAME",
+                        help="draw only these figures (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
-    print(score_sde_trajectories(args.out))
+    for name in args.only:
+        print(FIGURES[name](args.out))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .._version import __version__
 from ..training import ResultsFolderInUseError, TrainingDivergedError
 from .args import EXIT_USAGE, PROG
 from .evaluate import add_eval_parser
+from .export import add_export_parser
 from .img2img import add_img2img_parser
 from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_img2img_parser(subparsers)
     add_eval_parser(subparsers)
     add_sweep_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 

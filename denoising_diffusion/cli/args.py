@@ -13,13 +13,14 @@ import torch
 from torch import Tensor
 
 from ..nn.encoder import ATTENTION_KINDS
-from ..pipeline import load_pipeline
+from ..pretrained import resolve_source
 from ..processes import Spacing
 from ..samplers import SAMPLERS, SamplerName, sampler_options
 from ..viz import save_denoising_gif, save_image_grid
 
 PROG = "denoising-diffusion"
 EXIT_USAGE = 2  # argparse's status for bad arguments; used for every user error
+MODEL_HELP = "a model-*.pt written by train, a directory written by export or save_pretrained, or a Hub repo id"
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -185,12 +186,13 @@ def add_output_options(p: Any, default_out: str, *, batch_size: bool = False) ->
 
 
 def load_model(args: argparse.Namespace) -> tuple[Any, torch.Generator]:
-    """The pipeline of ``args.checkpoint`` on --device (default: cuda if available, else cpu; EMA weights unless
-    --no-ema) and a generator on that device seeded with --seed (randomly without it)."""
+    """The model of ``args.checkpoint`` (a checkpoint, a saved model's directory or a Hub repo id:
+    pretrained.resolve_source) on --device (default: cuda if available, else cpu; EMA weights unless --no-ema) and
+    a generator on that device seeded with --seed (randomly without it)."""
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
-    diffusion = load_pipeline(args.checkpoint, use_ema=not args.no_ema, device=dev)
+    diffusion = resolve_source(args.checkpoint).load(use_ema=not args.no_ema, device=dev)
     generator = torch.Generator(device=dev)
     if args.seed is not None:
         generator.manual_seed(args.seed)
@@ -199,9 +201,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, torch.Generator]:
     return diffusion, generator
 
 
-def write_results(result: Tensor, args: argparse.Namespace, per_row: int, label: str = "samples") -> None:
-    """The grid at --out and, with --gif, the trajectory (N, S + 1, C, H, W) as a GIF beside it; prints both."""
+def write_results(
+    result: Tensor, args: argparse.Namespace, per_row: int, label: str = "samples", *, grid: bool = True
+) -> None:
+    """The grid at --out (unless ``grid`` is off) and, with --gif, the trajectory (N, S + 1, C, H, W) as a GIF
+    beside it; prints both."""
     images = result[:, -1] if args.gif else result
-    print(f"{label + ':':<11} {save_image_grid(images, args.out, nrow=per_row)}")
+    if grid:
+        print(f"{label + ':':<11} {save_image_grid(images, args.out, nrow=per_row)}")
     if args.gif:
         print(f"denoising:  {save_denoising_gif(result, args.out.with_suffix('.gif'), nrow=per_row)}")

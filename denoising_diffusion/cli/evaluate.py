@@ -18,6 +18,7 @@ from ..evaluation.metrics import KID_SUBSETS, PR_NEIGHBOURS, Metric, MetricOptio
 from ..evaluation.real_sets import REFERENCE_IMAGES, REFERENCE_SEED, resolve_real
 from ..evaluation.sweep import generate
 from .args import (
+    MODEL_HELP,
     _add_threads_option,
     add_sampler_options,
     device,
@@ -39,7 +40,7 @@ def metric_list(text: str) -> tuple[Metric, ...]:
 
 def add_evaluation_options(p: Any) -> None:
     """REAL and everything about the features and metrics (eval and sweep)."""
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument(
         "real",
         metavar="REAL",

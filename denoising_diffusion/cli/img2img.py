@@ -9,6 +9,7 @@ from typing import Any
 from ..data.image_files import load_image
 from ..editing import img2img, strength_timesteps
 from .args import (
+    MODEL_HELP,
     add_condition_options,
     add_output_options,
     add_sampler_options,
@@ -29,7 +30,7 @@ def add_img2img_parser(subparsers: Any) -> None:
         description="Diffuse IMAGE part of the way to noise and sample back with the model of CHECKPOINT "
         "(SDEdit, Meng et al. 2022): small --strength keeps the image's details, large keeps only its layout.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument(
         "image", type=Path, metavar="IMAGE", help="the image; resized and centre-cropped to the model's size"
     )

@@ -10,6 +10,7 @@ from ..data.image_files import load_image
 from ..editing import inpaint
 from ..samplers.repaint import repaint_schedule
 from .args import (
+    MODEL_HELP,
     add_condition_options,
     add_output_options,
     load_model,
@@ -29,7 +30,7 @@ def add_inpaint_parser(subparsers: Any) -> None:
         description="Fill the black part of MASK in IMAGE with the model of CHECKPOINT, keeping the white part "
         "(RePaint, Lugmayr et al. 2022): --num different fillings in one grid.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument(
         "image", type=Path, metavar="IMAGE", help="the image; resized and centre-cropped to the model's size"
     )

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import ImageFolderDataset
 from ..data.scan import check_folder_dataset
-from ..likelihood import bits_per_dim, ode_bits_per_dim
-from ..pipeline import load_pipeline
-from .args import _add_threads_option, device, non_negative_int, positive_int
+from ..likelihood import bits_per_dim, default_ode_steps, ode_bits_per_dim
+from ..pretrained import resolve_source
+from .args import MODEL_HELP, _add_threads_option, device, non_negative_int, positive_int
 
 
 def add_nll_parser(subparsers: Any) -> None:
@@ -31,7 +31,7 @@ def add_nll_parser(subparsers: Any) -> None:
         "(resized and center-cropped to the model's size): the variational bound, and with --ode the "
         "probability-flow ODE likelihood.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument("folder", type=Path, metavar="FOLDER", help="image folder, read recursively")
     p.add_argument("--num", type=positive_int, default=None, help="use the first N images (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default: 32)")
@@ -43,8 +43,8 @@ def add_nll_parser(subparsers: Any) -> None:
     p.add_argument(
         "--ode-steps",
         type=positive_int,
-        default=100,
-        help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100)",
+        default=None,
+        help="Heun grid points of the ODE, 2*steps-1 evaluations (default: 100, or the model's T if it has fewer)",
     )
     p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes for the ODE (default: 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the VLB noise and probes (default: 0)")
@@ -63,7 +63,7 @@ def _mean_and_error(values: torch.Tensor) -> str:
 def run_nll(args: argparse.Namespace) -> int:
     """The ``nll`` subcommand: bits/dim per image, averaged, with its standard error."""
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    diffusion = load_pipeline(args.checkpoint, use_ema=not args.no_ema, device=dev)
+    diffusion = resolve_source(args.checkpoint).load(use_ema=not args.no_ema, device=dev)
     dataset = ImageFolderDataset(args.folder, diffusion.image_size, channels=diffusion.channels)
     check_folder_dataset(dataset)  # every unreadable file named in one error, before the first evaluation
     count = len(dataset) if args.num is None else min(args.num, len(dataset))
@@ -71,7 +71,8 @@ def run_nll(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=dev).manual_seed(args.seed)
     vlb, ode = [], []
     discrete = diffusion.config.get("process", "ddpm") == "ddpm"  # the VLB is the discrete chain's; else ODE only
-    parts = (["VLB"] if discrete else []) + ([f"ODE, {args.ode_steps} steps"] if args.ode or not discrete else [])
+    ode_steps = default_ode_steps(diffusion.schedule, args.ode_steps)
+    parts = (["VLB"] if discrete else []) + ([f"ODE, {ode_steps} steps"] if args.ode or not discrete else [])
     label = f"nll: {' + '.join(parts)}"
     for batch in tqdm(loader, desc=label, unit="batch", file=sys.stderr, dynamic_ncols=True):
         batch = batch.to(dev)
@@ -82,7 +83,7 @@ def run_nll(args: argparse.Namespace) -> int:
                 ode_bits_per_dim(
                     diffusion,
                     batch,
-                    steps=args.ode_steps,
+                    steps=ode_steps,
                     exact_trace=False,
                     num_probes=args.probes,
                     generator=generator,

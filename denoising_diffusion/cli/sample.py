@@ -12,10 +12,12 @@ import torch
 from .._utils import call_each, chunk_sizes
 from ..evaluation.sweep import NfeMeter
 from ..noise_aware_classifier import NoiseAwareClassifier
-from ..pipeline import load_pipeline
+from ..pretrained import resolve_source
 from ..samplers import SAMPLERS
 from ..training.preview import MAX_CLASS_ROWS, sample_in_chunks
+from ..viz import save_images
 from .args import (
+    MODEL_HELP,
     add_condition_options,
     add_output_options,
     add_sampler_options,
@@ -33,16 +35,22 @@ def add_sample_parser(subparsers: Any) -> None:
         help="sample images from a checkpoint",
         description="Rebuild the model from CHECKPOINT alone (its config travels inside) and write a grid of samples.",
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a model-*.pt written by train")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help=MODEL_HELP)
     p.add_argument("--num", type=positive_int, default=16, help="number of images (default: 16)")
     add_sampler_options(p)
     add_condition_options(p)
     add_output_options(p, "samples.png", batch_size=True)
+    out = p.add_argument_group("what to write (the grid, the images, the GIF: any of them)")
+    out.add_argument("--no-grid", action="store_true", help="do not write the --out grid")
+    out.add_argument("--images", type=Path, default=None, metavar="DIR",
+                     help="also write each image as its own PNG in DIR (sample-00000.png, ...)")  # fmt: skip
     p.set_defaults(run=run_sample)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    """The ``sample`` subcommand: rebuild from the checkpoint, sample, write the grid (and the GIF)."""
+    """The ``sample`` subcommand: rebuild the model, sample, write the grid, the images and the GIF as asked."""
+    if args.no_grid and args.images is None and not args.gif:
+        raise ValueError("--no-grid leaves nothing to write: add --images DIR or --gif")
     diffusion, generator = load_model(args)
     classifier = load_classifier(args, generator.device)
     condition, count, per_row = sample_condition(diffusion, args, classifier)
@@ -56,7 +64,10 @@ def run_sample(args: argparse.Namespace) -> int:
     info = diffusion.sampler_info(args.sampler)
     given = {k: v for k, v in given_sampler_options(args).items() if v is not None}
     print(f"sampler:    {info.name}, NFE {meter.per_call(diffusion, info, args.steps, given):g} per image")
-    write_results(result, args, per_row)  # result: (N, C, H, W), or (N, S + 1, C, H, W) with --gif
+    write_results(result, args, per_row, grid=not args.no_grid)  # (N, C, H, W), or (N, S + 1, C, H, W) with --gif
+    if args.images is not None:
+        paths = save_images(result[:, -1] if args.gif else result, args.images)
+        print(f"images:     {len(paths)} in {args.images} ({paths[0].name} ... {paths[-1].name})")
     return 0
 
 
@@ -66,7 +77,7 @@ def load_classifier(args: argparse.Namespace, device: torch.device) -> Any:
         if args.classifier_scale is not None:
             raise ValueError("--classifier-scale needs --classifier CKPT")
         return None
-    classifier = load_pipeline(args.classifier, device=device)
+    classifier = resolve_source(args.classifier).load(device=device)
     if not isinstance(classifier, NoiseAwareClassifier):
         raise ValueError(f"--classifier {args.classifier} holds a {type(classifier).__name__}, not a noise-aware "
                          "classifier (train one with train-classifier)")  # fmt: skip

@@ -13,11 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_checkpoint
 from ..data.datasets import LabelledImageFolder, OnBadImage, get_builtin_dataset
 from ..nn.encoder_classifier import EncoderClassifier
 from ..noise_aware_classifier import NoiseAwareClassifier
-from ..pipeline import checkpoint_spec
+from ..pretrained import resolve_source
 from ..processes import BetaSchedule
 from ..training import Trainer
 from ..training.results_lock import ResultsLock
@@ -82,7 +81,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     column = 0 if args.folder is not None else 1
     options = {name: values[column] for name, values in DEFAULTS.items()}
     if args.diffusion is not None:
-        spec = checkpoint_spec(load_checkpoint(args.diffusion))
+        spec = resolve_source(args.diffusion).spec()
         if spec.get("kind") != "GaussianDiffusion":
             raise ValueError(f"--diffusion {args.diffusion} holds a {spec.get('kind')!r}, not a GaussianDiffusion")
         image_size = spec["image_size"]

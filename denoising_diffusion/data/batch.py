@@ -16,9 +16,11 @@ them; a conditional model (later) reads its labels from them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
@@ -101,3 +103,28 @@ def check_images(images: Any, shape: tuple[int, ...]) -> None:
             f"images must have shape (B, {shape[0]}, {shape[1]}, {shape[2]}) (the model's channels and image size) "
             f"with B >= 1, got {got}"
         )
+
+
+UNIT_RANGE_SLACK = 1e-3
+"""How far outside [0, 1] training images may stray before :func:`check_training_images` warns: resampling and
+float rounding move pixels by much less, images in [0, 255] or standard-normal tensors by far more."""
+
+
+def check_training_images(images: Any, shape: tuple[int, ...], *, warn: bool) -> bool:
+    """:func:`check_images`, and with ``warn`` a UserWarning when the images fall outside [0, 1], naming the
+    range seen (images in [0, 255] or standard-normal tensors would otherwise train without a word: the model maps
+    [0, 1] to [−1, 1] itself). Returns whether it warned, so that a model warns once."""
+    check_images(images, shape)
+    if not warn:
+        return False
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low >= -UNIT_RANGE_SLACK and high <= 1 + UNIT_RANGE_SLACK:
+        return False
+    warnings.warn(
+        f"training images should lie in [0, 1] (the model maps them to [−1, 1] itself), but this batch spans "
+        f"[{low:.4g}, {high:.4g}]: divide 8-bit images by 255, map data in [−1, 1] by (x + 1) / 2, or set "
+        "auto_normalize=False for data already in the model's range (warned once)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True

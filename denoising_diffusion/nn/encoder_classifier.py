@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from .blocks import group_norm
 from .embeddings import TimestepEmbedding
 from .encoder import (
@@ -53,7 +53,7 @@ class AttentionPool(nn.Module):
 
 
 @model_kind()
-class EncoderClassifier(nn.Module):
+class EncoderClassifier(PretrainedMixin, nn.Module):
     """Time-conditioned classifier: the Unet's encoder half + middle block + attention pooling + a linear head.
 
     Args:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..conditioning import ConditionSpec
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from .attention import CrossAttention
 from .blocks import Upsample
 from .checkpointing import run_block
@@ -42,7 +42,7 @@ from .encoder import (
 
 
 @model_kind()
-class Unet(nn.Module):
+class Unet(PretrainedMixin, nn.Module):
     """Time-conditioned U-Net with ResNet blocks and self-attention (Ho et al. 2020; Nichol & Dhariwal 2021).
 
     Args:

@@ -94,11 +94,14 @@ def test_checkpoint_is_the_file_format_only() -> None:
 @pytest.mark.parametrize(
     "layer,forbidden",
     [
-        ("nn", ["processes", "diffusion", "samplers", "pipeline", "likelihood", "losses", "training", "cli"]),
+        (
+            "nn",
+            ["processes", "diffusion", "samplers", "pipeline", "pretrained", "likelihood", "losses", "training", "cli"],
+        ),
         ("samplers", ["nn", "diffusion", "pipeline", "training", "cli"]),
-        ("diffusion", ["pipeline", "training", "cli", "nn"]),
+        ("diffusion", ["pipeline", "pretrained", "training", "cli", "nn"]),
         ("processes", ["diffusion", "samplers", "nn", "pipeline", "preconditioning", "losses", "sampling"]),
-        ("registry", ["nn", "diffusion", "pipeline", "checkpoint"]),
+        ("registry", ["nn", "diffusion", "pipeline", "pretrained", "checkpoint"]),  # the mixin: through a table
         ("editing", ["diffusion", "nn", "pipeline", "training", "cli"]),  # diffusion.py's thin methods import it
     ],
 )
