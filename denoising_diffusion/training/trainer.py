@@ -45,7 +45,7 @@ from .compilation import compile_network
 from .distributed import broadcast_value, make_accelerator, resolve_mixed_precision, use_cpu
 from .ema import make_ema
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers
+from .loader import DataStream, as_training_dataset, check_dataset_classes, data_size, default_num_workers
 from .log import LogWith, LossLog, Throughput, append_metrics, available_trackers, end_trackers, start_trackers
 from .metric_hook import MetricFn, MetricHook
 from .milestones import TrainerState
@@ -256,8 +256,8 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         self.results_lock = ResultsLock(self.results_folder)  # held by the main process while it writes
         self._open_results_folder(resume, unreadable)
         logger.info(
-            "training on %d images, device %s, mixed precision %s, %d process(es), %d images per optimizer step",
-            len(self.dataset),
+            "training on %s, device %s, mixed precision %s, %d process(es), %d images per optimizer step",
+            data_size(self.dataset),
             acc.device,
             mixed_precision,
             acc.num_processes,
