@@ -127,6 +127,11 @@ class HFImages(Dataset):
     def __getitem__(self, index: int) -> Any:
         return self.decoder(self.data[int(index)], f"row {int(index)} of {self.name!r}")[0]
 
+    def first_record(self) -> Mapping[str, Any]:
+        if not len(self.data):
+            raise ValueError(f"the dataset {self.name!r} is empty")
+        return self.data[0]
+
 
 class HFStream(RecordStream):
     """A streamed Hugging Face dataset (an IterableDataset), read shard by shard (streams.py)."""

@@ -70,7 +70,9 @@ class NamedDataset:
     def missing(self, root: Path, split: str) -> list[Path]:
         """The files of ``split`` not under ``root`` (an IDX file counts as there when its .gz copy is)."""
         gz_ok = self.reader == "idx"
-        return [p for p in self.paths(root, split) if not (p.exists() or (gz_ok and p.with_name(p.name + ".gz").exists()))]
+        return [
+            p for p in self.paths(root, split) if not (p.exists() or (gz_ok and p.with_name(p.name + ".gz").exists()))
+        ]
 
 
 def _idx_files(prefix: str) -> tuple[str, str]:

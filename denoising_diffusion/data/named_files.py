@@ -105,7 +105,7 @@ def read_cifar_batches(folder: str | os.PathLike[str], names: Sequence[str]) -> 
         path = Path(folder) / name
         entry = _load_batch(path)
         data = np.asarray(entry["data"], dtype=np.uint8)
-        found = list(entry.get("labels", entry.get("fine_labels")))
+        found = list(entry["labels"] if "labels" in entry else entry["fine_labels"])
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(found):
             raise ValueError(
                 f"{os.fspath(path)!r}: 'data' must be (N, 3072) with one label per row, got {data.shape} and "

@@ -115,6 +115,19 @@ class RecordDecoder:
             return image, []
         return (image, self._label(record, keys, where)), []
 
+    def native_size(self, record: Mapping[str, Any], where: str) -> tuple[int, int]:
+        """(width, height) of a record's image as stored, read from its header (sizing a run before training)."""
+        key = find_key(list(record), self.image_key, IMAGE_SUFFIXES, "image entry", where)
+        value = record[key] if key is not None else None
+        if isinstance(value, Image.Image):
+            return value.size
+        try:
+            source, _ = _image_bytes(value)
+            with Image.open(source) as image:
+                return image.size
+        except (TypeError, OSError) as err:
+            raise RecordError(f"{where}: cannot read the size of its image entry {key!r}: {err}") from None
+
     def _image(self, value: Any, name: str) -> Tensor:
         if isinstance(value, Image.Image):
             return pil_image_to_tensor(value, self.image_size, self.channels)

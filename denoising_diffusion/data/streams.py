@@ -40,7 +40,15 @@ import torch
 from .image_files import SkippedImage
 from .records import RecordDecoder
 
-__all__ = ["DEFAULT_WINDOW", "RecordStream", "StreamPosition", "epoch_shards", "first_items", "stream_records"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "RecordStream",
+    "StreamPosition",
+    "epoch_shards",
+    "first_items",
+    "mixed_seed",
+    "stream_records",
+]
 
 DEFAULT_WINDOW = 1000  # records shuffled together (raw, still encoded: about 1000 x the size of one record)
 
@@ -125,6 +133,12 @@ class RecordStream:
         """How messages name a record of ``shard``."""
         return f"a record of shard {shard!r}"
 
+    def first_record(self) -> Mapping[str, Any]:
+        """The first record of the first shard (ValueError when it is empty)."""
+        for record in self.read_shard(self.shards[0]):
+            return record
+        raise ValueError(f"the first shard of {self!r}, {self.shards[0]!r}, holds no record")
+
     @property
     def channels(self) -> int:
         return self.decoder.channels
@@ -138,7 +152,7 @@ class RecordStream:
         return self.decoder(record["record"], record["where"])
 
 
-def _seed(*values: int) -> int:
+def mixed_seed(*values: int) -> int:
     """A 63-bit seed mixed from ``values`` (numpy's SeedSequence: nearby inputs give unrelated seeds)."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -146,7 +160,7 @@ def _seed(*values: int) -> int:
 def epoch_shards(num_shards: int, seed: int, epoch: int, rank: int, world: int) -> tuple[list[int], bool]:
     """(indices of the shards process ``rank`` of ``world`` reads in ``epoch``, in order; whether it keeps only
     every world-th record of each, because there are fewer shards than processes)."""
-    order = torch.randperm(num_shards, generator=torch.Generator().manual_seed(_seed(seed, epoch))).tolist()
+    order = torch.randperm(num_shards, generator=torch.Generator().manual_seed(mixed_seed(seed, epoch))).tolist()
     if num_shards >= world:
         return order[rank::world], False
     return order, True
@@ -209,7 +223,7 @@ def stream_records(
                 break
             fresh = False
             order = torch.randperm(len(records), generator=torch.Generator().manual_seed(
-                _seed(seed, epoch, rank, window))).tolist()  # fmt: skip
+                mixed_seed(seed, epoch, rank, window))).tolist()  # fmt: skip
             for j in range(taken, len(records)):
                 if j + 1 < len(records):
                     after = StreamPosition(epoch, begin[0], begin[1], window, j + 1)

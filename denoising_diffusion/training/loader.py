@@ -223,12 +223,14 @@ class DataStream:
         return isinstance(self.dataset, RecordStream)
 
     def _open(self) -> Iterator[Any]:
-        options = dict(seed=self.data_seed, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        seed, workers, pin = self.data_seed, self.num_workers, self.pin_memory
         if self.is_stream:
-            return stream_batches(self.dataset, self.global_batch_size // self.num_shards, rank=self.shard,
-                                  world=self.num_shards, start=self.position, **options)  # type: ignore[arg-type]
-        return training_batches(self.dataset, self.global_batch_size, start_index=self.samples_seen,
-                                shard=self.shard, num_shards=self.num_shards, **options)  # type: ignore[arg-type]
+            part = self.global_batch_size // self.num_shards
+            return stream_batches(self.dataset, part, seed=seed, rank=self.shard, world=self.num_shards,
+                                  start=self.position, num_workers=workers, pin_memory=pin)  # fmt: skip
+        return training_batches(self.dataset, self.global_batch_size, seed=seed, start_index=self.samples_seen,
+                                shard=self.shard, num_shards=self.num_shards, num_workers=workers,
+                                pin_memory=pin)  # fmt: skip
 
     def next(self) -> tuple[Batch, list[SkippedImage]]:
         """This process's next micro-batch (on the CPU) and the files skipped while reading it."""

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.batch import Batch, collate_batch
+from ..data.image_files import SkippedImage
 from ..data.records import RecordDecoder
 from ..data.streams import RecordStream, StreamPosition, stream_records
-from ..data.image_files import SkippedImage
 
 __all__ = ["StreamBatches", "stream_batches"]
 
