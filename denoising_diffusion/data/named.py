@@ -139,7 +139,8 @@ def _download(spec: NamedDataset, root: Path, train: bool) -> None:
         root.mkdir(parents=True, exist_ok=True)
         getattr(torchvision.datasets, spec.torchvision_class)(root=os.fspath(root), train=train, download=True)
     except Exception as err:  # noqa: BLE001 - urllib, http, tarfile and torchvision raise many types
-        raise _not_found(spec, root, split, f"could not be downloaded ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())  # torchvision's message spans lines
+        raise _not_found(spec, root, split, f"could not be downloaded ({type(err).__name__}: {reason})") from None
 
 
 def get_dataset(

@@ -36,6 +36,7 @@ from ..data.datasets import (
     SkippedImage,
 )
 from ..data.streams import RecordStream, StreamPosition, first_items
+from .distributed import gather_values
 from .rng import item_seed, seeded_rngs
 from .streamed import stream_batches
 
@@ -275,12 +276,12 @@ class DataStream:
 
 
 def _gather(value: Any, num_processes: int) -> list[Any]:
-    """Every process's ``value``, in process order (accelerate's gather_object; one process: [value])."""
+    """Every process's ``value``, in process order (distributed.gather_values, the RNG states' collective)."""
     if num_processes == 1:
         return [value]
-    from accelerate.utils import gather_object
+    from accelerate import PartialState
 
-    return list(gather_object([value]))
+    return gather_values(PartialState(), value)
 
 
 def training_batches(

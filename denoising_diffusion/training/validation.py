@@ -20,7 +20,6 @@ log (INFO), at every milestone.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,6 @@ from .trainable import Previewable, trainable_condition_spec
 
 __all__ = ["Validation", "ValidationHook", "ValidationSet", "validation_loss"]
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_ITEMS = 1000
 

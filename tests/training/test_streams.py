@@ -187,3 +187,4 @@ def test_bad_stream_input_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["train", "--dataset", f"shards:{tmp_path / 's' / '*.tar'}", "--epochs", "2", "--results",
                  str(tmp_path / "r")]) == 2  # fmt: skip
     assert "--epochs needs the number of items in the data, which this stream does not know" in capsys.readouterr().err
+
