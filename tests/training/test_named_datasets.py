@@ -16,8 +16,15 @@ from dataset_files import index_of, label_of, write_cifar, write_mnist
 from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (autouse fixture)
 
 from denoising_diffusion.checkpoint import load_checkpoint
-from denoising_diffusion.cli import main
-from denoising_diffusion.data.named import DATA_ROOT_ENV, DatasetNotFoundError, default_data_root, get_dataset
+from denoising_diffusion.cli import build_parser, main, resolve_train_options
+from denoising_diffusion.cli.presets import ema_decay_for
+from denoising_diffusion.data.named import (
+    DATA_ROOT_ENV,
+    DatasetNotFoundError,
+    default_data_root,
+    get_dataset,
+    named_dataset,
+)
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn.unet import Unet
 
@@ -130,6 +137,21 @@ def test_labels_reach_a_class_conditional_model(tmp_path: Path, monkeypatch) -> 
 
 
 @pytest.mark.parametrize("name", list(WRITERS))
+def test_each_named_preset_fits_its_images(name: str) -> None:
+    """The preset's size is the data's own and its levels divide it (28 px: three levels, since 28 / 8 is not an
+    integer); digits are not flipped; a Unet of that layout runs at that size."""
+    spec = named_dataset(name)
+    preset = resolve_train_options(build_parser().parse_args(["train", "--dataset", name]))
+    levels = len(preset.dim_mults)
+    assert (preset.image_size, preset.channels) == (spec.image_size, spec.channels)
+    assert preset.image_size % 2 ** (levels - 1) == 0 and (levels == 4 or preset.image_size % 2**levels != 0)
+    assert preset.flip == (name != "mnist") and preset.gif
+    unet = Unet(8, dim_mults=preset.dim_mults, channels=preset.channels, resnet_block_groups=4)
+    x = torch.rand(1, preset.channels, preset.image_size, preset.image_size)
+    assert unet(x, torch.zeros(1, dtype=torch.long)).shape == x.shape
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
 def test_train_each_named_set_class_conditional_with_gif_and_validation(name: str, tmp_path: Path, capsys) -> None:
     """`train --dataset NAME --class-cond --validation test` on the test's files: the class names reach the
     checkpoint, the GIF is written, and validation.csv holds the loss at each milestone."""
@@ -146,6 +168,7 @@ def test_train_each_named_set_class_conditional_with_gif_and_validation(name: st
     steps = 3  # ceil(12 / 4) for MNIST's 12 training images, ceil(10 / 4) for CIFAR-10's 5 batches of 2
     checkpoint = load_checkpoint(results / "model-2.pt")
     assert checkpoint["step"] == steps and len(checkpoint["config"]["class_names"]) == 10
+    assert checkpoint["trainer"]["options"]["ema_decay"] == ema_decay_for(steps)  # sized to the epochs' steps
     assert (results / "denoising.gif").stat().st_size > 0
     with open(results / "validation.csv", newline="") as file:
         rows = [row for row in csv.DictReader(file) if row["name"] == "val_loss"]

@@ -161,9 +161,22 @@ def test_the_command_line_trains_on_a_saved_dataset_with_its_test_split(tmp_path
                  "--dim-mults", "1,2", "--timesteps", "4", "--attention", "none", "--no-mid-attn", "--batch-size",
                  "4", "--steps", "2", "--save-every", "2", "--num-samples", "0", "--no-gif", "--seed", "0",
                  "--results", str(results), "--threads", "1"]) == 0  # fmt: skip
-    assert load_checkpoint(results / "model-1.pt")["config"]["class_names"] == [f"c{i}" for i in range(10)]
+    config = load_checkpoint(results / "model-1.pt")["config"]
+    assert config["class_names"] == [f"c{i}" for i in range(10)]
+    assert config["image_size"] == [8, 8]  # sized from the first image's header: 8 px, as a folder of 8-px images
     with open(results / "validation.csv", newline="") as file:
         assert {row["name"] for row in csv.DictReader(file)} == {"val_loss", "val_loss_ema"}
+
+
+def test_hub_ids_stream_and_local_data_loads_by_default(tmp_path: Path, monkeypatch) -> None:
+    import datasets
+
+    asked: list[bool] = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, streaming, **k: asked.append(streaming) or 1 / 0)
+    for source in ("user/images", str(write_parquet(tmp_path / "pq", [2]))):
+        with pytest.raises(ValueError, match="cannot load the Hugging Face dataset .* ZeroDivisionError"):
+            hf_dataset(source, 8)
+    assert asked == [True, False]
 
 
 def test_bad_stream_input_is_one_clear_error(tmp_path: Path, capsys) -> None:
@@ -187,4 +200,3 @@ def test_bad_stream_input_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["train", "--dataset", f"shards:{tmp_path / 's' / '*.tar'}", "--epochs", "2", "--results",
                  str(tmp_path / "r")]) == 2  # fmt: skip
     assert "--epochs needs the number of items in the data, which this stream does not know" in capsys.readouterr().err
-
