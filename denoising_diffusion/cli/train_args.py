@@ -203,8 +203,8 @@ def _add_data_options(data: Any) -> None:
 def _add_class_options(cond: Any) -> None:
     """--class-cond, --cond-drop-prob, --sample-guidance."""
     cond.add_argument("--class-cond", action="store_true", help="class-conditional: labels from FOLDER's sub-folders "
-                      "(one per class), or the built-in shapes' 8 classes (shape x colour); sample by class name "
-                      "afterwards")  # fmt: skip
+                      "(one per class), --dataset's labels, or the built-in shapes' 8 classes (shape x colour); "
+                      "sample by class name afterwards")  # fmt: skip
     cond.add_argument("--cond-drop-prob", type=float, default=None, help="how often a label is replaced by the null "
                       "class while training, which trains the unconditional branch that classifier-free guidance "
                       "needs (default: 0.1, Ho & Salimans 2021)")  # fmt: skip

@@ -17,7 +17,7 @@ from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (aut
 
 from denoising_diffusion.checkpoint import load_checkpoint
 from denoising_diffusion.cli import build_parser, main, resolve_train_options
-from denoising_diffusion.cli.presets import ema_decay_for
+from denoising_diffusion.cli.presets import ema_decay_for, steps_for_epochs
 from denoising_diffusion.data.named import (
     DATA_ROOT_ENV,
     DatasetNotFoundError,
@@ -134,6 +134,14 @@ def test_labels_reach_a_class_conditional_model(tmp_path: Path, monkeypatch) -> 
     assert len(batches) == 2 and [n for n, _ in seen] == [4, 4]
     for (images, labels), (_, classes) in zip(batches, seen):
         assert classes.tolist() == labels.tolist() == [label_of(image) for image in images]
+
+
+@pytest.mark.parametrize(
+    "epochs,items,batch,accum,steps", [(1, 12, 4, 1, 3), (2, 10, 3, 2, 4), (1, 60000, 128, 1, 469)]
+)
+def test_epochs_are_items_over_the_images_per_optimizer_step(epochs, items, batch, accum, steps) -> None:
+    """steps = ceil(epochs · items / (batch · grad accum)): 2 · 10 / 6 = 3.33 -> 4."""
+    assert steps_for_epochs(epochs, items, batch, accum) == steps
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

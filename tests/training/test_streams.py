@@ -27,7 +27,7 @@ from denoising_diffusion.cli import main
 from denoising_diffusion.data.hf import HFImages, HFStream, hf_dataset
 from denoising_diffusion.data.records import RecordError
 from denoising_diffusion.data.shards import ShardStream
-from denoising_diffusion.data.streams import StreamPosition, stream_records
+from denoising_diffusion.data.streams import StreamPosition, epoch_shards, stream_records
 from denoising_diffusion.training import loader
 from denoising_diffusion.training.loader import DataStream
 from denoising_diffusion.training.streamed import stream_batches
@@ -59,6 +59,17 @@ def epoch_numbers(stream, rank: int, world: int, epoch: int = 0) -> list[int]:
         if after.epoch == epoch:
             found.append(index_of(stream.decode(record)[0]))
     return found
+
+
+def test_each_epoch_permutes_the_shards_and_deals_them_out() -> None:
+    """Epoch e's shard order is a permutation seeded by (seed, e), another one each epoch, and process r of n takes
+    its r-th, (r + n)-th, ... shards; with fewer shards than processes each reads all of them, strided."""
+    orders = [epoch_shards(8, seed=5, epoch=e, rank=0, world=1)[0] for e in range(3)]
+    assert all(sorted(order) == list(range(8)) for order in orders) and len({tuple(o) for o in orders}) == 3
+    assert [epoch_shards(8, seed=5, epoch=2, rank=r, world=3) for r in range(3)] == [
+        (orders[2][r::3], False) for r in range(3)
+    ]
+    assert epoch_shards(1, seed=5, epoch=0, rank=1, world=2) == ([0], True)
 
 
 @pytest.mark.parametrize("kind", list(STREAMS))
