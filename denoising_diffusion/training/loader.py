@@ -35,6 +35,7 @@ from ..data.datasets import (
     OnBadImage,
     SkippedImage,
 )
+from ..data.named_files import TensorImages
 from ..data.streams import RecordStream, StreamPosition, first_items
 from .distributed import gather_values
 from .rng import item_seed, seeded_rngs
@@ -114,9 +115,9 @@ def check_dataset_classes(dataset: Any, num_classes: int | None) -> None:
 
 
 def default_num_workers(dataset: Any) -> int:
-    """0 for datasets already in memory (worker processes would only add start-up and copying), else
-    min(4, CPU count - 1)."""
-    if isinstance(dataset, (BuiltinShapes, TensorDataset, list, tuple)):
+    """0 for datasets already in memory (worker processes would only add start-up and copying; the named data sets
+    are), else min(4, CPU count - 1): a stream's workers decode its records."""
+    if isinstance(dataset, (BuiltinShapes, TensorDataset, TensorImages, list, tuple)):
         return 0
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 

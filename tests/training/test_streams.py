@@ -119,6 +119,16 @@ def test_each_process_saves_and_resumes_its_own_position(tmp_path: Path, monkeyp
     assert "written by 2 process(es), this run has 1" in caplog.text
 
 
+def test_workers_read_ahead_without_moving_the_position(tmp_path: Path) -> None:
+    """With DataLoader workers decoding (and reading batches ahead), the batches and the position each consumed
+    batch carries are those of reading in the main process."""
+    stream = shards(tmp_path, [5, 6, 4], window=4)
+    runs = [DataStream(stream, 4, data_seed=1, shard=0, num_shards=1, num_workers=w, pin_memory=False) for w in (0, 2)]
+    for _ in range(5):
+        batches = [run.next()[0] for run in runs]
+        assert torch.equal(*batches) and runs[0].position == runs[1].position
+
+
 def test_the_trainer_resumes_a_stream_exactly(tmp_path: Path) -> None:
     """4 steps at once and 2 + 2 across a resume log the same losses (the stream position is in the checkpoint)."""
     write_shards(tmp_path / "shards", [5, 6, 4])
