@@ -73,7 +73,8 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids, ValidationHook):
         folder_or_dataset: a folder read recursively by ImageFolderDataset at the model's image size and
             channel count, or a Dataset (any object with __len__ and __getitem__) whose items are (C, H, W)
             tensors in [0, 1], tuples starting with one ((image, label) pairs), or dicts with an 'image' entry;
-            batches keep that structure (data/batch.py) and the model decides what to do with the rest.
+            batches keep that structure (data/batch.py) and the model decides what to do with the rest. Or a
+            stream (data.RecordStream: ShardStream, hf_dataset(..., streaming=True)): each process its own shards.
         train_batch_size: images per micro-batch over all processes when ``split_batches`` (each process gets
             1/num_processes of it), else per process. Images per optimizer step:
             ``global_batch_size * gradient_accumulate_every``.
