@@ -8,7 +8,15 @@ public boundary.
 from ._version import __version__
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .conditioning import ConditionSpec
-from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
+from .data import (
+    BuiltinShapes,
+    ImageFolderDataset,
+    LabelledImageFolder,
+    ShardStream,
+    get_builtin_dataset,
+    get_dataset,
+    hf_dataset,
+)
 from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .editing import img2img, inpaint
@@ -52,7 +60,7 @@ from .samplers import (
     sample_repaint,
     sample_reverse_diffusion,
 )
-from .training import Trainable, Trainer, TrainingDivergedError
+from .training import Trainable, Trainer, TrainingDivergedError, Validation
 from .viz import save_denoising_gif, save_image_grid
 
 __all__ = [
@@ -95,6 +103,10 @@ __all__ = [
     "classifier_free_guidance",
     "classifier_guidance",
     "get_builtin_dataset",
+    "get_dataset",
+    "hf_dataset",
+    "ShardStream",
+    "Validation",
     "guided_prediction",
     "img2img",
     "inpaint",

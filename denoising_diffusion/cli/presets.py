@@ -12,14 +12,19 @@ sized to the run.
 * The EMA decay, unless given, is sized to the run (:func:`ema_decay_for`): it averages about the last quarter of
   the steps, as the demo's 0.995 over 800 steps does, so the grids of a short folder run are as clear as its
   online weights (a fixed 0.995 updated every 10 steps averaged weights from near the start of a 300-step run).
+* With ``--dataset NAME`` (mnist, fashion-mnist, cifar10) the preset is that data set's (:data:`NAMED_PRESETS`); with
+  ``--dataset hf:...`` or ``shards:...`` it is chosen as for a folder, from the first image's size.
+* ``--epochs N`` sets the steps from the data's length (:func:`steps_for_epochs`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..data.named import named_dataset
 from ..processes import process_class
 
 BUILTIN_IMAGES = 2048  # BuiltinShapes length: enough variety that 800 steps of 32 images never repeat a batch
@@ -58,6 +63,7 @@ class TrainPreset:
     gradient_checkpointing: bool = False
     clip_denoised: bool = True  # GaussianDiffusion's sampling options (the same in every preset)
     rederive_eps: bool = True
+    flip: bool = True  # random left-right flips (Trainer's augment_horizontal_flip); off where a mirror image is wrong
 
 
 # The documented defaults of Unet, GaussianDiffusion and Trainer; image size and width from the tutorial (DESIGN.md).
@@ -112,6 +118,47 @@ SIZE_PRESETS: dict[int, TrainPreset] = {
 }
 
 
+# The tutorial's data sets. 28 px does not take four levels (28 / 8 is not an integer): three levels, 28, 14 and 7 px,
+# with full attention at 7x7, instead of padding to 32 (a third more pixels, all border) or resizing (blurred strokes).
+# CIFAR-10: DDPM's (1, 2, 2, 2) at half its width (Ho et al. 2020, App. B). Grids: DDIM 50 steps, eta = 1, as the
+# small presets. Digits are not flipped (a mirrored 3 is no digit). Not measured for quality: a GPU's recipe, and the
+# cost is printed at the start on a CPU. Batch 128 and lr 2e-4: DDPM's CIFAR-10 recipe.
+_TUTORIAL = dict(sampling_timesteps=50, ddim_eta=1.0, batch_size=128, lr=2e-4, gif=True)
+NAMED_PRESETS: dict[str, TrainPreset] = {
+    "mnist": replace(FOLDER_PRESET, image_size=28, channels=1, dim=32, dim_mults=(1, 2, 4), steps=5000,
+                     flip=False, **_TUTORIAL),  # type: ignore[arg-type]
+    "fashion-mnist": replace(FOLDER_PRESET, image_size=28, channels=1, dim=32, dim_mults=(1, 2, 4), steps=5000,
+                             **_TUTORIAL),  # type: ignore[arg-type]
+    "cifar10": replace(FOLDER_PRESET, image_size=32, channels=3, dim=64, dim_mults=(1, 2, 2, 2), steps=100_000,
+                       save_every=5000, **_TUTORIAL),  # type: ignore[arg-type]
+}  # fmt: skip
+
+
+def named_preset(dataset: str | None) -> TrainPreset | None:
+    """The preset of ``--dataset`` when it names one of NAMED_PRESETS (aliases as data/named.py takes them)."""
+    if dataset is None or ":" in dataset:
+        return None
+    return NAMED_PRESETS[named_dataset(dataset).name]
+
+
+def steps_for_epochs(epochs: int, num_items: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps for ``epochs`` passes over ``num_items`` items: ceil(epochs · num_items / (batch_size ·
+    grad_accum)), batch_size being the global micro-batch (the command line's --batch-size, split over processes)."""
+    return max(1, math.ceil(epochs * num_items / (batch_size * grad_accum)))
+
+
+def with_epochs(opts: TrainPreset, epochs: int | None, num_items: int | None, ema_given: bool) -> TrainPreset:
+    """``opts`` with the steps of ``epochs`` (and the EMA decay sized to them unless given); unchanged without
+    epochs. ValueError when the data's length is unknown (a stream that does not know it)."""
+    if epochs is None:
+        return opts
+    if num_items is None:
+        raise ValueError("--epochs needs the number of items in the data, which this stream does not know: give "
+                         "--steps instead")  # fmt: skip
+    opts = replace(opts, steps=steps_for_epochs(epochs, num_items, opts.batch_size, opts.grad_accum))
+    return opts if ema_given else replace(opts, ema_decay=ema_decay_for(opts.steps))
+
+
 def preset_for_size(image_size: int) -> TrainPreset:
     """The folder preset of the largest preset size <= ``image_size`` (the smallest for smaller images), at
     ``image_size``."""
@@ -153,13 +200,18 @@ def sized_ema_decay(opts: TrainPreset) -> float:
 def resolve_train_options(args: argparse.Namespace, data_side: int | None = None) -> TrainPreset:
     """The preset for the data source, with every option given on the command line applied.
 
-    With FOLDER the preset is that of the image size (``--image-size``, else the one inferred from ``data_side``,
-    the images' median short side, else 128). A preset's sampling_timesteps is capped at T when only --timesteps
-    was given (e.g. --timesteps 20); the EMA decay is sized to the steps unless --ema-decay was given. ValueError
-    for an --image-size that upscales the data more than MAX_UPSCALE without --allow-upscale.
+    With FOLDER (or --dataset hf:/shards:) the preset is that of the image size (``--image-size``, else the
+    one inferred from ``data_side``, the images' median short side (the first image's for a data set), else
+    128); a named --dataset has its own preset (NAMED_PRESETS). A preset's sampling_timesteps is capped at T
+    when only --timesteps was given (e.g. --timesteps 20); the EMA decay is sized to the steps unless --ema-decay
+    was given. ValueError for an --image-size that upscales the data more than MAX_UPSCALE without
+    --allow-upscale.
     """
     given = {f.name: getattr(args, f.name) for f in fields(TrainPreset) if getattr(args, f.name, None) is not None}
-    if args.folder is None:
+    named = named_preset(getattr(args, "dataset", None))
+    if named is not None:
+        preset = named
+    elif args.folder is None and getattr(args, "dataset", None) is None:
         preset = BUILTIN_PRESET
     elif "image_size" in given:
         preset = preset_for_size(given["image_size"])

@@ -48,6 +48,14 @@ from .args import PROG
 from .presets import BUILTIN_IMAGES, TrainPreset, resolve_train_options, sized_ema_decay
 from .run_cost import describe_cost, measure_run_cost
 from .train_args import add_train_arguments
+from .train_data import (
+    check_data_options,
+    epochs_applied,
+    first_image_side,
+    indexable,
+    source_training_data,
+    validation_data,
+)
 from .train_resume import check_resume_options, resumed_model, resumed_options
 
 COND_DROP_PROB = 0.1  # --cond-drop-prob's default (Ho & Salimans 2021)
@@ -119,8 +127,10 @@ def scan_folder(args: argparse.Namespace) -> ImageScan:
 
 
 def training_data(args: argparse.Namespace, opts: TrainPreset, scan: ImageScan | None = None) -> Any:
-    """The folder (labelled by its sub-folders with --class-cond; ``scan``: its headers, already checked), or the
-    built-in shapes; says which."""
+    """The folder (labelled by its sub-folders with --class-cond; ``scan``: its headers, already checked), the
+    --dataset (train_data.py), or the built-in shapes; says which."""
+    if args.dataset is not None:
+        return source_training_data(args, opts)
     if args.folder is None:
         print(f"training on {BUILTIN_IMAGES} built-in {opts.image_size}x{opts.image_size} shape images "
               f"({opts.steps} steps; pass a FOLDER to train on your own images)")  # fmt: skip
@@ -147,6 +157,7 @@ def choose_seed(seed: int | None) -> int:
 def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str | None]:
     """(options, data, model, the checkpoint file to resume from): rebuilt from the checkpoint ``--resume`` finds,
     else built from the options sized to the data. Seeds every generator before the network is built."""
+    check_data_options(args)
     found = find_resume_checkpoint(args.results, args.resume) if args.resume is not None else None
     if found is not None:
         path, checkpoint = found
@@ -155,12 +166,14 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
         args.class_cond = spec["model"].get("num_classes") is not None
         opts = resumed_options(args, spec, (checkpoint.get("trainer") or {}).get("options") or {})
         data = training_data(args, opts)
-        return opts, data, resumed_model(spec, args.gradient_checkpointing), str(path)
+        return epochs_applied(args, opts, data), data, resumed_model(spec, args.gradient_checkpointing), str(path)
     if args.resume is not None:
         print(f"nothing to resume in {args.results}; starting from step 0")
     scan = scan_folder(args) if args.folder is not None else None
-    opts = resolve_train_options(args, None if scan is None else scan.median_short_side)
+    side = scan.median_short_side if scan is not None else first_image_side(args) if args.dataset else None
+    opts = resolve_train_options(args, side)
     data = training_data(args, opts, scan)
+    opts = epochs_applied(args, opts, data)
     class_names = list(data.classes) if args.class_cond else None
     opts = replace(opts, seed=choose_seed(opts.seed))
     drop = COND_DROP_PROB if args.cond_drop_prob is None else args.cond_drop_prob
@@ -176,7 +189,8 @@ def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: 
         results_folder=args.results, amp=args.amp, compile=args.compile, on_bad_image=args.on_bad_image,
         seed=opts.seed, resume=resume, keep_last=args.keep_last, keep_powers_of_two=args.keep_powers_of_two,
         max_bad_steps=args.max_bad_steps, log_with=args.log_with, tracker_project_name=args.tracker_project,
-        sample_guidance_scale=args.sample_guidance,
+        sample_guidance_scale=args.sample_guidance, augment_horizontal_flip=opts.flip,
+        validation=validation_data(args, opts),
     )  # fmt: skip
 
 
@@ -185,8 +199,9 @@ def print_cost(args: argparse.Namespace, trainer: Trainer, opts: TrainPreset) ->
     if not use_cpu() or args.compile or not trainer.accelerator.is_main_process or trainer.step >= opts.steps:
         return  # (a compiled network would be compiled again for the copy: minutes)
     cost = measure_run_cost(
-        trainer.trainable, trainer.dataset, batch_size=opts.batch_size, num_samples=opts.num_samples,
-        steps_left=opts.steps - trainer.step, save_every=opts.save_every, start=trainer.step,
+        trainer.trainable, indexable(trainer.dataset, opts.batch_size), batch_size=opts.batch_size,
+        num_samples=opts.num_samples, steps_left=opts.steps - trainer.step, save_every=opts.save_every,
+        start=trainer.step,
     )  # fmt: skip
     for line in describe_cost(cost, torch.get_num_threads()):
         print(line)

@@ -47,8 +47,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FOLDER",
         help="image folder, read recursively (jpg, jpeg, png, webp, bmp, tif, tiff); omit it to train on "
-        "built-in shapes",
+        "built-in shapes or on --dataset",
     )
+    _add_data_options(p.add_argument_group("data sets and streams (instead of FOLDER)"))
     model = p.add_argument_group("model (saved in the checkpoint; a resumed run takes them from it)")
     _add_network_options(model)
     _add_process_options(model)
@@ -101,7 +102,8 @@ def _add_training_options(train: Any) -> None:
     options: list[tuple[str, str, Callable[[str], Any], str]] = [
         ("--batch-size", "batch_size", positive_int, "images per micro-batch"),
         ("--lr", "lr", float, "Adam learning rate"),
-        ("--steps", "steps", positive_int, "optimizer steps in total (a resumed run continues to this number)"),
+        ("--steps", "steps", positive_int, "optimizer steps in total (a resumed run continues to this number; "
+         "or --epochs)"),
         ("--grad-accum", "grad_accum", positive_int, "micro-batches per optimizer step"),
         ("--ema-decay", "ema_decay", float, "EMA decay of the sampling network"),
         ("--ema-update-every", "ema_update_every", positive_int, "optimizer steps between EMA updates"),
@@ -155,11 +157,54 @@ def _add_run_options(train: Any) -> None:
     _add_threads_option(train)
 
 
+def _add_data_options(data: Any) -> None:
+    """--dataset and what it reads: the data root, columns, classes, streaming; --validation; --epochs."""
+    data.add_argument("--dataset", default=None, metavar="SOURCE", help="train on a named data set (mnist, "
+                      "fashion-mnist, cifar10: downloaded once to --data-root, with labels and a preset sized to it), "
+                      "a Hugging Face dataset (hf:NAME_OR_PATH) or WebDataset tar shards (shards:PATTERN, e.g. "
+                      "shards:data/train-{000000..000099}.tar)")  # fmt: skip
+    data.add_argument("--data-root", type=Path, default=None, metavar="DIR", help="where the named data sets are "
+                      "downloaded to and read from (default: $DENOISING_DIFFUSION_DATA, else "
+                      "~/.cache/denoising_diffusion/datasets)")  # fmt: skip
+    data.add_argument("--no-download", action="store_true", help="never download a named data set: a missing one "
+                      "is an error listing the files to put under --data-root")  # fmt: skip
+    data.add_argument("--split", default="train", help="the split of an hf: dataset to train on (default: train)")
+    data.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None, help="read an hf: "
+                      "dataset as a stream, shard by shard, instead of loading it (default: stream Hub ids, load "
+                      "local data)")  # fmt: skip
+    data.add_argument(
+        "--image-column",
+        default=None,
+        metavar="NAME",
+        help="the image column of an hf: dataset, "
+        "or the image suffix of shards (default: the first Image column; the first of jpg, png, ...)",
+    )
+    data.add_argument("--label-column", default=None, metavar="NAME", help="the label column (default: the first "
+                      "ClassLabel column; cls in shards), read with --class-cond")  # fmt: skip
+    data.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="the number of classes "
+        "of a labelled stream whose labels are plain integers (shards; non-ClassLabel columns)",
+    )
+    data.add_argument("--shuffle-window", type=positive_int, default=1000, metavar="N", help="records of a stream "
+                      "shuffled together, after its shards are (default: 1000)")  # fmt: skip
+    data.add_argument("--validation", default=None, metavar="SOURCE", help="held-out data for a validation loss at "
+                      "each milestone (fixed t and noise; results/validation.csv): a split of --dataset (e.g. "
+                      "test), a folder, or a --dataset SOURCE")  # fmt: skip
+    data.add_argument("--validation-num", type=positive_int, default=1000, metavar="N", help="validation items "
+                      "kept (default: 1000)")  # fmt: skip
+    data.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="train for N passes over the "
+                      "data instead of --steps: steps = ceil(N x items / (batch size x grad accum))")  # fmt: skip
+
+
 def _add_class_options(cond: Any) -> None:
     """--class-cond, --cond-drop-prob, --sample-guidance."""
     cond.add_argument("--class-cond", action="store_true", help="class-conditional: labels from FOLDER's sub-folders "
-                      "(one per class), or the built-in shapes' 8 classes (shape x colour); sample by class name "
-                      "afterwards")  # fmt: skip
+                      "(one per class), --dataset's labels, or the built-in shapes' 8 classes (shape x colour); "
+                      "sample by class name afterwards")  # fmt: skip
     cond.add_argument("--cond-drop-prob", type=float, default=None, help="how often a label is replaced by the null "
                       "class while training, which trains the unconditional branch that classifier-free guidance "
                       "needs (default: 0.1, Ho & Salimans 2021)")  # fmt: skip

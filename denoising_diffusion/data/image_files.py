@@ -20,6 +20,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO, Union
 
 import numpy as np
 import torch
@@ -139,7 +140,15 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
 # A file in, a tensor out.
 
 
-def _open_checked(path: str | os.PathLike[str]) -> Image.Image:
+ImageSource = Union[str, "os.PathLike[str]", IO[bytes]]  # a file path, or an open binary file (bytes in memory)
+
+
+def _shown(path: ImageSource, name: str | None) -> str:
+    """How messages name an image: ``name`` when given, else the path, quoted."""
+    return name if name is not None else repr(os.fspath(path))  # type: ignore[arg-type]
+
+
+def _open_checked(path: ImageSource, name: str | None = None) -> Image.Image:
     """Image.open, reading the header only, with images above Pillow's decompression-bomb limit refused.
 
     Pillow warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, and raises above; the warning
@@ -154,16 +163,16 @@ def _open_checked(path: str | os.PathLike[str]) -> Image.Image:
                 f"too large to decode safely: {err} Raise PIL.Image.MAX_IMAGE_PIXELS (now "
                 f"{Image.MAX_IMAGE_PIXELS}) to read it on purpose"
             )
-            raise UnreadableImageError(f"image file {os.fspath(path)!r} is {reason}", reason) from err
+            raise UnreadableImageError(f"image file {_shown(path, name)} is {reason}", reason) from err
 
 
-def _unreadable(path: str | os.PathLike[str], err: Exception) -> UnreadableImageError:
-    """The UnreadableImageError for a decoder's exception ``err`` while reading ``path``."""
+def _unreadable(path: ImageSource, err: Exception, name: str | None = None) -> UnreadableImageError:
+    """The UnreadableImageError for a decoder's exception ``err`` while reading ``path`` (called ``name``)."""
     if isinstance(err, UnidentifiedImageError):  # its message repeats the path
         reason = "not an image file Pillow can identify (empty, damaged, or another format)"
     else:
         reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return UnreadableImageError(f"cannot read image file {os.fspath(path)!r}: {reason}", reason)
+    return UnreadableImageError(f"cannot read image file {_shown(path, name)}: {reason}", reason)
 
 
 def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -197,15 +206,30 @@ def load_image(path: str | os.PathLike[str], image_size: int | Sequence[int], ch
     that cannot be decoded: missing, zero-byte, truncated or corrupt files, non-images, and images over Pillow's
     decompression-bomb limit (see this module's docstring).
     """
+    return decode_image(path, image_size, channels)
+
+
+def decode_image(
+    source: ImageSource, image_size: int | Sequence[int], channels: int = 3, name: str | None = None
+) -> Tensor:
+    """:func:`load_image` for a path or an open binary file (``io.BytesIO(record_bytes)``: an image inside a
+    shard or a Hugging Face dataset), named ``name`` in errors (a path names itself)."""
     size = normalize_image_size(image_size)
     check_channels(channels)
     try:
-        with _open_checked(path) as image:
-            image = _apply_exif_orientation(image)
-            image = convert_to_channels(image, channels)  # forces the full decode inside this try
-            image = resize_and_center_crop(image, size)
+        with _open_checked(source, name) as image:
+            return pil_image_to_tensor(image, size, channels)
     except UnreadableImageError:
         raise
     except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, zlib.error, ...
-        raise _unreadable(path, err) from err
-    return pil_to_unit_tensor(image)
+        raise _unreadable(source, err, name) from err
+
+
+def pil_image_to_tensor(image: Image.Image, image_size: int | Sequence[int], channels: int = 3) -> Tensor:
+    """An opened Pillow image (decoded on the way) as a float32 tensor (channels, H, W) in [0, 1]: EXIF orientation
+    applied, converted to ``channels``, resized and centre-cropped to ``image_size``, as every file is read."""
+    size = normalize_image_size(image_size)
+    check_channels(channels)
+    image = _apply_exif_orientation(image)
+    image = convert_to_channels(image, channels)  # forces the full decode
+    return pil_to_unit_tensor(resize_and_center_crop(image, size))

@@ -6,7 +6,7 @@ results_lock.py (one run per results folder), trainable.py (the contract a train
 resumable, sharded data stream), checkpoints.py (the model-*.pt files of a results folder: writing, choosing one
 to resume from, retention), guards.py (non-finite steps), rng.py (RNG capture and per-item seeding),
 distributed.py (accelerate set-up and collectives), ema.py, optimizer.py, compilation.py, log.py (loss.csv,
-trackers), metric_hook.py.
+trackers), metric_hook.py, streamed.py (reading a stream's shards), validation.py (the validation loss).
 Nothing outside this package imports it except the package root's re-exports and the CLI.
 """
 
@@ -17,6 +17,7 @@ from .optimizer import make_adam
 from .results_lock import ResultsFolderInUseError
 from .trainable import FitsData, Previewable, Trainable
 from .trainer import Trainer
+from .validation import Validation
 
 __all__ = [
     "FitsData",
@@ -25,6 +26,7 @@ __all__ = [
     "Trainable",
     "Trainer",
     "TrainingDivergedError",
+    "Validation",
     "compile_network",
     "make_adam",
     "power_ema",

@@ -10,7 +10,8 @@
   runs everywhere; neither package is a dependency of this one.
 * ``metrics.csv`` has the columns :data:`METRIC_LOG_COLUMNS` (step, name, value): one row per metric each time the
   Trainer computes its ``metric`` (e.g. FID every ``metric_every`` steps), appended to like loss.csv
-  (:func:`append_metrics`). Long format, so any metric names fit without changing a header.
+  (:func:`append_metrics`). Long format, so any metric names fit without changing a header. ``validation.csv``
+  (validation.py) has the same columns; :func:`report_values` writes both and hands the values on.
 * :class:`Throughput` turns step times into the images/s the progress bar shows (over all processes).
 """
 
@@ -74,6 +75,19 @@ def append_metrics(path: str | os.PathLike[str], step: int, values: Mapping[str,
         if is_new:
             writer.writerow(METRIC_LOG_COLUMNS)
         writer.writerows([step, name, f"{value:.6g}"] for name, value in values.items())
+
+
+def report_values(
+    accelerator: Any, log_fn: Any, path: str | os.PathLike[str], step: int, values: Mapping[str, float]
+) -> None:
+    """Main process: ``values`` (a metric, the validation losses) at ``step`` into the CSV ``path`` (append_metrics),
+    ``log_fn`` (with the step), the trackers, and the log (INFO)."""
+    append_metrics(path, step, values)
+    if log_fn is not None:
+        log_fn({"step": step, **values})
+    if accelerator.trackers:
+        accelerator.log(dict(values), step=step)
+    logger.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in values.items()))
 
 
 def prepare_loss_log(path: Path) -> bool:

@@ -108,6 +108,7 @@ class TrainerState:
                 "samples_seen": trainer.get(
                     "samples_seen", self.step * self.gradient_accumulate_every * self.global_batch_size
                 ),
+                "stream_positions": trainer.get("stream_positions"),  # a stream's, per process (loader.py)
             }
         )
         self._restore_rng(trainer.get("rng"))

@@ -45,8 +45,8 @@ from .compilation import compile_network
 from .distributed import broadcast_value, make_accelerator, resolve_mixed_precision, use_cpu
 from .ema import make_ema
 from .guards import NonFiniteGuard, StepReport, TrainingDivergedError
-from .loader import DataStream, as_training_dataset, check_dataset_classes, default_num_workers
-from .log import LogWith, LossLog, Throughput, append_metrics, available_trackers, end_trackers, start_trackers
+from .loader import DataStream, as_training_dataset, check_dataset_classes, data_size, default_num_workers
+from .log import LogWith, LossLog, Throughput, available_trackers, end_trackers, report_values, start_trackers
 from .metric_hook import MetricFn, MetricHook
 from .milestones import TrainerState
 from .optimizer import make_adam
@@ -55,6 +55,7 @@ from .preview import SampleGrids
 from .results_lock import ResultsLock
 from .step import TrainingSteps
 from .trainable import check_trainable, trainable_condition_spec
+from .validation import ValidationHook, ValidationSet
 
 __all__ = ["Trainer", "TrainingDivergedError"]
 
@@ -63,7 +64,7 @@ logger = logging.getLogger(__name__)
 LogFn = Callable[[dict[str, float]], None]
 
 
-class Trainer(TrainingSteps, TrainerState, SampleGrids):
+class Trainer(TrainingSteps, TrainerState, SampleGrids, ValidationHook):
     """Train ``diffusion`` on a folder of images or a Dataset.
 
     Args:
@@ -72,7 +73,8 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         folder_or_dataset: a folder read recursively by ImageFolderDataset at the model's image size and
             channel count, or a Dataset (any object with __len__ and __getitem__) whose items are (C, H, W)
             tensors in [0, 1], tuples starting with one ((image, label) pairs), or dicts with an 'image' entry;
-            batches keep that structure (data/batch.py) and the model decides what to do with the rest.
+            batches keep that structure (data/batch.py) and the model decides what to do with the rest. Or a
+            stream (data.RecordStream: ShardStream, hf_dataset(..., streaming=True)): each process its own shards.
         train_batch_size: images per micro-batch over all processes when ``split_batches`` (each process gets
             1/num_processes of it), else per process. Images per optimizer step:
             ``global_batch_size * gradient_accumulate_every``.
@@ -122,6 +124,8 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
             results/metrics.csv, ``log_fn``, the trackers and the log (INFO) (metric_hook.py). None: off.
         metric_every: steps between metric computations (None: save_and_sample_every).
         metric_num_samples: images the metric sees (default 1000; FID depends on it, so keep it fixed in a run).
+        validation: held-out data (a folder, Dataset or stream, or a validation.Validation with its item count and
+            seed): a loss at fixed t and ε at each milestone, logged to results/validation.csv (validation.py).
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         metric: MetricFn | None = None,
         metric_every: int | None = None,
         metric_num_samples: int = 1000,
+        validation: Any = None,
     ) -> None:
         self.train_batch_size = check_int("train_batch_size", train_batch_size)
         self.gradient_accumulate_every = check_int("gradient_accumulate_every", gradient_accumulate_every)
@@ -192,15 +197,15 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
 
         # Everything that can fail on user input happens before anything is written or any device is touched.
         check_trainable(diffusion)
-        self.trainable: Any = cast(
-            Any, diffusion
-        )  # an nn.Module meeting trainable.Trainable; self.model may wrap it (DDP)
+        self.trainable: Any = cast(Any, diffusion)  # an nn.Module meeting trainable.Trainable; DDP may wrap it
         self.dataset = as_training_dataset(
             folder_or_dataset, self.trainable.channels, self.trainable.image_size, OnBadImage(on_bad_image)
         )
         unreadable = check_folder_dataset(self.dataset) if isinstance(self.dataset, ImageFiles) else ()
         num_classes = trainable_condition_spec(self.trainable).num_classes or getattr(diffusion, "num_classes", None)
         check_dataset_classes(self.dataset, num_classes)
+        self.validation = None if validation is None else ValidationSet.build(
+            validation, self.trainable, OnBadImage(on_bad_image), self.train_batch_size)  # fmt: skip
         num_workers = (
             default_num_workers(self.dataset)
             if num_workers is None
@@ -256,8 +261,8 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         self.results_lock = ResultsLock(self.results_folder)  # held by the main process while it writes
         self._open_results_folder(resume, unreadable)
         logger.info(
-            "training on %d images, device %s, mixed precision %s, %d process(es), %d images per optimizer step",
-            len(self.dataset),
+            "training on %s, device %s, mixed precision %s, %d process(es), %d images per optimizer step",
+            data_size(self.dataset),
             acc.device,
             mixed_precision,
             acc.num_processes,
@@ -374,6 +379,7 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         self.accelerator.wait_for_everyone()
         self.save(milestone)
         self.save_samples(milestone)
+        self.validate()
 
     def _maybe_evaluate(self) -> None:
         """Main process, when due: the metric of metric_num_samples EMA samples, logged beside the loss."""
@@ -383,10 +389,5 @@ class Trainer(TrainingSteps, TrainerState, SampleGrids):
         if self.accelerator.is_main_process:
             num_classes = trainable_condition_spec(self.trainable).num_classes
             values = hook.values(self.sample(hook.num_samples, **hook.condition(num_classes)))
-            append_metrics(self.results_folder / "metrics.csv", self.step, values)
-            if self.log_fn is not None:
-                self.log_fn({"step": self.step, **values})
-            if self.accelerator.trackers:
-                self.accelerator.log(values, step=self.step)
-            logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            report_values(self.accelerator, self.log_fn, self.results_folder / "metrics.csv", self.step, values)
         self.accelerator.wait_for_everyone()
