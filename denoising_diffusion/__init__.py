@@ -6,6 +6,7 @@ public boundary.
 """
 
 from ._version import __version__
+from .cascade import Cascade, SuperResolution
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .conditioning import ConditionSpec
 from .data import BuiltinShapes, ImageFolderDataset, LabelledImageFolder, get_builtin_dataset
@@ -72,6 +73,7 @@ __all__ = [
     "registered_processes",
     "NCSNSchedule",
     "BuiltinShapes",
+    "Cascade",
     "ConditionSpec",
     "CheckpointError",
     "CorruptCheckpointError",
@@ -84,6 +86,7 @@ __all__ = [
     "Prediction",
     "SAMPLERS",
     "StepRecord",
+    "SuperResolution",
     "Trainable",
     "Trainer",
     "TrainingDivergedError",
