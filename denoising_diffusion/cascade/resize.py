@@ -4,16 +4,15 @@ enters the network's image-conditioning path (concatenated to x_t).
 
 Both are bicubic (Keys' a = −0.75, torch's ``interpolate``): the downsample with antialiasing (the kernel widened by
 the factor, as PIL's resize), so a small image is a filtered one, not an aliased subsample; the upsample is plain
-bicubic, the usual "bicubic baseline" of super-resolution. Both are linear maps of the pixels, run in float32 outside
-autocast (mixed precision would round the conditioning input), and do not clamp: a bicubic overshoot is a fact of
-the input the network learns from.
+bicubic, the usual "bicubic baseline" of super-resolution. Both are linear maps of the pixels, computed in float32
+(a bfloat16 batch is resized at full precision), and do not clamp: a bicubic overshoot is a fact of the input the
+network learns from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -21,9 +20,8 @@ from .._utils import normalize_image_size
 
 
 def _resized(images: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
-    """images (B, C, h, w) -> (B, C, *size), bicubic, float32 in and the input's dtype out."""
-    with torch.autocast(images.device.type, enabled=False):
-        out = F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False, antialias=antialias)
+    """images (B, C, h, w) -> (B, C, *size), bicubic, computed in float32 and returned in the input's dtype."""
+    out = F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False, antialias=antialias)
     return out.to(images.dtype)
 
 

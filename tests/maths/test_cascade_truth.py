@@ -45,7 +45,7 @@ U = linear_map(lambda y: upsample(y, HIGH), LOW)  # (16, 4)
 M = U @ A
 rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
 points = torch.stack([rows.flatten(), cols.flatten()], 1).to(F64)
-SIGMA = 0.09 * torch.exp(-torch.cdist(points, points) ** 2 / (2 * 1.5**2)) + 0.01 * torch.eye(D, dtype=F64)
+SIGMA = 0.09 * torch.exp(-(torch.cdist(points, points) ** 2) / (2 * 1.5**2)) + 0.01 * torch.eye(D, dtype=F64)
 MU = torch.linspace(-0.2, 0.3, D, dtype=F64)
 
 
