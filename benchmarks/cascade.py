@@ -4,18 +4,18 @@ trained for the same CPU time (docs/cascade.md).
 Usage:  python benchmarks/cascade.py [--seeds 0 1 2] [--jobs 3] [--quick] [--results FILE]
 
 Data: 2048 built-in shapes drawn at 32x32 (seed 0) for training, their 16x16 versions by the stage's own antialiased
-downsample for the base; held out, 500 shapes (seed 1) as the reference set and ``num_samples`` others (seed 2) whose
-16x16 versions the stage upsamples. Features: the small measuring classifier (width 16, 300 steps of 64) trained on
-the training shapes' 8 labels (its held-out accuracy is printed); FD is the Fréchet distance to the reference in its
-64 features, the floor is real-vs-real at the same N. Per training seed (0, 1, 2), with one torch thread per
-process: a base ``Unet(16, (1, 2, 2))`` at 16x16 (600 steps of 32), a stage ``Unet(16, (1, 2, 2))`` + image and
-level inputs at 32x32 (400 steps of 16, augmentation levels U[0, 0.5]), and a single ``Unet(16, (1, 2, 2, 2))`` at
-32x32 trained until its CPU time equals the base's and the stage's together; Adam 1e-3, EMA 0.995, T = 1000 cosine,
-ε-prediction. Every model samples with DDIM, η = 1, 20 steps.
+downsample for the base; held out, 1000 shapes (seed 1) as the reference set and ``num_samples`` (400) others (seed
+2) whose 16x16 versions the stage upsamples. Features: the small measuring classifier (width 16, 300 steps of 64)
+trained on the training shapes' 8 labels (its held-out accuracy is printed); FD is the Fréchet distance to the
+reference in its 64 features, the floor is real-vs-real at the same N. Per training seed (0, 1, 2), with one torch
+thread per process: a base ``Unet(16, (1, 2, 2))`` at 16x16 (600 steps of 32), a stage ``Unet(16, (1, 2, 2))`` +
+image and level inputs at 32x32 (400 steps of 16, augmentation levels U[0, 0.5]), and a single
+``Unet(16, (1, 2, 2, 2))`` at 32x32 trained until its CPU time equals the base's and the stage's together; Adam
+1e-3, EMA 0.995, T = 1000 cosine, ε-prediction. Every model samples with DDIM, η = 1, 20 steps.
 
 Measured per seed: (a) the stage on the held-out 16x16 inputs at its default level, against their bicubic upsample
 (the stage's own ``upsample``): PSNR to the originals (mean over images) and FD; (b) the cascade (base samples, then
-the stage at levels 0, 0.1, 0.25, 0.4 on the same base samples and noise) and the single model: FD, and CPU seconds
+the stage at levels 0, 0.1, 0.25 on the same base samples and noise) and the single model: FD, and CPU seconds
 per sample (sampling only). The rule, fixed before any run: a paired per-seed difference (stage − bicubic; cascade at
 the default level − single; cascade at level s − level 0) is **lower** / **higher** when its mean ± 2 standard errors
 lies wholly below / above 0, else **no difference shown**. PSNR carries no target (a sample of p(x | y) is not its
@@ -69,11 +69,11 @@ class CascadeConfig:
     timesteps: int = 1000
     steps: int = 20  # DDIM steps of every model
     eta: float = 1.0
-    num_samples: int = 200
-    levels: tuple[float, ...] = (0.0, 0.1, 0.25, 0.4)
+    num_samples: int = 400
+    levels: tuple[float, ...] = (0.0, 0.1, 0.25)
     classifier_steps: int = 300
     classifier_batch: int = 64
-    reference_images: int = 500
+    reference_images: int = 1000
     seeds: tuple[int, ...] = (0, 1, 2)
 
 

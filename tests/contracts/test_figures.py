@@ -19,3 +19,8 @@ def _figures():
 def test_score_sde_figure_is_written(tmp_path: Path) -> None:
     path = _figures().score_sde_trajectories(tmp_path, samples=40, paths=2)
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_cascade_figure_is_written(tmp_path: Path) -> None:
+    path = _figures().cascade_augmentation(tmp_path, rows=2, levels=(0.1, 0.5))
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
