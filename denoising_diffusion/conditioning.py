@@ -22,12 +22,15 @@ level's embedding replaced by a learned null, together with the classes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .data.batch import describe_extras, split_batch
 
 CONDITION_NAMES = ("classes", "context", "context_mask", "cond_image", "cond_level")
 DROPPABLE = ("classes", "context")  # those with a learned null; dropping them trains the unconditional branch
@@ -224,6 +227,25 @@ def batch_condition(extras: Mapping[str, Any], spec: ConditionSpec) -> tuple[dic
         else:
             dropped[key] = value
     return condition, dropped
+
+
+class BatchSplitter:
+    """A model's view of its training batches (data/batch.py): ``splitter(batch, spec)`` gives (images, the
+    condition a network with ``spec`` takes); what it does not take is named in one UserWarning, the first time
+    (``who``: how the warning names the model, e.g. 'this GaussianDiffusion')."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.warned = False
+
+    def __call__(self, batch: Any, spec: ConditionSpec) -> tuple[Tensor, dict[str, Any]]:
+        images, extras = split_batch(batch)
+        condition, dropped = batch_condition(extras, spec)
+        if dropped and not self.warned:
+            self.warned = True
+            what = f"{self.who} takes {spec.describe()}, so the batch's {describe_extras(dropped)} is dropped"
+            warnings.warn(what, UserWarning, stacklevel=3)
+        return images, condition
 
 
 def check_class_names(names: Any, spec: ConditionSpec) -> list[str] | None:

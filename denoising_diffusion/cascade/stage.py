@@ -19,7 +19,6 @@ network's learned null.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import chunk_sizes, module_device
-from ..conditioning import ConditionSpec, batch_condition
-from ..data.batch import Batch, check_images, collate_batch, describe_extras, split_batch
+from ..conditioning import BatchSplitter, ConditionSpec, batch_condition
+from ..data.batch import Batch, check_images, collate_batch, split_batch
 from ..diffusion import GaussianDiffusion
 from ..registry import model_kind
 from ..samplers import SamplerInfo
@@ -82,7 +81,7 @@ class SuperResolution(nn.Module):
             "sample_level": self.sample_level,
             "blur_sigma": None if self.augmentation.blur_sigma is None else list(self.augmentation.blur_sigma),
         }  # fmt: skip
-        self._warned_dropped = False
+        self._split = BatchSplitter("this super-resolution stage")  # forward() names dropped batch entries once
 
     # ----- what the Trainer and the cascade ask of it ---------------------------------------------------------------
 
@@ -142,12 +141,7 @@ class SuperResolution(nn.Module):
         """The training loss (a scalar) for high-resolution images (B, C, H, W) in [0, 1], or (image, label) pairs
         and dicts (data/batch.py): the low-resolution input made from each image, augmented, then the diffusion's
         loss with it as ``cond_image`` and its level as ``cond_level`` (module docstring)."""
-        images, extras = split_batch(batch)
-        from_batch, dropped = batch_condition(extras, self.condition_spec)
-        if dropped and not self._warned_dropped:
-            self._warned_dropped = True
-            what = f"this super-resolution stage takes {self.condition_spec.describe()}, so the batch's"
-            warnings.warn(f"{what} {describe_extras(dropped)} is dropped", UserWarning, stacklevel=2)
+        images, from_batch = self._split(batch, self.condition_spec)
         check_images(images, (self.channels, *self.image_size))
         z_s, level = self.augmentation.training_input(self.upsampled(self.low_res_of(images)))
         return self.diffusion(images, cond_image=z_s, cond_level=level, **{**from_batch, **condition})

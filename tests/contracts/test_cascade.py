@@ -102,6 +102,10 @@ def test_guidance_on_a_stage_uses_both_branches_and_scale_one_is_the_conditional
     )
     with pytest.raises(ValueError, match="image_null="):
         unguidable.sample(low_res=low, guidance_scale=2.0)
+    by_class = SuperResolution(GaussianDiffusion(unet(cond_image_channels=3, cond_level=True, num_classes=2),
+                                                 image_size=16, timesteps=10), low_res_size=8)  # fmt: skip
+    guided = by_class.sample(low_res=low, classes=[0, 1], steps=2, guidance_scale=3.0)  # on the classes only
+    assert guided.shape == (2, 3, 16, 16) and by_class.diffusion.condition_spec.droppable == ("classes",)
 
 
 def test_a_cascade_saves_as_one_file_rebuilds_from_it_alone_and_samples_the_same(tmp_path: Path) -> None:
