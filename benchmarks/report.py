@@ -20,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import digits_tables, peer_runs, records, speed_tables, tables
+from benchmarks.harness import cascade_tables, digits_tables, peer_runs, records, speed_tables, tables
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN = "<!-- begin generated tables: python -m benchmarks.report --write-readme (do not edit by hand) -->"
@@ -95,6 +95,7 @@ SECTIONS: list[tuple[str, str, Callable[[Records], str]]] = [
     ("denoising_error", "Denoising error against the noise level (`denoising_error.py`)",
      every_run(digits_tables.denoising_error_ratios)),
     ("sampler_variants", "DDIM variants on kept networks (`sampler_variants.py`)", every_run(variants)),
+    ("cascade", "A two-stage cascade on the shapes, 16 -> 32 (`cascade.py`)", latest(cascade_tables.cascade)),
 ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ public boundary.
 """
 
 from ._version import __version__
+from .cascade import Cascade, SuperResolution
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .conditioning import ConditionSpec
 from .data import (
@@ -81,6 +82,7 @@ __all__ = [
     "registered_processes",
     "NCSNSchedule",
     "BuiltinShapes",
+    "Cascade",
     "ConditionSpec",
     "CheckpointError",
     "CorruptCheckpointError",
@@ -93,6 +95,7 @@ __all__ = [
     "Prediction",
     "SAMPLERS",
     "StepRecord",
+    "SuperResolution",
     "Trainable",
     "Trainer",
     "TrainingDivergedError",

@@ -15,17 +15,22 @@ a condition against it (:func:`check_condition`: a missing, unexpected or malfor
 it), passes it to the network in training and sampling, and binds it into the denoiser before a sampler runs, so
 samplers never see it. Classes and contexts can be *dropped* (replaced by the network's learned null class and
 null context), which is how a model learns the unconditional branch of classifier-free guidance
-(guidance.py); image and level conditions are never dropped.
+(guidance.py). The image and level conditions are dropped only by a network built with a null for them
+(``image_null``: a super-resolution stage's low-resolution input, docs/cascade.md): the image is then zeroed and the
+level's embedding replaced by a learned null, together with the classes.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .data.batch import describe_extras, split_batch
 
 CONDITION_NAMES = ("classes", "context", "context_mask", "cond_image", "cond_level")
 DROPPABLE = ("classes", "context")  # those with a learned null; dropping them trains the unconditional branch
@@ -46,12 +51,13 @@ Condition = dict[str, Tensor]
 class ConditionSpec:
     """What a network takes. num_classes: K, labels in [0, K), or None; context_dim: D of (B, L, D) context
     sequences, or None; cond_image_channels: C' of a concatenated image, or None; cond_level: whether it takes a
-    per-sample scalar (B,)."""
+    per-sample scalar (B,); image_null: whether the image (and the level) can be dropped for a learned null."""
 
     num_classes: int | None = None
     context_dim: int | None = None
     cond_image_channels: int | None = None
     cond_level: bool = False
+    image_null: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -67,7 +73,8 @@ class ConditionSpec:
     @property
     def droppable(self) -> tuple[str, ...]:
         """The conditions this network can replace by a learned null (for classifier-free guidance)."""
-        return tuple(name for name in self.required if name in DROPPABLE)
+        nulls = DROPPABLE + (("cond_image", "cond_level") if self.image_null else ())
+        return tuple(name for name in self.required if name in nulls)
 
     def describe(self) -> str:
         """'num_classes=10, context_dim=512' or 'no condition'."""
@@ -76,6 +83,7 @@ class ConditionSpec:
             f"context_dim={self.context_dim}" if self.context_dim is not None else "",
             f"cond_image_channels={self.cond_image_channels}" if self.cond_image_channels is not None else "",
             "cond_level=True" if self.cond_level else "",
+            "image_null=True" if self.image_null else "",
         ]
         return ", ".join(p for p in parts if p) or "no condition"
 
@@ -219,6 +227,25 @@ def batch_condition(extras: Mapping[str, Any], spec: ConditionSpec) -> tuple[dic
         else:
             dropped[key] = value
     return condition, dropped
+
+
+class BatchSplitter:
+    """A model's view of its training batches (data/batch.py): ``splitter(batch, spec)`` gives (images, the
+    condition a network with ``spec`` takes); what it does not take is named in one UserWarning, the first time
+    (``who``: how the warning names the model, e.g. 'this GaussianDiffusion')."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.warned = False
+
+    def __call__(self, batch: Any, spec: ConditionSpec) -> tuple[Tensor, dict[str, Any]]:
+        images, extras = split_batch(batch)
+        condition, dropped = batch_condition(extras, spec)
+        if dropped and not self.warned:
+            self.warned = True
+            what = f"{self.who} takes {spec.describe()}, so the batch's {describe_extras(dropped)} is dropped"
+            warnings.warn(what, UserWarning, stacklevel=3)
+        return images, condition
 
 
 def check_class_names(names: Any, spec: ConditionSpec) -> list[str] | None:

@@ -10,7 +10,6 @@ in [0, 1]; inside, data lives in [−1, 1].
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,8 +18,8 @@ from torch import Tensor, nn
 
 from . import editing
 from ._utils import module_device
-from .conditioning import Condition, batch_condition
-from .data.batch import Batch, check_images, check_training_images, describe_extras, split_batch
+from .conditioning import BatchSplitter, Condition
+from .data.batch import Batch, check_images, check_training_images
 from .denoiser import Callback, Denoiser, Prediction
 from .diffusion_options import Recorded as _Recorded
 from .diffusion_options import build_parts
@@ -109,7 +108,8 @@ class GaussianDiffusion(PretrainedMixin, nn.Module):
         self.timestep_spacing, self.variance_type = parts.timestep_spacing, parts.variance_type
         self.data = DataRange(bool(auto_normalize), bool(clip_denoised))
         self.config: dict[str, Any] = parts.config
-        self._warned_dropped, self._quiet_range = False, not auto_normalize  # forward() warns once of each
+        self._split = BatchSplitter("this GaussianDiffusion")  # forward() names dropped batch entries once
+        self._quiet_range = not auto_normalize  # forward() warns once of training images outside [0, 1]
 
     # ----- what the parts say -------------------------------------------------------------------------------------
 
@@ -250,12 +250,7 @@ class GaussianDiffusion(PretrainedMixin, nn.Module):
         """The training loss (a scalar) for images (B, C, H, W) in [0, 1], or what a Trainer collates from
         (image, label) pairs or dicts (data/batch.py: the label is ``classes``; what the network does not take is
         dropped, with a warning once). Times come from the loss's training-time distribution, ε is Gaussian."""
-        img, extras = split_batch(batch)
-        from_batch, dropped = batch_condition(extras, self.condition_spec)
-        if dropped and not self._warned_dropped:
-            self._warned_dropped = True
-            what = f"this GaussianDiffusion takes {self.condition_spec.describe()}, so the batch's"
-            warnings.warn(f"{what} {describe_extras(dropped)} is dropped", UserWarning, stacklevel=2)
+        img, from_batch = self._split(batch, self.condition_spec)
         self._quiet_range |= check_training_images(img, (self.channels, *self.image_size), warn=not self._quiet_range)
         checked = self.check_condition({**from_batch, **condition}, img.shape[0])
         t = self.loss.times.sample(self.schedule, img.shape[0], img.device)

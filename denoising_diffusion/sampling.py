@@ -192,8 +192,8 @@ class SamplingRunner:
             return
         if not self.condition_spec.droppable:
             raise ValueError(
-                f"classifier-free guidance needs a model with classes or a context (num_classes= or "
-                f"context_dim=); this one takes {self.condition_spec.describe()}"
+                f"classifier-free guidance needs a model with classes, a context or an image with a null "
+                f"(num_classes=, context_dim= or image_null=); this one takes {self.condition_spec.describe()}"
             )
         if self.cond_drop_prob == 0.0:
             warnings.warn(

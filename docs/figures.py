@@ -1,4 +1,4 @@
-"""The docs' figures, drawn from closed forms (no training): ``python docs/figures.py [--out docs/figures]
+"""The docs' figures, drawn from closed forms and tiny models (no training here): ``python docs/figures.py [--out docs/figures]
 [--only NAME ...]``. Every figure of docs/ comes from here (tests/contracts/test_figures.py checks that each image a
 page shows is one of :data:`FIGURES` and runs each function at a small size).
 
@@ -13,6 +13,9 @@ and its sizes as keywords (their defaults draw the committed PNGs):
 * ``score_sde_trajectories.png`` (docs/score-sde.md): a 2-D Gaussian mixture's exact score (tests/oracle.py) driven
   through annealed Langevin dynamics on NCSN levels, the predictor-corrector sampler on the VP SDE and the adaptive
   probability-flow ODE on the VP SDE: a few particles' paths over the data density, and the final samples.
+* ``cascade_augmentation.png`` (docs/cascade.md): a super-resolution stage's input on held-out shapes: the original,
+  its low-resolution version, the conditioning input at several augmentation levels, and the stage's output. The
+  stage is a trained one (``--stage``: benchmarks/cascade.py ``--save`` keeps them), or an untrained one for the test.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from oracle import GaussianMixture  # noqa: E402  (the tests' closed-form oracle)
 
-from denoising_diffusion import BuiltinShapes, Prediction  # noqa: E402
+from denoising_diffusion import BuiltinShapes, GaussianDiffusion, Prediction, SuperResolution, Unet  # noqa: E402
+from denoising_diffusion import get_builtin_dataset, load_pipeline  # noqa: E402
+from denoising_diffusion.cascade import Augmentation, downsample  # noqa: E402
 from denoising_diffusion.processes import NCSNSchedule, NoiseSchedule, VPSchedule, path_coefficients, q_sample  # noqa: E402
 from denoising_diffusion.samplers import SAMPLERS, sample_ddpm  # noqa: E402
 
@@ -196,23 +201,62 @@ def reverse_trajectory(out: Path, *, size: int = 32, images: int = 64, steps: in
     return _save(fig, out, "reverse_trajectory.png")
 
 
+def cascade_augmentation(
+    out: Path, *, stage: Path | None = None, rows: int = 4, levels: tuple[float, ...] = (0.1, 0.25, 0.5)
+) -> Path:
+    """docs/cascade.md's figure: per held-out shape (built-in shapes, seed 7), the original x, its low-resolution
+    version y = D(x) (shown nearest-upsampled), the conditioning input z_s = α_s U(y) + σ_s ε at ``levels``, and
+    the stage's output at its own sample_level. ``stage``: a SuperResolution file (None: an untrained tiny one)."""
+    plt = _pyplot()
+    if stage is None:
+        net = Unet(8, dim_mults=(1, 2), cond_image_channels=3, cond_level=True, image_null=True)
+        model = SuperResolution(GaussianDiffusion(net, image_size=16, timesteps=20), low_res_size=8)
+    else:
+        model = load_pipeline(stage)
+    if not isinstance(model, SuperResolution):
+        raise ValueError(f"{stage} holds a {type(model).__name__}, not a super-resolution stage")
+    data = get_builtin_dataset("shapes", model.image_size, num_images=rows, seed=7)
+    x = torch.stack([data[i] for i in range(rows)])
+    low = downsample(x, model.low_res_size)
+    generator = torch.Generator().manual_seed(0)
+    wide = Augmentation((0.0, 1.0))  # shows any level, the ones beyond the stage's training range included
+    inputs = [model.diffusion.unnormalize(wide.sampling_input(model.upsampled(low), s, generator)[0]) for s in levels]
+    with torch.inference_mode():
+        output = model.sample(low_res=low, steps=20, generator=generator)
+    shown = torch.nn.functional.interpolate(low, size=model.image_size, mode="nearest")
+    columns = [("original x", x), ("low resolution y", shown)]
+    columns += [(f"input, level {s:g}", z) for s, z in zip(levels, inputs)]
+    columns.append((f"output (level {model.sample_level:g})", output))
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows + 0.3), squeeze=False)
+    for j, (title, images) in enumerate(columns):
+        for i in range(rows):
+            axes[i, j].imshow(images[i].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            axes[i, j].set(xticks=[], yticks=[])
+        axes[0, j].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "cascade_augmentation.png")
+
+
 FIGURES = {
     "forward_process.png": forward_process,
     "schedules.png": schedules,
     "reverse_trajectory.png": reverse_trajectory,
     "score_sde_trajectories.png": score_sde_trajectories,
+    "cascade_augmentation.png": cascade_augmentation,
 }
 """Every figure of docs/: the file name and the function that draws it."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Draw the docs' figures from closed forms.")
+    parser = argparse.ArgumentParser(description="Draw the docs' figures.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), default=sorted(FIGURES), metavar="NAME",
                         help="draw only these figures (default: all)")  # fmt: skip
+    parser.add_argument("--stage", type=Path, default=None, help="a trained super-resolution stage for the cascade")
     args = parser.parse_args(argv)
     for name in args.only:
-        print(FIGURES[name](args.out))
+        options = {"stage": args.stage} if name == "cascade_augmentation.png" else {}
+        print(FIGURES[name](args.out, **options))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
   intervals over seeds do not overlap (:func:`compare`); "at most half of X" is met when the interval lies wholly
   below half of X's. The paired form (sampler_variants): a difference when the 95% t-interval of the per-seed
   differences excludes 0 (:func:`paired_interval`), written down after the first variant runs.
+* **Two standard errors, paired** (cascade): per-seed differences a − b are lower / higher when their mean ± 2 se
+  lies wholly below / above 0 (:func:`paired_call`).
 """
 
 from __future__ import annotations
@@ -120,3 +122,14 @@ def paired_interval(diffs: Sequence[float]) -> str:
         return ""
     lo, hi = Cell(tuple(diffs), math.nan, math.nan).interval
     return f"{statistics.fmean(diffs):+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def paired_call(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Two standard errors on per-seed paired differences a − b (cascade): their mean, its standard error, and
+    'lower' / 'higher' when mean ± 2 se lies wholly below / above 0, else 'no difference shown' ('n/a' below two)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(diffs) < 2:
+        return {"diff": diffs[0] if diffs else math.nan, "se": math.nan, "call": "n/a"}
+    mean, se = mean_se(diffs)
+    call = "lower" if mean + 2 * se < 0 else "higher" if mean - 2 * se > 0 else "no difference shown"
+    return {"diff": mean, "se": se, "call": call}

@@ -37,6 +37,7 @@ from .nll import add_nll_parser
 from .presets import BUILTIN_PRESET, FOLDER_PRESET, resolve_train_options
 from .progress import bar_safe_messages
 from .sample import add_sample_parser, add_samplers_parser
+from .sample_cascade import add_sample_cascade_parser
 from .sweep import add_sweep_parser
 from .threads import default_threads
 from .train import add_train_parser
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(subparsers)
     add_sweep_parser(subparsers)
     add_export_parser(subparsers)
+    add_sample_cascade_parser(subparsers)
     return parser
 
 

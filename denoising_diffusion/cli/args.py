@@ -189,16 +189,22 @@ def load_model(args: argparse.Namespace) -> tuple[Any, torch.Generator]:
     """The model of ``args.checkpoint`` (a checkpoint, a saved model's directory or a Hub repo id:
     pretrained.resolve_source) on --device (default: cuda if available, else cpu; EMA weights unless --no-ema) and
     a generator on that device seeded with --seed (randomly without it)."""
+    dev, generator = device_and_generator(args)
+    return resolve_source(args.checkpoint).load(use_ema=not args.no_ema, device=dev), generator
+
+
+def device_and_generator(args: argparse.Namespace) -> tuple[torch.device, torch.Generator]:
+    """--device (default: cuda if available, else cpu) and a generator on it seeded with --seed (randomly without
+    it); ValueError for a CUDA device on a machine without one."""
     dev = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
-    diffusion = resolve_source(args.checkpoint).load(use_ema=not args.no_ema, device=dev)
     generator = torch.Generator(device=dev)
     if args.seed is not None:
         generator.manual_seed(args.seed)
     else:
         generator.seed()
-    return diffusion, generator
+    return dev, generator
 
 
 def write_results(

@@ -44,7 +44,7 @@ from ..training.distributed import use_cpu
 from ..training.preview import preview_condition
 from ..training.results_lock import ResultsLock
 from ..viz import save_denoising_gif
-from .args import PROG
+from . import train_super_resolution as sr
 from .presets import BUILTIN_IMAGES, TrainPreset, resolve_train_options, sized_ema_decay
 from .run_cost import describe_cost, measure_run_cost
 from .train_args import add_train_arguments
@@ -71,6 +71,7 @@ def add_train_parser(subparsers: Any) -> None:
         "checkpoint.",
     )
     add_train_arguments(p)
+    sr.add_super_resolution_arguments(p)
     p.set_defaults(run=run_train)
 
 
@@ -89,15 +90,16 @@ def build_diffusion(
     class_names: list[str] | None = None,
     cond_drop_prob: float = COND_DROP_PROB,
     process: Mapping[str, Any] | None = None,
+    unet_options: Mapping[str, Any] | None = None,
 ) -> GaussianDiffusion:
     """Unet + GaussianDiffusion from the resolved options (ValueError for options that cannot build a model);
     class-conditional on ``class_names`` when given; ``process``: GaussianDiffusion's process arguments
-    (:func:`process_arguments`), default ddpm."""
+    (:func:`process_arguments`), default ddpm; ``unet_options``: the Unet's extra arguments (a stage's inputs)."""
     num_classes = None if class_names is None else len(class_names)
     unet = Unet(
         opts.dim, dim_mults=opts.dim_mults, channels=opts.channels, num_classes=num_classes,
         cond_drop_prob=cond_drop_prob, resnet_blocks=opts.resnet_blocks, attention=opts.attention,
-        mid_attn=opts.mid_attn, gradient_checkpointing=opts.gradient_checkpointing,
+        mid_attn=opts.mid_attn, gradient_checkpointing=opts.gradient_checkpointing, **(unet_options or {}),
     )  # fmt: skip
     return GaussianDiffusion(
         unet, class_names=class_names, image_size=opts.image_size, timesteps=opts.timesteps,
@@ -158,13 +160,15 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     """(options, data, model, the checkpoint file to resume from): rebuilt from the checkpoint ``--resume`` finds,
     else built from the options sized to the data. Seeds every generator before the network is built."""
     check_data_options(args)
+    sr.check_super_resolution_args(args)
     found = find_resume_checkpoint(args.results, args.resume) if args.resume is not None else None
     if found is not None:
         path, checkpoint = found
         spec = checkpoint_spec(checkpoint)
-        check_resume_options(args, spec, str(path))
-        args.class_cond = spec["model"].get("num_classes") is not None
-        opts = resumed_options(args, spec, (checkpoint.get("trainer") or {}).get("options") or {})
+        diffusion_spec = sr.resumed_diffusion_spec(args, spec)  # a super-resolution stage's own diffusion
+        check_resume_options(args, diffusion_spec, str(path))
+        args.class_cond = diffusion_spec["model"].get("num_classes") is not None
+        opts = resumed_options(args, diffusion_spec, (checkpoint.get("trainer") or {}).get("options") or {})
         data = training_data(args, opts)
         return epochs_applied(args, opts, data), data, resumed_model(spec, args.gradient_checkpointing), str(path)
     if args.resume is not None:
@@ -177,7 +181,8 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     class_names = list(data.classes) if args.class_cond else None
     opts = replace(opts, seed=choose_seed(opts.seed))
     drop = COND_DROP_PROB if args.cond_drop_prob is None else args.cond_drop_prob
-    return opts, data, build_diffusion(opts, class_names, drop, process_arguments(args)), None
+    diffusion = build_diffusion(opts, class_names, drop, process_arguments(args), sr.stage_network_options(args, opts))
+    return opts, data, sr.as_stage(args, diffusion), None
 
 
 def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: Any, resume: str | None) -> Trainer:
@@ -231,10 +236,10 @@ def report(trainer: Trainer, opts: TrainPreset) -> None:
         ("samples", trainer.results_folder / f"sample-{milestone}.png"),
         ("loss log", trainer.results_folder / "loss.csv"),
     ]
-    if opts.gif and opts.num_samples > 0:
+    if opts.gif and opts.num_samples > 0 and not sr.is_stage(trainer.trainable):  # a stage needs low-res input
         gif = write_training_gif(trainer, opts.num_samples, opts.seed, trainer.results_folder / "denoising.gif")
         written.append(("denoising", gif))
     for label, path in written:
         if path.exists():
             print(f"{label + ':':12}{path}")
-    print(f"sample more with: {PROG} sample {trainer.checkpoint_path(milestone)} --gif")
+    print(sr.next_step(trainer.trainable, trainer.checkpoint_path(milestone)))

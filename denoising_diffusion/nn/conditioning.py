@@ -6,9 +6,13 @@
 * a per-sample scalar level (conditioning augmentation): sinusoidal features of 1000·level and an MLP, added to the
   time embedding like a second time (Ho et al. 2022, "Cascaded Diffusion Models", §4.1);
 * a context sequence: cross-attention (nn/attention.py); a dropped sample's context is a learned null token;
-* an image: concatenated to the input channels (no null: never dropped).
+* an image: concatenated to the input channels; with ``image_null`` it can be dropped too: the image is zeroed and
+  the level's embedding (or nothing, without a level) replaced by one learned null vector added to the time
+  embedding, so that the network can tell "no image" from an image that happens to be zero (the unconditional
+  branch of guidance on a super-resolution stage's low-resolution input, docs/cascade.md).
 
-``drop`` (B,) bool selects, per sample, the null class and the null context instead of the given ones.
+``drop`` (B,) bool selects, per sample, the null class, the null context and the null image instead of the given
+ones.
 """
 
 from __future__ import annotations
@@ -63,3 +67,21 @@ class NullContext(nn.Module):
         null[:, 0] = self.token.to(context.dtype)
         drop_ = drop[:, None]
         return torch.where(drop_[..., None], null, context), torch.where(drop_, first[None], mask)
+
+
+class NullImage(nn.Module):
+    """Drops the image condition (and its level) of the samples where ``drop``: their image (B, C', H, W) becomes
+    zeros and their level embedding (B, time_dim), or zeros without a level, a learned null vector.
+
+    forward(image, level_embedding or None, drop (B,) bool) -> (image, embedding to add to the time embedding).
+    """
+
+    def __init__(self, time_dim: int) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(time_dim) * 0.02)
+
+    def forward(self, image: Tensor, level: Tensor | None, drop: Tensor) -> tuple[Tensor, Tensor]:
+        kept = torch.zeros(image.shape[0], self.token.shape[0], device=image.device) if level is None else level
+        null = self.token.to(kept.dtype).expand_as(kept)
+        image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)
+        return image, torch.where(drop[:, None], null, kept)

@@ -29,7 +29,7 @@ from ..registry import PretrainedMixin, model_kind
 from .attention import CrossAttention
 from .blocks import Upsample
 from .checkpointing import run_block
-from .conditioning import ClassEmbedding, LevelEmbedding, NullContext
+from .conditioning import ClassEmbedding, LevelEmbedding, NullContext, NullImage
 from .embeddings import TimestepEmbedding
 from .encoder import (
     DEFAULT_RESNET_BLOCKS,
@@ -72,14 +72,18 @@ class Unet(PretrainedMixin, nn.Module):
             same name to switch it later.
         num_classes: K: take class labels in [0, K) (a learned embedding added to the time embedding, plus a
             learned null class for classifier-free guidance); None: no labels.
-        cond_drop_prob: how often GaussianDiffusion replaces the classes and the context by their learned nulls
-            while training (Ho & Salimans 2021, §3.1: 0.1 and 0.2 worked best); 0 trains no unconditional branch.
+        cond_drop_prob: how often GaussianDiffusion replaces the classes and the context (and, with ``image_null``,
+            the image) by their learned nulls while training (Ho & Salimans 2021, §3.1: 0.1 and 0.2 worked best); 0
+            trains no unconditional branch.
         context_dim: D: take a context sequence (B, L, D) (with an optional (B, L) bool mask) through
             cross-attention (Rombach et al. 2022, §3.3), with a learned null context; None: no context.
         cross_attn: per level, whether it attends to the context (default: the levels with full attention); the
             middle always does when there is a context.
         cond_image_channels: C': take an image (B, C', H, W) concatenated to the input; None: none.
         cond_level: take a per-sample scalar (B,) such as a conditioning-augmentation noise level.
+        image_null: the image (and level) condition can be dropped for a learned null, with the classes, at
+            ``cond_drop_prob`` in training and in guidance's unconditional branch (nn/conditioning.py's NullImage);
+            needs ``cond_image_channels``. Off by default: an inpainting mask is never dropped.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Unet(PretrainedMixin, nn.Module):
         cross_attn: Sequence[bool] | None = None,
         cond_image_channels: int | None = None,
         cond_level: bool = False,
+        image_null: bool = False,
         resnet_blocks: int | Sequence[int] = DEFAULT_RESNET_BLOCKS,
         attention: str | Sequence[str] | None = None,
         mid_attn: bool = True,
@@ -116,7 +121,8 @@ class Unet(PretrainedMixin, nn.Module):
         blocks_per_level, attention_kinds = level_layout(len(dim_mults), resnet_blocks, attention, full_attn)
         full_attn = tuple(kind == "full" for kind in attention_kinds)
         cross_attn = full_attn if cross_attn is None else tuple(map(bool, cross_attn))
-        self.condition_spec = ConditionSpec(num_classes, context_dim, cond_image_channels, bool(cond_level))
+        self.condition_spec = ConditionSpec(num_classes, context_dim, cond_image_channels, bool(cond_level),
+                                            bool(image_null))  # fmt: skip
         _check_conditions(self.condition_spec, cond_drop_prob, cross_attn, len(dim_mults))
         self.cond_drop_prob = float(cond_drop_prob) if self.condition_spec.droppable else 0.0
         self.config: dict[str, Any] = {
@@ -148,6 +154,7 @@ class Unet(PretrainedMixin, nn.Module):
         self.class_embedding = ClassEmbedding(num_classes, time_dim) if num_classes is not None else None
         self.level_embedding = LevelEmbedding(dim, time_dim) if cond_level else None
         self.null_context = NullContext(context_dim) if context_dim is not None else None
+        self.null_image = NullImage(time_dim) if image_null else None
 
         def cross(d: int) -> CrossAttention:
             assert context_dim is not None
@@ -224,13 +231,16 @@ class Unet(PretrainedMixin, nn.Module):
             )
         if self.self_condition:
             x = torch.cat((x, torch.zeros_like(x) if x_self_cond is None else x_self_cond), dim=1)
-        if cond_image is not None:
-            x = torch.cat((x, cond_image.to(x.dtype)), dim=1)
         t_emb = self.time_embedding(time)  # (B, 4·dim)
         if self.class_embedding is not None and classes is not None:
             t_emb = t_emb + self.class_embedding(classes, drop)
-        if self.level_embedding is not None and cond_level is not None:
-            t_emb = t_emb + self.level_embedding(cond_level)
+        level = None if self.level_embedding is None or cond_level is None else self.level_embedding(cond_level)
+        if self.null_image is not None and cond_image is not None and drop is not None:
+            cond_image, level = self.null_image(cond_image, level, drop)
+        if cond_image is not None:
+            x = torch.cat((x, cond_image.to(x.dtype)), dim=1)
+        if level is not None:
+            t_emb = t_emb + level
         ctx = None if self.null_context is None or context is None else self.null_context(context, context_mask, drop)
         x = self.init_conv(x)
         r = x
@@ -295,6 +305,8 @@ def _check_conditions(spec: ConditionSpec, cond_drop_prob: float, cross_attn: tu
     ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if spec.image_null and spec.cond_image_channels is None:
+        raise ValueError("image_null=True needs an image condition (cond_image_channels=C)")
     if not 0.0 <= cond_drop_prob < 1.0:
         raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
     if len(cross_attn) != levels:
@@ -334,4 +346,6 @@ def _condition_config(
         config["cond_image_channels"] = spec.cond_image_channels
     if spec.cond_level:
         config["cond_level"] = True
+    if spec.image_null:
+        config["image_null"] = True
     return config

@@ -179,7 +179,7 @@ def test_guidance_without_a_trained_null_warns_and_unguidable_models_refuse() ->
         warnings.simplefilter("error")
         d.sample(1, classes=1, steps=2)  # s = 1: the conditional model as it is
     image_only = GaussianDiffusion(unet(cond_image_channels=1), image_size=8, timesteps=10)
-    with pytest.raises(ValueError, match="guidance needs a model with classes or a context"):
+    with pytest.raises(ValueError, match="guidance needs a model with classes, a context or an image with a null"):
         image_only.sample(1, cond_image=torch.zeros(1, 1, 8, 8), guidance_scale=2.0)
 
 

@@ -30,6 +30,7 @@ QUICK = {
     "schedules.png": {"timesteps": 50},
     "reverse_trajectory.png": {"size": 8, "images": 4, "steps": 8},
     "score_sde_trajectories.png": {"samples": 40, "paths": 2},
+    "cascade_augmentation.png": {"rows": 2, "levels": (0.1, 0.5)},
 }
 
 
