@@ -39,6 +39,7 @@ from .sample import add_sample_parser, add_samplers_parser
 from .sweep import add_sweep_parser
 from .threads import default_threads
 from .train import add_train_parser
+from .train_autoencoder import add_train_autoencoder_parser
 from .train_classifier import add_train_classifier_parser
 
 __all__ = ["BUILTIN_PRESET", "FOLDER_PRESET", "build_parser", "main", "resolve_train_options"]
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_img2img_parser(subparsers)
     add_eval_parser(subparsers)
     add_sweep_parser(subparsers)
+    add_train_autoencoder_parser(subparsers)
     return parser
 
 

@@ -44,6 +44,7 @@ from ..training.distributed import use_cpu
 from ..training.preview import preview_condition
 from ..training.results_lock import ResultsLock
 from ..viz import save_denoising_gif
+from . import latent
 from .args import PROG
 from .presets import BUILTIN_IMAGES, TrainPreset, resolve_train_options, sized_ema_decay
 from .run_cost import describe_cost, measure_run_cost
@@ -63,6 +64,7 @@ def add_train_parser(subparsers: Any) -> None:
         "checkpoint.",
     )
     add_train_arguments(p)
+    latent.add_latent_arguments(p)
     p.set_defaults(run=run_train)
 
 
@@ -151,11 +153,13 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     if found is not None:
         path, checkpoint = found
         spec = checkpoint_spec(checkpoint)
-        check_resume_options(args, spec, str(path))
-        args.class_cond = spec["model"].get("num_classes") is not None
-        opts = resumed_options(args, spec, (checkpoint.get("trainer") or {}).get("options") or {})
+        view = latent.pixel_view(spec)  # a latent model's diffusion, at the images' size
+        check_resume_options(args, view, str(path))
+        args.class_cond = view["model"].get("num_classes") is not None
+        opts = resumed_options(args, view, (checkpoint.get("trainer") or {}).get("options") or {})
         data = training_data(args, opts)
-        return opts, data, resumed_model(spec, args.gradient_checkpointing), str(path)
+        model = resumed_model(spec, args.gradient_checkpointing)
+        return opts, *latent.latent_data(args, data, model, checkpoint), str(path)
     if args.resume is not None:
         print(f"nothing to resume in {args.results}; starting from step 0")
     scan = scan_folder(args) if args.folder is not None else None
@@ -164,7 +168,10 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     class_names = list(data.classes) if args.class_cond else None
     opts = replace(opts, seed=choose_seed(opts.seed))
     drop = COND_DROP_PROB if args.cond_drop_prob is None else args.cond_drop_prob
-    return opts, data, build_diffusion(opts, class_names, drop, process_arguments(args)), None
+    model = latent.build_model(
+        args, opts, lambda o, **more: build_diffusion(o, class_names, drop, {**process_arguments(args), **more})
+    )
+    return opts, *latent.latent_data(args, data, model), None
 
 
 def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: Any, resume: str | None) -> Trainer:
@@ -177,6 +184,7 @@ def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: 
         seed=opts.seed, resume=resume, keep_last=args.keep_last, keep_powers_of_two=args.keep_powers_of_two,
         max_bad_steps=args.max_bad_steps, log_with=args.log_with, tracker_project_name=args.tracker_project,
         sample_guidance_scale=args.sample_guidance,
+        augment_horizontal_flip=getattr(args, "latent_cache", None) is None,  # cached latents carry their flips
     )  # fmt: skip
 
 
