@@ -89,7 +89,7 @@ class DiffusersAutoencoder(nn.Module):
         self.channels, self.latent_channels = int(config.in_channels), int(config.latent_channels)
         self.factor = 2 ** (len(config.block_out_channels) - 1)
         self.scaling_factor = float(config.scaling_factor)
-        self.shift_factor = float(config.shift_factor or 0.0)
+        self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)  # SD3 and later VAEs have one
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str]) -> DiffusersAutoencoder:
