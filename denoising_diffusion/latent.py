@@ -9,8 +9,8 @@ scaled latents z̃ = s (z − b) with the objective of Rombach et al., eq. 2::
     L_LDM = E_{z ~ E(x), ε ~ N(0, I), t} ‖ε − ε_θ(z̃_t, t)‖²
 
 (or whatever objective, process and weighting the wrapped GaussianDiffusion has). s is the *scale factor*: 1/std of
-the training latents, estimated once from the data (their §4.3.2 and App. G: "we rescale the latents by the
-component-wise standard deviation") and stored in the config, so that z̃ has unit variance as the diffusion's
+the training latents, estimated once from the data (their §4.3.2: latent spaces of any autoencoder rescaled to unit
+variance meet the same noise schedules) and stored in the config, so that z̃ has unit variance as the diffusion's
 prior N(0, I) expects; a diffusers VAE brings its own s (``scaling_factor``, 0.18215 for Stable Diffusion 1.x) and
 shift b (``shift_factor``; 0 otherwise). The diffusion works on z̃ as it is: no [0, 1] normalization and no x̂_0
 clipping (its data are not images), so the GaussianDiffusion must be built with ``auto_normalize=False,

@@ -50,6 +50,7 @@ def test_autoencoder_then_latent_diffusion_then_samples(tmp_path: Path, capsys) 
     resumed = [a if a != "2" or i != RUN.index("--steps") + 1 else "3" for i, a in enumerate(RUN)]
     assert main([*latent_args, *resumed, "--resume", "auto"]) == 0
     assert "resumed at step 2 of 3" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").glob("latents-*.pt"))) == 1  # the checkpoint's autoencoder: the same key
 
     out = tmp_path / "samples.png"
     argv = ["sample", str(tmp_path / "ldm" / "model-2.pt"), "--num", "2", "--steps", "2", "--seed", "0"]
