@@ -83,6 +83,7 @@ SECTIONS: list[tuple[str, str, Callable[[Records], str]]] = [
     ("conv_floor", "The convolution floor of a training step (`conv_floor.py`)", latest(speed_tables.conv_floor)),
     ("growth", "Growth with image and batch size (`growth.py`)", latest(speed_tables.growth)),
     ("gpu", "On a GPU (`gpu.py`)", latest(speed_tables.gpu)),
+    ("latent", "Latent against pixel-space diffusion (`latent.py`)", latest(speed_tables.latent)),
     ("quality_vs_cost", "Sample quality against network evaluations (`quality_vs_cost.py`)",
      latest(digits_tables.quality_vs_cost)),
     ("guidance_scale", "Classifier-free guidance (`guidance_scale.py`)", latest(digits_tables.guidance_scale)),

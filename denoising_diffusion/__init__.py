@@ -6,6 +6,7 @@ public boundary.
 """
 
 from ._version import __version__
+from .autoencoder_training import AutoencoderTraining
 from .cascade import Cascade, SuperResolution
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .conditioning import ConditionSpec
@@ -22,8 +23,10 @@ from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .editing import img2img, inpaint
 from .guidance import classifier_free_guidance, classifier_guidance, guided_prediction
+from .latent import LatentDiffusion
+from .latent_cache import CachedLatents, cache_latents
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
-from .nn import EncoderClassifier, Unet
+from .nn import Autoencoder, DiffusersAutoencoder, EncoderClassifier, Unet
 from .noise_aware_classifier import NoiseAwareClassifier
 from .parameterization import eps_from_score, score_from_eps
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
@@ -139,4 +142,10 @@ __all__ = [
     "from_pretrained",
     "save_pretrained",
     "push_to_hub",
+    "Autoencoder",
+    "AutoencoderTraining",
+    "CachedLatents",
+    "DiffusersAutoencoder",
+    "LatentDiffusion",
+    "cache_latents",
 ]

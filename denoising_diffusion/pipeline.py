@@ -140,9 +140,7 @@ def load_weights(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool 
     differences = config_differences(checkpoint_spec(checkpoint), spec_of(model))
     if differences:
         raise CheckpointError("the checkpoint was written for a different model:\n  " + "\n  ".join(differences))
-    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
-    if "parts" in checkpoint:
-        load_parts(model, checkpoint["parts"])
+    load_trained(model, checkpoint, use_ema)
 
 
 def trainable_parts(model: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -153,6 +151,23 @@ def trainable_parts(model: nn.Module) -> tuple[str, dict[str, Any]]:
     path = next(name for name, module in model.named_modules() if module is network)
     prefix = f"{path}."
     return path, {key: value for key, value in model.state_dict().items() if not key.startswith(prefix)}
+
+
+def load_trained(model: nn.Module, checkpoint: Mapping[str, Any], use_ema: bool) -> None:
+    """Load a training checkpoint's network (EMA or online) and, from format 3 on, its other parts into ``model``.
+    A file without ``parts`` (format 2) fits only a model whose state is its network: CheckpointError naming the
+    weights it lacks otherwise (a latent model's frozen autoencoder), rather than keeping their random values."""
+    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
+    if "parts" in checkpoint:
+        load_parts(model, checkpoint["parts"])
+        return
+    lacking = sorted(trainable_parts(model)[1])
+    if lacking:
+        raise CheckpointError(
+            f"the checkpoint holds only the trained network (format 2), but a {type(model).__name__} also has "
+            f"weights outside it ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}): without them it "
+            "cannot work (a latent model cannot decode without its autoencoder's weights)"
+        )
 
 
 def load_parts(model: nn.Module, parts: Mapping[str, Any]) -> None:
@@ -193,9 +208,7 @@ def load_pipeline(path: str | os.PathLike[str], use_ema: bool = True, device: st
     if "weights" in checkpoint:
         model.load_state_dict(checkpoint["weights"])
     else:
-        trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))
-        if "parts" in checkpoint:
-            load_parts(model, checkpoint["parts"])
+        load_trained(model, checkpoint, use_ema)
     return model.to(device).eval()
 
 

@@ -1,6 +1,6 @@
-"""The docs' figures, drawn from closed forms and tiny models (no training here): ``python docs/figures.py [--out docs/figures]
-[--only NAME ...]``. Every figure of docs/ comes from here (tests/contracts/test_figures.py checks that each image a
-page shows is one of :data:`FIGURES` and runs each function at a small size).
+"""The docs' figures, drawn from closed forms and tiny models: ``python docs/figures.py [--out docs/figures]
+[--only NAME ...] [--stage STAGE.pt]``. Every figure of docs/ comes from here (tests/contracts/test_figures.py
+checks that each image a page shows is one of :data:`FIGURES` and runs each function at a small size).
 
 Needs matplotlib (``pip install 'denoising-diffusion[docs]'``). Each figure is one function taking the output folder
 and its sizes as keywords (their defaults draw the committed PNGs):
@@ -32,8 +32,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from oracle import GaussianMixture  # noqa: E402  (the tests' closed-form oracle)
 
-from denoising_diffusion import BuiltinShapes, GaussianDiffusion, Prediction, SuperResolution, Unet  # noqa: E402
-from denoising_diffusion import get_builtin_dataset, load_pipeline  # noqa: E402
+from denoising_diffusion import (  # noqa: E402  # noqa: E402
+    BuiltinShapes,
+    GaussianDiffusion,
+    Prediction,
+    SuperResolution,
+    Unet,
+    get_builtin_dataset,
+    load_pipeline,
+)
 from denoising_diffusion.cascade import Augmentation, downsample  # noqa: E402
 from denoising_diffusion.processes import NCSNSchedule, NoiseSchedule, VPSchedule, path_coefficients, q_sample  # noqa: E402
 from denoising_diffusion.samplers import SAMPLERS, sample_ddpm  # noqa: E402

@@ -129,3 +129,34 @@ def gpu(rows: Sequence[Record]) -> str:
               _mib(r.get("memory_mib"))] for r in recs],
         ))  # fmt: skip
     return "\n\n".join(parts)
+
+
+def latent(rows: Sequence[Record]) -> str:
+    """benchmarks/latent.py: training and sampling of each variant against pixel space, per size; the target's
+    verdict (64x64, f = 4, cached latents: >= 4x images/s and >= 4x faster sampling); the autoencoders' PSNR."""
+    speed = [r for r in rows if r["kind"] == "speed"]
+    first = speed[0]
+    parts = [f"Unet(dim={first['dim']}, dim_mults={tuple(first['dim_mults'])}), batch {first['batch']}, "
+             f"Autoencoder(dim={first['ae_dim']}), DDIM {first['sample_steps']} steps; x pixel: ratio to pixel "
+             "training's images/s, and pixel sampling's time per image to this one's"]  # fmt: skip
+    parts.append(markdown(
+        ["size", "variant", "trains on", "train images/s", "x pixel", "peak memory, train", "sample s / image",
+         "x pixel", "redone / kept under load"],
+        [[f"{r['size']}x{r['size']}", r["variant"], "x".join(map(str, r["shape"])), f"{r['images_per_s']:.2f}",
+          f"{r['train_vs_pixel']:.1f}", _mib(r.get("memory_mib")), f"{r['sample_s_per_image']:.3f}",
+          f"{r['sample_vs_pixel']:.1f}", f"{r['redone']} / {r['unguarded']}"] for r in speed],
+    ))  # fmt: skip
+    target = next((r for r in speed if r["size"] == 64 and r["variant"] == "f4 cached"), None)
+    if target is not None:
+        met = target["train_vs_pixel"] >= 4 and target["sample_vs_pixel"] >= 4
+        parts.append(f"Target at 64x64, f = 4, cached latents (>= 4x training images/s and >= 4x faster sampling): "
+                     f"{'met' if met else 'not met'} ({target['train_vs_pixel']:.1f}x training, "
+                     f"{target['sample_vs_pixel']:.1f}x sampling).")  # fmt: skip
+    psnr = [r for r in rows if r["kind"] == "psnr"]
+    if psnr:
+        parts.append(markdown(
+            ["autoencoder", "images", "training steps", "seeds", "reconstruction PSNR (mean, spread)"],
+            [[f"f = {r['factor']}", f"{r['size']}x{r['size']} shapes", r["steps"], len(r["seeds"]),
+              f"{r['psnr_mean']:.1f} dB (± {r['psnr_spread'] / 2:.1f})"] for r in psnr],
+        ))  # fmt: skip
+    return "\n\n".join(parts)

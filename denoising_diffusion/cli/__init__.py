@@ -41,6 +41,7 @@ from .sample_cascade import add_sample_cascade_parser
 from .sweep import add_sweep_parser
 from .threads import default_threads
 from .train import add_train_parser
+from .train_autoencoder import add_train_autoencoder_parser
 from .train_classifier import add_train_classifier_parser
 
 __all__ = ["BUILTIN_PRESET", "FOLDER_PRESET", "build_parser", "main", "resolve_train_options"]
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(subparsers)
     add_export_parser(subparsers)
     add_sample_cascade_parser(subparsers)
+    add_train_autoencoder_parser(subparsers)
     return parser
 
 

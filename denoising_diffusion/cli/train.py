@@ -44,6 +44,7 @@ from ..training.distributed import use_cpu
 from ..training.preview import preview_condition
 from ..training.results_lock import ResultsLock
 from ..viz import save_denoising_gif
+from . import latent
 from . import train_super_resolution as sr
 from .presets import BUILTIN_IMAGES, TrainPreset, resolve_train_options, sized_ema_decay
 from .run_cost import describe_cost, measure_run_cost
@@ -72,6 +73,7 @@ def add_train_parser(subparsers: Any) -> None:
     )
     add_train_arguments(p)
     sr.add_super_resolution_arguments(p)
+    latent.add_latent_arguments(p)
     p.set_defaults(run=run_train)
 
 
@@ -161,16 +163,19 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     else built from the options sized to the data. Seeds every generator before the network is built."""
     check_data_options(args)
     sr.check_super_resolution_args(args)
+    latent.check_latent_args(args)
     found = find_resume_checkpoint(args.results, args.resume) if args.resume is not None else None
     if found is not None:
         path, checkpoint = found
         spec = checkpoint_spec(checkpoint)
-        diffusion_spec = sr.resumed_diffusion_spec(args, spec)  # a super-resolution stage's own diffusion
-        check_resume_options(args, diffusion_spec, str(path))
-        args.class_cond = diffusion_spec["model"].get("num_classes") is not None
-        opts = resumed_options(args, diffusion_spec, (checkpoint.get("trainer") or {}).get("options") or {})
+        view = latent.pixel_view(sr.resumed_diffusion_spec(args, spec))  # the diffusion of a stage or latent model
+        check_resume_options(args, view, str(path))
+        args.class_cond = view["model"].get("num_classes") is not None
+        opts = resumed_options(args, view, (checkpoint.get("trainer") or {}).get("options") or {})
         data = training_data(args, opts)
-        return epochs_applied(args, opts, data), data, resumed_model(spec, args.gradient_checkpointing), str(path)
+        opts = epochs_applied(args, opts, data)
+        model = resumed_model(spec, args.gradient_checkpointing)
+        return opts, *latent.latent_data(args, data, model, checkpoint), str(path)
     if args.resume is not None:
         print(f"nothing to resume in {args.results}; starting from step 0")
     scan = scan_folder(args) if args.folder is not None else None
@@ -181,8 +186,12 @@ def prepare_model(args: argparse.Namespace) -> tuple[TrainPreset, Any, Any, str 
     class_names = list(data.classes) if args.class_cond else None
     opts = replace(opts, seed=choose_seed(opts.seed))
     drop = COND_DROP_PROB if args.cond_drop_prob is None else args.cond_drop_prob
-    diffusion = build_diffusion(opts, class_names, drop, process_arguments(args), sr.stage_network_options(args, opts))
-    return opts, data, sr.as_stage(args, diffusion), None
+    network = sr.stage_network_options(args, opts)
+    process = process_arguments(args)
+    model = latent.build_model(
+        args, opts, lambda o, **more: build_diffusion(o, class_names, drop, {**process, **more}, network)
+    )
+    return opts, *latent.latent_data(args, data, sr.as_stage(args, model)), None
 
 
 def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: Any, resume: str | None) -> Trainer:
@@ -194,8 +203,8 @@ def make_trainer(args: argparse.Namespace, opts: TrainPreset, data: Any, model: 
         results_folder=args.results, amp=args.amp, compile=args.compile, on_bad_image=args.on_bad_image,
         seed=opts.seed, resume=resume, keep_last=args.keep_last, keep_powers_of_two=args.keep_powers_of_two,
         max_bad_steps=args.max_bad_steps, log_with=args.log_with, tracker_project_name=args.tracker_project,
-        sample_guidance_scale=args.sample_guidance, augment_horizontal_flip=opts.flip,
-        validation=validation_data(args, opts),
+        sample_guidance_scale=args.sample_guidance, validation=validation_data(args, opts),
+        augment_horizontal_flip=opts.flip and getattr(args, "latent_cache", None) is None,  # cached latents: flipped
     )  # fmt: skip
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from .attention import Attention, LinearAttention
+from .autoencoder import Autoencoder, DiagonalGaussian
 from .blocks import Downsample, ResnetBlock, Upsample
+from .diffusers_autoencoder import DiffusersAutoencoder
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .encoder_classifier import EncoderClassifier
 from .unet import Unet
 
 __all__ = [
     "Attention",
+    "Autoencoder",
+    "DiagonalGaussian",
+    "DiffusersAutoencoder",
     "Downsample",
     "EncoderClassifier",
     "LinearAttention",

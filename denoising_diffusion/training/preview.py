@@ -118,13 +118,14 @@ class SampleGrids:
     def save_samples(self, milestone: int) -> Path | None:
         """Write results/sample-{milestone}.png, a grid of EMA samples (main process, models that can sample; None
         otherwise): num_samples images, or for a class-conditional model one class per row (preview.py), sampled
-        with ``sample_guidance_scale``."""
+        with ``sample_guidance_scale``; a trainable that draws its own grid (DrawsPreviews) draws it, sampling or
+        not."""
         if not self.accelerator.is_main_process or self.num_samples == 0:
             return None
+        if isinstance(self.trainable, DrawsPreviews):  # the trainable draws its own grid (an autoencoder, too)
+            return self._save_own_preview(milestone)
         if not isinstance(self.trainable, Previewable):
             return None
-        if isinstance(self.trainable, DrawsPreviews):  # the trainable draws its own grid
-            return self._save_own_preview(milestone)
         condition, count, per_row = preview_condition(self.trainable, self.dataset, self.num_samples)
         if self.sample_guidance_scale != 1.0:
             condition["guidance_scale"] = self.sample_guidance_scale
