@@ -20,7 +20,9 @@ from .parameterization import eps_from_score, score_from_eps
 from .pipeline import build, load_pipeline, save_pipeline, spec_of
 from .processes import (
     CLEAN,
+    CosineFlowSchedule,
     EDMSchedule,
+    FlowSchedule,
     NCSNSchedule,
     NoiseSchedule,
     Schedule,
@@ -31,6 +33,15 @@ from .processes import (
     registered_processes,
     sigma_max_from_data,
     spaced_timesteps,
+)
+from .reflow import (
+    CouplingDataset,
+    CouplingSet,
+    RectifiedFlow,
+    generate_couplings,
+    load_couplings,
+    model_straightness,
+    save_couplings,
 )
 from .registry import model_kind
 from .samplers import (
@@ -68,6 +79,15 @@ __all__ = [
     "VESchedule",
     "SubVPSchedule",
     "EDMSchedule",
+    "FlowSchedule",
+    "CosineFlowSchedule",
+    "RectifiedFlow",
+    "CouplingSet",
+    "CouplingDataset",
+    "generate_couplings",
+    "save_couplings",
+    "load_couplings",
+    "model_straightness",
     "process_kind",
     "registered_processes",
     "NCSNSchedule",

@@ -109,13 +109,12 @@ def test_the_straight_paths_velocity_is_noise_minus_data() -> None:
 
 
 class FixedOutput(nn.Module):
-    """A 'network' that returns a given tensor whatever its input: the preconditioning's conversions, isolated."""
-
-    channels = 3
+    """A 'network' that returns a given tensor (B, C, H, W) whatever its input: the preconditioning's conversions
+    (and the loss's target) isolated."""
 
     def __init__(self, out: Tensor) -> None:
         super().__init__()
-        self.out = out
+        self.out, self.channels = out, out.shape[1] if out.ndim == 4 else 1
         self.weight = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: Tensor, time: Tensor) -> Tensor:

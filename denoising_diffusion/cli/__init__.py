@@ -10,6 +10,7 @@
 * ``inpaint CHECKPOINT IMAGE MASK`` and ``img2img CHECKPOINT IMAGE --strength S``: RePaint and SDEdit.
 * ``eval CHECKPOINT REAL --num N``: FID, KID, precision/recall of N samples against a folder of real images.
 * ``sweep CHECKPOINT REAL --samplers S1,S2 --nfe 5,10,20``: those metrics per sampler and network evaluations.
+* ``reflow CHECKPOINT --pairs N``: rectified flow's reflow (couplings, a straighter student trained on them).
 
 User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
 with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
@@ -33,6 +34,7 @@ from .evaluate import add_eval_parser
 from .img2img import add_img2img_parser
 from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
+from .reflow import add_reflow_parser
 from .sample import add_sample_parser, add_samplers_parser
 from .sweep import add_sweep_parser
 from .train import BUILTIN_PRESET, FOLDER_PRESET, add_train_parser, resolve_train_options
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_img2img_parser(subparsers)
     add_eval_parser(subparsers)
     add_sweep_parser(subparsers)
+    add_reflow_parser(subparsers)
     return parser
 
 
