@@ -185,6 +185,8 @@ def test_couplings_round_trip_and_carry_a_conditional_teachers_classes(tmp_path:
     student = student_of(teacher, sampling_timesteps=1)
     assert isinstance(student, RectifiedFlow) and student.sampling_timesteps == 1
     assert torch.isfinite(student(batch))
+    s = model_straightness(student, 5, steps=2, batch_size=2, classes=torch.tensor([0, 1, 2, 0, 1]))
+    assert s.shape == (5,)  # per-draw classes sliced with the batches
     drawn = generate_couplings(teacher, 5, steps=1, generator=torch.Generator().manual_seed(1))  # classes drawn
     assert drawn.condition["classes"].shape == (5,)
     save_pipeline(teacher, tmp_path / "model.pt")
@@ -192,6 +194,19 @@ def test_couplings_round_trip_and_carry_a_conditional_teachers_classes(tmp_path:
         load_couplings(tmp_path / "model.pt")
     with pytest.raises(ValueError, match="deterministic ODE sampler .* 'ddpm' draws fresh noise"):
         generate_couplings(teacher, 2, sampler="ddpm")
+
+
+def test_couplings_of_another_process_hold_unit_noise_and_unclamped_samples() -> None:
+    """An EDM teacher's noise x_T ~ N(0, 80² I) is stored as x_1 = x_T/80 ~ N(0, I); x_0 is its sample before the
+    clamp to [0, 1] that sample() applies (an untrained network without x̂_0 clipping leaves that range)."""
+    torch.manual_seed(0)
+    unet = Unet(8, dim_mults=(1, 2), channels=1, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    teacher = GaussianDiffusion(unet, image_size=8, process="edm", clip_denoised=False)
+    couplings = generate_couplings(teacher, 64, steps=2, generator=torch.Generator().manual_seed(0))
+    assert abs(float(couplings.x1.std()) - 1.0) < 0.05 and abs(float(couplings.x1.mean())) < 0.05
+    sample = teacher.sample(64, sampler="heun", steps=2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(couplings.x0.clamp(0, 1), sample)
+    assert bool(((couplings.x0 < 0) | (couplings.x0 > 1)).any())
 
 
 def test_reflow_end_to_end_student_trains_reloads_and_is_measured(tmp_path: Path) -> None:

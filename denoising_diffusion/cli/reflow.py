@@ -131,11 +131,17 @@ def run_reflow(args: argparse.Namespace) -> int:
 
 
 def report_straightness(teacher: GaussianDiffusion, student: GaussianDiffusion, args: argparse.Namespace) -> None:
-    """Print S (mean ± standard error over --straightness-pairs draws) of the teacher (a flow model) and student."""
+    """Print S (mean ± standard error over --straightness-pairs draws) of the teacher (a flow model) and student; a
+    class-conditional model's draws cycle through its classes."""
     rows = [("teacher", teacher)] if teacher.process == "flow" else []
+    num_classes = student.condition_spec.num_classes
+    condition: dict[str, Any] = (
+        {} if num_classes is None else {"classes": torch.arange(args.straightness_pairs) % num_classes}
+    )
     for label, model in [*rows, ("student", student)]:
         generator = torch.Generator(device=model.device).manual_seed(args.seed + 1)  # the same noise for both
-        s = model_straightness(model, args.straightness_pairs, steps=args.straightness_steps, generator=generator)
+        s = model_straightness(model, args.straightness_pairs, steps=args.straightness_steps, generator=generator,
+                               **condition)  # fmt: skip
         error = float(s.std()) / math.sqrt(len(s)) if len(s) > 1 else float("nan")
         print(f"straightness S ({label}): {float(s.mean()):.5f} ± {error:.5f}  (Liu et al. eq. 5, per element, "
               f"{args.straightness_steps} Euler steps, {len(s)} draws)")  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._utils import eval_mode
 from ..parameterization import velocity_from_x0_eps
 from ..processes import path_derivatives
 from ..sampling import runner_of
@@ -89,18 +90,16 @@ def model_straightness(
     **condition: Any,
 ) -> Tensor:  # fmt: skip
     """S of a flow model (GaussianDiffusion on a flow path) per noise draw, (num,): ``num`` draws of its prior,
-    ``steps`` Euler steps (:func:`flow_grid`), ``batch_size`` at a time, in eval mode without gradients."""
+    ``steps`` Euler steps (:func:`flow_grid`), ``batch_size`` at a time, in eval mode without gradients.
+    ``condition``: a conditional model's (``classes=``: one label, or a (num,) tensor of labels, one per draw)."""
     runner = runner_of(model)
     grid = flow_grid(runner.schedule, steps)
-    velocity = velocity_field(runner, **condition)
     values = []
-    with torch.inference_mode():
-        was_training = runner.network.training
-        runner.network.eval()
-        try:
-            for start in range(0, num, batch_size):
-                x_T = runner.prior((min(batch_size, num - start), *runner.shape), generator)
-                values.append(euler_trajectory(velocity, x_T, grid).straightness().cpu())
-        finally:
-            runner.network.train(was_training)
+    with torch.inference_mode(), eval_mode(runner.network):
+        for start in range(0, num, batch_size):
+            n = min(batch_size, num - start)
+            per_draw = {k for k, v in condition.items() if isinstance(v, Tensor) and v.ndim and len(v) == num}
+            chunk: dict[str, Any] = {k: v[start : start + n] if k in per_draw else v for k, v in condition.items()}
+            x_T = runner.prior((n, *runner.shape), generator)
+            values.append(euler_trajectory(velocity_field(runner, **chunk), x_T, grid).straightness().cpu())
     return torch.cat(values)
