@@ -19,3 +19,8 @@ def _figures():
 def test_score_sde_figure_is_written(tmp_path: Path) -> None:
     path = _figures().score_sde_trajectories(tmp_path, samples=40, paths=2)
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_reflow_figure_is_written(tmp_path: Path) -> None:
+    path = _figures().reflow_trajectories(tmp_path, samples=40, paths=2, pairs=100)
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
