@@ -191,7 +191,7 @@ def test_logit_normal_is_the_training_times_a_flow_model_is_told() -> None:
         (dict(process="flow", objective="pred_v"), "objective 'pred_v' .* variance-preserving paths"),
         (dict(process="vp", objective="pred_velocity"), "process 'vp' does not declare"),
         (dict(process="flow", process_options={"t_max": 1.0}), "need 0 < t_min < t_max < 1"),
-        (dict(process="flow", objective="edm"), "objective 'edm'"),
+        (dict(process="flow", objective="edm"), "objective 'edm' .* goes with process 'edm' and only with it"),
         (dict(process="flow", min_snr_loss_weight=True), "min_snr_loss_weight .* 'pred_velocity'"),
     ],
 )
