@@ -33,7 +33,9 @@ from .pipeline import build, load_pipeline, save_pipeline, spec_of
 from .pretrained import from_pretrained, push_to_hub, save_pretrained
 from .processes import (
     CLEAN,
+    CosineFlowSchedule,
     EDMSchedule,
+    FlowSchedule,
     NCSNSchedule,
     NoiseSchedule,
     Schedule,
@@ -44,6 +46,15 @@ from .processes import (
     registered_processes,
     sigma_max_from_data,
     spaced_timesteps,
+)
+from .reflow import (
+    CouplingDataset,
+    CouplingSet,
+    RectifiedFlow,
+    generate_couplings,
+    load_couplings,
+    model_straightness,
+    save_couplings,
 )
 from .registry import model_kind
 from .samplers import (
@@ -81,6 +92,15 @@ __all__ = [
     "VESchedule",
     "SubVPSchedule",
     "EDMSchedule",
+    "FlowSchedule",
+    "CosineFlowSchedule",
+    "RectifiedFlow",
+    "CouplingSet",
+    "CouplingDataset",
+    "generate_couplings",
+    "save_couplings",
+    "load_couplings",
+    "model_straightness",
     "process_kind",
     "registered_processes",
     "NCSNSchedule",

@@ -84,6 +84,7 @@ def build_parts(
         beta_schedule = process.betas.tolist()
     learned_variance = bool(getattr(model, "learned_variance", False))
     chosen_objective = Objective(objective if objective is not None else (cls.objective or "pred_noise"))
+    cls.check_objective(chosen_objective.value)
     if (chosen_objective is Objective.EDM) != (cls.objective == Objective.EDM.value):
         raise ValueError(
             f"objective 'edm' (Karras et al. 2022's preconditioned network F) goes with process 'edm' and only with "

@@ -12,10 +12,12 @@ objective      x̂_0                                  ε̂                      
 pred_noise     (x_t − σ_t F)/α_t                     F                                       ε
 pred_x0        F                                    (x_t − α_t F)/σ_t                       x_0
 pred_v         α_t x_t − σ_t F                       σ_t x_t + α_t F                         α_t ε − σ_t x_0
+pred_velocity  (σ'_t x_t − σ_t F)/d                  (α_t F − α'_t x_t)/d                    α'_t x_0 + σ'_t ε
 edm            c_skip x̃ + c_out F (x̃ = x_t/α_t)      (x̃ − x̂_0)/σ̃                            (x_0 − c_skip x̃)/c_out
 =============  ===================================  =====================================  ======================
 
-(parameterization.py holds the first three rows; :class:`EDMPreconditioning` the last, with c_in = 1/√(σ̃² + σ_d²),
+(d = α_t σ'_t − σ_t α'_t, with the path's time derivatives α'_t, σ'_t; parameterization.py holds the first four
+rows; :class:`EDMPreconditioning` the last, with c_in = 1/√(σ̃² + σ_d²),
 Karras et al. 2022, Table 1 and eq. 7, in the scaled variables x̃ = x/α, σ̃ = σ/α of their eq. 4.) The samplers see
 only the :class:`~.denoiser.Denoiser` that :meth:`Preconditioning.denoiser` returns.
 """
@@ -33,7 +35,7 @@ from .conditioning import Condition, repeat_condition
 from .denoiser import Denoiser, Prediction
 from .guidance import guided_prediction
 from .parameterization import Coef, Objective, target_for, x0_eps_from_output
-from .processes import Schedule, path_coefficients
+from .processes import Schedule, path_coefficients, path_derivatives
 
 
 class NetworkOutput(NamedTuple):
@@ -44,11 +46,14 @@ class NetworkOutput(NamedTuple):
     var_interp: Tensor | None
     alpha: Tensor
     sigma: Tensor
+    d_alpha: Tensor | None = None  # α'_t, σ'_t: the path's time derivatives, for the objective 'pred_velocity'
+    d_sigma: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Preconditioning:
-    """The network → denoiser adapter of the objectives 'pred_noise', 'pred_x0' and 'pred_v' (c_in = 1).
+    """The network → denoiser adapter of the objectives 'pred_noise', 'pred_x0', 'pred_v' and 'pred_velocity'
+    (c_in = 1).
 
     Args:
         objective: what the network predicts.
@@ -74,12 +79,23 @@ class Preconditioning:
 
     def prediction(self, x_t: Tensor, output: NetworkOutput) -> Prediction:
         """(x̂_0, ε̂[, v]) from the network's output under the objective, unclipped."""
-        x0, eps = x0_eps_from_output(self.objective, x_t, output.out, output.alpha, output.sigma)
+        x0, eps = x0_eps_from_output(
+            self.objective, x_t, output.out, output.alpha, output.sigma, output.d_alpha, output.d_sigma
+        )
         return Prediction(x0=x0, eps=eps, var_interp=output.var_interp)
 
-    def target(self, x_start: Tensor, noise: Tensor, alpha: Coef, sigma: Coef) -> Tensor:
-        """The regression target of the network's output F for x_t = α x_0 + σ ε (the table above)."""
-        return target_for(self.objective, x_start, noise, alpha, sigma)
+    def target(
+        self,
+        x_start: Tensor,
+        noise: Tensor,
+        alpha: Coef,
+        sigma: Coef,
+        d_alpha: Coef | None = None,
+        d_sigma: Coef | None = None,
+    ) -> Tensor:
+        """The regression target of the network's output F for x_t = α x_0 + σ ε (the table above; 'pred_velocity'
+        needs the path's derivatives ``d_alpha``, ``d_sigma``)."""
+        return target_for(self.objective, x_start, noise, alpha, sigma, d_alpha, d_sigma)
 
     def network_output(
         self,
@@ -104,6 +120,8 @@ class Preconditioning:
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
+        if self.objective is Objective.PRED_VELOCITY:
+            return NetworkOutput(out, var_interp, alpha, sigma, *path_derivatives(schedule, t, x_t))
         return NetworkOutput(out, var_interp, alpha, sigma)
 
     def predict(
@@ -241,7 +259,15 @@ class EDMPreconditioning(Preconditioning):
         x0 = c_skip * x_tilde + c_out * output.out
         return Prediction(x0=x0, eps=(x_tilde - x0) / sigma_tilde, var_interp=output.var_interp)
 
-    def target(self, x_start: Tensor, noise: Tensor, alpha: Coef, sigma: Coef) -> Tensor:
+    def target(
+        self,
+        x_start: Tensor,
+        noise: Tensor,
+        alpha: Coef,
+        sigma: Coef,
+        d_alpha: Coef | None = None,
+        d_sigma: Coef | None = None,
+    ) -> Tensor:
         sigma_tilde = sigma / alpha
         c_skip, c_out, _ = edm_coefficients(sigma_tilde, self.sigma_data)
         return (x_start - c_skip * (x_start + sigma_tilde * noise)) / c_out

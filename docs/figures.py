@@ -16,6 +16,11 @@ and its sizes as keywords (their defaults draw the committed PNGs):
 * ``cascade_augmentation.png`` (docs/cascade.md): a super-resolution stage's input on held-out shapes: the original,
   its low-resolution version, the conditioning input at several augmentation levels, and the stage's output. The
   stage is a trained one (``--stage``: benchmarks/cascade.py ``--save`` keeps them), or an untrained one for the test.
+* ``reflow_trajectories.png`` (docs/flow.md): the same mixture on the straight flow path, before and after reflow.
+  Left, the 1-rectified flow: the exact velocity E[ε − x_0 | x_t] (oracle.GaussianMixture.velocity). Right, the
+  2-rectified flow: E[x_1 − x_0 | x_t] of the left flow's own couplings (x_0 = its ODE's sample from x_1), estimated
+  by kernel regression over those pairs (Nadaraya-Watson, no training). Paths from noise to data, the samples of
+  100 Euler steps and of one, and each flow's straightness S (Liu et al. 2023, eq. 5).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from oracle import GaussianMixture  # noqa: E402  (the tests' closed-form oracle)
 
-from denoising_diffusion import (  # noqa: E402  # noqa: E402
+from denoising_diffusion import (  # noqa: E402
     BuiltinShapes,
     GaussianDiffusion,
     Prediction,
@@ -42,7 +48,15 @@ from denoising_diffusion import (  # noqa: E402  # noqa: E402
     load_pipeline,
 )
 from denoising_diffusion.cascade import Augmentation, downsample  # noqa: E402
-from denoising_diffusion.processes import NCSNSchedule, NoiseSchedule, VPSchedule, path_coefficients, q_sample  # noqa: E402
+from denoising_diffusion.processes import (  # noqa: E402  # noqa: E402
+    FlowSchedule,
+    NCSNSchedule,
+    NoiseSchedule,
+    VPSchedule,
+    path_coefficients,
+    q_sample,
+)
+from denoising_diffusion.reflow import euler_trajectory, flow_grid  # noqa: E402
 from denoising_diffusion.samplers import SAMPLERS, sample_ddpm  # noqa: E402
 
 MIXTURE = GaussianMixture([0.35, 0.65], [[-1.5, -0.5], [1.2, 1.0]], [0.35, 0.45])
@@ -244,12 +258,60 @@ def cascade_augmentation(
     return _save(fig, out, "cascade_augmentation.png")
 
 
+def reflowed_velocity(x0: Tensor, x1: Tensor, bandwidth: float):
+    """E[x_1 − x_0 | x_t] over the pairs (x0, x1) (N, 2) by Nadaraya-Watson: weights exp(−‖x − x_t^i‖²/(2h²)) at
+    x_t^i = (1 − t) x0_i + t x1_i. Returns (x (B, 2, 1, 1), t (B,)) -> (B, 2, 1, 1)."""
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        s = float(t[0])
+        points = (1 - s) * x0 + s * x1  # (N, 2)
+        weights = torch.softmax(-(torch.cdist(x[:, :, 0, 0], points) ** 2) / (2 * bandwidth**2), dim=1)  # (B, N)
+        return (weights @ (x1 - x0))[:, :, None, None]
+
+    return velocity
+
+
+def path_points(trajectory: Any) -> Tensor:
+    """The states (K + 1, B, 2) of an Euler trajectory (reflow.Trajectory of (B, 2, 1, 1) states), x_T to x_0."""
+    dts = torch.diff(torch.tensor(trajectory.times, dtype=torch.float64))  # (K,), negative: t decreases
+    start = trajectory.start[None, :, :, 0, 0]
+    return torch.cat([start, start + (dts[:, None, None] * trajectory.velocities[:, :, :, 0, 0]).cumsum(0)])
+
+
+def reflow_trajectories(out: Path, *, samples: int = 1500, paths: int = 6, pairs: int = 3000) -> Path:
+    """docs/flow.md's figure: the 1- and 2-rectified flows of the mixture, their paths and one-step samples."""
+    plt = _pyplot()
+    flow, lim = FlowSchedule(), 3.5
+    fine, one = flow_grid(flow, 100), flow_grid(flow, 1)
+    noise = torch.randn(max(samples, pairs), 2, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = MIXTURE.velocity(flow)
+    coupling = euler_trajectory(first, noise[:pairs], fine)  # the 1-rectified flow's couplings (x_0, x_1)
+    second = reflowed_velocity(coupling.end[:, :, 0, 0], coupling.start[:, :, 0, 0], bandwidth=0.1)
+    xx, yy, dens = density_grid(lim)
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 4.4), constrained_layout=True)
+    for ax, (title, velocity) in zip(axes, [("1-rectified flow (flow matching)", first), ("2-rectified flow", second)]):
+        final = euler_trajectory(velocity, noise[:samples], fine)
+        jump = euler_trajectory(velocity, noise[:samples], one).end[:, :, 0, 0]
+        traced = euler_trajectory(velocity, noise[samples : samples + paths], fine)
+        steps = path_points(traced)
+        ax.contour(xx, yy, dens, levels=8, colors="0.6", linewidths=0.6)
+        ax.scatter(jump[:, 0], jump[:, 1], s=4, alpha=0.4, color="tab:orange", label="1 Euler step")
+        ax.scatter(final.end[:, 0, 0, 0], final.end[:, 1, 0, 0], s=1, alpha=0.4, color="tab:blue", label="100 steps")
+        for k in range(paths):
+            ax.plot(steps[:, k, 0], steps[:, k, 1], lw=0.8, color="black", alpha=0.7)
+        s = float(final.straightness().mean())
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=f"{title}: S = {s:.2g}", aspect="equal", xticks=[], yticks=[])
+    axes[0].legend(loc="lower right", markerscale=8, fontsize=8)
+    return _save(fig, out, "reflow_trajectories.png")
+
+
 FIGURES = {
     "forward_process.png": forward_process,
     "schedules.png": schedules,
     "reverse_trajectory.png": reverse_trajectory,
     "score_sde_trajectories.png": score_sde_trajectories,
     "cascade_augmentation.png": cascade_augmentation,
+    "reflow_trajectories.png": reflow_trajectories,
 }
 """Every figure of docs/: the file name and the function that draws it."""
 

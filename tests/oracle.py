@@ -52,6 +52,21 @@ class GaussianMixture:
 
         return denoise
 
+    def velocity(self, schedule):
+        """The ideal velocity field of flow matching, (x_t, t) -> E[dx_t/dt | x_t] = α'_t x̂_0 + σ'_t ε̂ with
+        x̂_0 = E[x_0 | x_t] and ε̂ = (x_t − α_t x̂_0)/σ_t (Lipman et al. 2023, eq. 9: the marginal of the conditional
+        velocities α'_t x_0 + σ'_t ε), on a path that declares (α'_t, σ'_t) (``schedule.path_derivatives_at``).
+        x_t (N, D, 1, 1); t (N,) float times; returns (N, D, 1, 1) in float64."""
+
+        def velocity(x_t: Tensor, t: Tensor) -> Tensor:
+            time = t[:1].double()
+            alpha, sigma = (float(v) for v in schedule.alpha_sigma_at(time))
+            d_alpha, d_sigma = (float(v) for v in schedule.path_derivatives_at(time))
+            x0 = self.posterior_mean(x_t.double(), alpha, sigma)
+            return d_alpha * x0 + d_sigma * (x_t.double() - alpha * x0) / sigma
+
+        return velocity
+
     def score(self, schedule):
         """The exact score (x_t, t) -> ∇ log p_t(x_t), built the way every sampler builds it: score_from_eps of the
         exact ε̂ (x_t (N, D, 1, 1), t (N,) the schedule's times; :meth:`log_marginal` checks it by autograd)."""

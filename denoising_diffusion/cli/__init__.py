@@ -10,6 +10,7 @@
 * ``inpaint CHECKPOINT IMAGE MASK`` and ``img2img CHECKPOINT IMAGE --strength S``: RePaint and SDEdit.
 * ``eval CHECKPOINT REAL --num N``: FID, KID, precision/recall of N samples against a folder of real images.
 * ``sweep CHECKPOINT REAL --samplers S1,S2 --nfe 5,10,20``: those metrics per sampler and network evaluations.
+* ``reflow CHECKPOINT --pairs N``: rectified flow's reflow (couplings, a straighter student trained on them).
 
 User errors (a missing folder or checkpoint, an empty folder, a corrupt checkpoint, an invalid option value) end
 with one line ``denoising-diffusion: error: <message>`` on stderr and exit status 2, never a traceback.
@@ -36,6 +37,7 @@ from .inpaint import add_inpaint_parser
 from .nll import add_nll_parser
 from .presets import BUILTIN_PRESET, FOLDER_PRESET, resolve_train_options
 from .progress import bar_safe_messages
+from .reflow import add_reflow_parser
 from .sample import add_sample_parser, add_samplers_parser
 from .sample_cascade import add_sample_cascade_parser
 from .sweep import add_sweep_parser
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(subparsers)
     add_sample_cascade_parser(subparsers)
     add_train_autoencoder_parser(subparsers)
+    add_reflow_parser(subparsers)
     return parser
 
 

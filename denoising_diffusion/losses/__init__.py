@@ -4,7 +4,15 @@ Weightings and time distributions are registered, so a new one joins where it is
 
 from .denoising import DenoisingLoss, hybrid_vlb_term
 from .distance import LossType, per_sample_loss
-from .times import TIME_DISTRIBUTIONS, LogNormalSigma, TimeDistribution, UniformTimes, make_times, times_kind
+from .times import (
+    TIME_DISTRIBUTIONS,
+    LogitNormalTimes,
+    LogNormalSigma,
+    TimeDistribution,
+    UniformTimes,
+    make_times,
+    times_kind,
+)
 from .vlb import Decoder, discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl, vlb_term
 from .weighting import (
     WEIGHTINGS,
@@ -25,6 +33,7 @@ __all__ = [
     "DenoisingLoss",
     "LikelihoodWeighting",
     "LogNormalSigma",
+    "LogitNormalTimes",
     "LossType",
     "MinSNRWeighting",
     "SimpleWeighting",

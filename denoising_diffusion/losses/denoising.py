@@ -67,7 +67,8 @@ class DenoisingLoss:
         x_t = q_sample(schedule, x_start, t, noise)
         alpha, sigma = path_coefficients(schedule, t, x_start)
         output = preconditioning.training_output(network, schedule, x_t, t, condition, cond_drop_prob)
-        loss = per_sample_loss(self.distance, output.out, preconditioning.target(x_start, noise, alpha, sigma))
+        target = preconditioning.target(x_start, noise, alpha, sigma, output.d_alpha, output.d_sigma)
+        loss = per_sample_loss(self.distance, output.out, target)
         for weighting in self.weightings:
             weight = weighting.weight(schedule, t, preconditioning.objective)
             if weight is not None:

@@ -105,6 +105,12 @@ class MinSNRWeighting(Weighting):
     def check(self, schedule_class: type, objective: Objective) -> None:
         if objective is Objective.EDM:
             raise ValueError("min_snr_loss_weight does not apply to objective 'edm': EDM weights its loss by λ(σ)")
+        if objective is Objective.PRED_VELOCITY:
+            raise ValueError(
+                "min_snr_loss_weight converts x_0-space weights by the SNR factors of 'pred_noise', 'pred_x0' and "
+                "'pred_v'; for 'pred_velocity' (x̂_0 error = σ_t/(α_t σ'_t − σ_t α'_t) × velocity error) it is not "
+                "defined: use loss_weighting='simple' (flow matching's own loss)"
+            )
 
     def weight(self, schedule: Any, t: Tensor, objective: Objective) -> Tensor | None:
         alpha, sigma = schedule.alpha_sigma_at(t)

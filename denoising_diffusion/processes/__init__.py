@@ -1,6 +1,6 @@
 """Diffusion processes: THE time convention and the Gaussian path (path.py), the spacings of sampling grids
 (spacing.py), and one registered class per process, each in its own file: ddpm (with the β schedules of
-beta_schedules.py), vp, subvp, ve, ncsn, edm (base.py says what a process declares).
+beta_schedules.py), vp, subvp, ve, ncsn, edm, flow and flow_cosine (base.py says what a process declares).
 
 Every module of this package is imported here (:func:`_register_all`), so a process file added to the folder
 registers itself without editing a list; a process defined elsewhere (a user's, a test's) registers where it is
@@ -17,6 +17,7 @@ from .beta_schedules import BetaSchedule, make_betas
 from .continuous import ContinuousSchedule
 from .ddpm import NoiseSchedule
 from .edm import EDMSchedule
+from .flow import CosineFlowSchedule, FlowSchedule
 from .ncsn import NCSNSchedule
 from .path import (
     CLEAN,
@@ -26,6 +27,7 @@ from .path import (
     forward_step,
     gaussian_posterior_step,
     path_coefficients,
+    path_derivatives,
     posterior_coefficients,
     posterior_terms,
     q_sample,
@@ -48,7 +50,9 @@ __all__ = [
     "CLEAN",
     "BetaSchedule",
     "ContinuousSchedule",
+    "CosineFlowSchedule",
     "EDMSchedule",
+    "FlowSchedule",
     "FittedProcess",
     "NCSNSchedule",
     "NoiseSchedule",
@@ -65,6 +69,7 @@ __all__ = [
     "index_of_sigma_tilde",
     "make_betas",
     "path_coefficients",
+    "path_derivatives",
     "q_sample",
     "posterior_coefficients",
     "posterior_terms",

@@ -48,7 +48,8 @@ class ProcessDeclarations:
     timesteps_option: ClassVar[str | None] = None  # an option that GaussianDiffusion's ``timesteps`` sets
     training_times: ClassVar[str] = "uniform"  # the loss's default training-time distribution (losses/times.py)
     companion_options: ClassVar[dict[str, float]] = {}  # options for the loss and preconditioning, with defaults
-    objective: ClassVar[str | None] = None  # the only objective this process trains, when it has one (edm)
+    objective: ClassVar[str | None] = None  # the process's own objective: its default (flow), the only one (edm)
+    refused_samplers: ClassVar[dict[str, str]] = {}  # sampler name -> why it cannot sample this process
 
     # ----- policy ---------------------------------------------------------------------------------------------------
 
@@ -74,6 +75,18 @@ class ProcessDeclarations:
             raise ValueError(
                 f"timestep_spacing {spacing.value!r} picks discrete indices; process {cls.name!r} has continuous "
                 "time and takes 'linspace', 'logsnr' or 'karras'"
+            )
+
+    @classmethod
+    def check_objective(cls, objective: str) -> None:
+        """ValueError when this process cannot train ``objective`` (an Objective's value): 'pred_velocity' (v =
+        dx_t/dt = α'_t x_0 + σ'_t ε) needs the path's time derivatives, which a process declares with
+        ``path_derivatives_at(t) -> (α'_t, σ'_t)`` (the flow processes do)."""
+        if objective == "pred_velocity" and not hasattr(cls, "path_derivatives_at"):
+            raise ValueError(
+                f"objective 'pred_velocity' (v = dx_t/dt = α'_t x_0 + σ'_t ε) needs the time derivatives of the path, "
+                f"which process {cls.name!r} does not declare (path_derivatives_at): use process 'flow' or "
+                "'flow_cosine', or another objective"
             )
 
     # ----- options ----------------------------------------------------------------------------------------------------

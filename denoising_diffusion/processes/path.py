@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Generic, Protocol, Sequence, TypeAlias, TypeVar
 
+import torch
 from torch import Tensor
 
 from ..parameterization import append_dims
@@ -179,6 +180,20 @@ def path_coefficients(schedule: Schedule, t: Tensor, like: Tensor) -> tuple[Tens
     broadcast over ``like`` (B, C, H, W)."""
     alpha, sigma = schedule.alpha_sigma_at(t)
     return append_dims(alpha.to(like.dtype), like.ndim), append_dims(sigma.to(like.dtype), like.ndim)
+
+
+def path_derivatives(schedule: Schedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(α'_t, σ'_t) = (dα_t/dt, dσ_t/dt) at times t (B,), from the schedule's ``path_derivatives_at`` (float64), in
+    ``like``'s dtype and shaped (B, 1, …) to broadcast over ``like`` (B, C, H, W): what the velocity objective needs.
+    ValueError for a schedule that does not declare them."""
+    derivatives = getattr(schedule, "path_derivatives_at", None)
+    if derivatives is None:
+        raise ValueError(
+            f"the {type(schedule).__name__} schedule does not declare its path's time derivatives "
+            "(path_derivatives_at), which the velocity objective 'pred_velocity' needs"
+        )
+    d_alpha, d_sigma = derivatives(t.to(torch.float64))
+    return append_dims(d_alpha.to(like.dtype), like.ndim), append_dims(d_sigma.to(like.dtype), like.ndim)
 
 
 def q_sample(schedule: Schedule, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:

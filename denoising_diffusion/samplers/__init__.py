@@ -196,8 +196,10 @@ class SamplerInfo:
 
     def serves(self, schedule: object) -> bool:
         """Whether this sampler runs on ``schedule``: every sampler serves every schedule, except that one that
-        needs the forward SDE serves only the continuous-time processes (those with ``schedule.sde``)."""
-        return not self.needs_sde or has_sde(schedule)
+        needs the forward SDE serves only the continuous-time processes (those with ``schedule.sde``), and none
+        serves a process that refuses it (``refused_samplers``: annealed Langevin on the straight flow path)."""
+        refused = self.name in getattr(schedule, "refused_samplers", {})
+        return not refused and (not self.needs_sde or has_sde(schedule))
 
     @property
     def option_names(self) -> list[str]:

@@ -45,6 +45,14 @@ def require_sde(schedule: Any, user: str, integrates: str, hint: str = "") -> An
     return schedule
 
 
+def check_not_refused(schedule: Any, sampler: str) -> None:
+    """ValueError naming ``sampler``, the process and the reason when the process refuses the sampler (its
+    ``refused_samplers``, processes/base.py)."""
+    reason = getattr(schedule, "refused_samplers", {}).get(sampler)
+    if reason:
+        raise ValueError(f"sampler {sampler!r} cannot sample the {schedule_kind(schedule)} process: {reason}")
+
+
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise with x's shape, dtype and device, drawn from ``generator`` when given."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..denoiser import Callback, Denoiser, StepRecord
 from ..parameterization import score_from_eps
 from ..processes import CLEAN, Schedule, Time
-from .common import randn_like, time_batch, time_pairs
+from .common import check_not_refused, randn_like, time_batch, time_pairs
 
 DEFAULT_STEPS_PER_LEVEL = 5
 """n of annealed Langevin: Song & Ermon 2020's value for their 232 levels (App. B.1; technique 4 takes n as large as
@@ -127,6 +127,7 @@ def sample_annealed_langevin(
         (B, C, H, W), same dtype and device as x_T.
     """
     check_annealed_options(step_lr, steps_per_level)
+    check_not_refused(schedule, "annealed_langevin")
     pairs = list(time_pairs(timesteps, schedule))
     sigma_low = schedule.alpha_sigma(pairs[-1][1])[1]
     if step_lr is None:

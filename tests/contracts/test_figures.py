@@ -31,6 +31,7 @@ QUICK = {
     "reverse_trajectory.png": {"size": 8, "images": 4, "steps": 8},
     "score_sde_trajectories.png": {"samples": 40, "paths": 2},
     "cascade_augmentation.png": {"rows": 2, "levels": (0.1, 0.5)},
+    "reflow_trajectories.png": {"samples": 40, "paths": 2, "pairs": 100},
 }
 
 

@@ -57,7 +57,9 @@ def test_default_sampler_follows_sampling_timesteps() -> None:
     assert [c.t for c in calls] == list(range(19, -1, -1))  # DDPM over the whole chain by default
 
 
-@pytest.mark.parametrize("objective", [o.value for o in Objective if o is not Objective.EDM])  # edm: test_edm.py
+@pytest.mark.parametrize(  # edm: test_edm.py; pred_velocity (continuous flow paths only): test_flow_process.py
+    "objective", [o.value for o in Objective if o not in (Objective.EDM, Objective.PRED_VELOCITY)]
+)
 @pytest.mark.parametrize("loss_type", ["l1", "l2", "huber"])
 @pytest.mark.parametrize("beta_schedule", ["linear", "cosine", "sigmoid", "quadratic"])
 def test_every_objective_loss_schedule_trains(objective: str, loss_type: str, beta_schedule: str) -> None:

@@ -118,10 +118,11 @@ def test_parameterization_round_trips() -> None:
     torch.testing.assert_close(eps_from_x0(xt, x0, alpha, sigma), eps)
     torch.testing.assert_close(x0_from_v(xt, v, alpha, sigma), x0)
     torch.testing.assert_close(eps_from_v(xt, v, alpha, sigma), eps)
+    d_alpha, d_sigma = -0.7 * torch.ones_like(alpha), 1.3 + alpha  # path derivatives: only pred_velocity reads them
     for objective in Objective:  # EDM's through its preconditioning (it needs sigma_data)
         precond = make_preconditioning(objective, sigma_data=0.7)
-        out = precond.target(x0, eps, alpha, sigma)
-        pred = precond.prediction(xt, NetworkOutput(out, None, alpha, sigma))
+        out = precond.target(x0, eps, alpha, sigma, d_alpha, d_sigma)
+        pred = precond.prediction(xt, NetworkOutput(out, None, alpha, sigma, d_alpha, d_sigma))
         torch.testing.assert_close(pred.x0, x0)
         torch.testing.assert_close(pred.eps, eps)
 
