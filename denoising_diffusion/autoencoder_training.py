@@ -27,14 +27,14 @@ from torch import Tensor, nn
 from ._utils import normalize_image_size
 from .data.batch import Batch, check_images, collate_batch, split_batch
 from .nn.autoencoder import check_divides, codec
-from .registry import model_kind
+from .registry import PretrainedMixin, model_kind
 
 KL_WEIGHT = 1e-6
 """β of the first-stage objective: Rombach et al. 2022's kl-f4 and kl-f8 configurations."""
 
 
 @model_kind(parts=("model",))
-class AutoencoderTraining(nn.Module):
+class AutoencoderTraining(PretrainedMixin, nn.Module):
     """The trainable of an autoencoder: ``loss = training(images)`` (module docstring), ``.model`` the autoencoder.
 
     Args:

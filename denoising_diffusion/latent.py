@@ -40,7 +40,7 @@ from .conditioning import ConditionSpec
 from .data.batch import Batch, check_images, map_images, split_batch
 from .diffusion import GaussianDiffusion
 from .nn.autoencoder import DiagonalGaussian, LatentCodec, codec
-from .registry import model_kind
+from .registry import PretrainedMixin, model_kind
 from .samplers import SamplerInfo
 from .sampling import SamplingRunner
 
@@ -49,7 +49,7 @@ ENCODE_CHUNK = 64
 
 
 @model_kind(parts=("autoencoder", "diffusion"))
-class LatentDiffusion(nn.Module):
+class LatentDiffusion(PretrainedMixin, nn.Module):
     """A GaussianDiffusion on the scaled latents of a frozen autoencoder (module docstring).
 
     Args:

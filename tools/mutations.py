@@ -524,8 +524,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "diff-target-from-xt",
         LOSS("denoising"),
-        "preconditioning.target(x_start, noise, alpha, sigma)",
-        "preconditioning.target(x_t, noise, alpha, sigma)",
+        "preconditioning.target(x_start, noise, alpha, sigma, output.d_alpha, output.d_sigma)",
+        "preconditioning.target(x_t, noise, alpha, sigma, output.d_alpha, output.d_sigma)",
         "training target built from x_t where x_0 belongs",
         DIFFUSION,
     ),
@@ -2828,13 +2828,8 @@ MUTATIONS += (
     Mutation(
         "load-weights-skips-parts",
         PIPELINE,
-        (
-            "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n"
-            '    if "parts" in checkpoint:\n'
-            '        load_parts(model, checkpoint["parts"])\n'
-            "\n\ndef trainable_parts"
-        ),
-        "    trained_network(model).load_state_dict(network_weights(checkpoint, use_ema))\n\n\ndef trainable_parts",
+        '    if "parts" in checkpoint:\n        load_parts(model, checkpoint["parts"])\n        return\n',
+        '    if "parts" in checkpoint:\n        return\n',
         "load_weights (the Trainer's resume) ignores the checkpoint's frozen parts",
         COMPOSED,
     ),

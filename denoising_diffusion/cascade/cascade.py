@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..pipeline import load_pipeline
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from ..samplers import sampler_options
 from .stage import SuperResolution
 
@@ -88,7 +88,7 @@ def check_stage_options(stages: Sequence[Any], options: Sequence[Options | None]
 
 
 @model_kind(parts=("stages",))
-class Cascade(nn.Module):
+class Cascade(PretrainedMixin, nn.Module):
     """A base model and super-resolution stages, sampled end to end (module docstring).
 
     Args:

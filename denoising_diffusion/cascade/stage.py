@@ -29,7 +29,7 @@ from .._utils import chunk_sizes, module_device
 from ..conditioning import BatchSplitter, ConditionSpec, batch_condition
 from ..data.batch import Batch, check_images, collate_batch, split_batch
 from ..diffusion import GaussianDiffusion
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from ..samplers import SamplerInfo
 from .augmentation import Augmentation
 from .resize import downsample, super_resolution_sizes, upsample
@@ -40,7 +40,7 @@ artefacts of the stage before, within the default training range [0, 0.5]."""
 
 
 @model_kind(parts=("diffusion",))
-class SuperResolution(nn.Module):
+class SuperResolution(PretrainedMixin, nn.Module):
     """A super-resolution stage: p(x | y) for x at the diffusion's image_size and y at ``low_res_size``.
 
     Args:

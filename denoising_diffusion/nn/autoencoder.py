@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from .blocks import Downsample, Upsample, group_norm
 
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -128,7 +128,7 @@ def default_dim_mults(factor: int) -> tuple[int, ...]:
 
 
 @model_kind()
-class Autoencoder(nn.Module):
+class Autoencoder(PretrainedMixin, nn.Module):
     """KL-regularized autoencoder with downsampling factor f: images (B, C, H, W) <-> latents (B, c, H/f, W/f).
 
     Args:

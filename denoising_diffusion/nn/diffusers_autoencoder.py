@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..registry import model_kind
+from ..registry import PretrainedMixin, model_kind
 from .autoencoder import DiagonalGaussian
 
 INSTALL_HINT = "pip install 'denoising-diffusion[latent]' (or pip install diffusers)"
@@ -60,13 +60,24 @@ def vae_directory(directory: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def saved_by_this_package(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds this package's save_pretrained files (a config.json with a ``format`` and a
+    ``spec``, pretrained.py) rather than a diffusers folder (whose config.json names a ``_class_name``)."""
+    config_file = Path(directory) / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "format" in config and "spec" in config
+
+
 def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A diffusers config without its private keys (``_class_name``, ``_diffusers_version``, ...), as JSON values."""
     return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
 
 
 @model_kind()
-class DiffusersAutoencoder(nn.Module):
+class DiffusersAutoencoder(PretrainedMixin, nn.Module):
     """A diffusers AutoencoderKL (Stable Diffusion's VAE) with this package's autoencoder interface.
 
     Build it with :meth:`from_pretrained` (weights from a local folder); the constructor makes the architecture of
@@ -92,12 +103,16 @@ class DiffusersAutoencoder(nn.Module):
         self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)  # SD3 and later VAEs have one
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str]) -> DiffusersAutoencoder:
-        """The AutoencoderKL saved in ``directory`` (or its ``vae/``), read from disk only, in float32.
+    def from_pretrained(cls, source: str | os.PathLike[str], **options: Any) -> DiffusersAutoencoder:
+        """The AutoencoderKL saved in the folder ``source`` (or its ``vae/``), read from disk only, in float32. A
+        directory this package's ``save_pretrained`` wrote (an adapter shared as config.json + model.safetensors) is
+        read as such (PretrainedMixin.from_pretrained, which takes ``options``).
 
         Raises ValueError for a folder that is not an AutoencoderKL's, ImportError when diffusers is missing.
         """
-        folder = vae_directory(directory)
+        if saved_by_this_package(source):
+            return super().from_pretrained(source, **options)
+        folder = vae_directory(source)
         vae = autoencoder_kl_class().from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
         adapter = cls(vae.config)
         adapter.vae = vae

@@ -15,13 +15,24 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from denoising_diffusion import from_pretrained, push_to_hub, save_pretrained
+from denoising_diffusion import (
+    Autoencoder,
+    AutoencoderTraining,
+    Cascade,
+    DiffusersAutoencoder,
+    LatentDiffusion,
+    SuperResolution,
+    from_pretrained,
+    push_to_hub,
+    save_pretrained,
+)
 from denoising_diffusion.checkpoint import CheckpointError
 from denoising_diffusion.diffusion import GaussianDiffusion
 from denoising_diffusion.nn import EncoderClassifier, Unet
 from denoising_diffusion.noise_aware_classifier import NoiseAwareClassifier
 from denoising_diffusion.pipeline import discover_kinds, save_pipeline
 from denoising_diffusion.pretrained import CONFIG_NAME, WEIGHTS_NAME, resolve_source
+from denoising_diffusion.reflow import RectifiedFlow
 from denoising_diffusion.registry import PretrainedMixin, model_kind, registered_kinds
 from tests.hub_helpers import StandInApi, fill_cache, offline_cache, stand_in_hub
 
@@ -54,6 +65,38 @@ class Stages(PretrainedMixin, nn.Module):
         return torch.cat([s.sample(n, generator=generator) for s in self.stages]) * self.config["scale"] + self.offset
 
 
+def stage(**kwargs: Any) -> SuperResolution:
+    """An 8 -> 16 super-resolution stage of one channel."""
+    network = unet(cond_image_channels=1, cond_level=True, image_null=True)
+    return SuperResolution(
+        GaussianDiffusion(network, image_size=16, timesteps=10, sampling_timesteps=3), low_res_size=8
+    )
+
+
+def autoencoder() -> Autoencoder:
+    return Autoencoder(1, factor=2, latent_channels=2, dim=8, dim_mults=(1, 2), groups=4)
+
+
+def diffusers_autoencoder() -> DiffusersAutoencoder:
+    """A randomly initialised diffusers AutoencoderKL (f = 2) behind the adapter: its config alone builds it."""
+    return DiffusersAutoencoder(dict(in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                     down_block_types=("DownEncoderBlock2D",) * 2, latent_channels=2,
+                                     up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1,
+                                     norm_num_groups=4, sample_size=8, scaling_factor=0.5))  # fmt: skip
+
+
+def reconstruct(model: Any) -> torch.Tensor:
+    """decode(the posterior mean of encode(x)): deterministic, through both halves."""
+    return model.decode(model.encode(_x((2, 1, 8, 8))).mean)
+
+
+def latent_diffusion() -> LatentDiffusion:
+    network = Unet(dim=8, dim_mults=(1, 2), channels=2, resnet_block_groups=4, attn_heads=2, attn_dim_head=8)
+    inner = GaussianDiffusion(network, image_size=4, timesteps=10, sampling_timesteps=3, auto_normalize=False,
+                              clip_denoised=False)  # fmt: skip
+    return LatentDiffusion(autoencoder(), inner, scale_factor=1.5)
+
+
 def _randomized(model: nn.Module) -> nn.Module:
     """Weights and buffers away from their initial values (a Unet's last layer starts at zero), so that a load that
     kept the fresh model's weights would be seen."""
@@ -83,6 +126,14 @@ OUTPUTS: dict[str, tuple[Callable[[], nn.Module], Callable[[Any], torch.Tensor]]
     ),
     "PretrainedTestStages": (lambda: Stages([diffusion(), diffusion(objective="pred_v")], scale=2.0),
                              lambda m: m.sample(2, _gen())),
+    "SuperResolution": (stage, lambda m: m.sample(low_res=_x((2, 1, 8, 8)), generator=_gen())),
+    "Cascade": (lambda: Cascade([diffusion(), stage()], [None, {"steps": 2}]), lambda m: m.sample(2, generator=_gen())),
+    "Autoencoder": (autoencoder, reconstruct),
+    "AutoencoderTraining": (lambda: AutoencoderTraining(autoencoder(), image_size=8), lambda m: reconstruct(m.model)),
+    "DiffusersAutoencoder": (diffusers_autoencoder, reconstruct),
+    "LatentDiffusion": (latent_diffusion, lambda m: m.sample(2, sampler="ddim", steps=3, generator=_gen())),
+    "RectifiedFlow": (lambda: RectifiedFlow(unet(), image_size=8, process="flow", sampling_timesteps=3),
+                      lambda m: m.sample(2, generator=_gen())),
 }  # fmt: skip
 VARIANTS = {  # GaussianDiffusion's other recorded state: conditions and class names, another process, learned variances
     "class-conditional": (lambda: diffusion(network=unet(num_classes=3), class_names=["x", "y", "z"]),
