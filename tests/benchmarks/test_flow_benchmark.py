@@ -58,8 +58,8 @@ def test_the_table_reads_transcribed_and_per_seed_records_alike() -> None:
         run = [record(m, s, n, fd, transcribed=transcribed) for m, s, fd in cells for n in bench.TARGET_NFE]
         assert digits_tables.flow_cell(run[0]) == (30.0, 1.0, 3)
         texts.append(digits_tables.flow(run))
-    fresh, transcribed = texts
-    assert fresh.replace("in the records", "not recorded") == transcribed
+    fresh, copied = texts
+    assert fresh.replace("in the records", "not recorded") == copied
     assert "| 2-rectified flow | euler | 30.00 ± 1.00 |" in texts[0] and "met (9 of 9 lower)" in texts[0]
 
 
