@@ -91,6 +91,7 @@ SECTIONS: list[tuple[str, str, Callable[[Records], str]]] = [
      latest(lambda run: digits_tables.classifier_guidance(run, detail=False))),
     ("edm", "EDM against the DDPM at equal training (`edm.py`)", latest(digits_tables.edm)),
     ("score_sde", "Score-based processes and SDE / ODE samplers (`score_sde.py`)", latest(digits_tables.score_sde)),
+    ("flow", "Flow matching and the 2-rectified flow against DDPM and EDM (`flow.py`)", latest(digits_tables.flow)),
     ("peer_quality", "Sample quality per CPU-second against the peers (`peer_quality.py`, every cell of 2+ seeds)",
      every_run(tables.peer_quality_summary)),
     ("denoising_error", "Denoising error against the noise level (`denoising_error.py`)",

@@ -19,5 +19,5 @@ What the benchmarks measure with:
                   networks; peer_loop.py its one training loop and the cost of its steps
   digits.py       the 8x8 digits split, the evaluation classifier, the Fréchet distance's reference and floors
   digits_models.py  the small digits models, their training loop and cache, their sample sets; cells.py the
-                  (process, seed, sampler) cells of score_sde and edm
+                  (process, seed, sampler) cells of score_sde, edm and flow
 """

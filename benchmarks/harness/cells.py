@@ -1,7 +1,8 @@
-"""Sample sets of digits models of several processes (score_sde.py, edm.py): every (process, training seed) model is
-trained (or loaded from the cache) in a pool of worker processes, then every cell (a model sampled by a sampler at a
-step count) is drawn and scored there. A cell's x_T and noise come from SAMPLE_SEED + its training seed, so the cells
-of one seed share their noise; each reported figure is the mean ± standard error over the training seeds."""
+"""Sample sets of digits models of several processes (score_sde.py, edm.py, flow.py): every (process, training seed)
+model is trained (or loaded from the cache) in a pool of worker processes, then every cell (a model sampled by a
+sampler at a step count) is drawn and scored there. A cell's x_T and noise come from SAMPLE_SEED + its training seed,
+so the cells of one seed share their noise; score_sde and edm report the mean ± standard error over the training
+seeds (:func:`summary`), flow the mean ± sd."""
 
 from __future__ import annotations
 

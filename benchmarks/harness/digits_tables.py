@@ -1,5 +1,5 @@
 """Markdown tables of the digits benchmarks (quality_vs_cost, guidance_scale, classifier_guidance, score_sde, edm,
-denoising_error) from their records: what each script prints after a run, and what the README shows."""
+flow, denoising_error) from their records: what each script prints after a run, and what the README shows."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from denoising_diffusion import SAMPLERS
 
+from . import stats
 from .tables import markdown, pm
 
 Record = dict[str, Any]
@@ -54,7 +55,7 @@ def quality_vs_cost(runs_: Sequence[Record]) -> str:
 # ----- guidance_scale and classifier_guidance: accuracy and distance against the guidance scale ---------------------
 
 
-def _pair(values: Sequence[float | None], digits: int = 2) -> str:
+def _pair(values: Sequence[Any], digits: int = 2) -> str:
     """ "mean ± sd" of a (mean, sd) pair; the mean alone when the sd was not recorded."""
     mean, sd = values
     return f"{mean:.{digits}f}" if sd is None else pm(mean, sd, digits)
@@ -206,6 +207,71 @@ def edm(runs_: Sequence[Record]) -> str:
     return "\n\n".join(parts)
 
 
+# ----- flow: flow matching, DDPM, EDM and the 2-rectified flow at few evaluations, mean ± sd over seeds --------------
+
+FLOW_STUDENT = "2-rectified flow"
+FLOW_TARGET_NFE = (1, 2, 4)  # issue 33: the 2-rectified flow with Euler below every DDPM sampler at these budgets
+Summary = tuple[float, float, int]  # mean, sd, seeds
+
+
+def flow_cell(record: Record) -> Summary:
+    """A flow record's (mean, sd, seeds): from its per-seed distances, or, in a record transcribed from a table of
+    mean ± sd (per-seed values unknown), the ``fd`` = (mean, sd) it carries over its seeds."""
+    if record.get("fd_per_seed") is not None:
+        return (*stats.mean_sd(record["fd_per_seed"]), len(record["fd_per_seed"]))
+    mean, sd = record["fd"]
+    return mean, sd, len(record["seed"])
+
+
+def flow_target(cells: dict[tuple[str, str, int], Summary]) -> tuple[str, list[list[str]]]:
+    """The target's status by flow.py's rule ('met': the 2-rectified flow with Euler lower than every DDPM sampler at
+    each of FLOW_TARGET_NFE with a difference shown; 'not met': a DDPM cell lower with a difference shown; else
+    'undecided') and one row per comparison: NFE, DDPM sampler, both cells and the call."""
+    rows, calls = [], []
+    for nfe in FLOW_TARGET_NFE:
+        ours = cells.get((FLOW_STUDENT, "euler", nfe))
+        ddpm = [(sampler, c) for (model, sampler, budget), c in cells.items() if model == "ddpm" and budget == nfe]
+        if ours is None or not ddpm:
+            calls.append("missing")
+            continue
+        for sampler, theirs in ddpm:
+            calls.append(stats.summary_verdict(ours, theirs))
+            rows.append([str(nfe), sampler, pm(*theirs[:2]), pm(*ours[:2]), calls[-1]])
+    status = "met" if set(calls) == {"lower"} else "not met" if "higher" in calls else "undecided"
+    return status, rows
+
+
+def flow(run: Sequence[Record], *, detail: bool = False) -> str:
+    """One run: the distance of every model and sampler per NFE budget (mean ± sd over seeds; "(n)": the evaluations
+    used when below the budget), the floor, the setting and the target's verdict; with ``detail``, its comparisons."""
+    summary = {(r["model"], r["sampler"], r["nfe"]): flow_cell(r) for r in run}
+    used = {(r["model"], r["sampler"], r["nfe"]): r["nfe_used"] for r in run}
+    budgets = sorted({r["nfe"] for r in run})
+    rows = [[model, sampler, *("-" if (model, sampler, b) not in summary else pm(*summary[model, sampler, b][:2])
+                               + ("" if used[model, sampler, b] == b else f" ({used[model, sampler, b]})")
+                               for b in budgets)]
+            for model, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in run)]  # fmt: skip
+    first, cfg = run[0], run[0]["config"]
+    rows.append(["real vs real (floor)", "", *(pm(*first["floor"]) for _ in budgets)])
+    seeds = "per-seed values in the records" if all(r.get("fd_per_seed") is not None for r in run) else (
+        "per-seed values not recorded")  # fmt: skip
+    status, comparisons = flow_target(summary)
+    wins = sum(row[-1] == "lower" for row in comparisons)
+    parts = [
+        f"Unet dim {cfg['dim']}, mults (1, 2); {cfg['train_steps']} training steps (batch {cfg['batch_size']}, lr "
+        f"{cfg['lr']:g}); the 2-rectified flow: {cfg['pairs']} couplings by Heun ({cfg['coupling_steps']} steps) "
+        f"from the flow model, then {cfg['reflow_steps']} steps more. Fréchet distance of {cfg['num_samples']} "
+        f"samples to the held-out digits, mean ± sd over {len(first['seed'])} seeds ({seeds}).",
+        markdown(["model", "sampler", *(f"NFE {b}" for b in budgets)], rows, "ll" + "r" * len(budgets)),
+        f"target (the 2-rectified flow with Euler below every DDPM sampler at {', '.join(map(str, FLOW_TARGET_NFE))} "
+        f"NFE, a difference shown in each comparison: |Δ| > 2·√(sd_a²/n + sd_b²/n)): {status} ({wins} of "
+        f"{len(comparisons)} lower)",
+    ]
+    if detail:
+        parts.append(markdown(["NFE", "DDPM sampler", "DDPM", "2-rectified flow, euler", "call"], comparisons, "rlrr"))
+    return "\n\n".join(parts)
+
+
 # ----- denoising_error: ε-error of kept networks along the log-SNR ----------------------------------------------------
 
 
@@ -235,7 +301,8 @@ def denoising_error_ratios(runs_: Sequence[Record]) -> str:
     """The README's view: every network's ε-MSE as a multiple of diffusers' (same run, same CPU) at each λ, then each
     schedule's training share near λ (t uniform: the fraction of indices with |λ_t − λ| ≤ 1)."""
     lam = runs_[0]["lambda"]
-    rows, shares = [], {}
+    rows: list[list[str]] = []
+    shares: dict[str, list[float]] = {}
     for r in runs_:
         for n in r["networks"]:
             seeds = f"seeds {min(n['seeds'])}-{max(n['seeds'])}"

@@ -1,7 +1,8 @@
 """The statistics the benchmarks call differences with, each fixed before the runs it judges.
 
-* **Two standard errors, unpaired** (quality_vs_cost, guidance_scale, classifier_guidance, score_sde, edm): per-seed
-  values a and b differ when |mean a − mean b| > 2 se with se = √(sd_a²/n_a + sd_b²/n_b) (:func:`verdict`).
+* **Two standard errors, unpaired** (quality_vs_cost, guidance_scale, classifier_guidance, score_sde, edm, flow):
+  per-seed values a and b differ when |mean a − mean b| > 2 se with se = √(sd_a²/n_a + sd_b²/n_b) (:func:`verdict`;
+  :func:`summary_verdict` from mean, sd and n where only those are known).
 * **95% t-intervals** (peer_quality): a *cell* is the seeds of one configuration; two cells differ when their 95%
   intervals over seeds do not overlap (:func:`compare`); "at most half of X" is met when the interval lies wholly
   below half of X's. The paired form (sampler_variants): a difference when the 95% t-interval of the per-seed
@@ -57,7 +58,14 @@ def unpaired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     """The two-standard-error rule on per-seed values: 'higher' / 'lower' when a's mean is above / below b's by more
     than 2 se (:func:`unpaired`), else 'no difference shown'; 'n/a' without a spread on either side."""
-    diff, se = unpaired(a, b)
+    return summary_verdict((*mean_sd(a), len(a)), (*mean_sd(b), len(b)))
+
+
+def summary_verdict(a: tuple[float, float, int], b: tuple[float, float, int]) -> str:
+    """:func:`verdict` on summaries (mean, sd, n) where the per-seed values are not known (a record transcribed
+    from a table of mean ± sd): se = √(sd_a²/n_a + sd_b²/n_b), 2·√((sd_a² + sd_b²)/n) at equal n."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    diff, se = ma - mb, math.sqrt(sa**2 / na + sb**2 / nb)
     if not math.isfinite(se):
         return "n/a"
     if diff > 2 * se:

@@ -43,3 +43,12 @@ def test_a_section_shows_the_latest_run_under_its_command(tmp_path) -> None:
     text = report.block(tmp_path)
     assert "`PYTHONPATH=. python benchmarks/growth.py`" in text and "2026-02-01" in text and "2026-01-01" not in text
     assert "| 8 | 2 | 0.200 s |" in text and json.loads(path.read_text().splitlines()[0])["step_s"] == 0.1
+
+
+def test_a_missing_results_file_leaves_its_section_out(tmp_path) -> None:
+    """Only files that exist get a section (a benchmark not yet run, e.g. cascade.jsonl, is simply absent); the flow
+    section renders its transcribed records, with the target's verdict."""
+    (tmp_path / "flow.jsonl").write_text((records.RESULTS / "flow.jsonl").read_text())
+    text = report.block(tmp_path)
+    assert "(`flow.py`)" in text and "met (9 of 9 lower)" in text and "source: transcribed from README" in text
+    assert "cascade" not in text and text.count("### ") == 1
