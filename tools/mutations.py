@@ -3208,7 +3208,7 @@ MUTATIONS += (
         "the autoencoder's loss adds the KL term unweighted (β ignored)",
         AUTOENCODER_TESTS,
     ),
-    # ----- data/: named sets, streams; training/: the stream's resume, the validation loss -----------------------------
+    # ----- data/: named sets, streams; training/: the validation loss -------------------------------------------------
     Mutation(
         "cifar-rows-as-hwc",
         "denoising_diffusion/data/named_files.py",
