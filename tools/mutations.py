@@ -2965,3 +2965,312 @@ MUTATIONS += (
         LOCK_TESTS,
     ),
 )
+
+# ===== round 3's features (issues 30-33): flow matching and reflow, cascades, latent diffusion, data sets, streams
+# and validation, sharing. Each selection names first the file that defends the formula or contract, so that -x stops
+# early on a caught mutant. =====
+FLOW_TESTS = ("tests/maths/test_flow_process.py", "tests/maths/test_flow_oracle.py")
+TIMES_TESTS = (
+    "tests/maths/test_flow_process.py::test_logit_normal_times_match_their_density",
+    "tests/maths/test_flow_process.py::test_logit_normal_is_the_training_times_a_flow_model_is_told",
+    "tests/maths/test_flow_process.py::test_logit_normal_times_refuse_a_process_whose_time_is_not_in_0_1",
+)
+REFLOW_TESTS = ("tests/maths/test_reflow.py",)
+CASCADE_TESTS = ("tests/maths/test_cascade_truth.py", "tests/contracts/test_cascade.py")
+LATENT_TESTS = ("tests/contracts/test_latent.py", "tests/contracts/test_diffusers_autoencoder.py")
+LATENT_CACHE_TESTS = ("tests/contracts/test_latent_cache.py",)
+AUTOENCODER_TESTS = (
+    "tests/training/test_autoencoder.py",
+    "tests/contracts/test_latent.py::test_posterior_kl_and_sample_follow_their_closed_forms",
+)
+STREAM_TESTS = ("tests/training/test_streams.py",)
+VALIDATION_TESTS = ("tests/training/test_validation.py",)
+PRETRAINED_TESTS = ("tests/contracts/test_pretrained.py",)
+NAMED_TESTS = ("tests/training/test_named_datasets.py::test_named_sets_read_what_torchvision_reads",)
+CASCADE = "denoising_diffusion/cascade/{}.py".format
+REFLOW = "denoising_diffusion/reflow/{}.py".format
+LATENT = "denoising_diffusion/latent.py"
+STRAIGHT_CHORD = "chord = (self.start - self.end) / span"
+LATENT_DECODE = "z = latents / self._scale() + self.shift_factor"
+
+MUTATIONS += (
+    # ----- processes/flow.py: the paths' time derivatives and their SDE -----------------------------------------------
+    Mutation(
+        "flow-d-alpha-sign",
+        PROCS("flow"),
+        "return -torch.ones_like(t), torch.ones_like(t)",
+        "return torch.ones_like(t), torch.ones_like(t)",
+        "the straight path's α'_t = +1 (the sign of d(1 − t)/dt dropped)",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "flow-cosine-derivs-no-half-pi",
+        PROCS("flow"),
+        "return -0.5 * math.pi * torch.sin(angle), 0.5 * math.pi * torch.cos(angle)",
+        "return -torch.sin(angle), torch.cos(angle)",
+        "the cosine path's (α'_t, σ'_t) without the chain rule's π/2",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "flow-g2-det-sign",
+        PROCS("flow"),
+        "return 2.0 * sigma * (alpha * d_sigma - sigma * d_alpha) / alpha",
+        "return 2.0 * sigma * (alpha * d_sigma + sigma * d_alpha) / alpha",
+        "g² = 2σ(α σ' + σ α')/α: the sign of fσ² in dσ²/dt − 2fσ² flipped",
+        FLOW_TESTS,
+    ),
+    # ----- parameterization.py and preconditioning.py: the velocity objective -----------------------------------------
+    Mutation(
+        "vel-target-reversed",
+        P,
+        "return d_alpha * x0 + d_sigma * eps",
+        "return d_sigma * x0 + d_alpha * eps",
+        "the velocity target of the other time convention: x_0 − ε on the straight path (Lipman et al.'s t = 1 data)",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "vel-x0-det-sign",
+        P,
+        "return (d_sigma * x_t - sigma * u) / (alpha * d_sigma - sigma * d_alpha)",
+        "return (d_sigma * x_t - sigma * u) / (alpha * d_sigma + sigma * d_alpha)",
+        "x̂_0 from the velocity divided by α σ' + σ α' instead of the determinant α σ' − σ α'",
+        FLOW_TESTS,
+    ),
+    Mutation(
+        "vel-derivs-at-network-time",
+        PRECOND,
+        "return NetworkOutput(out, var_interp, alpha, sigma, *path_derivatives(schedule, t, x_t))",
+        "return NetworkOutput(out, var_interp, alpha, sigma, *path_derivatives(schedule, time, x_t))",
+        "the path's derivatives taken at the network's time 999·t instead of t",
+        FLOW_TESTS,
+    ),
+    # ----- losses/times.py: the logit-normal draw ---------------------------------------------------------------------
+    Mutation(
+        "logit-normal-scale-ignored",
+        LOSS("times"),
+        "u = self.location + self.scale * torch.randn(n, device=device, dtype=torch.float64)",
+        "u = self.location + torch.randn(n, device=device, dtype=torch.float64)",
+        "logit(t) ~ N(m, 1) whatever the scale s",
+        TIMES_TESTS,
+    ),
+    Mutation(
+        "logit-normal-mirrored",
+        LOSS("times"),
+        "return torch.sigmoid(u).clamp(low, high)",
+        "return torch.sigmoid(-u).clamp(low, high)",
+        "t = 1 − sigmoid(u): the draw mirrored (location > 0 favours the data end instead of the noise end)",
+        TIMES_TESTS,
+    ),
+    # ----- reflow/: the straightness S(Z), the student's target, the couplings ---------------------------------------
+    Mutation(
+        "straightness-chord-reversed",
+        REFLOW("straightness"),
+        STRAIGHT_CHORD,
+        "chord = (self.end - self.start) / span",
+        "S's chord velocity (Z_0 − Z_T)/T: the direction of the trajectory read backwards",
+        REFLOW_TESTS,
+    ),
+    Mutation(
+        "straightness-chord-over-one",
+        REFLOW("straightness"),
+        STRAIGHT_CHORD,
+        "chord = self.start - self.end",
+        "S's chord velocity Z_T − Z_0 as if T = 1 (the sampler starts at t_max = 0.999)",
+        REFLOW_TESTS,
+    ),
+    Mutation(
+        "straightness-summed-over-elements",
+        REFLOW("straightness"),
+        ".pow(2).flatten(2).mean(2)",
+        ".pow(2).flatten(2).sum(2)",
+        "S summed over a sample's C·H·W elements instead of averaged (images of different sizes no longer compare)",
+        REFLOW_TESTS,
+    ),
+    Mutation(
+        "reflow-pair-swapped",
+        REFLOW("rectified"),
+        "self.p_losses(self.normalize(images), t, noise.to(images.dtype)",
+        "self.p_losses(noise.to(images.dtype), t, self.normalize(images)",
+        "a coupled batch trains with x_0 and x_1 swapped: the target x_0 − x_1",
+        REFLOW_TESTS,
+    ),
+    Mutation(
+        "coupling-pairs-swapped",
+        REFLOW("couplings"),
+        "return CouplingSet(torch.cat(x0s), torch.cat(x1s),",
+        "return CouplingSet(torch.cat(x1s), torch.cat(x0s),",
+        "generate_couplings stores the noise as x_0 and the teacher's sample as x_1",
+        REFLOW_TESTS,
+    ),
+    # ----- cascade/: resizing, conditioning augmentation, the level, the image's null, the size chain ---------------
+    Mutation(
+        "cascade-downsample-aliased",
+        CASCADE("resize"),
+        "return _resized(images, size, antialias=True)",
+        "return _resized(images, size, antialias=False)",
+        "the low-resolution input made by a plain (aliased) bicubic subsample instead of the antialiased one",
+        CASCADE_TESTS,
+    ),
+    Mutation(
+        "cascade-level-coefs-swapped",
+        CASCADE("augmentation"),
+        "return torch.cos(0.5 * math.pi * s), torch.sin(0.5 * math.pi * s)",
+        "return torch.sin(0.5 * math.pi * s), torch.cos(0.5 * math.pi * s)",
+        "the augmentation's (α_s, σ_s) swapped: level 0 is pure noise, level 1 the clean input",
+        CASCADE_TESTS,
+    ),
+    Mutation(
+        "cascade-sample-level-ignored",
+        CASCADE("stage"),
+        "self.sample_level if level is None else level",
+        "self.sample_level",
+        "SuperResolution.sample(level=) ignored: always the stage's sample_level",
+        CASCADE_TESTS,
+    ),
+    Mutation(
+        "cascade-null-image-kept",
+        NN_COND,
+        "image = torch.where(drop[:, None, None, None], torch.zeros_like(image), image)",
+        "image = image.clone()",
+        "a dropped sample keeps its low-resolution image: guidance's unconditional branch still sees it",
+        ("tests/contracts/test_cascade.py", "tests/maths/test_cascade_truth.py"),
+    ),
+    Mutation(
+        "cascade-chain-channels-unchecked",
+        CASCADE("cascade"),
+        "if stage.low_res_size != tuple(before.image_size) or stage.channels != before.channels:",
+        "if stage.low_res_size != tuple(before.image_size):",
+        "a stage taking another channel count than the stage before makes is accepted into a cascade",
+        CASCADE_TESTS,
+    ),
+    # ----- latent.py, nn/autoencoder.py, autoencoder_training.py, latent_cache.py ------------------------------------
+    Mutation(
+        "latent-scale-is-std",
+        LATENT,
+        'self.scale_factor = self.config["scale_factor"] = fitted["scale_factor"] = 1.0 / std',
+        'self.scale_factor = self.config["scale_factor"] = fitted["scale_factor"] = std',
+        "the fitted scale factor is std of the latents instead of 1/std",
+        LATENT_TESTS,
+    ),
+    Mutation(
+        "latent-encode-unscaled",
+        LATENT,
+        "return self.scaled(posterior.sample(generator) if sample else posterior.mode())",
+        "return posterior.sample(generator) if sample else posterior.mode()",
+        "encode() (editing's way into latent space) returns z, not the scaled s (z − b) the diffusion works on",
+        LATENT_TESTS,
+    ),
+    Mutation(
+        "latent-decode-shift-dropped",
+        LATENT,
+        LATENT_DECODE,
+        "z = latents / self._scale()",
+        "decode() forgets the shift: D(z̃/s) instead of D(z̃/s + b) (SD3-style VAEs)",
+        LATENT_TESTS,
+    ),
+    Mutation(
+        "latent-clamped-before-decode",
+        LATENT,
+        LATENT_DECODE,
+        "z = latents.clamp(-1.0, 1.0) / self._scale() + self.shift_factor",
+        "the sampler's latents clamped to [−1, 1] before decoding, as if they were images",
+        LATENT_TESTS,
+    ),
+    Mutation(
+        "latent-clipping-diffusion-accepted",
+        LATENT,
+        "if diffusion.auto_normalize or diffusion.clip_denoised:",
+        "if diffusion.auto_normalize:",
+        "a latent diffusion that clips x̂_0 to [−1, 1] accepted (only auto_normalize refused)",
+        LATENT_TESTS,
+    ),
+    Mutation(
+        "latent-cache-ignores-channels",
+        "denoising_diffusion/latent_cache.py",
+        '"channels": dataset.channels, "files": files}',
+        '"files": files}',
+        "an image folder's latent cache not keyed on the channels it is read at (RGB latents reused for grey)",
+        LATENT_CACHE_TESTS,
+    ),
+    Mutation(
+        "ae-kl-std-for-var",
+        "denoising_diffusion/nn/autoencoder.py",
+        "terms = self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar",
+        "terms = self.mean.pow(2) + self.std - 1.0 - self.logvar",
+        "the posterior's KL with σ where σ² belongs",
+        AUTOENCODER_TESTS,
+    ),
+    Mutation(
+        "ae-kl-weight-ignored",
+        "denoising_diffusion/autoencoder_training.py",
+        "return (reconstruction + self.kl_weight * kl).mean()",
+        "return (reconstruction + kl).mean()",
+        "the autoencoder's loss adds the KL term unweighted (β ignored)",
+        AUTOENCODER_TESTS,
+    ),
+    # ----- data/: named sets, streams; training/: the validation loss -------------------------------------------------
+    Mutation(
+        "cifar-rows-as-hwc",
+        "denoising_diffusion/data/named_files.py",
+        "images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))",
+        "images.append(torch.from_numpy(data.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2).copy()))",
+        "CIFAR-10 rows read as interleaved RGB pixels instead of three planes",
+        NAMED_TESTS,
+    ),
+    Mutation(
+        "stream-rank-ignored",
+        "denoising_diffusion/data/streams.py",
+        "return order[rank::world], False",
+        "return order[::world], False",
+        "every process reads process 0's shards (the rank ignored in the split)",
+        STREAM_TESTS,
+    ),
+    Mutation(
+        "stream-same-order-every-epoch",
+        "denoising_diffusion/data/streams.py",
+        "manual_seed(mixed_seed(seed, epoch))",
+        "manual_seed(mixed_seed(seed))",
+        "the shards' permutation seeded without the epoch: the same order every epoch",
+        STREAM_TESTS,
+    ),
+    Mutation(
+        "stream-resume-repeats-record",
+        "denoising_diffusion/data/streams.py",
+        "after = StreamPosition(epoch, begin[0], begin[1], window, j + 1)",
+        "after = StreamPosition(epoch, begin[0], begin[1], window, j)",
+        "the position after a record counts it as not yet taken: a resume yields it again",
+        STREAM_TESTS,
+    ),
+    Mutation(
+        "val-seed-ignores-batch",
+        TRAINING("validation"),
+        "torch.manual_seed(mixed_seed(seed, b))",
+        "torch.manual_seed(mixed_seed(seed, 0))",
+        "every validation batch under the same seed: the same t and ε draws repeated batch after batch",
+        VALIDATION_TESTS,
+    ),
+    Mutation(
+        "val-unweighted-mean",
+        TRAINING("validation"),
+        "total, count = total + float(loss) * size, count + size",
+        "total, count = total + float(loss), count + 1",
+        "the validation loss a mean of the batch means, the last (smaller) batch weighted as a full one",
+        VALIDATION_TESTS,
+    ),
+    Mutation(
+        "pretrained-parameters-only",
+        "denoising_diffusion/pretrained.py",
+        "save_file(_plain_tensors(model.state_dict()), tmp, metadata)",
+        "save_file(_plain_tensors(dict(model.named_parameters())), tmp, metadata)",
+        "save_pretrained writes the parameters but not the buffers",
+        PRETRAINED_TESTS,
+    ),
+    Mutation(
+        "pretrained-kind-exact-type",
+        "denoising_diffusion/pretrained.py",
+        "if expected is not None and not isinstance(model, expected):",
+        "if expected is not None and type(model) is not expected:",
+        "Class.from_pretrained refuses a saved subclass (a RectifiedFlow through GaussianDiffusion.from_pretrained)",
+        PRETRAINED_TESTS,
+    ),
+)

@@ -160,3 +160,14 @@ def test_a_file_that_is_not_a_stage_is_refused_by_name(tmp_path: Path) -> None:
         Cascade.from_checkpoints([stage_file, stage_file])
     cascade = Cascade.from_checkpoints([base_file, stage_file])
     assert [type(s).__name__ for s in cascade.stages] == ["GaussianDiffusion", "SuperResolution"]
+
+
+def test_a_stage_of_another_channel_count_does_not_chain() -> None:
+    """Sizes that chain are not enough: a grey stage (1 channel in, 1 out) after an RGB base is refused, naming both
+    channel counts (it would fail only when sampling, on the concatenated input)."""
+    net = unet(1, channels=1, cond_image_channels=1, cond_level=True)
+    grey = SuperResolution(GaussianDiffusion(net, image_size=16, timesteps=10), low_res_size=8)
+    message = (r"do not chain: stage 1 \(super-resolution 8x8 -> 16x16\) takes 1-channel 8x8 images, but stage 0 "
+               r"\(the base, 8x8\) makes 3-channel 8x8 ones")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        Cascade([base(8), grey])

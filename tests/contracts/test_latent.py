@@ -88,6 +88,45 @@ def test_samples_are_decoded_from_unclamped_latents(monkeypatch) -> None:
     torch.testing.assert_close(seen[0], raw / 0.25, rtol=0, atol=0)
 
 
+def test_encode_and_decode_are_the_scaling_and_its_inverse_with_the_shift(monkeypatch) -> None:
+    """encode(x) = s (μ − b) (with sample=True: s (μ + σ ε − b), ε from the generator) and decode(z̃) gives the decoder
+    z̃/s + b, so decode(encode(x)) = D(μ) clamped; written out with s = 0.25 and an autoencoder that declares a shift
+    b = 0.7, as SD3's VAE does (every other test has b = 0, where a dropped shift is invisible)."""
+    autoencoder = tiny_autoencoder().eval()
+    autoencoder.shift_factor = 0.7
+    latent = tiny_latent_diffusion(autoencoder, scale_factor=0.25).eval()
+    assert latent.shift_factor == 0.7
+    with torch.no_grad():
+        posterior = autoencoder.encode(IMAGES[:2])
+    torch.testing.assert_close(latent.encode(IMAGES[:2]), 0.25 * (posterior.mean - 0.7))
+    noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(4))
+    drawn = latent.encode(IMAGES[:2], sample=True, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(drawn, 0.25 * (posterior.mean + posterior.std * noise - 0.7))
+    seen: list[torch.Tensor] = []
+    decode = autoencoder.decode
+
+    def recorded(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z)
+        return decode(z)
+
+    monkeypatch.setattr(autoencoder, "decode", recorded)
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(5))
+    latent.decode(z)
+    torch.testing.assert_close(seen[0], z / 0.25 + 0.7)
+    with torch.no_grad():
+        torch.testing.assert_close(latent.decode(latent.encode(IMAGES[:2])), decode(posterior.mean).clamp(0, 1))
+
+
+@pytest.mark.parametrize("auto_normalize,clip_denoised", [(True, False), (False, True)])
+def test_a_diffusion_that_normalizes_or_clips_is_refused_each_alone(auto_normalize: bool, clip_denoised: bool) -> None:
+    """Latents are not images: a diffusion that maps its data from [0, 1] or clamps x̂_0 to [−1, 1] is refused, each
+    setting on its own (bad_input's case has both on)."""
+    diffusion = GaussianDiffusion(latent_unet(4), image_size=4, timesteps=10, auto_normalize=auto_normalize,
+                                  clip_denoised=clip_denoised)  # fmt: skip
+    with pytest.raises(ValueError, match="auto_normalize=False, clip_denoised=False"):
+        LatentDiffusion(tiny_autoencoder(), diffusion)
+
+
 def test_the_frozen_autoencoder_is_saved_once_with_the_network_and_rebuilds_from_the_checkpoint(tmp_path) -> None:
     """A Trainer step trains the diffusion's network only; the checkpoint names the network's place and holds the
     autoencoder among the parts, and load_pipeline rebuilds the whole, scale factor included, from the file alone."""

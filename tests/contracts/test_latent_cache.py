@@ -104,3 +104,15 @@ def test_a_folder_that_flips_its_own_items_cannot_be_cached(tmp_path: Path) -> N
     data = ImageFolderDataset(tmp_path / "images", SIZE, augment_horizontal_flip=True)
     with pytest.raises(ValueError, match="flips its items at random"):
         cache_latents(tiny_autoencoder(), data, tmp_path / "cache")
+
+
+def test_an_image_folder_is_keyed_by_the_channels_it_is_read_at(tmp_path: Path) -> None:
+    """The folder read in grey is other data than the same files in RGB: its key differs, so a cached RGB entry never
+    hides the autoencoder's refusal of 1-channel images."""
+    _write_images(tmp_path / "images", 2)
+    autoencoder = tiny_autoencoder()
+    rgb = cache_latents(autoencoder, ImageFolderDataset(tmp_path / "images", SIZE), tmp_path / "cache")
+    grey = ImageFolderDataset(tmp_path / "images", SIZE, channels=1)
+    assert cache_key(autoencoder, grey, flips=False) != rgb.key
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\), got \(2, 1, 16, 16\)"):
+        cache_latents(autoencoder, grey, tmp_path / "cache")

@@ -281,6 +281,18 @@ def test_weights_that_do_not_fit_and_the_wrong_class_are_named(tmp_path: Path) -
         from_pretrained(tmp_path / "b")
 
 
+def test_a_class_loads_its_saved_subclasses_and_refuses_other_kinds(tmp_path: Path) -> None:
+    """Class.from_pretrained takes any model that is a Class: a saved RectifiedFlow through GaussianDiffusion's
+    (the same outputs), and refuses one that is not (a SuperResolution's), naming both."""
+    model = _randomized(RectifiedFlow(unet(), image_size=8, process="flow", sampling_timesteps=3)).eval()
+    save_pretrained(model, tmp_path / "rf")
+    loaded = GaussianDiffusion.from_pretrained(tmp_path / "rf")
+    assert type(loaded) is RectifiedFlow
+    assert torch.equal(loaded.sample(2, generator=_gen()), model.sample(2, generator=_gen()))
+    with pytest.raises(CheckpointError, match="holds a RectifiedFlow, not a SuperResolution"):
+        SuperResolution.from_pretrained(tmp_path / "rf")
+
+
 def test_an_unregistered_part_is_refused_before_writing(tmp_path: Path) -> None:
     class PlainNet(nn.Module):
         channels, self_condition, learned_variance = 1, False, False

@@ -63,6 +63,22 @@ def test_the_loss_is_the_mean_l1_in_minus_one_one_plus_the_scaled_kl() -> None:
     torch.testing.assert_close(kl, posterior.kl() / images[0].numel())
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.25])
+def test_the_training_loss_weights_the_kl_term_by_beta(beta: float) -> None:
+    """forward() = mean over the batch of (reconstruction + β KL/D), both terms from the same draw of z (the global
+    RNG seeded alike). The KL term per value is about 0.006 here, a thousand times the comparison's tolerance, so β
+    ignored (the term weighted 1) cannot pass."""
+    training = AutoencoderTraining(tiny_autoencoder(), image_size=SIZE, kl_weight=beta)
+    images = BuiltinShapes(4, SIZE).images
+    with torch.no_grad():
+        torch.manual_seed(0)
+        loss = training(images)
+        torch.manual_seed(0)
+        reconstruction, kl = training.losses(images)
+    assert float(kl.mean()) > 1e-3
+    torch.testing.assert_close(loss, (reconstruction + beta * kl).mean())
+
+
 def test_bad_sizes_and_factors_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="factor must be a power of two"):
         Autoencoder(factor=3)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from trainer_helpers import isolated_accelerate, make_trainer, reset_accelerate, tiny_diffusion  # noqa: F401
 
 from denoising_diffusion.checkpoint import load_checkpoint
@@ -55,6 +56,39 @@ def test_the_noise_is_fixed_per_item_not_drawn_anew(tmp_path: Path) -> None:
     first = validation_loss(model, batches, 0, torch.device("cpu"))
     assert validation_loss(model, batches, 0, torch.device("cpu")) == first
     assert validation_loss(model, batches, 1, torch.device("cpu")) != first
+
+
+def test_each_batch_draws_its_own_t_and_noise() -> None:
+    """Batch b's draws come from its own seed mixed_seed(seed, b): the same batch twice is the mean of two different
+    losses, not the first one's again (one seed for every batch would repeat one batch's t and ε across the set)."""
+    model = tiny_diffusion()
+    batch = collate_batch(list(torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))))
+    once = validation_loss(model, [batch], 0, torch.device("cpu"))
+    twice = validation_loss(model, [batch, batch], 0, torch.device("cpu"))
+    assert abs(twice - once) > 1e-3 * once
+
+
+class PixelMean(nn.Module):
+    """A stand-in model whose loss of a batch is the mean of its pixels; it records its mode at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return batch.mean()
+
+
+def test_the_loss_is_the_mean_over_items_whatever_the_batch_sizes() -> None:
+    """Items of constant value 0, 1, 2, 3 in batches of 3 and 1: the validation loss is the mean over the items, 1.5
+    (the mean of the two batch means, 2, would weight the last item three times); computed in eval mode, the mode
+    restored."""
+    items = [torch.full((3, 2, 2), float(i)) for i in range(4)]
+    model = PixelMean()
+    loss = validation_loss(model, [collate_batch(items[:3]), collate_batch(items[3:])], 0, torch.device("cpu"))
+    assert loss == pytest.approx(1.5, abs=1e-12)
+    assert model.modes == [False, False] and model.training
 
 
 def test_bad_validation_data_stops_before_anything_is_written(tmp_path: Path) -> None:
