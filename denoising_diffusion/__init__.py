@@ -6,7 +6,6 @@ public boundary.
 """
 
 from ._version import __version__
-from .autoencoder_training import AutoencoderTraining
 from .cascade import Cascade, SuperResolution
 from .checkpoint import CheckpointError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from .conditioning import ConditionSpec
@@ -23,8 +22,7 @@ from .denoiser import Prediction, StepRecord
 from .diffusion import GaussianDiffusion
 from .editing import img2img, inpaint
 from .guidance import classifier_free_guidance, classifier_guidance, guided_prediction
-from .latent import LatentDiffusion
-from .latent_cache import CachedLatents, cache_latents
+from .latent import AutoencoderTraining, CachedLatents, LatentDiffusion, cache_latents
 from .likelihood import bits_per_dim, ode_bits_per_dim, ode_log_likelihood, vlb_terms
 from .nn import Autoencoder, DiffusersAutoencoder, EncoderClassifier, Unet
 from .noise_aware_classifier import NoiseAwareClassifier

@@ -2989,7 +2989,7 @@ PRETRAINED_TESTS = ("tests/contracts/test_pretrained.py",)
 NAMED_TESTS = ("tests/training/test_named_datasets.py::test_named_sets_read_what_torchvision_reads",)
 CASCADE = "denoising_diffusion/cascade/{}.py".format
 REFLOW = "denoising_diffusion/reflow/{}.py".format
-LATENT = "denoising_diffusion/latent.py"
+LATENT = "denoising_diffusion/latent/diffusion.py"
 STRAIGHT_CHORD = "chord = (self.start - self.end) / span"
 LATENT_DECODE = "z = latents / self._scale() + self.shift_factor"
 
@@ -3143,7 +3143,7 @@ MUTATIONS += (
         "a stage taking another channel count than the stage before makes is accepted into a cascade",
         CASCADE_TESTS,
     ),
-    # ----- latent.py, nn/autoencoder.py, autoencoder_training.py, latent_cache.py ------------------------------------
+    # ----- latent/ (diffusion.py, autoencoder_training.py, cache.py), nn/autoencoder.py ----------------------------
     Mutation(
         "latent-scale-is-std",
         LATENT,
@@ -3186,7 +3186,7 @@ MUTATIONS += (
     ),
     Mutation(
         "latent-cache-ignores-channels",
-        "denoising_diffusion/latent_cache.py",
+        "denoising_diffusion/latent/cache.py",
         '"channels": dataset.channels, "files": files}',
         '"files": files}',
         "an image folder's latent cache not keyed on the channels it is read at (RGB latents reused for grey)",
@@ -3202,7 +3202,7 @@ MUTATIONS += (
     ),
     Mutation(
         "ae-kl-weight-ignored",
-        "denoising_diffusion/autoencoder_training.py",
+        "denoising_diffusion/latent/autoencoder_training.py",
         "return (reconstruction + self.kl_weight * kl).mean()",
         "return (reconstruction + kl).mean()",
         "the autoencoder's loss adds the KL term unweighted (β ignored)",

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import normalize_image_size
-from ..autoencoder_training import AutoencoderTraining
-from ..latent import LatentDiffusion
-from ..latent_cache import cache_latents
+from ..latent import AutoencoderTraining, LatentDiffusion, cache_latents
 from ..nn.autoencoder import Autoencoder, check_divides
 from ..nn.diffusers_autoencoder import DiffusersAutoencoder
 from ..pipeline import Spec, build, load_pipeline, load_weights

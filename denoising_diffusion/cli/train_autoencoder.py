@@ -1,8 +1,8 @@
 """``denoising-diffusion train-autoencoder [FOLDER] --factor 4``: train the KL autoencoder of latent diffusion.
 
-The Trainer trains nn/autoencoder.py's Autoencoder through autoencoder_training.py's objective (L1 reconstruction +
-β KL) with everything it gives a diffusion: EMA (sized to the run, as ``train`` sizes it), mixed precision,
-checkpoints in ``--results``, ``--resume``, unreadable images named or skipped. Each milestone's
+The Trainer trains nn/autoencoder.py's Autoencoder through latent/autoencoder_training.py's objective (L1
+reconstruction + β KL) with everything it gives a diffusion: EMA (sized to the run, as ``train`` sizes it), mixed
+precision, checkpoints in ``--results``, ``--resume``, unreadable images named or skipped. Each milestone's
 ``sample-N.png`` shows training images beside their reconstructions. Without FOLDER it learns the built-in shapes
 (16 px) in about a minute on a CPU. Afterwards ``train FOLDER --latent RESULTS/model-N.pt`` trains a diffusion on its
 latents.
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from .._utils import normalize_image_size
-from ..autoencoder_training import KL_WEIGHT, AutoencoderTraining
 from ..data.datasets import ImageFolderDataset, OnBadImage, get_builtin_dataset, list_image_files
 from ..data.scan import check_folder_dataset, scan_images
+from ..latent import KL_WEIGHT, AutoencoderTraining
 from ..nn.autoencoder import Autoencoder, check_divides
 from ..training import Trainer
 from ..training.results_lock import ResultsLock

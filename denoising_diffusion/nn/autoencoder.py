@@ -2,7 +2,7 @@
 
 The encoder maps an image x (B, C, H, W) to the parameters of a diagonal Gaussian posterior q(z | x) over latents z
 (B, c, H/f, W/f), with f = 2^k the downsampling factor and c a few latent channels; the decoder maps z back to an
-image. Trained with an L1 reconstruction and a small KL(q(z | x) ‖ N(0, I)) (autoencoder_training.py), the latent
+image. Trained with an L1 reconstruction and a small KL(q(z | x) ‖ N(0, I)) (latent/autoencoder_training.py), the latent
 space stays smooth enough for a diffusion model while keeping almost all of the image (docs/latent.md).
 
 Both halves are stacks of pre-activation ResNet blocks (GroupNorm, SiLU, 3×3 conv) without time conditioning, as

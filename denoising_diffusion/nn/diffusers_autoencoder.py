@@ -1,6 +1,7 @@
 """Stable Diffusion's VAE as this package's autoencoder: a diffusers ``AutoencoderKL`` behind the interface that
-latent.py's LatentDiffusion uses (``encode(images in [0, 1]) -> DiagonalGaussian``, ``decode(latents) -> images in
-[0, 1]``, ``channels``, ``latent_channels``, ``factor``), with its own ``scaling_factor`` (and ``shift_factor``).
+latent/diffusion.py's LatentDiffusion uses (``encode(images in [0, 1]) -> DiagonalGaussian``, ``decode(latents) ->
+images in [0, 1]``, ``channels``, ``latent_channels``, ``factor``), with its own ``scaling_factor`` (and
+``shift_factor``).
 
 Only local directories are read (``local_files_only``): a folder written by ``AutoencoderKL.save_pretrained``, or a
 whole Stable Diffusion pipeline folder, whose ``vae/`` sub-folder is taken. diffusers is an optional dependency
@@ -89,7 +90,7 @@ class DiffusersAutoencoder(PretrainedMixin, nn.Module):
     Attributes:
         channels, latent_channels: the VAE's image and latent channels.
         factor: its downsampling factor 2^(len(block_out_channels) − 1) (8 for Stable Diffusion).
-        scaling_factor, shift_factor: the VAE's s and b (latent.py: z̃ = s (z − b)); b = 0 when it has none.
+        scaling_factor, shift_factor: the VAE's s and b (latent/diffusion.py: z̃ = s (z − b)); b = 0 when it has none.
     """
 
     def __init__(self, vae_config: Mapping[str, Any]) -> None:

@@ -103,8 +103,10 @@ def test_checkpoint_is_the_file_format_only() -> None:
         ("processes", ["diffusion", "samplers", "nn", "pipeline", "preconditioning", "losses", "sampling"]),
         ("registry", ["nn", "diffusion", "pipeline", "pretrained", "checkpoint"]),  # the mixin: through a table
         ("editing", ["diffusion", "nn", "pipeline", "training", "cli"]),  # diffusion.py's thin methods import it
-        ("pipeline", ["cascade", "training", "cli"]),  # compositions register themselves; the pipeline discovers them
+        ("pipeline", ["cascade", "latent", "reflow", "training", "cli"]),  # compositions register themselves
         ("cascade", ["nn", "training", "cli"]),
+        ("latent", ["pipeline", "pretrained", "training", "cli"]),
+        ("reflow", ["pipeline", "pretrained", "training", "cli"]),
     ],
 )
 def test_lower_layers_do_not_import_upper_ones(layer: str, forbidden: list[str]) -> None:

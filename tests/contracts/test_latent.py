@@ -1,5 +1,5 @@
-"""LatentDiffusion (latent.py): the scale factor, saving and rebuilding with every sampler, decoding without clamping
-first, the frozen autoencoder in a training checkpoint, editing in pixel space, and the errors of bad input."""
+"""LatentDiffusion (latent/diffusion.py): the scale factor, saving and rebuilding with every sampler, decoding without
+clamping first, the frozen autoencoder in a training checkpoint, editing in pixel space, and the errors of bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cached latents (latent_cache.py): equal to freshly encoded ones, reused while nothing changed, and never reused
+"""Cached latents (latent/cache.py): equal to freshly encoded ones, reused while nothing changed, and never reused
 when the autoencoder, the data or their size changed."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from denoising_diffusion import BuiltinShapes, ImageFolderDataset
-from denoising_diffusion.latent_cache import cache_key, cache_latents
+from denoising_diffusion.latent import cache_key, cache_latents
 
 
 def test_cached_latents_equal_freshly_encoded_ones_and_keep_the_labels(tmp_path: Path) -> None:

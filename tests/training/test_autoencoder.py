@@ -1,5 +1,5 @@
-"""The KL autoencoder trained by the Trainer (autoencoder_training.py): it learns to reconstruct, its milestone grid
-shows inputs beside reconstructions, its checkpoint rebuilds, a resume is exact, and bad sizes are clear errors."""
+"""The KL autoencoder trained by the Trainer (latent/autoencoder_training.py): it learns to reconstruct, its milestone
+grid shows inputs beside reconstructions, its checkpoint rebuilds, a resume is exact, and bad sizes are clear errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from trainer_helpers import isolated_accelerate, make_trainer  # noqa: F401 (autouse fixture)
 
 from denoising_diffusion import BuiltinShapes, load_pipeline
-from denoising_diffusion.autoencoder_training import AutoencoderTraining
+from denoising_diffusion.latent import AutoencoderTraining
 from denoising_diffusion.nn.autoencoder import Autoencoder
 
 BOUND = 0.09

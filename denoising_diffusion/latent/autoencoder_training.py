@@ -8,7 +8,7 @@ batch of images it returns Rombach et al. 2022's first-stage objective without i
 
 with β = 10⁻⁶ by default, the weight of their kl-f4 and kl-f8 configurations (their loss is the same sum per sample,
 not divided by D). β only keeps the latents from drifting to arbitrary scales; latent diffusion rescales them by
-1/std anyway (latent.py). Everything the Trainer gives a diffusion comes with it: EMA, mixed precision,
+1/std anyway (diffusion.py). Everything the Trainer gives a diffusion comes with it: EMA, mixed precision,
 checkpoints (the pipeline rebuilds it), exact resume, unreadable images named or skipped.
 
 No perceptual (LPIPS) term, because it needs downloaded VGG weights, and no adversarial term, because a
@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._utils import normalize_image_size
-from .data.batch import Batch, check_images, collate_batch, split_batch
-from .nn.autoencoder import check_divides, codec
-from .registry import PretrainedMixin, model_kind
+from .._utils import normalize_image_size
+from ..data.batch import Batch, check_images, collate_batch, split_batch
+from ..nn.autoencoder import check_divides, codec
+from ..registry import PretrainedMixin, model_kind
 
 KL_WEIGHT = 1e-6
 """β of the first-stage objective: Rombach et al. 2022's kl-f4 and kl-f8 configurations."""

@@ -34,15 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import editing
-from ._utils import module_device
-from .conditioning import ConditionSpec
-from .data.batch import Batch, check_images, map_images, split_batch
-from .diffusion import GaussianDiffusion
-from .nn.autoencoder import DiagonalGaussian, LatentCodec, codec
-from .registry import PretrainedMixin, model_kind
-from .samplers import SamplerInfo
-from .sampling import SamplingRunner
+from .. import editing
+from .._utils import module_device
+from ..conditioning import ConditionSpec
+from ..data.batch import Batch, check_images, map_images, split_batch
+from ..diffusion import GaussianDiffusion
+from ..nn.autoencoder import DiagonalGaussian, LatentCodec, codec
+from ..registry import PretrainedMixin, model_kind
+from ..samplers import SamplerInfo
+from ..sampling import SamplingRunner
 
 ENCODE_CHUNK = 64
 """Images encoded (and latents decoded) at a time when the latent model fits its scale or decodes a trajectory."""
@@ -62,7 +62,7 @@ class LatentDiffusion(PretrainedMixin, nn.Module):
             training data by the Trainer (:meth:`fit_data_statistics`) and recorded in the config.
 
     Attributes:
-        cached: whether training batches hold cached posterior moments (latent_cache.py) instead of images;
+        cached: whether training batches hold cached posterior moments (cache.py) instead of images;
             :meth:`use_cached_latents` sets it.
     """
 
@@ -144,7 +144,7 @@ class LatentDiffusion(PretrainedMixin, nn.Module):
         return self.diffusion.sampler_info(name)
 
     def use_cached_latents(self, enabled: bool = True) -> LatentDiffusion:
-        """Train on cached posterior moments (latent_cache.cache_latents' items, (2c, h, w)) instead of images;
+        """Train on cached posterior moments (cache.cache_latents' items, (2c, h, w)) instead of images;
         returns self. The function and the checkpoint do not change, only what a training batch holds."""
         self.cached = bool(enabled)
         return self

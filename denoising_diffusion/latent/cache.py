@@ -1,5 +1,5 @@
 """Latents cached on disk: encode a data set once with a frozen autoencoder, then train a latent model on the cached
-posteriors without paying the encoder at every step (latent.py, ``LatentDiffusion.use_cached_latents``).
+posteriors without paying the encoder at every step (diffusion.py, ``LatentDiffusion.use_cached_latents``).
 
 :func:`cache_latents` stores, for every item of a dataset, the moments (μ, log σ²) of its posterior q(z | x), shape
 (2c, h, w), and returns them as a :class:`CachedLatents` dataset whose items keep the source's structure (a tensor,
@@ -38,11 +38,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._utils import eval_mode, module_device
-from .checkpoint import save_checkpoint
-from .data.batch import IMAGE_KEY, collate_batch, split_batch
-from .data.datasets import ImageFiles
-from .nn.autoencoder import codec
+from .._utils import eval_mode, module_device
+from ..checkpoint import save_checkpoint
+from ..data.batch import IMAGE_KEY, collate_batch, split_batch
+from ..data.datasets import ImageFiles
+from ..nn.autoencoder import codec
 
 logger = logging.getLogger(__name__)
 
