@@ -8,10 +8,11 @@ downsample for the base; held out, 1000 shapes (seed 1) as the reference set and
 2) whose 16x16 versions the stage upsamples. Features: the small measuring classifier (width 16, 300 steps of 64)
 trained on the training shapes' 8 labels (its held-out accuracy is printed); FD is the Fréchet distance to the
 reference in its 64 features, the floor is real-vs-real at the same N. Per training seed (0, 1, 2), with one torch
-thread per process: a base ``Unet(16, (1, 2, 2))`` at 16x16 (600 steps of 32), a stage ``Unet(16, (1, 2, 2))`` +
-image and level inputs at 32x32 (400 steps of 16, augmentation levels U[0, 0.5]), and a single
+thread per process: a base ``Unet(16, (1, 2, 2))`` at 16x16 (1200 steps of 32), a stage ``Unet(16, (1, 2, 2))`` +
+image and level inputs at 32x32 (1200 steps of 16, augmentation levels U[0, 0.5]), and a single
 ``Unet(16, (1, 2, 2, 2))`` at 32x32 trained until its CPU time equals the base's and the stage's together; Adam
-1e-3, EMA 0.995, T = 1000 cosine, ε-prediction. Every model samples with DDIM, η = 1, 20 steps.
+1e-3, EMA 0.995 warmed up (min(0.995, (1 + n)/(10 + n)) at step n), T = 1000 cosine, ε-prediction. Every model
+samples with DDIM, η = 1, 20 steps.
 
 Measured per seed: (a) the stage on the held-out 16x16 inputs at its default level, against their bicubic upsample
 (the stage's own ``upsample``): PSNR to the originals (mean over images) and FD; (b) the cascade (base samples, then
@@ -40,6 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch
 
 from benchmarks.harness import cascade_tables, records, stats
+from benchmarks.harness.digits_models import warmup_ema_decay
 from benchmarks.harness.parallel import map_shared
 from benchmarks.harness.timing import machine_line
 from denoising_diffusion import GaussianDiffusion, SuperResolution, Unet, get_builtin_dataset, save_pipeline
@@ -59,8 +61,8 @@ class CascadeConfig:
 
     train_images: int = 2048
     dim: int = 16
-    base_steps: int = 600
-    stage_steps: int = 400
+    base_steps: int = 1200
+    stage_steps: int = 1200
     base_batch: int = 32
     stage_batch: int = 16
     single_batch: int = 32
@@ -102,8 +104,8 @@ def build(cfg: CascadeConfig, kind: str) -> Any:
 
 def train(model: Any, images: torch.Tensor, batch: int, cfg: CascadeConfig, seed: int, *, steps: int = 0,
           cpu_budget: float = 0.0) -> tuple[Any, float, int]:  # fmt: skip
-    """Adam and an EMA for ``steps`` steps, or until ``cpu_budget`` CPU seconds; returns (the model around its EMA
-    network, CPU seconds, steps)."""
+    """Adam and an EMA (warmed up: digits_models.warmup_ema_decay) for ``steps`` steps, or until ``cpu_budget`` CPU
+    seconds; returns (the model around its EMA network, CPU seconds, steps)."""
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = copy.deepcopy(model.model).requires_grad_(False)
@@ -115,7 +117,7 @@ def train(model: Any, images: torch.Tensor, batch: int, cfg: CascadeConfig, seed
         opt.step()
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.model.parameters()):
-                e.lerp_(p, 1 - cfg.ema_decay)
+                e.lerp_(p, 1 - warmup_ema_decay(done, cfg.ema_decay))
         done += 1
     return model.with_model(ema).eval(), time.process_time() - start, done
 

@@ -83,6 +83,13 @@ def lr_factor(step: int, total: int, warmup: int = 100) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_ema_decay(step: int, decay: float) -> float:
+    """The EMA's decay at optimizer step ``step`` (0-based): min(decay, (1 + step) / (10 + step)), a short memory
+    early while the weights move fast, so that a short run's average does not keep a share decay^steps of the
+    random initialization (0.995^400 = 13 %)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def train_ema(
     trainable: nn.Module, averaged: nn.Module, batch_loss: Callable[[Tensor], Tensor], n: int, recipe: Recipe
 ) -> nn.Module:
@@ -98,7 +105,7 @@ def train_ema(
         nn.utils.clip_grad_norm_(trainable.parameters(), 1.0)
         opt.step()
         sched.step()
-        decay = min(recipe.ema_decay, (1 + step) / (10 + step))  # short memory early, while the weights move fast
+        decay = warmup_ema_decay(step, recipe.ema_decay)
         with torch.no_grad():
             for e, p in zip(ema.parameters(), averaged.parameters()):
                 e.lerp_(p, 1 - decay)
