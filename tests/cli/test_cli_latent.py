@@ -67,6 +67,10 @@ def test_autoencoder_then_latent_diffusion_then_samples(tmp_path: Path, capsys) 
         (["train", "{images}", "--latent-cache", "{tmp}/cache"], "--latent-cache is for latent diffusion"),
         (["train", "{images}", "--latent", "{tmp}/unet"], "describes a UNet2DModel, not an AutoencoderKL"),
         (["train", "{images}", "--latent", "{tmp}/nothing.pt"], "no such file or directory"),
+        (
+            ["train", "{images}", "--latent", "{tmp}/unet", "--super-resolution", "8:16"],
+            "--latent and --super-resolution cannot be combined",
+        ),
     ],
 )
 def test_bad_latent_options_end_in_one_error_line(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
