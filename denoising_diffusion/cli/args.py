@@ -4,6 +4,7 @@ raises ArgumentTypeError, which argparse reports as "argument --x: <message>".""
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..nn.encoder import ATTENTION_KINDS
 from ..pretrained import resolve_source
 from ..processes import Spacing
 from ..samplers import SAMPLERS, SamplerName, sampler_options
+from ..training.results_lock import ResultsLock
 from ..viz import save_denoising_gif, save_image_grid
 
 PROG = "denoising-diffusion"
@@ -217,3 +219,15 @@ def write_results(
         print(f"{label + ':':<11} {save_image_grid(images, args.out, nrow=per_row)}")
     if args.gif:
         print(f"denoising:  {save_denoising_gif(result, args.out.with_suffix('.gif'), nrow=per_row)}")
+
+
+def with_results_locked(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` run with ``args.results`` locked for its whole run (training/results_lock.py): a second run on the
+    same folder is refused with the holder's process, never interleaved."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        with ResultsLock(args.results, hint="pass another --results"):
+            return command(args)
+
+    return run

@@ -42,10 +42,10 @@ from ..training import Trainer
 from ..training.checkpoints import find_resume_checkpoint
 from ..training.distributed import use_cpu
 from ..training.preview import preview_condition
-from ..training.results_lock import ResultsLock
 from ..viz import save_denoising_gif
 from . import latent
 from . import train_super_resolution as sr
+from .args import with_results_locked
 from .presets import BUILTIN_IMAGES, TrainPreset, resolve_train_options, sized_ema_decay
 from .run_cost import describe_cost, measure_run_cost
 from .train_args import add_train_arguments
@@ -74,7 +74,7 @@ def add_train_parser(subparsers: Any) -> None:
     add_train_arguments(p)
     sr.add_super_resolution_arguments(p)
     latent.add_latent_arguments(p)
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=with_results_locked(train_command))
 
 
 def process_arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -221,19 +221,19 @@ def print_cost(args: argparse.Namespace, trainer: Trainer, opts: TrainPreset) ->
         print(line)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """The ``train`` subcommand: lock the results folder, build (or rebuild), train, then report the files written."""
-    with ResultsLock(args.results, hint="pass another --results"):
-        opts, data, model, resume = prepare_model(args)
-        trainer = make_trainer(args, opts, data, model, resume)
-        if "sigma_max" in getattr(model, "process_options", {}):
-            print(f"{model.process} process with sigma_max = {model.process_options['sigma_max']:.4g}")
-        if trainer.step > 0:
-            print(f"resumed at step {trainer.step} of {opts.steps}")
-        print_cost(args, trainer, opts)
-        trainer.train()
-        if trainer.accelerator.is_main_process:  # only the main process writes (and reports)
-            report(trainer, opts)
+def train_command(args: argparse.Namespace) -> int:
+    """The ``train`` subcommand (run with the results folder locked): build (or rebuild), train, then report the
+    files written."""
+    opts, data, model, resume = prepare_model(args)
+    trainer = make_trainer(args, opts, data, model, resume)
+    if "sigma_max" in getattr(model, "process_options", {}):
+        print(f"{model.process} process with sigma_max = {model.process_options['sigma_max']:.4g}")
+    if trainer.step > 0:
+        print(f"resumed at step {trainer.step} of {opts.steps}")
+    print_cost(args, trainer, opts)
+    trainer.train()
+    if trainer.accelerator.is_main_process:  # only the main process writes (and reports)
+        report(trainer, opts)
     return 0
 
 

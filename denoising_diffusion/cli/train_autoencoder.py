@@ -22,8 +22,7 @@ from ..data.scan import check_folder_dataset, scan_images
 from ..latent import KL_WEIGHT, AutoencoderTraining
 from ..nn.autoencoder import Autoencoder, check_divides
 from ..training import Trainer
-from ..training.results_lock import ResultsLock
-from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int
+from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int, with_results_locked
 from .presets import BUILTIN_IMAGES, ema_decay_for, infer_image_size
 from .train import choose_seed
 from .train_args import bad_steps, keep_last, positive_float, resume_target
@@ -77,7 +76,7 @@ def add_train_autoencoder_parser(subparsers: Any) -> None:
     p.add_argument("--on-bad-image", choices=_values(OnBadImage), default=OnBadImage.ERROR.value,
                    help="what to do with an unreadable image file in FOLDER (default: error)")  # fmt: skip
     _add_threads_option(p)
-    p.set_defaults(run=run_train_autoencoder)
+    p.set_defaults(run=with_results_locked(train_autoencoder))
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,12 +90,6 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options["image_size"] = max(args.factor, infer_image_size(side) // args.factor * args.factor)
     check_divides(args.factor, *normalize_image_size(options["image_size"]))
     return options
-
-
-def run_train_autoencoder(args: argparse.Namespace) -> int:
-    """The ``train-autoencoder`` subcommand, with the results folder locked for the run."""
-    with ResultsLock(args.results, hint="pass another --results"):
-        return train_autoencoder(args)
 
 
 def train_autoencoder(args: argparse.Namespace) -> int:

@@ -19,8 +19,7 @@ from ..noise_aware_classifier import NoiseAwareClassifier
 from ..pretrained import resolve_source
 from ..processes import BetaSchedule
 from ..training import Trainer
-from ..training.results_lock import ResultsLock
-from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int
+from .args import _add_threads_option, _values, dim_mults, non_negative_int, positive_int, with_results_locked
 from .presets import BUILTIN_IMAGES
 from .train import choose_seed
 from .train_args import bad_steps, keep_last, resume_target
@@ -69,7 +68,7 @@ def add_train_classifier_parser(subparsers: Any) -> None:
     p.add_argument("--on-bad-image", choices=_values(OnBadImage), default=OnBadImage.ERROR.value,
                    help="what to do with an unreadable image file in FOLDER (default: error)")  # fmt: skip
     _add_threads_option(p)
-    p.set_defaults(run=run_train_classifier)
+    p.set_defaults(run=with_results_locked(train_classifier))
 
 
 def _show(value: Any) -> str:
@@ -90,12 +89,6 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
                        beta_schedule=spec["beta_schedule"])  # fmt: skip
     options.update({name: getattr(args, name) for name in DEFAULTS if getattr(args, name) is not None})
     return options
-
-
-def run_train_classifier(args: argparse.Namespace) -> int:
-    """The ``train-classifier`` subcommand, with the results folder locked for the run."""
-    with ResultsLock(args.results, hint="pass another --results"):
-        return train_classifier(args)
 
 
 def train_classifier(args: argparse.Namespace) -> int:
